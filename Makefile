@@ -1,0 +1,33 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test`. Both create .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test install data clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Teacher -> student -> KD student on the real-MRI demo set shipped in the package, then the table.
+demo: install
+	$(BIN)/kdc distill --data demo --acc 4 --out runs/demo --epochs 4
+	$(BIN)/kdc evaluate runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Real brain MRI volumes shipped inside PyPI packages (installed without their dependencies: only their files are read).
+data: install
+	$(PIP) --no-deps nilearn==0.14.1 nimare==0.22.1
+	$(BIN)/kdc data build --out data/brain
+
+clean:
+	rm -rf $(VENV) runs

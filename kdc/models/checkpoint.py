@@ -1,0 +1,97 @@
+"""Checkpoint format: one ``.pt`` file holding weights and a JSON config, safe to load with ``weights_only=True``.
+
+``config`` names the architecture and its hyper-parameters (``{"arch": "dccnn", "cascades": 5, ...}``); ``meta``
+carries what was learned about the model (acceleration, image size, metrics). Nothing is unpickled on load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdc._io import atomic_path
+from kdc.models.dccnn import DCCNN
+
+FORMAT = "kdc-checkpoint/1"
+ARCHITECTURES: dict[str, type[nn.Module]] = {"dccnn": DCCNN}
+#: Named configurations of the paper.
+PRESETS: dict[str, dict[str, Any]] = {
+    "teacher": {"arch": "dccnn", "cascades": 5, "convs": 5, "channels": 32},
+    "student": {"arch": "dccnn", "cascades": 5, "convs": 3, "channels": 32},
+}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a kdc checkpoint, or whose weights do not fit its config."""
+
+
+def register_architecture(name: str, cls: type[nn.Module]) -> None:
+    """Make ``cls`` buildable from a config with ``"arch": name``."""
+    ARCHITECTURES[name] = cls
+
+
+def build_model(config: dict[str, Any] | str) -> nn.Module:
+    """Build an untrained model from a config dict or a preset name (``teacher``, ``student``)."""
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise CheckpointError(f"unknown model preset {config!r}: expected one of {sorted(PRESETS)}")
+        config = PRESETS[config]
+    params = dict(config)
+    arch = params.pop("arch", None)
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"unknown architecture {arch!r}: expected one of {sorted(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[arch](**params)
+    except TypeError as err:
+        raise CheckpointError(f"bad config for {arch}: {err}") from None
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """Recover the config of a model built by :func:`build_model`."""
+    if isinstance(model, DCCNN):
+        first = model.cascades[0]
+        return {
+            "arch": "dccnn",
+            "cascades": len(model.cascades),
+            "convs": len(first.convs),
+            "channels": first.convs[0].out_channels,
+        }
+    config = getattr(model, "config", None)
+    if config is None:
+        raise CheckpointError(f"cannot describe a {type(model).__name__}")
+    return dict(config)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:
+    """Write weights, config and meta to ``path`` atomically."""
+    payload = {
+        "format": FORMAT,
+        "config": json.dumps(model_config(model)),
+        "meta": json.dumps(meta or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`; return ``(model in eval mode, meta)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or corrupt files
+        raise CheckpointError(f"{path}: not a kdc checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a kdc checkpoint (expected format {FORMAT!r})")
+    model = build_model(json.loads(payload["config"]))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match the config: {err}") from None
+    return model.eval(), json.loads(payload["meta"])
