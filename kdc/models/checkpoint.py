@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kdc._io import atomic_path
+from kdc.errors import KdcError
 from kdc.models.dccnn import DCCNN
 
 FORMAT = "kdc-checkpoint/1"
@@ -25,7 +26,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(KdcError):
     """A file that is not a kdc checkpoint, or whose weights do not fit its config."""
 
 

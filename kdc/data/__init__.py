@@ -1,0 +1,1 @@
+"""Data: FFT conventions, undersampling masks, h5 formats, metrics and the demo set."""

@@ -1,0 +1,5 @@
+"""The one exception type for user mistakes; the CLI prints it as a one-line error (standard library only)."""
+
+
+class KdcError(ValueError):
+    """Bad input from the user: a missing file, a wrong key, a shape that does not fit. Never a bug."""

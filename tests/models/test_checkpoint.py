@@ -1,0 +1,65 @@
+import pickle
+
+import pytest
+import torch
+
+from kdc.models import DCCNN, load_checkpoint, save_checkpoint
+from kdc.models.checkpoint import CheckpointError, build_model
+
+
+def test_round_trip_keeps_weights_config_and_meta(tmp_path):
+    model = DCCNN(cascades=2, convs=3, channels=8)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {"role": "student", "acceleration": 4})
+    loaded, meta = load_checkpoint(path)
+    assert meta == {"role": "student", "acceleration": 4}
+    assert len(loaded.cascades) == 2 and loaded.cascades[0].convs[0].out_channels == 8
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_refuses_pickled_objects(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "kdc-checkpoint/1", "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="not a kdc checkpoint"):
+        load_checkpoint(path)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not a checkpoint", "not a kdc checkpoint"),
+        (pickle.dumps([1, 2]), "not a kdc checkpoint"),
+    ],
+)
+def test_foreign_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_missing_file_and_wrong_weights(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, DCCNN(cascades=1, convs=2, channels=4))
+    payload = torch.load(path, weights_only=True)
+    payload["config"] = '{"arch": "dccnn", "cascades": 1, "convs": 2, "channels": 5}'
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(path)
+
+
+def test_unknown_preset_and_architecture():
+    with pytest.raises(CheckpointError, match="unknown model preset"):
+        build_model("giant")
+    with pytest.raises(CheckpointError, match="unknown architecture"):
+        build_model({"arch": "unet"})
