@@ -1,0 +1,324 @@
+"""``kdc data build``: a KD-MRI h5 dataset from real NIfTI brain volumes, split by volume.
+
+Each volume is reoriented to RAS, cut into 2-D slices along ``axis``, zero-padded (centred) to the image's aspect
+ratio, resampled with antialiasing to ``(H, W)``, stripped of slices with too little foreground and scaled so
+that its maximum is 1. k-space is simulated the way KD-MRI built its data: the uncentred orthonormal FFT of the
+magnitude image, undersampled retrospectively with one fixed 1-D Cartesian mask per acceleration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import kdc
+from kdc._io import write_json
+from kdc.data.errors import DataError
+from kdc.data.fft import fft2, ifft2
+from kdc.data.masks import MASK_KINDS, MaskKind, cartesian_mask, center_fraction_for
+from kdc.data.resize import fit_images
+
+#: Slice axis of a RAS-oriented volume.
+AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+#: A pixel is foreground when it exceeds this fraction of the volume's maximum.
+FOREGROUND_LEVEL = 0.1
+DTYPES: tuple[str, ...] = ("float32", "float16")
+INSTALL_HINT = (
+    "install one with `pip install --no-deps nilearn==0.14.1 nimare==0.22.1` or `apt-get install mricron-data` "
+    "(`make data` does the first and builds data/brain), or pass --volume PATH.nii.gz"
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A real brain volume shipped inside an installable package."""
+
+    package: str | None  # Python package holding ``path``; None when ``path`` is absolute (a Debian package)
+    path: str
+    description: str
+    install: str
+
+
+SOURCES: dict[str, Source] = {
+    "mni2009a": Source(
+        "nilearn",
+        "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        "MNI ICBM152 2009a symmetric T1, average of 152 adults, skull-stripped, 1 mm",
+        "pip install --no-deps nilearn==0.14.1",
+    ),
+    "mni152": Source(
+        "nimare",
+        "resources/templates/tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
+        "FSL MNI152 NLin6Asym T1, average of 152 adults, with skull, 1 mm",
+        "pip install --no-deps nimare==0.22.1",
+    ),
+    "colin27": Source(
+        None,
+        "/usr/share/mricron/templates/ch2.nii.gz",
+        "Colin27 T1: one adult scanned 27 times and averaged, with skull, 1 mm",
+        "apt-get install mricron-data",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class VolumeInput:
+    """A NIfTI volume to slice, with the name its h5 file gets and what is known about where it came from."""
+
+    name: str
+    path: Path
+    origin: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How volumes become slices and k-space."""
+
+    shape: tuple[int, int] = (256, 256)
+    accelerations: tuple[int, ...] = (4, 5, 8)
+    mask_kind: MaskKind = "random"
+    seed: int = 0
+    val_volumes: int = 1
+    min_foreground: float = 0.15
+    axis: str = "axial"
+    slices_per_volume: int | None = None
+    dtype: str = "float32"
+    targets_only: bool = False
+
+
+def locate_source(name: str) -> Path | None:
+    """Path of a registered source's NIfTI file if it is installed (its package is found, never imported)."""
+    if name not in SOURCES:
+        raise DataError(f"--source {name!r}: unknown source, expected one of {sorted(SOURCES)}")
+    source = SOURCES[name]
+    if source.package is None:
+        path = Path(source.path)
+    else:
+        spec = importlib.util.find_spec(source.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(spec.submodule_search_locations[0]) / source.path
+    return path if path.is_file() else None
+
+
+def resolve_inputs(sources: Sequence[str], volumes: Sequence[Path]) -> list[VolumeInput]:
+    """Named sources then user volumes; with neither, every registered source that is installed."""
+    inputs = []
+    for name in dict.fromkeys(sources) if sources else ([] if volumes else list(SOURCES)):
+        path = locate_source(name)
+        if path is None:
+            if sources:
+                raise DataError(f"--source {name}: {SOURCES[name].path} not found; install it: {SOURCES[name].install}")
+            continue
+        inputs.append(VolumeInput(name, path, _source_origin(name)))
+    for path in volumes:
+        if not Path(path).is_file():
+            raise DataError(f"--volume {path}: file not found")
+        origin = {"file": str(Path(path).resolve())}
+        inputs.append(VolumeInput(_unique_name(_stem(Path(path)), inputs), Path(path), origin))
+    if not inputs:
+        raise DataError(f"no source volume found: {INSTALL_HINT}")
+    return inputs
+
+
+def _source_origin(name: str) -> dict[str, str]:
+    source = SOURCES[name]
+    origin = {"source": name, "description": source.description, "file": source.path, "install": source.install}
+    if source.package is not None:
+        origin["package"] = source.package
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            origin["package_version"] = importlib.metadata.version(source.package)
+    return origin
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
+def _unique_name(name: str, taken: Sequence[VolumeInput]) -> str:
+    names = {item.name for item in taken}
+    candidate, counter = name, 1
+    while candidate in names:
+        counter += 1
+        candidate = f"{name}_{counter}"
+    return candidate
+
+
+def load_slices(path: Path, axis: str, shape: tuple[int, int]) -> np.ndarray:
+    """``(S, H, W)`` float32 slices of a NIfTI volume along ``axis``, fitted to ``shape``, negatives clipped."""
+    import nibabel as nib
+
+    if axis not in AXES:
+        raise DataError(f"--axis {axis!r}: expected one of {sorted(AXES)}")
+    try:
+        image = nib.as_closest_canonical(nib.load(path))
+        data = image.get_fdata(dtype=np.float32)
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as err:
+        raise DataError(f"{path}: not a readable NIfTI volume ({err})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3-D volume, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: volume holds NaN or Inf")
+    # RAS: rotating a slice by 90 degrees puts anterior (or superior) at the top, as radiology displays it.
+    slices = np.rot90(np.moveaxis(data, AXES[axis], 0), k=1, axes=(1, 2))
+    return fit_images(np.clip(slices, 0.0, None), shape)
+
+
+def select_slices(slices: np.ndarray, min_foreground: float, count: int | None) -> np.ndarray:
+    """Indices of slices with enough foreground; ``count`` of them evenly spaced if given."""
+    foreground = (slices > FOREGROUND_LEVEL * slices.max()).mean(axis=(1, 2))
+    kept = np.flatnonzero(foreground >= min_foreground)
+    if count is not None and count < kept.size:
+        kept = kept[np.unique(np.round(np.linspace(0, kept.size - 1, count)).astype(int))]
+    return kept
+
+
+def write_volume(path: Path, targets: np.ndarray, masks: dict[int, np.ndarray], dtype: str) -> None:
+    """Write one KD-MRI h5 file: ``volfs`` and, per acceleration, ``kspace_volus_{acc}`` and ``img_volus_{acc}``.
+
+    Arrays are ``(H, W, S)`` (slices last). ``img_volus`` is the magnitude of the zero-filled image, as KD-MRI
+    stores it; kdc computes the network's input from the k-space itself.
+    """
+    import h5py
+
+    height, width = targets.shape[1:]
+    options = {"compression": "gzip", "shuffle": True, "chunks": (height, width, 1)}
+    with h5py.File(path, "w") as file:
+        file.create_dataset("volfs", data=np.moveaxis(targets, 0, -1).astype(dtype), **options)
+        for acc, mask in masks.items():
+            kspace = fft2(targets) * mask
+            file.create_dataset(f"kspace_volus_{acc}", data=np.moveaxis(kspace, 0, -1).astype(np.complex64), **options)
+            zero_filled = np.abs(ifft2(kspace))
+            file.create_dataset(f"img_volus_{acc}", data=np.moveaxis(zero_filled, 0, -1).astype(dtype), **options)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty directory beside ``out``; it replaces ``out`` only if the block succeeds."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"--out {out}: directory exists and is not empty; pass --overwrite or choose another")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)
+    try:
+        yield staging
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_dataset(
+    out: Path, inputs: Sequence[VolumeInput], settings: BuildSettings, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Write ``out/{train,val}/NAME.h5``, ``out/masks/mask_{acc}x.npy`` and ``out/dataset.json``; return the latter."""
+    from rich.progress import Progress
+
+    _check_settings(settings, len(inputs))
+    masks = {} if settings.targets_only else {
+        acc: cartesian_mask(settings.mask_kind, acc, settings.shape, settings.seed) for acc in settings.accelerations
+    }
+    records = []
+    with staging_dir(Path(out), overwrite) as staging, Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("building", total=len(inputs))
+        for index, item in enumerate(inputs):
+            bar.update(task, description=f"{item.name}")
+            split = "val" if index >= len(inputs) - settings.val_volumes else "train"
+            records.append(_build_volume(staging, split, item, masks, settings))
+            bar.advance(task)
+        for acc, mask in masks.items():
+            (staging / "masks").mkdir(exist_ok=True)
+            np.save(staging / "masks" / f"mask_{acc}x.npy", mask)
+        manifest = _manifest(records, masks, settings)
+        write_json(staging / "dataset.json", manifest)
+    return manifest
+
+
+def _check_settings(settings: BuildSettings, volume_count: int) -> None:
+    for acc in settings.accelerations:
+        center_fraction_for(acc)
+    if settings.mask_kind not in MASK_KINDS:
+        raise DataError(f"--mask-kind {settings.mask_kind!r}: expected one of {MASK_KINDS}")
+    if settings.dtype not in DTYPES:
+        raise DataError(f"--dtype {settings.dtype!r}: expected one of {DTYPES}")
+    if not 1 <= settings.val_volumes < volume_count:
+        raise DataError(
+            f"--val-volumes {settings.val_volumes}: expected 1 to {volume_count - 1} of the {volume_count} volume(s), "
+            "so that train and val hold different volumes"
+        )
+    if min(settings.shape) < 8:
+        raise DataError(f"image size {settings.shape}: expected at least 8x8")
+
+
+def _build_volume(
+    root: Path, split: str, item: VolumeInput, masks: dict[int, np.ndarray], settings: BuildSettings
+) -> dict:
+    slices = load_slices(item.path, settings.axis, settings.shape)
+    if slices.max() <= 0:
+        raise DataError(f"{item.path}: volume is all zero")
+    kept = select_slices(slices, settings.min_foreground, settings.slices_per_volume)
+    if kept.size == 0:
+        raise DataError(f"{item.path}: no slice has {settings.min_foreground:.0%} foreground; lower --min-foreground")
+    targets = slices[kept] / slices[kept].max()
+    # Simulate k-space from what is stored, so that a float16 volfs and its k-space agree.
+    targets = targets.astype(settings.dtype).astype(np.float32)
+    file = root / split / f"{item.name}.h5"
+    file.parent.mkdir(exist_ok=True)
+    write_volume(file, targets, masks, settings.dtype)
+    return {
+        "name": item.name,
+        "split": split,
+        "file": file.relative_to(root).as_posix(),
+        "origin": item.origin,
+        "sha256": sha256(item.path),
+        "slices": int(kept.size),
+        "slice_indices": kept.tolist(),
+    }
+
+
+def _manifest(records: list[dict], masks: dict[int, np.ndarray], settings: BuildSettings) -> dict:
+    return {
+        "format": "kdc-dataset/1",
+        "kdc_version": kdc.__version__,
+        "layout": "kd-mri",
+        "image_size": list(settings.shape),
+        "axis": settings.axis,
+        "min_foreground": settings.min_foreground,
+        "foreground_level": FOREGROUND_LEVEL,
+        "slices_per_volume": settings.slices_per_volume,
+        "dtype": settings.dtype,
+        "mask_kind": settings.mask_kind,
+        "seed": settings.seed,
+        "accelerations": list(settings.accelerations),
+        "masks": {
+            str(acc): {"file": f"masks/mask_{acc}x.npy", "sampled_fraction": float(mask.mean())}
+            for acc, mask in masks.items()
+        },
+        "volumes": records,
+        "slices": {split: sum(r["slices"] for r in records if r["split"] == split) for split in ("train", "val")},
+    }

@@ -1,0 +1,74 @@
+"""Writers of small h5 files in exactly the KD-MRI and fastMRI single-coil layouts, and of NIfTI volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from kdc.data.fft import fft2, fft2c, ifft2
+
+
+def make_phantom(slices: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``(S, H, W)`` non-negative images: an ellipse of varying size plus texture, zero outside it."""
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    radius = np.linspace(0.6, 0.9, slices)[:, None, None]
+    inside = (x / radius) ** 2 + (y / (0.9 * radius)) ** 2 < 1
+    return (inside * (0.5 + 0.5 * rng.random((slices, height, width)))).astype(np.float32)
+
+
+@pytest.fixture
+def phantom() -> Callable[..., np.ndarray]:
+    return make_phantom
+
+
+@pytest.fixture
+def write_kdmri() -> Callable[..., Path]:
+    """``write(path, images (S, H, W), masks {acc: (H, W)})``: KD-MRI file, arrays (H, W, S), k-space uncentred."""
+
+    def write(path: Path, images: np.ndarray, masks: dict[int, np.ndarray] | None = None) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w") as file:
+            file["volfs"] = np.moveaxis(images, 0, -1).astype(np.float64)
+            for acc, mask in (masks or {}).items():
+                kspace = fft2(images) * mask
+                file[f"kspace_volus_{acc}"] = np.moveaxis(kspace, 0, -1).astype(np.complex128)
+                file[f"img_volus_{acc}"] = np.moveaxis(np.abs(ifft2(kspace)), 0, -1)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def write_fastmri() -> Callable[..., Path]:
+    """``write(path, images (S, H, W))``: fastMRI single-coil file with centred ``kspace`` and its attributes."""
+
+    def write(path: Path, images: np.ndarray) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        phase = np.exp(1j * np.linspace(0, 1, images.shape[-1]))
+        kspace = fft2c(images * phase).astype(np.complex64)
+        with h5py.File(path, "w") as file:
+            file["kspace"] = kspace
+            file["reconstruction_esc"] = np.zeros((images.shape[0], 320, 320), np.float32)
+            file.attrs["acquisition"] = "CORPD_FBK"
+            file.attrs["max"] = float(np.abs(images).max())
+            file.attrs["norm"] = float(np.linalg.norm(images))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def write_nifti() -> Callable[..., Path]:
+    """``write(path, data (X, Y, Z), affine)``: a NIfTI-1 volume written by nibabel."""
+    import nibabel as nib
+
+    def write(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+        nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+        return path
+
+    return write
