@@ -1,0 +1,36 @@
+"""What every CLI command shares: user mistakes become one-line errors, never tracebacks (stdlib + typer)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+
+from kdc.errors import KdcError
+
+Command = TypeVar("Command", bound=Callable[..., object])
+#: Modules an extra brings, and the extra to install for them.
+EXTRAS = {"torch": "train", "onnx": "train", "onnxscript": "train", "h5py": "train", "nibabel": "train",
+          "onnxruntime": "runtime", "openvino": "runtime", "fastapi": "serve", "uvicorn": "serve"}
+
+
+def user_errors(command: Command) -> Command:
+    """Wrap a command so that :class:`KdcError` and a missing optional dependency exit 1 with one line."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return command(*args, **kwargs)
+        except KdcError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except ModuleNotFoundError as err:
+            top = (err.name or "").split(".")[0]
+            if top not in EXTRAS:
+                raise
+            typer.echo(f"error: this command needs {top}: pip install 'kdc[{EXTRAS[top]}]'", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]

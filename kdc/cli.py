@@ -1,0 +1,22 @@
+"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve)."""
+
+from __future__ import annotations
+
+import typer
+
+from kdc._cli import user_errors
+from kdc.compress import cli as compress_cli
+from kdc.data.cli import data_app
+
+app = typer.Typer(
+    help="Distil MRI reconstruction networks (KD-MRI) and ship them without PyTorch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+for name, command in {
+    "train": compress_cli.train,
+    "distill": compress_cli.distill,
+    "evaluate": compress_cli.evaluate,
+}.items():
+    app.command(name)(user_errors(command))
+app.add_typer(data_app, name="data", help="Build datasets of real MRI with retrospective undersampling.")

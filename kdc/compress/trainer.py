@@ -1,0 +1,125 @@
+"""One training stage: epochs over a split, validation, best-checkpoint and resumable state, all atomic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kdc._io import atomic_path
+from kdc.compress.evaluate import predict, score
+from kdc.models.checkpoint import save_checkpoint
+
+#: ``step_loss(batch) -> loss`` for one batch already on the device.
+StepLoss = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+log = logging.getLogger("kdc")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by every stage of a run."""
+
+    epochs: int
+    batch_size: int = 4
+    lr: float = 1e-3
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass
+class Stage:
+    """A model trained with ``step_loss``; ``extra`` holds trainable loss modules (e.g. regressors)."""
+
+    name: str
+    model: nn.Module
+    step_loss: StepLoss
+    meta: dict = field(default_factory=dict)
+    extra: Sequence[nn.Module] = ()
+    keep_best: bool = True  # False: keep the last epoch (feature-only stages do not optimise the image)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def train_stage(
+    stage: Stage, train_set: Sequence[dict], val_set: Sequence[dict], settings: TrainSettings, run_dir: Path
+) -> dict:
+    """Train ``stage`` for ``settings.epochs``, resuming from ``run_dir/state/<name>.pt`` if it exists.
+
+    After every epoch the best model so far (by validation PSNR) is written to ``run_dir/<name>.pt`` and the
+    resumable state to ``run_dir/state/<name>.pt``, both atomically, so a kill loses at most the running epoch.
+    Returns the validation metrics of the best epoch.
+    """
+    state_path = run_dir / "state" / f"{stage.name}.pt"
+    model = stage.model.to(settings.device)
+    params = [p for m in (model, *stage.extra) for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    start, best = 0, {"psnr": {"mean": float("-inf")}}
+    if state_path.exists():
+        state = torch.load(state_path, map_location=settings.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        for module, weights in zip(stage.extra, state["extra"]):
+            module.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        start, best = state["epoch"], json.loads(state["best"])
+        if start >= settings.epochs:
+            return best
+        log.info("%s: resuming after epoch %d", stage.name, start)
+
+    for epoch in range(start, settings.epochs):
+        started = time.perf_counter()
+        model.train()
+        generator = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        torch.manual_seed(settings.seed * 1000 + epoch)
+        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=generator)
+        total = 0.0
+        with progress_bar() as bar:
+            task = bar.add_task(f"{stage.name} {epoch + 1}/{settings.epochs}", total=len(loader), loss=0.0)
+            for step, batch in enumerate(loader, 1):
+                loss = stage.step_loss(_to_device(batch, settings.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                bar.update(task, advance=1, loss=total / step)
+        metrics = score(predict(model, val_set, settings.device), ("psnr", "ssim"))
+        if not stage.keep_best or metrics["psnr"]["mean"] > best["psnr"]["mean"]:
+            best = metrics
+            save_checkpoint(run_dir / f"{stage.name}.pt", model, {**stage.meta, "metrics": best, "epochs": epoch + 1})
+        with atomic_path(state_path) as tmp:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "extra": [m.state_dict() for m in stage.extra],
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "best": json.dumps(best),
+                },
+                tmp,
+            )
+        log.info(
+            "%s epoch %d/%d: train loss %.4g, val PSNR %.2f dB, SSIM %.4f, %.1f s",
+            stage.name, epoch + 1, settings.epochs, total / max(len(loader), 1),
+            metrics["psnr"]["mean"], metrics["ssim"]["mean"], time.perf_counter() - started,
+        )
+    return best

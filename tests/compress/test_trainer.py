@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kdc.compress.trainer import Stage, TrainSettings, train_stage
+from kdc.data.masks import cartesian_mask
+from kdc.models import DCCNN, load_checkpoint
+
+
+def tiny_split(n: int, seed: int, shape=(16, 16)) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    mask = cartesian_mask("random", 4, shape)
+    items = []
+    for i in range(n):
+        target = rng.random(shape).astype(np.float32)
+        kspace = np.fft.fft2(target, norm="ortho") * mask
+        items.append({
+            "kspace": np.stack([kspace.real, kspace.imag]).astype(np.float32),
+            "mask": mask[:1][None].astype(np.float32),
+            "target": target[None],
+            "volume": f"vol{i % 2}",
+            "slice": i,
+        })
+    return items
+
+
+def l1_stage(model: DCCNN) -> Stage:
+    return Stage("student", model, lambda b: F.l1_loss(model(b["kspace"], b["mask"]), b["target"]), {"role": "student"})
+
+
+def fresh_model() -> DCCNN:
+    torch.manual_seed(0)
+    return DCCNN(cascades=2, convs=3, channels=4)
+
+
+def test_training_lowers_loss_and_writes_best_checkpoint(tmp_path):
+    train, val = tiny_split(8, 0), tiny_split(4, 1)
+    model = fresh_model()
+    best = train_stage(l1_stage(model), train, val, TrainSettings(epochs=3, batch_size=4, lr=1e-2), tmp_path)
+    loaded, meta = load_checkpoint(tmp_path / "student.pt")
+    assert meta["role"] == "student" and meta["metrics"] == best
+    assert 1 <= meta["epochs"] <= 3
+    assert best["psnr"]["n"] == 4 and np.isfinite(best["psnr"]["mean"])
+
+
+def test_resume_after_an_epoch_reproduces_the_uninterrupted_run(tmp_path):
+    """A run stopped after epoch 1 and resumed ends with the same weights as one that never stopped."""
+    train, val = tiny_split(8, 0), tiny_split(4, 1)
+    straight = fresh_model()
+    train_stage(l1_stage(straight), train, val, TrainSettings(epochs=2, lr=1e-2), tmp_path / "a")
+
+    interrupted = fresh_model()
+    train_stage(l1_stage(interrupted), train, val, TrainSettings(epochs=1, lr=1e-2), tmp_path / "b")
+    resumed = fresh_model()  # a new process starts from fresh weights and reads the state
+    train_stage(l1_stage(resumed), train, val, TrainSettings(epochs=2, lr=1e-2), tmp_path / "b")
+
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    state = torch.load(tmp_path / "b" / "state" / "student.pt", weights_only=True)
+    assert state["epoch"] == 2 and json.loads(state["best"])["psnr"]["n"] == 4
+
+
+def test_finished_stage_is_not_trained_again(tmp_path):
+    train, val = tiny_split(4, 0), tiny_split(2, 1)
+    model = fresh_model()
+    first = train_stage(l1_stage(model), train, val, TrainSettings(epochs=1), tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    again = train_stage(l1_stage(model), train, val, TrainSettings(epochs=1), tmp_path)
+    assert again == first
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
