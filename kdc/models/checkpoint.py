@@ -87,7 +87,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for foreign or corrupt files
-        raise CheckpointError(f"{path}: not a kdc checkpoint ({type(err).__name__}: {err})") from None
+        reason = "it holds objects other than tensors" if "Weights only" in str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: not a kdc checkpoint ({reason}; it is never unpickled)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdc checkpoint (expected format {FORMAT!r})")
     model = build_model(json.loads(payload["config"]))
