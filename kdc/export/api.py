@@ -1,0 +1,204 @@
+"""``export_model``: resolve the source, mask and lowering, build the artefact, gate it on parity, then write it."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdc.data.fft import fft2
+from kdc.data.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
+from kdc.errors import KdcError
+from kdc.export.contract import build_contract
+from kdc.export.formats import FORMATS
+from kdc.export.lowerings import LOWERINGS, auto_lowering
+from kdc.export.report import ExportError, ExportReport
+from kdc.models.checkpoint import load_checkpoint, model_config
+
+#: Checkpoints of a run directory, in the order ``export_model`` picks them.
+RUN_MODELS = ("kd_student", "student", "teacher")
+PARITY_SLICES = 4
+
+
+class BakedMask(nn.Module):
+    """A reconstruction model with its mask as a constant: ``forward(kspace) -> image``."""
+
+    def __init__(self, model: nn.Module, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mask", mask)
+
+    def forward(self, kspace: torch.Tensor) -> torch.Tensor:
+        return self.model(kspace, self.mask)
+
+
+def load_source(source: str | Path | nn.Module, role: str | None) -> tuple[nn.Module, dict[str, Any], Path | None]:
+    """``(model, meta, directory holding its mask.npy or None)`` from a run directory, checkpoint or module."""
+    if isinstance(source, nn.Module):
+        return source.eval(), {"role": role or "unknown"}, None
+    path = Path(source)
+    if path.is_dir():
+        names = [role] if role else list(RUN_MODELS)
+        found = [path / f"{name}.pt" for name in names if (path / f"{name}.pt").is_file()]
+        if not found:
+            raise ExportError(f"{path}: run directory has no {' / '.join(f'{n}.pt' for n in names)}")
+        path = found[0]
+    try:
+        model, meta = load_checkpoint(path)
+    except KdcError as err:
+        raise ExportError(str(err)) from None
+    return model, meta, path.parent
+
+
+def resolve_mask(
+    mask: str | Path | np.ndarray | None, mask_dir: Path | None, meta: dict[str, Any], size: tuple[int, int]
+) -> np.ndarray:
+    """The ``(H, W)`` mask: given, else ``mask.npy`` beside the checkpoint, else drawn as in training."""
+    try:
+        if isinstance(mask, np.ndarray):
+            return validate_mask(mask, size)
+        if mask is not None:
+            return load_mask(mask, size)
+        if mask_dir is not None and (mask_dir / "mask.npy").is_file():
+            return load_mask(mask_dir / "mask.npy", size)
+        if "acceleration" not in meta:
+            raise ExportError("no mask: pass mask= (--mask FILE.npy) or a checkpoint whose meta has 'acceleration'")
+        seed = meta.get("mask_seed", 0)
+        return cartesian_mask(meta.get("mask_kind", "random"), int(meta["acceleration"]), size, seed=seed)
+    except ExportError:
+        raise
+    except KdcError as err:
+        raise ExportError(str(err)) from None
+
+
+def resolve_size(image_size: tuple[int, int] | None, meta: dict[str, Any], mask: Any) -> tuple[int, int]:
+    """Export size: given, else the trained size from the meta, else the shape of a mask array."""
+    size = image_size or meta.get("image_size") or (np.shape(mask) if isinstance(mask, np.ndarray) else None)
+    if size is None:
+        raise ExportError("image size unknown: pass image_size (--size H W) or a checkpoint with meta 'image_size'")
+    if len(size) != 2 or min(size) < 2:
+        raise ExportError(f"image size must be two sizes >= 2 (H, W), got {list(size)}")
+    return int(size[0]), int(size[1])
+
+
+def validation_kspace(images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray) -> np.ndarray:
+    """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of real validation slices."""
+    if images is None:
+        from kdc.data.demo import validation_images
+
+        images = validation_images(size, PARITY_SLICES)
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3 or images.shape[1:] != size or len(images) == 0:
+        raise ExportError(f"parity images must be (count, {size[0]}, {size[1]}), got {images.shape}")
+    kspace = fft2(images) * mask
+    return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
+
+
+def pick_lowering(dc: str, mask: np.ndarray, fmt: str) -> str:
+    name = auto_lowering(mask, fmt) if dc == "auto" else dc
+    if name not in LOWERINGS:
+        raise ExportError(f"unknown DC lowering {dc!r}: expected auto or one of {sorted(LOWERINGS)}")
+    if LOWERINGS[name].cartesian_only and sampled_columns(mask) is None:
+        raise ExportError(f"--dc {name} needs a 1-D Cartesian mask (whole columns sampled); use matmul or dft")
+    return name
+
+
+def parity_check(artefact: Any, feeds: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, float]:
+    """Max abs error per runtime over all slices at once (batch N) and the first slice alone (batch 1)."""
+    errors: dict[str, float] = {}
+    for batch in (slice(None), slice(0, 1)):
+        outputs = artefact.run({**feeds, "kspace": feeds["kspace"][batch]})
+        for runtime, output in outputs.items():
+            if output.shape != expected[batch].shape:
+                raise ExportError(f"{runtime} returned shape {output.shape}, expected {expected[batch].shape}")
+            error = float(np.max(np.abs(output - expected[batch])))
+            errors[runtime] = max(errors.get(runtime, 0.0), error) if np.isfinite(error) else float("inf")
+    return errors
+
+
+def export_model(
+    source: str | Path | nn.Module,
+    out: str | Path,
+    *,
+    fmt: str = "onnx",
+    dc: str = "auto",
+    bake_mask: bool = False,
+    image_size: tuple[int, int] | None = None,
+    mask: str | Path | np.ndarray | None = None,
+    tolerance: float = 1e-4,
+    role: str | None = None,
+    images: np.ndarray | None = None,
+) -> ExportReport:
+    """Export ``source`` (run directory, checkpoint or module) to ``out`` if it matches PyTorch within ``tolerance``.
+
+    ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
+    module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
+    Raises :class:`ExportError` with nothing written on any failure.
+    """
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: expected one of {sorted(FORMATS)}")
+    artefact_cls = FORMATS[fmt]
+    if artefact_cls.suffix and out.suffix != artefact_cls.suffix:
+        raise ExportError(f"{out}: a {fmt} artefact path must end in {artefact_cls.suffix}")
+    if out.is_dir():
+        raise ExportError(f"{out}: is a directory, expected a file path")
+    model, meta, mask_dir = load_source(source, role)
+    size = resolve_size(image_size, meta, mask)
+    mask_array = resolve_mask(mask, mask_dir, meta, size)
+    lowering = pick_lowering(dc, mask_array, fmt)
+    columns = sampled_columns(mask_array)
+    mask_tensor = torch.from_numpy(mask_array[None, None, :1] if columns is not None else mask_array[None, None])
+
+    graph = copy.deepcopy(model)
+    graph.dc = LOWERINGS[lowering](size, mask_array if bake_mask else None)
+    kspace = validation_kspace(images, size, mask_array)
+    feeds = {"kspace": kspace} if bake_mask else {"kspace": kspace, "mask": mask_tensor.numpy()}
+    with torch.no_grad():
+        expected = model(torch.from_numpy(kspace), mask_tensor).numpy()
+    if bake_mask:
+        graph = BakedMask(graph, mask_tensor)
+    example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
+    if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
+        example = (example[0].repeat(2, 1, 1, 1), *example[1:])
+
+    with tempfile.TemporaryDirectory(prefix="kdc-export-") as workdir:
+        artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
+        errors = parity_check(artefact, feeds, expected)
+        worst = max(errors.values())
+        if not worst <= tolerance:
+            detail = ", ".join(f"{runtime}: {error:.3g}" for runtime, error in errors.items())
+            raise ExportError(
+                f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(kspace)} "
+                f"validation slices ({detail}); {out} not written"
+            )
+        contract = build_contract(
+            image_size=size,
+            mask=mask_array,
+            mask_input_shape=None if bake_mask else list(mask_tensor.shape),
+            columns=columns,
+            lowering=lowering,
+            fmt=fmt,
+            model=describe_model(model, meta),
+            meta=meta,
+            parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
+                    "slices": len(kspace), "tolerance": tolerance},
+        )
+        artefact.write(contract, out)
+    size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
+    return ExportReport(out, fmt, lowering, size_bytes, worst, contract)
+
+
+def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """Role, architecture config and parameter count of the exported model."""
+    try:
+        config = model_config(model)
+    except KdcError:
+        config = {"arch": type(model).__name__}
+    return {"role": meta.get("role", "unknown"), "config": config,
+            "parameters": sum(p.numel() for p in model.parameters())}

@@ -1,0 +1,36 @@
+"""``kdc export``: torch and the runtimes are imported only when the command runs.
+
+Register it wrapped in :func:`kdc._cli.user_errors` (as :mod:`kdc.cli` does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+def export(
+    source: Annotated[Path, typer.Argument(help="Run directory or checkpoint (.pt) to export.")],
+    out: Annotated[Path, typer.Option(help="File to write (.onnx, .xml for OpenVINO, .pt, .pt2).")],
+    format: Annotated[str, typer.Option("--format", help="onnx, openvino, torchscript or pt2.")] = "onnx",
+    dc: Annotated[str, typer.Option(help="DC lowering: auto, dft, matmul or masked.")] = "auto",
+    bake_mask: Annotated[bool, typer.Option(help="Bake the mask in (no 'mask' input).")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="Checkpoint of a run directory: kd_student, student or teacher.")
+    ] = None,
+    size: Annotated[tuple[int, int] | None, typer.Option(help="Image size H W (default: the trained size).")] = None,
+    mask: Annotated[Path | None, typer.Option(help="Mask .npy (default: RUN/mask.npy or drawn as in training).")] = None,
+    tolerance: Annotated[float, typer.Option(help="Parity gate: max abs error against PyTorch.")] = 1e-4,
+) -> None:
+    """Export a trained model as a self-contained file that runs without kdc's model code."""
+    from kdc.export.api import export_model
+
+    report = export_model(
+        source, out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
+        tolerance=tolerance, role=model,
+    )
+    typer.echo(
+        f"wrote {report.path} ({report.format}, dc={report.dc}, {report.file_size / 1e6:.2f} MB, "
+        f"parity max abs error {report.parity_error:.2e})"
+    )

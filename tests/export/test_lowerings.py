@@ -1,0 +1,75 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from kdc.data.masks import cartesian_mask
+from kdc.export.lowerings import LOWERINGS, MaskedLowering, auto_lowering, dft_matrices
+
+from .helpers import column_mask, tiny_model, undersampled
+
+SIZES = [(150, 150), (240, 240), (640, 368)]
+
+
+def test_dft_matrices_match_numpy_fft():
+    cos, sin = dft_matrices(150)
+    signal = np.random.default_rng(0).standard_normal(150)
+    expected = np.fft.fft(signal, norm="ortho")
+    np.testing.assert_allclose(cos.numpy() @ signal, expected.real, atol=1e-5)
+    np.testing.assert_allclose(-(sin.numpy() @ signal), expected.imag, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", sorted(LOWERINGS))
+@pytest.mark.parametrize("baked", [False, True], ids=["mask-input", "baked"])
+def test_lowering_matches_reference_model(size, name, baked):
+    model = tiny_model()
+    mask = cartesian_mask("random", 4, size, seed=1)
+    kspace, mask_input = undersampled(size, mask, count=2), column_mask(mask)
+    lowered = copy.deepcopy(model)
+    lowered.dc = LOWERINGS[name](size, mask if baked else None)
+    with torch.no_grad():
+        error = (lowered(kspace, mask_input) - model(kspace, mask_input)).abs().max().item()
+    assert error < 1e-5
+
+
+@pytest.mark.parametrize("name", ["matmul", "dft"])
+def test_general_lowerings_take_a_2d_mask(name):
+    size = (48, 40)
+    mask = (np.random.default_rng(0).random(size) < 0.3).astype(np.float32)
+    mask[0, 0] = 1
+    model = tiny_model()
+    kspace = undersampled(size, mask, count=2)
+    lowered = copy.deepcopy(model)
+    lowered.dc = LOWERINGS[name](size)
+    mask_input = torch.from_numpy(mask[None, None])
+    with torch.no_grad():
+        assert (lowered(kspace, mask_input) - model(kspace, mask_input)).abs().max() < 1e-5
+
+
+def test_masked_mask_input_serves_another_acceleration():
+    size = (64, 48)
+    model = tiny_model()
+    lowered = copy.deepcopy(model)
+    lowered.dc = MaskedLowering(size)
+    for acceleration in (4, 8):
+        mask = cartesian_mask("equispaced", acceleration, size)
+        kspace, mask_input = undersampled(size, mask, count=2), column_mask(mask)
+        with torch.no_grad():
+            assert (lowered(kspace, mask_input) - model(kspace, mask_input)).abs().max() < 1e-5
+
+
+def test_masked_refuses_a_2d_mask():
+    mask = np.eye(32, dtype=np.float32)
+    with pytest.raises(ValueError, match="1-D Cartesian"):
+        MaskedLowering((32, 32), mask)
+
+
+def test_auto_picks_masked_for_columns_and_a_general_lowering_otherwise():
+    columns = cartesian_mask("random", 4, (32, 32))
+    general = np.eye(32, dtype=np.float32)
+    assert auto_lowering(columns, "onnx") == "masked"
+    assert auto_lowering(general, "onnx") == "matmul"
+    assert auto_lowering(general, "openvino") == "matmul"
+    assert auto_lowering(general, "torchscript") == "dft"
