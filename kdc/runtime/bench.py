@@ -1,0 +1,218 @@
+"""``kdc bench``: latency of exported models the way onnxruntime_perf_test and OpenVINO benchmark_app report it.
+
+For each model and runtime: session creation, first inference, then after warm-up the median, p90, p99, min and
+max latency and the throughput, with the threads, execution provider or precision, input shape and versions
+recorded. Given a teacher and a student, the student/teacher speed-up is computed per runtime from the same run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdc.runtime.session import load
+from kdc.runtime.tensors import RuntimeModelError
+
+RUNTIMES = ("ort", "openvino", "torch")
+#: Runtimes that can read each file type.
+SUFFIX_RUNTIMES = {".onnx": ("ort", "openvino"), ".xml": ("openvino",), ".pt": ("torch",)}
+STUDENT_ROLES = ("student", "kd_student")
+PACKAGES = ("kdc", "numpy", "onnxruntime", "openvino", "torch")
+
+
+@dataclass
+class Runner:
+    """One model loaded on one runtime, with an input bound: ``call()`` runs one inference."""
+
+    role: str
+    backend: str
+    threads: int | None
+    shape: tuple[int, ...]
+    call: Callable[[], Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    """What every measurement of one ``kdc bench`` run shares."""
+
+    threads: int | None = None
+    batch: int = 1
+    warmup: int = 10
+    iterations: int = 100
+    providers: list[str] | None = None
+    precision: str = "f32"
+    device: str = "CPU"
+    size: tuple[int, int] | None = None
+
+
+@dataclass
+class Measurement:
+    """Timings of one model on one runtime, in milliseconds; throughput in images per second."""
+
+    model: str
+    runtime: str
+    role: str
+    backend: str
+    threads: int | None
+    batch: int
+    shape: list[int]
+    create_ms: float
+    first_ms: float
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float
+    iterations: int
+    warnings: list[str]
+
+
+def open_runner(path: Path, runtime: str, settings: Settings) -> Runner:
+    """Load ``path`` on ``runtime`` and bind a random undersampled input of ``settings.batch``."""
+    if runtime == "torch":
+        from kdc.runtime.bench_torch import open_checkpoint  # the one path that imports torch
+
+        return open_checkpoint(path, threads=settings.threads, batch=settings.batch, size=settings.size)
+    model = load(path, engine=runtime, providers=settings.providers if runtime == "ort" else None,
+                 threads=settings.threads, precision=settings.precision, device=settings.device)
+    feeds = model.example_feeds(settings.batch)
+    return Runner(model.role, model.backend, model.threads, feeds["kspace"].shape, lambda: model.run(feeds),
+                  model.warnings)
+
+
+def measure(path: Path, runtime: str, settings: Settings, step: Callable[[], None] = lambda: None) -> Measurement:
+    """Time creation, the first inference, ``warmup`` untimed runs, then ``iterations`` timed runs."""
+    start = time.perf_counter()
+    runner = open_runner(path, runtime, settings)
+    created = time.perf_counter()
+    runner.call()
+    first = time.perf_counter()
+    step()
+    for _ in range(settings.warmup):
+        runner.call()
+        step()
+    latencies = np.empty(settings.iterations)
+    for i in range(settings.iterations):
+        tick = time.perf_counter()
+        runner.call()
+        latencies[i] = time.perf_counter() - tick
+        step()
+    ms = latencies * 1e3
+    return Measurement(
+        model=str(path), runtime=runtime, role=runner.role, backend=runner.backend, threads=runner.threads,
+        batch=settings.batch, shape=list(runner.shape), create_ms=(created - start) * 1e3,
+        first_ms=(first - created) * 1e3, median_ms=float(np.median(ms)), p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)), min_ms=float(ms.min()), max_ms=float(ms.max()),
+        throughput=settings.batch * settings.iterations / float(latencies.sum()), iterations=settings.iterations,
+        warnings=runner.warnings,
+    )
+
+
+def plan(models: list[Path], runtimes: list[str] | None) -> list[tuple[Path, str]]:
+    """``(model, runtime)`` pairs: each model on every asked runtime that reads its file type (default: the first)."""
+    for runtime in runtimes or []:
+        if runtime not in RUNTIMES:
+            raise RuntimeModelError(f"unknown runtime {runtime!r}: expected one of {list(RUNTIMES)}")
+    cases = []
+    for path in models:
+        if not path.is_file():
+            raise RuntimeModelError(f"{path}: model file not found")
+        readers = SUFFIX_RUNTIMES.get(path.suffix)
+        if readers is None:
+            raise RuntimeModelError(f"{path}: expected an .onnx, OpenVINO .xml or kdc checkpoint .pt file")
+        chosen = [r for r in runtimes if r in readers] if runtimes else [readers[0]]
+        if not chosen:
+            raise RuntimeModelError(f"{path}: none of the runtimes {runtimes} reads {path.suffix} files ({readers} do)")
+        cases += [(path, runtime) for runtime in chosen]
+    return cases
+
+
+def speedups(results: list[Measurement]) -> list[dict[str, Any]]:
+    """Student/teacher median speed-up for every runtime (and batch) on which both a teacher and a student ran."""
+    rows = []
+    for teacher in (m for m in results if m.role == "teacher"):
+        for student in (m for m in results if m.role in STUDENT_ROLES):
+            if (student.runtime, student.backend, student.batch) == (teacher.runtime, teacher.backend, teacher.batch):
+                rows.append({"runtime": teacher.runtime, "backend": teacher.backend, "batch": teacher.batch,
+                             "teacher": teacher.model, "student": student.model,
+                             "teacher_ms": teacher.median_ms, "student_ms": student.median_ms,
+                             "speedup": teacher.median_ms / student.median_ms})
+    return rows
+
+
+def environment() -> dict[str, Any]:
+    """Versions of the packages involved (read from metadata, nothing imported) and the machine."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    # Other processes on a shared machine slow every number down; the load average tells how busy it was.
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "load_average": load, "versions": versions}
+
+
+def run_bench(models: list[Path], runtimes: list[str] | None, settings: Settings) -> dict[str, Any]:
+    """Measure every case with a progress bar on stderr; return ``{"environment", "settings", "results",
+    "speedups"}``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if settings.batch < 1 or settings.iterations < 1 or settings.warmup < 0:
+        raise RuntimeModelError("batch and iterations must be >= 1 and warmup >= 0")
+    cases = plan(models, runtimes)
+    console = Console(stderr=True)
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for path, runtime in cases:
+            task = progress.add_task(f"{path.name} on {runtime}", total=1 + settings.warmup + settings.iterations)
+            result = measure(path, runtime, settings, lambda task=task: progress.advance(task))
+            for warning in result.warnings:
+                console.print(f"warning: {path.name} on {runtime}: {warning}", markup=False)
+            results.append(result)
+    return {"environment": environment(), "settings": asdict(settings),
+            "results": [asdict(m) for m in results], "speedups": speedups(results)}
+
+
+def render(report: dict[str, Any]) -> None:
+    """Print the table, the speed-ups and the versions to stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="kdc bench (latency in ms, throughput in images/s)")
+    headers = ("model", "role", "runtime", "backend", "threads", "batch", "create", "first",
+               "median", "p90", "p99", "min", "max", "img/s")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("model", "role", "runtime", "backend") else "right")
+    for m in report["results"]:
+        table.add_row(Path(m["model"]).name, m["role"], m["runtime"], m["backend"], str(m["threads"] or "auto"),
+                      str(m["batch"]), *(f"{m[key]:.1f}" for key in ("create_ms", "first_ms", "median_ms", "p90_ms",
+                                                                      "p99_ms", "min_ms", "max_ms", "throughput")))
+    console = Console(width=200)
+    console.print(table)
+    for row in report["speedups"]:
+        console.print(f"student/teacher speed-up on {row['runtime']} ({row['backend']}, batch {row['batch']}): "
+                      f"{row['speedup']:.2f}x ({row['teacher_ms']:.1f} ms -> {row['student_ms']:.1f} ms)",
+                      markup=False, highlight=False)
+    env = report["environment"]
+    installed = ", ".join(f"{name} {version}" for name, version in env["versions"].items() if version)
+    console.print(f"{installed}; {env['cpu']} ({env['cpu_count']} CPUs, load average {env['load_average']})",
+                  markup=False, highlight=False)

@@ -1,0 +1,104 @@
+"""``kdc bench``, ``kdc serve`` and ``kdc triton-repo``: plain typer commands, heavy imports inside each.
+
+Register them wrapped in :func:`kdc._cli.user_errors`, which turns :class:`kdc.runtime.RuntimeModelError` (a
+``KdcError``) and a missing extra into one-line errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdc.runtime.tensors import RuntimeModelError
+
+ModelsArg = Annotated[list[Path], typer.Argument(help="Exported .onnx / OpenVINO .xml files (or .pt checkpoints "
+                                                       "for --runtime torch).", show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", help="Intra-op threads (default: the runtime's).")]
+ProviderOpt = Annotated[list[str] | None, typer.Option(
+    "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
+                             "a full name (repeat for several).")]
+PrecisionOpt = Annotated[str, typer.Option(help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).")]
+DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...).")]
+
+
+def bench(
+    models: ModelsArg,
+    runtime: Annotated[list[str] | None, typer.Option(
+        "--runtime", "-r", help="ort, openvino or torch (repeat or comma-separate; default: by file type).")] = None,
+    threads: ThreadsOpt = None,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Slices per inference.")] = 1,
+    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = 10,
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed runs.")] = 100,
+    provider: ProviderOpt = None,
+    precision: PrecisionOpt = "f32",
+    device: DeviceOpt = "CPU",
+    size: Annotated[tuple[int, int] | None, typer.Option(
+        help="H W of the input for .pt checkpoints (default: their trained size).", show_default=False)] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report as JSON.")] = None,
+) -> None:
+    """Measure latency (median/p90/p99/min/max) and throughput of models on onnxruntime, OpenVINO or torch."""
+    from kdc._io import write_json
+    from kdc.runtime.bench import Settings, render, run_bench
+
+    runtimes = [r.strip() for item in runtime or [] for r in item.split(",") if r.strip()] or None
+    settings = Settings(threads=threads, batch=batch, warmup=warmup, iterations=iterations, providers=provider,
+                        precision=precision, device=device, size=tuple(size) if size and None not in size else None)
+    report = run_bench(models, runtimes, settings)
+    render(report)
+    if json_out is not None:
+        write_json(json_out, report)
+        typer.echo(f"wrote {json_out}", err=True)
+
+
+def serve(
+    models: Annotated[list[Path], typer.Argument(help="Exported .onnx / .xml models; each is served under its file "
+                                                      "name without suffix.", show_default=False)],
+    host: Annotated[str, typer.Option(help="Address to bind (use 0.0.0.0 deliberately).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
+    threads: ThreadsOpt = None,
+    provider: ProviderOpt = None,
+    precision: PrecisionOpt = "f32",
+    device: DeviceOpt = "CPU",
+    workers: Annotated[int, typer.Option(help="Inference threads (requests decoded and run at once).")] = 2,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 64.0,
+    max_connections: Annotated[int, typer.Option(help="Concurrent connections before answering 503.")] = 64,
+) -> None:
+    """Serve models over the KServe v2 / Open Inference Protocol REST API (Triton and OVMS clients work)."""
+    from kdc.runtime.server import run_server
+    from kdc.runtime.session import load
+
+    if workers < 1 or max_body_mb <= 0 or max_connections < 1:
+        raise RuntimeModelError("--workers and --max-connections must be >= 1 and --max-body-mb > 0")
+    loaded = {}
+    for path in models:
+        if path.stem in loaded:
+            raise RuntimeModelError(f"two models are named {path.stem!r}: rename one of the files")
+        model = load(path, engine=engine, providers=provider, threads=threads, precision=precision, device=device)
+        for warning in model.warnings:
+            typer.echo(f"warning: {path.name}: {warning}", err=True)
+        loaded[path.stem] = model
+        typer.echo(f"serving {path.stem} ({model.backend}) at http://{host}:{port}/v2/models/{path.stem}/infer",
+                   err=True)
+    run_server(loaded, host=host, port=port, max_body_bytes=int(max_body_mb * (1 << 20)), workers=workers,
+               max_connections=max_connections)
+
+
+def triton_repo(
+    model: Annotated[Path, typer.Argument(help="Exported .onnx model.", show_default=False)],
+    repo: Annotated[Path, typer.Option("--repo", "-o", help="Model repository directory (created if missing).")],
+    name: Annotated[str | None, typer.Option(help="Model name (default: the file name without suffix).")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size when the batch is dynamic.")] = 8,
+    instances: Annotated[int, typer.Option(help="Model instances (instance_group count).")] = 1,
+    gpu: Annotated[bool, typer.Option(help="Run the instances on GPUs (KIND_GPU).")] = False,
+    threads: ThreadsOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
+) -> None:
+    """Write a Triton Inference Server model repository (config.pbtxt + 1/model.onnx) for an exported model."""
+    from kdc.runtime.triton import write_triton_repo
+
+    target = write_triton_repo(model, repo, name=name, max_batch_size=max_batch_size, instances=instances,
+                               kind="KIND_GPU" if gpu else "KIND_CPU", threads=threads, overwrite=overwrite)
+    typer.echo(f"wrote {target}/config.pbtxt and {target}/1/model.onnx")

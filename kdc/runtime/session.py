@@ -1,0 +1,370 @@
+"""Load an exported model on onnxruntime or OpenVINO and reconstruct: numpy in, numpy out, no torch.
+
+``load(path)`` reads the kdc contract stored in the file (ONNX ``metadata_props["kdc.contract"]``, OpenVINO IR
+``rt_info["kdc"]["contract"]``), checks it against the graph and returns a :class:`Reconstructor`. Every call
+validates names, shapes, dtypes and finiteness against the contract first. A reconstructor is safe to call from
+many threads at once (onnxruntime sessions are; OpenVINO gets one infer request per concurrent call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdc.runtime.tensors import RuntimeModelError, example_kspace, example_mask, mask_columns
+
+ENGINES = ("ort", "openvino")
+PRECISIONS = ("f32", "f16", "bf16")
+#: Short names accepted for onnxruntime execution providers.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+CPU_PROVIDER = "CPUExecutionProvider"
+#: Provider options that pin each precision; a provider missing from a precision's entry cannot run it.
+PRECISION_OPTIONS: dict[str, dict[str, dict[str, str]]] = {
+    # CUDA computes f32 convolutions and matmuls in TF32 unless told not to.
+    "f32": {CPU_PROVIDER: {}, "CUDAExecutionProvider": {"use_tf32": "0"}, "TensorrtExecutionProvider": {},
+            "OpenVINOExecutionProvider": {"precision": "FP32"}, "DmlExecutionProvider": {},
+            "CoreMLExecutionProvider": {}},
+    "f16": {"TensorrtExecutionProvider": {"trt_fp16_enable": "True"}, "OpenVINOExecutionProvider": {"precision": "FP16"}},
+    "bf16": {},
+}
+#: Where a contract is stored: ONNX metadata key, IR rt_info path, and the path OpenVINO gives ONNX metadata.
+ONNX_CONTRACT_KEY = "kdc.contract"
+IR_CONTRACT_PATH = ["kdc", "contract"]
+OV_ONNX_CONTRACT_PATH = ["framework", ONNX_CONTRACT_KEY]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of the contract; ``"N"`` (or any string) in ``shape`` is a dynamic dimension."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    @classmethod
+    def from_contract(cls, entry: Mapping[str, Any]) -> TensorSpec:
+        return cls(str(entry["name"]), tuple(entry["shape"]), str(entry.get("dtype", "float32")))
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.shape) and all(
+            (isinstance(want, str) and got >= 1) or got == want for got, want in zip(shape, self.shape)
+        )
+
+    def describe(self) -> str:
+        return "(" + ", ".join(map(str, self.shape)) + ")"
+
+    def check(self, array: np.ndarray) -> None:
+        """Raise :class:`RuntimeModelError` unless ``array`` has this dtype and shape and is finite."""
+        if not isinstance(array, np.ndarray):
+            raise RuntimeModelError(f"input {self.name!r} must be a numpy array, got {type(array).__name__}")
+        if array.dtype != np.dtype(self.dtype):
+            raise RuntimeModelError(f"input {self.name!r} has dtype {array.dtype}, expected {self.dtype}")
+        if not self.fits(array.shape):
+            raise RuntimeModelError(f"input {self.name!r} has shape {tuple(array.shape)}, expected {self.describe()}")
+        if not np.isfinite(array).all():
+            raise RuntimeModelError(f"input {self.name!r} contains NaN or infinity")
+
+
+class Reconstructor:
+    """An exported model ready to run. Build it with :func:`load`."""
+
+    engine = ""
+
+    def __init__(self, path: Path, contract: dict[str, Any], graph_inputs: list[str], backend: str,
+                 threads: int | None, warnings: list[str]) -> None:
+        self.path = path
+        self.contract = contract
+        self.backend = backend
+        self.threads = threads
+        #: Problems found while loading, e.g. nodes that fell back from a GPU to the CPU.
+        self.warnings = warnings
+        try:
+            self.inputs = [TensorSpec.from_contract(entry) for entry in contract["inputs"]]
+            self.outputs = [TensorSpec.from_contract(entry) for entry in contract["outputs"]]
+        except (KeyError, TypeError) as err:
+            raise RuntimeModelError(f"{path}: malformed kdc contract ({type(err).__name__}: {err})") from None
+        if sorted(self.input_names) != sorted(graph_inputs):
+            raise RuntimeModelError(
+                f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        height, width = self.contract["image_size"]
+        return int(height), int(width)
+
+    @property
+    def mask_baked(self) -> bool:
+        return "mask" not in self.input_names
+
+    @property
+    def role(self) -> str:
+        return str(self.contract.get("model", {}).get("role", "unknown"))
+
+    def check(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate ``feeds`` against the contract; return them as contiguous arrays."""
+        missing = [name for name in self.input_names if name not in feeds]
+        unexpected = [name for name in feeds if name not in self.input_names]
+        if missing or unexpected:
+            raise RuntimeModelError(
+                f"model {self.name!r} takes inputs {self.input_names}; "
+                + "; ".join(filter(None, [missing and f"missing {missing}", unexpected and f"unexpected {unexpected}"]))
+            )
+        for spec in self.inputs:
+            spec.check(feeds[spec.name])
+        return {name: np.ascontiguousarray(feeds[name]) for name in self.input_names}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate and run: input name -> array in, output name -> array out."""
+        return self._infer(self.check(feeds))
+
+    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False) -> np.ndarray:
+        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)`` float32.
+
+        ``mask`` may be ``(W,)``, ``(H, W)`` or ``(1, 1, 1, W)``, uncentred. K-space outside the sampled columns is
+        zeroed, as the contract requires. Use :func:`kdc.runtime.kspace_channels` for complex k-space.
+        ``normalise=True`` treats the N slices as one volume at scanner scale: the model sees it scaled so that
+        its zero-filled magnitude peaks at 1 (the training range) and the image is scaled back.
+        """
+        kspace = np.asarray(kspace)
+        if np.iscomplexobj(kspace):
+            raise RuntimeModelError("kspace is complex: convert it with kdc.runtime.kspace_channels(kspace)")
+        if not np.issubdtype(kspace.dtype, np.floating):
+            raise RuntimeModelError(f"kspace must hold floats, got dtype {kspace.dtype}")
+        kspace = kspace.astype(np.float32, copy=False)
+        self.inputs[self.input_names.index("kspace")].check(kspace)
+        width = self.image_size[1]
+        if self.mask_baked:
+            columns = self.baked_mask()
+            if mask is not None and not np.array_equal(mask_columns(mask, width), columns):
+                raise RuntimeModelError("this model has its mask baked in and the given mask differs from it")
+            feeds = {"kspace": kspace * columns}
+        else:
+            if mask is None:
+                raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
+            columns = mask_columns(mask, width)
+            feeds = {"kspace": kspace * columns, "mask": columns}
+        output = self.output_names[0]
+        if normalise:
+            scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
+            return self.run({**feeds, "kspace": feeds["kspace"] / scale})[output] * scale
+        return self.run(feeds)[output]
+
+    def baked_mask(self) -> np.ndarray:
+        """The ``(1, 1, 1, W)`` mask baked into the graph."""
+        mask = np.zeros((1, 1, 1, self.image_size[1]), dtype=np.float32)
+        mask[..., self.contract["mask_columns"]] = 1
+        return mask
+
+    def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """Random undersampled k-space (and a mask at the contract's acceleration) of the model's size."""
+        mask = self.baked_mask() if self.mask_baked else example_mask(
+            self.image_size[1], float(self.contract.get("acceleration") or 1))
+        kspace = example_kspace(batch, self.image_size, mask, seed)
+        return {"kspace": kspace} if self.mask_baked else {"kspace": kspace, "mask": mask}
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
+
+
+def zero_filled_peak(kspace: np.ndarray) -> float:
+    """Largest magnitude of the zero-filled images of ``(N, 2, H, W)`` k-space (orthonormal inverse FFT)."""
+    return float(np.abs(np.fft.ifft2(kspace[:, 0] + 1j * kspace[:, 1], norm="ortho")).max()) if kspace.size else 0.0
+
+
+def parse_contract(text: str | None, path: Path) -> dict[str, Any]:
+    if not text:
+        raise RuntimeModelError(f"{path}: no kdc contract in the model's metadata; export it with `kdc export`")
+    try:
+        contract = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RuntimeModelError(f"{path}: kdc contract is not valid JSON ({err})") from None
+    if not isinstance(contract, dict):
+        raise RuntimeModelError(f"{path}: kdc contract is not a JSON object")
+    return contract
+
+
+def resolve_providers(providers: list[str] | None, precision: str) -> list[str]:
+    """Full onnxruntime provider names (aliases allowed), each available here and able to run ``precision``."""
+    import onnxruntime as ort
+
+    names = [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or ["cpu"])]
+    available = ort.get_available_providers()
+    for name in names:
+        if name not in available:
+            raise RuntimeModelError(f"execution provider {name} is not available here; available: {available}")
+        if name not in PRECISION_OPTIONS[precision]:
+            raise RuntimeModelError(f"{name} cannot run at {precision} in kdc (onnxruntime runs the graph's f32)")
+    return names
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Collect what native code writes to file descriptor 2 (onnxruntime's log) into the yielded list."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
+
+
+def fallback_warnings(log: list[str], providers: list[str], active: list[str]) -> list[str]:
+    """Warnings for requested providers the session dropped and nodes placed on the CPU despite a GPU provider."""
+    warnings = [f"{name} was requested but the session does not use it" for name in providers if name not in active]
+    if any(name != CPU_PROVIDER for name in active):
+        placed = {m.group(1): int(m.group(2))
+                  for m in re.finditer(r"placed on \[(\w+)\]\. Number of nodes: (\d+)", "\n".join(log))}
+        if placed.get(CPU_PROVIDER):
+            total = sum(placed.values())
+            warnings.append(f"{placed[CPU_PROVIDER]} of {total} nodes fell back to {CPU_PROVIDER} "
+                            f"(placements: {placed}); run with a verbose onnxruntime log to see which")
+    return warnings
+
+
+class OrtReconstructor(Reconstructor):
+    """A model on an onnxruntime ``InferenceSession`` (thread-safe ``run``)."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int | None = None,
+                 precision: str = "f32", provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        import onnxruntime as ort
+
+        names = resolve_providers(providers, precision)
+        options_list = [{**PRECISION_OPTIONS[precision][name], **dict((provider_options or {}).get(name, {}))}
+                        for name in names]
+        if threads and "OpenVINOExecutionProvider" in names:
+            options_list[names.index("OpenVINOExecutionProvider")].setdefault("num_of_threads", str(threads))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        gpu = any(name != CPU_PROVIDER for name in names)
+        if gpu:
+            options.log_severity_level = 0  # verbose: the node placements name what fell back to the CPU
+        log: list[str] = []
+        try:
+            with captured_stderr() if gpu else contextlib.nullcontext(log) as log:
+                self.session = ort.InferenceSession(str(path), options, providers=names, provider_options=options_list)
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise RuntimeModelError(f"{path}: onnxruntime cannot load it ({type(err).__name__}: {err})") from None
+        active = self.session.get_providers()
+        contract = parse_contract(self.session.get_modelmeta().custom_metadata_map.get(ONNX_CONTRACT_KEY), path)
+        used = [name for name in names if name in active]
+        backend = f"onnxruntime {ort.__version__} {'+'.join(used)} {precision}"
+        super().__init__(path, contract, [i.name for i in self.session.get_inputs()], backend, threads,
+                         fallback_warnings(log, names, active))
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+
+class OpenVINOReconstructor(Reconstructor):
+    """A model compiled by OpenVINO, at f32 unless ``precision`` says otherwise (the CPU plugin defaults to bf16
+    where the CPU has it)."""
+
+    engine = "openvino"
+
+    def __init__(self, path: Path, *, device: str = "CPU", threads: int | None = None, precision: str = "f32",
+                 config: Mapping[str, Any] | None = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as err:  # OpenVINO raises RuntimeError with the parser's message
+            raise RuntimeModelError(f"{path}: OpenVINO cannot read it ({err})") from None
+        contract_path = IR_CONTRACT_PATH if path.suffix == ".xml" else OV_ONNX_CONTRACT_PATH
+        text = model.get_rt_info(contract_path).astype(str) if model.has_rt_info(contract_path) else None
+        contract = parse_contract(text, path)
+        settings: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            settings["INFERENCE_NUM_THREADS"] = threads
+        settings.update(config or {})
+        try:
+            self.compiled = core.compile_model(model, device, settings)
+        except Exception as err:
+            raise RuntimeModelError(f"{path}: OpenVINO cannot compile it for {device} ({err})") from None
+        self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        graph_inputs = [port.get_any_name() for port in self.compiled.inputs]
+        actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        backend = f"openvino {ov.get_version().split('-')[0]} {device} {actual}"
+        warnings = [] if actual == precision else [f"asked for {precision}, {device} runs {actual}"]
+        super().__init__(path, contract, graph_inputs, backend, threads, warnings)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            request = self.requests.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            results = request.infer(feeds)
+            return {name: np.array(results[name], copy=True) for name in self.output_names}
+        finally:
+            self.requests.put(request)
+
+
+def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: list[str] | None = None,
+         threads: int | None = None, precision: str = "f32", device: str = "CPU",
+         options: Mapping[str, Any] | None = None) -> Reconstructor:
+    """Load an exported ``.onnx`` or OpenVINO ``.xml`` model.
+
+    ``engine``: ``"ort"`` (onnxruntime; default for ``.onnx``) or ``"openvino"`` (default for ``.xml``; reads
+    ``.onnx`` too). ``providers``: onnxruntime execution providers in priority order, full names or ``cpu``,
+    ``cuda``, ``tensorrt``, ``openvino``. ``threads``: intra-op threads (None: the runtime's default).
+    ``precision``: ``f32`` (default), ``f16`` or ``bf16`` where the engine can. ``device``: OpenVINO device.
+    ``options``: onnxruntime provider options by provider name, or extra OpenVINO compile properties.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeModelError(f"{path}: model file not found")
+    engine = engine or ("openvino" if path.suffix == ".xml" else "ort")
+    if engine not in ENGINES:
+        raise RuntimeModelError(f"unknown engine {engine!r}: expected one of {list(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise RuntimeModelError(f"unknown precision {precision!r}: expected one of {list(PRECISIONS)}")
+    if threads is not None and threads < 1:
+        raise RuntimeModelError(f"threads must be >= 1, got {threads}")
+    if engine == "openvino":
+        return OpenVINOReconstructor(path, device=device, threads=threads, precision=precision, config=options)
+    if path.suffix != ".onnx":
+        raise RuntimeModelError(f"{path}: onnxruntime loads .onnx files; use engine='openvino' for OpenVINO IR")
+    return OrtReconstructor(path, providers=providers, threads=threads, precision=precision,
+                            provider_options=options)

@@ -1,0 +1,64 @@
+"""From scanner arrays to model inputs (numpy only): complex k-space to channels, fastMRI centring, masks.
+
+Layouts follow docs/conventions.md: model k-space is ``(N, 2, H, W)`` float32, real and imaginary parts as channels,
+uncentred (DC term at ``[0, 0]``); a 1-D Cartesian mask is a model input of shape ``(1, 1, 1, W)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdc.errors import KdcError
+
+
+class RuntimeModelError(KdcError):
+    """An exported model that cannot be loaded, or inputs that do not fit its contract."""
+
+
+def kspace_channels(kspace: np.ndarray, *, centred: bool = False) -> np.ndarray:
+    """Complex k-space ``(H, W)`` or ``(N, H, W)`` -> float32 ``(N, 2, H, W)``, uncentred.
+
+    ``centred=True`` takes fastMRI's layout (DC term in the middle) and moves the DC term to ``[0, 0]``.
+    """
+    kspace = np.asarray(kspace)
+    if not np.iscomplexobj(kspace):
+        raise RuntimeModelError(f"kspace_channels takes complex k-space, got dtype {kspace.dtype}")
+    if kspace.ndim not in (2, 3):
+        raise RuntimeModelError(f"complex k-space must be (H, W) or (N, H, W), got shape {kspace.shape}")
+    if kspace.ndim == 2:
+        kspace = kspace[None]
+    if centred:
+        kspace = np.fft.ifftshift(kspace, axes=(-2, -1))
+    return np.ascontiguousarray(np.stack([kspace.real, kspace.imag], axis=1), dtype=np.float32)
+
+
+def mask_columns(mask: np.ndarray, width: int, *, centred: bool = False) -> np.ndarray:
+    """A 1-D Cartesian mask ``(W,)``, ``(H, W)`` or ``(..., 1, W)`` -> float32 ``(1, 1, 1, W)`` of 0/1.
+
+    A 2-D mask must sample whole columns (every row the same). ``centred=True`` takes a centred mask.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 0 or mask.shape[-1] != width:
+        raise RuntimeModelError(f"mask must end in the image width {width}, got shape {mask.shape}")
+    rows = mask.reshape(-1, width)
+    if np.iscomplexobj(rows) or not np.isin(rows, (0, 1)).all():
+        raise RuntimeModelError("mask must hold only 0 and 1")
+    if not (rows == rows[:1]).all():
+        raise RuntimeModelError("mask is not 1-D Cartesian: its rows differ (the model samples whole columns)")
+    row = rows[0].astype(np.float32)
+    if centred:
+        row = np.fft.ifftshift(row)
+    return row.reshape(1, 1, 1, width)
+
+
+def example_mask(width: int, acceleration: float) -> np.ndarray:
+    """An uncentred ``(1, 1, 1, W)`` mask sampling every ``round(acceleration)``-th column from the DC term on."""
+    mask = np.zeros((1, 1, 1, width), dtype=np.float32)
+    mask[..., :: max(1, round(acceleration))] = 1
+    return mask
+
+
+def example_kspace(batch: int, size: tuple[int, int], mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Random undersampled k-space ``(batch, 2, H, W)`` float32, zero outside ``mask``: for latency and load tests."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, 2, *size), dtype=np.float32) * mask

@@ -1,0 +1,118 @@
+"""A Triton Inference Server model repository for an exported ONNX model (onnxruntime backend).
+
+Layout: ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx``. With the mask baked in, k-space is the only
+input and its batch dimension is dynamic, so Triton batches requests (``max_batch_size``, dynamic batching). With
+a mask input, the mask has no batch dimension: the config then has ``max_batch_size: 0`` and full shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kdc.runtime.session import Reconstructor, load
+from kdc.runtime.tensors import RuntimeModelError
+
+#: Fields whose values are protobuf enums (written unquoted).
+ENUM_FIELDS = {"data_type", "kind"}
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+
+
+def triton_config(model: Reconstructor, name: str, *, max_batch_size: int = 8, instances: int = 1,
+                  kind: str = "KIND_CPU", threads: int | None = None) -> dict[str, Any]:
+    """Triton's ``ModelConfig`` for ``model`` in its JSON form (as Triton's ``/config`` endpoint returns it)."""
+    if kind not in INSTANCE_KINDS:
+        raise RuntimeModelError(f"unknown instance kind {kind!r}: expected one of {list(INSTANCE_KINDS)}")
+    if instances < 1 or max_batch_size < 0:
+        raise RuntimeModelError("instances must be >= 1 and max_batch_size >= 0")
+    specs = [*model.inputs, *model.outputs]
+    batched = max_batch_size > 0 and all(isinstance(spec.shape[0], str) for spec in specs)
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        dims = spec.shape[1:] if batched else spec.shape
+        return {"name": spec.name, "data_type": "TYPE_FP32", "dims": [-1 if isinstance(d, str) else d for d in dims]}
+
+    config: dict[str, Any] = {
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "max_batch_size": max_batch_size if batched else 0,
+        "input": [tensor(spec) for spec in model.inputs],
+        "output": [tensor(spec) for spec in model.outputs],
+        "instance_group": [{"count": instances, "kind": kind}],
+    }
+    if batched:
+        config["dynamic_batching"] = {}
+    if threads:
+        config["parameters"] = {"intra_op_thread_count": {"string_value": str(threads)},
+                                "inter_op_thread_count": {"string_value": "1"}}
+    return config
+
+
+def _scalar(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and key not in ENUM_FIELDS:
+        return json.dumps(value)
+    return str(value)
+
+
+def _fields(config: dict[str, Any], indent: int) -> list[str]:
+    pad = "  " * indent
+    lines = []
+    for key, value in config.items():
+        if key == "parameters":  # map<string, ModelParameter>: one key/value block per entry
+            value = [{"key": k, "value": v} for k, v in value.items()]
+        if isinstance(value, dict):
+            lines += [f"{pad}{key} {{", *_fields(value, indent + 1), f"{pad}}}"]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                lines += [f"{pad}{key} {{", *_fields(item, indent + 1), f"{pad}}}"]
+        elif isinstance(value, list):
+            lines.append(f"{pad}{key}: [ {', '.join(_scalar(key, v) for v in value)} ]")
+        else:
+            lines.append(f"{pad}{key}: {_scalar(key, value)}")
+    return lines
+
+
+def render_pbtxt(config: dict[str, Any]) -> str:
+    """``config`` in protobuf text format, as ``config.pbtxt`` holds it."""
+    return "\n".join(_fields(config, 0)) + "\n"
+
+
+def write_triton_repo(model_path: str | os.PathLike[str], repo: str | os.PathLike[str], *, name: str | None = None,
+                      max_batch_size: int = 8, instances: int = 1, kind: str = "KIND_CPU",
+                      threads: int | None = None, overwrite: bool = False) -> Path:
+    """Write ``repo/name/{config.pbtxt, 1/model.onnx}`` from an exported ``.onnx``; return the model directory.
+
+    The model directory appears whole or not at all; an existing one is replaced only with ``overwrite``.
+    """
+    model_path = Path(model_path)
+    if model_path.suffix != ".onnx":
+        raise RuntimeModelError(f"{model_path}: a Triton onnxruntime repository needs an exported .onnx model")
+    model = load(model_path)
+    name = name or model_path.stem
+    target = Path(repo) / name
+    if target.exists() and not overwrite:
+        raise RuntimeModelError(f"{target} already exists (pass overwrite / --overwrite to replace it)")
+    config = render_pbtxt(triton_config(model, name, max_batch_size=max_batch_size, instances=instances, kind=kind,
+                                        threads=threads))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    staged.chmod(0o755)  # mkdtemp makes it private; Triton may run as another user
+    try:
+        (staged / "1").mkdir()
+        shutil.copyfile(model_path, staged / "1" / "model.onnx")
+        (staged / "config.pbtxt").write_text(config)
+        old = staged.with_name(staged.name + ".old")
+        if target.exists():
+            target.rename(old)
+        staged.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return target

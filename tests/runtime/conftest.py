@@ -1,0 +1,57 @@
+"""Fixtures of the runtime tests: real artefacts written by ``kdc.export.export_model`` from tiny checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SIZE = (40, 32)  # not square, so that H and W cannot be swapped unnoticed
+
+
+@dataclass(frozen=True)
+class Artefacts:
+    run: Path
+    teacher_pt: Path
+    student_pt: Path
+    student_onnx: Path  # mask input
+    teacher_onnx: Path  # mask input
+    baked_onnx: Path  # student, mask baked in
+    student_xml: Path  # OpenVINO IR, mask input
+    mask: np.ndarray  # (H, W) uncentred, as used for export
+
+
+@pytest.fixture(scope="session")
+def artefacts(tmp_path_factory) -> Artefacts:
+    from kdc.data.masks import cartesian_mask
+    from kdc.export import export_model
+    from kdc.models import DCCNN, save_checkpoint
+
+    import torch
+
+    run = tmp_path_factory.mktemp("run")
+    mask = cartesian_mask("random", 4, SIZE, seed=1)
+    np.save(run / "mask.npy", mask)
+    for seed, (role, convs) in enumerate((("teacher", 4), ("student", 3))):
+        torch.manual_seed(seed)
+        meta = {"role": role, "acceleration": 4, "image_size": list(SIZE), "mask_kind": "random", "mask_seed": 1}
+        save_checkpoint(run / f"{role}.pt", DCCNN(cascades=2, convs=convs, channels=4), meta)
+    out = tmp_path_factory.mktemp("exported")
+    export_model(run / "teacher.pt", out / "teacher.onnx")
+    export_model(run / "student.pt", out / "student.onnx")
+    export_model(run / "student.pt", out / "student_baked.onnx", bake_mask=True)
+    export_model(run / "student.pt", out / "student.xml", fmt="openvino")
+    return Artefacts(run, run / "teacher.pt", run / "student.pt", out / "student.onnx", out / "teacher.onnx",
+                     out / "student_baked.onnx", out / "student.xml", mask)
+
+
+@pytest.fixture(scope="session")
+def kspace(artefacts) -> np.ndarray:
+    """Undersampled k-space ``(3, 2, H, W)`` of real MRI slices (kdc's validation images), as float32."""
+    from kdc.data.demo import validation_images
+
+    images = validation_images(SIZE, 3)
+    full = np.fft.fft2(images, norm="ortho") * artefacts.mask
+    return np.stack([full.real, full.imag], axis=1).astype(np.float32)

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kdc._cli import user_errors
+from kdc.runtime import cli
+from kdc.runtime.bench import Measurement, Settings, measure, plan, speedups
+from kdc.runtime.tensors import RuntimeModelError
+
+app = typer.Typer()
+app.command("bench")(user_errors(cli.bench))
+app.command("other")(lambda: None)  # two commands, so typer keeps the command name
+
+
+def test_bench_teacher_and_student_on_three_runtimes(artefacts, tmp_path):
+    out = tmp_path / "bench.json"
+    models = [artefacts.teacher_onnx, artefacts.student_onnx, artefacts.teacher_pt, artefacts.student_pt]
+    result = CliRunner().invoke(app, ["bench", *map(str, models), "-r", "ort,openvino", "-r", "torch",
+                                      "--threads", "1", "--warmup", "1", "-n", "5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    rows = {(m["model"].rsplit("/", 1)[-1], m["runtime"]) for m in report["results"]}
+    assert rows == {("teacher.onnx", "ort"), ("teacher.onnx", "openvino"), ("student.onnx", "ort"),
+                    ("student.onnx", "openvino"), ("teacher.pt", "torch"), ("student.pt", "torch")}
+    for m in report["results"]:
+        assert m["iterations"] == 5 and m["shape"] == [1, 2, 40, 32] and m["threads"] == 1
+        assert m["min_ms"] <= m["median_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"]
+        assert m["create_ms"] > 0 and m["first_ms"] > 0 and m["throughput"] > 0
+    assert sorted(s["runtime"] for s in report["speedups"]) == ["openvino", "ort", "torch"]
+    assert report["environment"]["versions"]["onnxruntime"] and report["settings"]["threads"] == 1
+    assert result.output.count("student/teacher speed-up on") == 3
+    assert "openvino 2026" in result.output or "openvino 20" in result.output
+
+
+def test_bench_user_mistakes_are_one_line_errors(artefacts, tmp_path):
+    runner = CliRunner()
+    for args, message in ([str(tmp_path / "x.onnx")], "model file not found"), \
+            ([str(artefacts.student_xml), "-r", "ort"], "none of the runtimes ['ort'] reads .xml"), \
+            ([str(artefacts.student_onnx), "-r", "tflite"], "unknown runtime 'tflite'"), \
+            ([str(artefacts.student_onnx), "-n", "0"], "iterations must be >= 1"):
+        result = runner.invoke(app, ["bench", *args])
+        assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output, result.output
+        assert "Traceback" not in result.output
+
+
+def test_plan_defaults_to_the_native_runtime(artefacts):
+    assert plan([artefacts.student_onnx, artefacts.student_xml, artefacts.student_pt], None) == [
+        (artefacts.student_onnx, "ort"), (artefacts.student_xml, "openvino"), (artefacts.student_pt, "torch")]
+
+
+def test_measure_counts_every_run(artefacts):
+    steps = []
+    m = measure(artefacts.baked_onnx, "ort", Settings(threads=1, batch=2, warmup=3, iterations=4),
+                lambda: steps.append(1))
+    assert len(steps) == 1 + 3 + 4 and m.batch == 2 and m.shape == [2, 2, 40, 32] and m.role == "student"
+
+
+def fake(model, runtime, role, median, batch=1):
+    return Measurement(model, runtime, role, "b", 1, batch, [1], 1, 1, median, median, median, median, median, 1, 1, [])
+
+
+def test_speedup_pairs_teacher_and_student_on_the_same_runtime():
+    rows = speedups([fake("t", "ort", "teacher", 100), fake("s", "ort", "kd_student", 40),
+                     fake("s", "openvino", "student", 10), fake("t", "ort", "teacher", 100, batch=4)])
+    assert [(r["runtime"], r["speedup"]) for r in rows] == [("ort", 2.5)]
+
+
+def test_torch_checkpoint_without_size_needs_one(tmp_path):
+    from kdc.models import DCCNN, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", DCCNN(1, 2, 2), {"role": "student"})
+    with pytest.raises(RuntimeModelError, match="--size"):
+        measure(tmp_path / "m.pt", "torch", Settings(iterations=1, warmup=0))
+    m = measure(tmp_path / "m.pt", "torch", Settings(iterations=1, warmup=0, size=(16, 8)))
+    assert m.shape == [1, 2, 16, 8] and m.backend.startswith("torch ")

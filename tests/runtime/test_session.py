@@ -1,0 +1,204 @@
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import kdc.runtime as rt
+from kdc.models import load_checkpoint
+from kdc.runtime.session import captured_stderr, fallback_warnings
+
+from .helpers import BLOCK_TORCH
+
+
+def torch_reference(checkpoint, kspace, mask):
+    model, _ = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        return model(torch.from_numpy(kspace), torch.from_numpy(mask[None, None, :1])).numpy()
+
+
+def test_runtime_runs_where_importing_torch_fails(artefacts, kspace):
+    code = BLOCK_TORCH + f"""
+import numpy as np
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    raise SystemExit("the torch blocker does not work")
+import kdc.runtime, kdc.runtime.bench, kdc.runtime.server, kdc.runtime.triton, kdc.runtime.cli
+kspace = np.load({str(artefacts.run / 'k.npy')!r})
+for path, engine in (({str(artefacts.student_onnx)!r}, "ort"), ({str(artefacts.student_xml)!r}, "openvino")):
+    model = kdc.runtime.load(path, engine=engine, threads=1)
+    image = model.reconstruct(kspace, np.load({str(artefacts.run / 'mask.npy')!r}))
+    assert image.shape == (3, 1, 40, 32) and np.isfinite(image).all()
+assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
+print("ok")
+"""
+    np.save(artefacts.run / "k.npy", kspace)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("name,engine", [("student_onnx", "ort"), ("student_onnx", "openvino"),
+                                         ("student_xml", "openvino"), ("baked_onnx", "ort")])
+def test_reconstruction_matches_pytorch(artefacts, kspace, name, engine):
+    model = rt.load(getattr(artefacts, name), engine=engine, threads=2)
+    image = model.reconstruct(kspace, None if model.mask_baked else artefacts.mask)
+    expected = torch_reference(artefacts.student_pt, kspace, artefacts.mask)
+    assert image.dtype == np.float32 and image.shape == expected.shape
+    np.testing.assert_allclose(image, expected, atol=1e-4)
+
+
+def test_openvino_runs_at_f32_unless_asked(artefacts):
+    import openvino as ov
+
+    model = rt.load(artefacts.student_xml)
+    assert model.backend.endswith(" f32") and model.warnings == []
+    bf16 = rt.load(artefacts.student_xml, precision="bf16")
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        assert bf16.backend.endswith(" bf16") and bf16.warnings == []
+    else:  # this CPU has no bf16: OpenVINO stays at f32, and the reconstructor says so
+        assert bf16.backend.endswith(" f32") and bf16.warnings == ["asked for bf16, CPU runs f32"]
+
+
+def test_contract_is_read_from_onnx_and_openvino(artefacts):
+    onnx_model = rt.load(artefacts.student_onnx)
+    ir_model = rt.load(artefacts.student_xml)
+    for model in (onnx_model, ir_model):
+        assert model.input_names == ["kspace", "mask"] and model.output_names == ["image"]
+        assert model.image_size == (40, 32) and model.role == "student"
+        assert model.contract["inputs"][0]["shape"] == ["N", 2, 40, 32]
+    baked = rt.load(artefacts.baked_onnx)
+    assert baked.input_names == ["kspace"] and baked.mask_baked
+    np.testing.assert_array_equal(baked.baked_mask()[0, 0, 0], artefacts.mask[0])
+
+
+def test_complex_and_centred_kspace_helpers(artefacts, kspace):
+    model = rt.load(artefacts.student_onnx)
+    complex_kspace = kspace[:, 0] + 1j * kspace[:, 1]
+    centred = np.fft.fftshift(complex_kspace, axes=(-2, -1))
+    centred_mask = np.fft.fftshift(artefacts.mask[0])
+    converted = rt.kspace_channels(centred, centred=True)
+    np.testing.assert_array_equal(converted, kspace)
+    image = model.reconstruct(converted, rt.mask_columns(centred_mask, 32, centred=True))
+    np.testing.assert_array_equal(image, model.reconstruct(kspace, artefacts.mask))
+    assert rt.kspace_channels(complex_kspace[0]).shape == (1, 2, 40, 32)
+
+
+def test_kspace_outside_the_mask_is_zeroed(artefacts, kspace):
+    """The contract wants zeros outside the sampled columns; fully sampled k-space must give the same image."""
+    model = rt.load(artefacts.student_onnx)
+    noisy = kspace + (1 - artefacts.mask) * 5.0
+    np.testing.assert_array_equal(model.reconstruct(noisy, artefacts.mask), model.reconstruct(kspace, artefacts.mask))
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda m, k, mask: m.reconstruct(k), "takes a mask"),
+    (lambda m, k, mask: m.reconstruct(k[:, :1], mask), "shape (3, 1, 40, 32), expected (N, 2, 40, 32)"),
+    (lambda m, k, mask: m.reconstruct(k[..., :16], mask), "shape (3, 2, 40, 16)"),
+    (lambda m, k, mask: m.reconstruct(k[:, 0] + 1j * k[:, 1], mask), "kspace_channels"),
+    (lambda m, k, mask: m.reconstruct(np.where(k == 0, k, np.nan), mask), "NaN"),
+    (lambda m, k, mask: m.reconstruct(k, mask[:, :16]), "width 32"),
+    (lambda m, k, mask: m.reconstruct(k, mask * 2), "only 0 and 1"),
+    (lambda m, k, mask: m.reconstruct(k, np.random.default_rng(0).integers(0, 2, mask.shape)), "not 1-D Cartesian"),
+    (lambda m, k, mask: m.run({"kspace": k}), "missing ['mask']"),
+    (lambda m, k, mask: m.run({"kspace": k.astype(np.float64), "mask": mask[None, None, :1]}), "dtype float64"),
+    (lambda m, k, mask: m.run({"kspace": k, "mask": mask[None, None, :1], "x": k}), "unexpected ['x']"),
+])
+def test_bad_inputs_raise_clear_errors(artefacts, kspace, call, message):
+    model = rt.load(artefacts.student_onnx)
+    with pytest.raises(rt.RuntimeModelError) as err:
+        call(model, kspace, artefacts.mask)
+    assert message in str(err.value)
+
+
+def test_baked_model_rejects_a_different_mask(artefacts, kspace):
+    model = rt.load(artefacts.baked_onnx)
+    model.reconstruct(kspace, artefacts.mask)  # the same mask is fine
+    with pytest.raises(rt.RuntimeModelError, match="baked"):
+        model.reconstruct(kspace, np.ones(32))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"engine": "tensorflow"}, "unknown engine"),
+    ({"precision": "int4"}, "unknown precision"),
+    ({"threads": 0}, "threads must be >= 1"),
+    ({"providers": ["cuda"]}, "CUDAExecutionProvider is not available"),
+    ({"precision": "f16"}, "cannot run at f16"),
+])
+def test_bad_load_options(artefacts, kwargs, message):
+    with pytest.raises(rt.RuntimeModelError, match=message):
+        rt.load(artefacts.student_onnx, **kwargs)
+
+
+def test_files_that_are_not_kdc_models(tmp_path, artefacts):
+    with pytest.raises(rt.RuntimeModelError, match="not found"):
+        rt.load(tmp_path / "missing.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(rt.RuntimeModelError, match="onnxruntime cannot load it"):
+        rt.load(garbage)
+    import onnx
+
+    bare = onnx.load(artefacts.student_onnx)
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    with pytest.raises(rt.RuntimeModelError, match="no kdc contract"):
+        rt.load(tmp_path / "bare.onnx")
+
+
+@pytest.mark.parametrize("name", ["student_onnx", "student_xml"])
+def test_concurrent_calls_do_not_mix_results(artefacts, name):
+    """Eight threads on one reconstructor, each with its own input: every output is its own input's."""
+    model = rt.load(getattr(artefacts, name), threads=1)
+    inputs = [model.example_feeds(batch=1, seed=seed) for seed in range(8)]
+    expected = [model.run(feeds)["image"] for feeds in inputs]
+    mismatches = []
+
+    def work(index: int) -> None:
+        for _ in range(10):
+            if not np.array_equal(model.run(inputs[index])["image"], expected[index]):
+                mismatches.append(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert mismatches == []
+
+
+def test_gpu_fallback_is_reported():
+    log = ["[V:onnxruntime:, session_state.cc:1598 VerifyEachNodeIsAssignedToAnEp] Node placements",
+           "[V:onnxruntime:, session_state.cc:1601 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on "
+           "[CUDAExecutionProvider]. Number of nodes: 30",
+           "[V:onnxruntime:, session_state.cc:1601 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on "
+           "[CPUExecutionProvider]. Number of nodes: 5"]
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert fallback_warnings(log, cuda, cuda) == [
+        "5 of 35 nodes fell back to CPUExecutionProvider (placements: {'CUDAExecutionProvider': 30, "
+        "'CPUExecutionProvider': 5}); run with a verbose onnxruntime log to see which"]
+    assert fallback_warnings(log, cuda, ["CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider was requested but the session does not use it"]
+    assert fallback_warnings(log[:2], cuda, cuda) == []
+
+
+def test_native_stderr_is_captured():
+    with captured_stderr() as lines:
+        import os
+
+        os.write(2, b"from native code\n")
+    assert lines == ["from native code"]
+
+
+def test_normalise_scales_a_volume_into_the_training_range_and_back(artefacts, kspace):
+    model = rt.load(artefacts.student_onnx)
+    peak = np.abs(np.fft.ifft2(kspace[:, 0] + 1j * kspace[:, 1], norm="ortho")).max()
+    unit = model.reconstruct(kspace / np.float32(peak), artefacts.mask)
+    scanner = model.reconstruct(kspace * 1000, artefacts.mask, normalise=True)
+    np.testing.assert_allclose(scanner / (1000 * peak), unit, atol=1e-5)
+    assert not np.allclose(model.reconstruct(kspace * 1000, artefacts.mask) / (1000 * peak), unit, atol=1e-3)

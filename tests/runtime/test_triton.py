@@ -1,0 +1,80 @@
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kdc._cli import user_errors
+from kdc.runtime import cli
+from kdc.runtime.tensors import RuntimeModelError
+from kdc.runtime.triton import render_pbtxt, write_triton_repo
+
+app = typer.Typer()
+app.command("triton-repo")(user_errors(cli.triton_repo))
+app.command("other")(lambda: None)
+
+
+def test_baked_model_gets_dynamic_batching(artefacts, tmp_path):
+    target = write_triton_repo(artefacts.baked_onnx, tmp_path / "repo", name="recon", threads=2, instances=2)
+    assert target == tmp_path / "repo" / "recon"
+    assert (target / "1" / "model.onnx").read_bytes() == artefacts.baked_onnx.read_bytes()
+    assert (target / "config.pbtxt").read_text() == """name: "recon"
+platform: "onnxruntime_onnx"
+backend: "onnxruntime"
+max_batch_size: 8
+input {
+  name: "kspace"
+  data_type: TYPE_FP32
+  dims: [ 2, 40, 32 ]
+}
+output {
+  name: "image"
+  data_type: TYPE_FP32
+  dims: [ 1, 40, 32 ]
+}
+instance_group {
+  count: 2
+  kind: KIND_CPU
+}
+dynamic_batching {
+}
+parameters {
+  key: "intra_op_thread_count"
+  value {
+    string_value: "2"
+  }
+}
+parameters {
+  key: "inter_op_thread_count"
+  value {
+    string_value: "1"
+  }
+}
+"""
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["recon"]  # nothing staged is left over
+
+
+def test_mask_input_has_no_batch_dimension_so_no_triton_batching(artefacts, tmp_path):
+    result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_onnx), "--repo", str(tmp_path), "--gpu"])
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "student" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in config and "dynamic_batching" not in config and "kind: KIND_GPU" in config
+    assert "dims: [ -1, 2, 40, 32 ]" in config and "dims: [ 1, 1, 1, 32 ]" in config
+
+
+def test_existing_model_directory_is_replaced_only_when_asked(artefacts, tmp_path):
+    write_triton_repo(artefacts.student_onnx, tmp_path, name="m")
+    with pytest.raises(RuntimeModelError, match="already exists"):
+        write_triton_repo(artefacts.baked_onnx, tmp_path, name="m")
+    assert "max_batch_size: 0" in (tmp_path / "m" / "config.pbtxt").read_text()
+    write_triton_repo(artefacts.baked_onnx, tmp_path, name="m", overwrite=True)
+    assert "max_batch_size: 8" in (tmp_path / "m" / "config.pbtxt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_only_onnx_models(artefacts, tmp_path):
+    result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_xml), "--repo", str(tmp_path)])
+    assert result.exit_code == 1 and "needs an exported .onnx model" in result.output
+
+
+def test_pbtxt_writes_enums_bare_and_strings_quoted():
+    assert render_pbtxt({"name": 'a"b', "kind": "KIND_CPU", "flag": True, "dims": [1, -1]}) == (
+        'name: "a\\"b"\nkind: KIND_CPU\nflag: true\ndims: [ 1, -1 ]\n')
