@@ -1,4 +1,4 @@
-"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve)."""
+"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve/triton-repo)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import typer
 from kdc._cli import user_errors
 from kdc.compress import cli as compress_cli
 from kdc.data.cli import data_app
+from kdc.export import cli as export_cli
+from kdc.runtime import cli as runtime_cli
 
 app = typer.Typer(
     help="Distil MRI reconstruction networks (KD-MRI) and ship them without PyTorch.",
@@ -17,6 +19,10 @@ for name, command in {
     "train": compress_cli.train,
     "distill": compress_cli.distill,
     "evaluate": compress_cli.evaluate,
+    "export": export_cli.export,
+    "bench": runtime_cli.bench,
+    "serve": runtime_cli.serve,
+    "triton-repo": runtime_cli.triton_repo,
 }.items():
     app.command(name)(user_errors(command))
 app.add_typer(data_app, name="data", help="Build datasets of real MRI with retrospective undersampling.")
