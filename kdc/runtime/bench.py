@@ -82,7 +82,8 @@ def open_runner(path: Path, runtime: str, settings: Settings) -> Runner:
     if runtime == "torch":
         from kdc.runtime.bench_torch import open_checkpoint  # the one path that imports torch
 
-        return open_checkpoint(path, threads=settings.threads, batch=settings.batch, size=settings.size)
+        return open_checkpoint(path, threads=settings.threads, batch=settings.batch, size=settings.size,
+                               device=settings.device)
     model = load(path, engine=runtime, providers=settings.providers if runtime == "ort" else None,
                  threads=settings.threads, precision=settings.precision, device=settings.device)
     feeds = model.example_feeds(settings.batch)

@@ -15,21 +15,42 @@ from kdc.runtime.bench import Runner
 from kdc.runtime.tensors import RuntimeModelError, example_kspace, example_mask
 
 
-def open_checkpoint(path: Path, *, threads: int | None, batch: int, size: tuple[int, int] | None) -> Runner:
-    """Load a ``.pt`` checkpoint and bind random undersampled k-space at ``size`` (default: its trained size)."""
+def torch_device(device: str) -> torch.device:
+    """``kdc bench --device`` for torch: ``CPU``, or ``GPU`` / ``CUDA`` / ``cuda:N`` for a CUDA device."""
+    name = device.lower().replace("gpu", "cuda")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise RuntimeModelError(f"--device {device}: the torch runtime runs on CPU or a CUDA GPU (GPU, cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeModelError(f"--device {device}: torch sees no CUDA GPU on this machine")
+    return torch.device(name)
+
+
+def open_checkpoint(
+    path: Path, *, threads: int | None, batch: int, size: tuple[int, int] | None, device: str = "CPU"
+) -> Runner:
+    """Load a ``.pt`` checkpoint and bind random undersampled k-space at ``size`` (default: its trained size).
+
+    On a GPU each call waits for the device (``synchronize``), so the latency covers the whole inference.
+    """
+    target = torch_device(device)
     model, meta = load_checkpoint(path)
+    model = model.to(target)
     size = size or meta.get("image_size")
     if not size:
         raise RuntimeModelError(f"{path}: checkpoint has no image size in its meta; pass --size H W")
     if threads:
         torch.set_num_threads(threads)
     mask = example_mask(int(size[1]), float(meta.get("acceleration") or 1))
-    kspace = torch.from_numpy(example_kspace(batch, (int(size[0]), int(size[1])), mask))
-    mask_tensor = torch.from_numpy(mask)
+    kspace = torch.from_numpy(example_kspace(batch, (int(size[0]), int(size[1])), mask)).to(target)
+    mask_tensor = torch.from_numpy(mask).to(target)
 
     def call() -> torch.Tensor:
         with torch.inference_mode():
-            return model(kspace, mask_tensor)
+            image = model(kspace, mask_tensor)
+        if target.type == "cuda":
+            torch.cuda.synchronize(target)
+        return image
 
-    backend = f"torch {torch.__version__.split('+')[0]} eager CPU f32"
+    where = torch.cuda.get_device_name(target) if target.type == "cuda" else "CPU"
+    backend = f"torch {torch.__version__.split('+')[0]} eager {where} f32"
     return Runner(str(meta.get("role", "unknown")), backend, torch.get_num_threads(), tuple(kspace.shape), call)

@@ -20,7 +20,7 @@ ProviderOpt = Annotated[list[str] | None, typer.Option(
     "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
                              "a full name (repeat for several).")]
 PrecisionOpt = Annotated[str, typer.Option(help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).")]
-DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...).")]
+DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...); for --runtime torch: CPU or GPU (CUDA).")]
 
 
 def bench(

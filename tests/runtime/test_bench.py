@@ -75,3 +75,13 @@ def test_torch_checkpoint_without_size_needs_one(tmp_path):
         measure(tmp_path / "m.pt", "torch", Settings(iterations=1, warmup=0))
     m = measure(tmp_path / "m.pt", "torch", Settings(iterations=1, warmup=0, size=(16, 8)))
     assert m.shape == [1, 2, 16, 8] and m.backend.startswith("torch ")
+
+
+def test_torch_device_is_checked_before_loading(tmp_path):
+    import torch
+
+    with pytest.raises(RuntimeModelError, match="runs on CPU or a CUDA GPU"):
+        measure(tmp_path / "m.pt", "torch", Settings(iterations=1, warmup=0, device="NPU"))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeModelError, match="sees no CUDA GPU"):
+            measure(tmp_path / "m.pt", "torch", Settings(iterations=1, warmup=0, device="GPU"))
