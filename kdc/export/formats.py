@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 import torch
@@ -35,11 +36,20 @@ Feeds = dict[str, np.ndarray]
 
 @contextlib.contextmanager
 def _quiet_torch() -> Iterator[None]:
-    """Silence torch's deprecation notices about its own export paths (``torch.jit``, pytree internals)."""
+    """Silence torch's notices about its own export paths (``torch.jit`` deprecation, pytree internals, the
+    ONNX exporter's "torchvision is not installed" log lines)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export")]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def _dynamic_batch(input_names: list[str]) -> tuple[dict[int, Any] | None, ...]:
@@ -133,7 +143,7 @@ class TorchScriptArtefact:
 
     def __init__(self, graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], workdir: Path):
         self.input_names = input_names
-        staged = workdir / "model"
+        staged = workdir / f"model.{self.name}"  # torch.export.load wants a .pt2 name
         with _quiet_torch():
             self.program = self._compile(graph, example, input_names)
             self._save(staged, {})
@@ -145,8 +155,8 @@ class TorchScriptArtefact:
         with torch.no_grad():
             return torch.jit.trace(graph, example, check_trace=False)
 
-    def _save(self, path: Path, extra_files: dict[str, str]) -> None:
-        torch.jit.save(self.program, str(path), _extra_files=extra_files)
+    def _save(self, target: Path | BinaryIO, extra_files: dict[str, str]) -> None:
+        torch.jit.save(self.program, target, _extra_files=extra_files)
 
     @staticmethod
     def _load(path: Path) -> Any:
@@ -158,8 +168,8 @@ class TorchScriptArtefact:
         return {self.runtime: output.numpy()}
 
     def write(self, contract: dict[str, Any], out: Path) -> None:
-        with atomic_path(out) as tmp, _quiet_torch():
-            self._save(tmp, {CONTRACT_FILE: json.dumps(contract, sort_keys=True)})
+        with atomic_path(out) as tmp, open(tmp, "wb") as file, _quiet_torch():
+            self._save(file, {CONTRACT_FILE: json.dumps(contract, sort_keys=True)})
 
 
 class ExportedProgramArtefact(TorchScriptArtefact):
@@ -171,8 +181,8 @@ class ExportedProgramArtefact(TorchScriptArtefact):
     def _compile(graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str]) -> Any:
         return torch.export.export(graph, example, dynamic_shapes=_dynamic_batch(input_names))
 
-    def _save(self, path: Path, extra_files: dict[str, str]) -> None:
-        torch.export.save(self.program, path, extra_files=extra_files)
+    def _save(self, target: Path | BinaryIO, extra_files: dict[str, str]) -> None:
+        torch.export.save(self.program, target, extra_files=extra_files)
 
     @staticmethod
     def _load(path: Path) -> Any:
