@@ -193,3 +193,23 @@ def test_sigterm_finishes_in_flight_requests_and_exits_cleanly(artefacts, local,
     assert "ok" in outcomes and all(outcome in ("ok", "refused") for outcome in outcomes), outcomes
     log = (tmp_path / "server.log").read_text()
     assert "inference pool stopped" in log and "Finished server process" in log
+
+
+def test_triton_http_client_works_unchanged(server, local, kspace, artefacts):
+    """Triton's own HTTP client (tritonclient 2.73), binary tensors in and out, against ``kdc serve``."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("student")
+    assert [i["name"] for i in client.get_model_metadata("student")["inputs"]] == ["kspace", "mask"]
+    inputs = []
+    for name, array in (("kspace", kspace), ("mask", artefacts.mask[:1].reshape(1, 1, 1, -1).astype(np.float32))):
+        tensor = triton.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
+        inputs.append(tensor)
+    result = client.infer("student", inputs, outputs=[triton.InferRequestedOutput("image", binary_data=True)])
+    np.testing.assert_array_equal(result.as_numpy("image"), local.reconstruct(kspace, artefacts.mask))
+    with pytest.raises(InferenceServerException, match="missing \\['mask'\\]"):
+        client.infer("student", inputs[:1])
+    client.close()
