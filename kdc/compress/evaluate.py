@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kdc.data import metrics
 from kdc.compress.tasks import RECON, Task
+from kdc.data import metrics
 
 METRICS = {"psnr": metrics.psnr, "ssim": metrics.ssim, "nmse": metrics.nmse, "hfen": metrics.hfen}
 
