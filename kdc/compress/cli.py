@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kdc.errors import KdcError
+
+if TYPE_CHECKING:
+    from kdc.compress.recipe import RunConfig
 
 Data = Annotated[str, typer.Option(help="Dataset directory (ROOT/train, ROOT/val) or 'demo' for the shipped set.")]
 Acc = Annotated[int, typer.Option("--acc", help="Acceleration factor: 4, 5 or 8.")]
@@ -20,6 +23,17 @@ Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
 MaskKind = Annotated[str, typer.Option(help="Undersampling mask when the data has none: random or equispaced.")]
 Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mask.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
+Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space) or sr (VDSR super-resolution).")]
+Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
+
+
+def _label(config: RunConfig) -> str:
+    """``4x`` or ``SR 2x``: the task's short description of a run's settings."""
+    import dataclasses
+
+    from kdc.compress.tasks import get_task
+
+    return get_task(config.task).label(dataclasses.asdict(config))
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -29,7 +43,7 @@ def _print_table(table: dict, title: str) -> None:
 
 
 def train(
-    model: Annotated[str, typer.Option(help="Model preset: teacher or student.")],
+    model: Annotated[str, typer.Option(help="Model: teacher or student (of the task).")],
     data: Data = "demo",
     acc: Acc = 4,
     out: Out = Path("runs/train"),
@@ -40,15 +54,17 @@ def train(
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
     resume: Resume = False,
+    task: Task = "recon",
+    scale: Scale = 2,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
-    from kdc.models.checkpoint import PRESETS
 
-    if model not in PRESETS:
-        raise KdcError(f"--model {model!r}: expected one of {sorted(PRESETS)}")
-    config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind, seed=seed)
-    _print_table(recipe.train(config, model, resume), f"Validation, {acc}x ({out})")
+    if model not in ("teacher", "student"):
+        raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
+    config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
+                              seed=seed, task=task, scale=scale)
+    _print_table(recipe.train(config, model, resume), f"Validation, {_label(config)} ({out})")
 
 
 def distill(
@@ -66,15 +82,17 @@ def distill(
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
     resume: Resume = False,
+    task: Task = "recon",
+    scale: Scale = 2,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> attention-transfer pre-training -> KD student."""
     from kdc.compress import recipe
 
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
-        teacher, method, imitation_weight, mask_kind, seed,
+        teacher, method, imitation_weight, mask_kind, seed, task, scale,
     )
-    _print_table(recipe.distill(config, resume), f"Validation, {acc}x ({out})")
+    _print_table(recipe.distill(config, resume), f"Validation, {_label(config)} ({out})")
 
 
 def evaluate(
@@ -84,21 +102,22 @@ def evaluate(
     device: Device = "cpu",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
 ) -> None:
-    """Table of zero-filled, teacher, student and KD student on a split: PSNR, SSIM, NMSE, HFEN ± sd."""
+    """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
     from kdc._io import write_json
     from kdc.compress.evaluate import evaluate as score_models
-    from kdc.compress.recipe import TABLE_ROLES, resolve_device
-    from kdc.data.slices import open_split
+    from kdc.compress.recipe import TABLE_ROLES, RunConfig, resolve_device
+    from kdc.compress.tasks import get_task
     from kdc.models.checkpoint import load_checkpoint
 
     settings_path = run / "run.json"
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
-    settings = json.loads(settings_path.read_text())
-    dataset = open_split(data or settings["data"], split, settings["acceleration"], settings["mask_kind"], settings["seed"])
-    models = {"zero-filled": None}
+    settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
+    task = get_task(settings["task"])
+    dataset = task.open_split(data or settings["data"], split, settings)
+    models = {task.baseline: None}
     models.update({role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()})
-    table = score_models(models, dataset, resolve_device(device))
+    table = score_models(models, dataset, resolve_device(device), task)
     if json_out:
-        write_json(json_out, {"split": split, "acceleration": settings["acceleration"], "models": table})
-    _print_table(table, f"{split} split, {settings['acceleration']}x ({len(dataset)} slices, {run})")
+        write_json(json_out, {"split": split, **task.meta(settings), "models": table})
+    _print_table(table, f"{split} split, {task.label(settings)} ({len(dataset)} slices, {run})")

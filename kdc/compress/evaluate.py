@@ -10,25 +10,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kdc.compress.tasks import RECON, Task
 from kdc.data import metrics
-from kdc.models.dc import DataConsistency
 
 METRICS = {"psnr": metrics.psnr, "ssim": metrics.ssim, "nmse": metrics.nmse, "hfen": metrics.hfen}
 
 
-def predict(model: nn.Module | None, dataset: Sequence[dict], device: str = "cpu", batch_size: int = 8):
-    """Yield ``(volume, target, prediction)`` per slice; ``model=None`` gives the zero-filled image."""
+def predict(
+    model: nn.Module | None, dataset: Sequence[dict], device: str = "cpu", batch_size: int = 8, task: Task = RECON
+):
+    """Yield ``(volume, target, prediction)`` per slice; ``model=None`` gives the task's baseline (its input)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if model is not None:
         model.eval().to(device)
-    zero_filled = DataConsistency()
     with torch.no_grad():
         for batch in loader:
-            kspace = batch["kspace"].to(device)
-            if model is None:
-                image = zero_filled.zero_filled(kspace)
-            else:
-                image = model(kspace, batch["mask"].to(device))
+            inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            image = task.baseline_image(inputs) if model is None else task.predict(model, inputs)
             for volume, target, prediction in zip(batch["volume"], batch["target"], image.cpu()):
                 yield volume, target[0].numpy(), prediction[0].numpy()
 
@@ -52,12 +50,12 @@ def score(slices: Iterable[tuple[str, np.ndarray, np.ndarray]], names: Iterable[
 
 
 def evaluate(
-    models: Mapping[str, nn.Module | None], dataset: Sequence[dict], device: str = "cpu"
+    models: Mapping[str, nn.Module | None], dataset: Sequence[dict], device: str = "cpu", task: Task = RECON
 ) -> dict[str, dict]:
-    """Score each named model (``None`` = zero-filled) on ``dataset``; adds ``params`` for networks."""
+    """Score each named model (``None`` = the task's baseline) on ``dataset``; adds ``params`` for networks."""
     table = {}
     for name, model in models.items():
-        row = score(predict(model, dataset, device))
+        row = score(predict(model, dataset, device, task=task))
         row["params"] = 0 if model is None else sum(p.numel() for p in model.parameters())
         table[name] = row
     return table

@@ -4,6 +4,7 @@ Stages and the files they leave in the run directory (see docs/conventions.md):
 ``teacher.pt`` (L1 to the target), ``student.pt`` (the same student trained alone, the baseline),
 ``student_at.pt`` (feature-loss pre-training, teacher conv 3 <-> student conv 2 in every cascade) and
 ``kd_student.pt`` (initialised from ``student_at``, L1 to the target + weighted imitation of the teacher).
+The task (``recon``: DC-CNN, ``sr``: VDSR super-resolution) says how to call the models and which layers are paired.
 """
 
 from __future__ import annotations
@@ -16,19 +17,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_json
 from kdc.compress.evaluate import evaluate
-from kdc.compress.losses import Outputs, build_kd_loss
+from kdc.compress.losses import build_kd_loss
+from kdc.compress.tasks import get_task
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
-from kdc.data.slices import open_split
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint
-from kdc.models.dccnn import DCCNN
 
 log = logging.getLogger("kdc")
 #: Models of a finished run, in the order of the paper's table.
@@ -52,6 +51,8 @@ class RunConfig:
     imitation_weight: float = 0.5
     mask_kind: str = "random"
     seed: int = 0
+    task: str = "recon"
+    scale: int = 2
 
 
 def resolve_device(device: str) -> str:
@@ -74,26 +75,16 @@ def resolve_checkpoint(source: str | Path, role: str) -> Path:
     return path
 
 
-def tap_layer(model: DCCNN) -> int:
-    """The hidden conv whose features are distilled: conv 3 of 5 (teacher), conv 2 of 3 (student)."""
-    return len(model.cascades[0].convs) // 2
-
-
-def outputs(model: DCCNN, batch: dict[str, torch.Tensor]) -> Outputs:
-    """Reconstruction and the distilled feature map of every cascade."""
-    image, features = model.forward_features(batch["kspace"], batch["mask"])
-    layer = tap_layer(model)
-    return Outputs(image, [taps[layer] for taps in features])
-
-
 class Run:
     """A run directory with its data, mask, log and settings; trains stages into it."""
 
     def __init__(self, config: RunConfig, resume: bool = False) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.train_set = open_split(config.data, "train", config.acceleration, config.mask_kind, config.seed)
-        self.val_set = open_split(config.data, "val", config.acceleration, config.mask_kind, config.seed)
+        self.task = get_task(config.task)
+        settings = dataclasses.asdict(config)
+        self.train_set = self.task.open_split(config.data, "train", settings)
+        self.val_set = self.task.open_split(config.data, "val", settings)
         if self.train_set.image_shape != self.val_set.image_shape:
             raise KdcError(
                 f"{config.data}: train images {self.train_set.image_shape} differ from val {self.val_set.image_shape}"
@@ -101,17 +92,14 @@ class Run:
         self.dir = Path(config.out)
         self._check_settings(resume)
         (self.dir / "state").mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.dir / "mask.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, self.train_set.mask)
+        self.task.write_run_files(self.dir, self.train_set)
         self._handler = logging.FileHandler(self.dir / "train.log")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(self._handler)
         log.setLevel(logging.INFO)
         self.meta = {
-            "acceleration": config.acceleration,
+            **self.task.meta(settings),
             "image_size": list(self.train_set.image_shape),
-            "mask_kind": config.mask_kind,
-            "mask_seed": config.seed,
             "data": str(config.data),
         }
 
@@ -123,7 +111,9 @@ class Run:
             return
         if not resume:
             raise KdcError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
-        saved = json.loads(settings_path.read_text())
+        # Settings added since the run was written count as their defaults.
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        saved = {**defaults, **json.loads(settings_path.read_text())}
         changed = sorted(k for k in current if k != "device" and saved.get(k) != current[k])
         if changed:
             raise KdcError(f"{settings_path}: --resume with different settings ({', '.join(changed)})")
@@ -153,32 +143,33 @@ class Run:
             self.device,
             self.config.seed,
         )
-        stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best)
+        stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best, self.task)
         return train_stage(stage, self.train_set, self.val_set, settings, self.dir)
 
-    def train_supervised(self, role: str, preset: str) -> dict:
-        """Train a fresh ``preset`` model with L1 to the target."""
+    def train_supervised(self, role: str) -> dict:
+        """Train a fresh model of the task's ``role`` preset (teacher or student) with L1 to the target."""
         torch.manual_seed(self.config.seed)
-        model = build_model(preset)
-        return self.train(role, model, lambda b: F.l1_loss(model(b["kspace"], b["mask"]), b["target"]))
+        model = build_model(self.task.presets[role])
+        return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]))
 
     def load(self, role: str) -> nn.Module:
         return load_checkpoint(self.dir / f"{role}.pt")[0].to(self.device)
 
     def evaluate(self, roles: Sequence[str]) -> dict[str, dict]:
-        """Validation table of the zero-filled input and ``roles``; also written to ``metrics.json``."""
-        models: dict[str, nn.Module | None] = {"zero-filled": None}
+        """Validation table of the task's baseline (its input) and ``roles``; also written to ``metrics.json``."""
+        models: dict[str, nn.Module | None] = {self.task.baseline: None}
         models.update({role: self.load(role) for role in roles})
-        table = evaluate(models, self.val_set, self.device)
-        write_json(self.dir / "metrics.json", {"split": "val", "acceleration": self.config.acceleration, "models": table})
+        table = evaluate(models, self.val_set, self.device, self.task)
+        summary = self.task.meta(dataclasses.asdict(self.config))
+        write_json(self.dir / "metrics.json", {"split": "val", **summary, "models": table})
         return table
 
 
-def train(config: RunConfig, preset: str, resume: bool = False) -> dict[str, dict]:
-    """``kdc train``: one model (``teacher`` or ``student`` preset) with L1 to the target."""
+def train(config: RunConfig, role: str, resume: bool = False) -> dict[str, dict]:
+    """``kdc train``: one model (the task's ``teacher`` or ``student`` preset) with L1 to the target."""
     with Run(config, resume) as run:
-        run.train_supervised(preset, preset)
-        return run.evaluate([preset])
+        run.train_supervised(role)
+        return run.evaluate([role])
 
 
 def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
@@ -187,17 +178,22 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     with Run(config, resume) as run:
         if config.teacher:
             source = resolve_checkpoint(config.teacher, "teacher")
-            load_checkpoint(source)  # refuse a foreign file before copying it
+            given, _ = load_checkpoint(source)  # refuse a foreign file before copying it
+            expected = build_model(run.task.presets["teacher"])
+            if type(given) is not type(expected):
+                raise KdcError(f"{source}: a {type(given).__name__} cannot be the teacher of task "
+                               f"{config.task!r} (expected a {type(expected).__name__})")
             shutil.copyfile(source, run.dir / "teacher.pt")
         else:
-            run.train_supervised("teacher", "teacher")
+            run.train_supervised("teacher")
         teacher = run.load("teacher").eval().requires_grad_(False)
 
-        run.train_supervised("student", "student")
+        run.train_supervised("student")
 
         feature_loss = build_kd_loss(config.method).to(run.device)
         torch.manual_seed(config.seed)
-        pretrained = build_model("student")
+        pretrained = build_model(run.task.presets["student"])
+        outputs = run.task.outputs
 
         def feature_step(batch: dict) -> torch.Tensor:
             with torch.no_grad():

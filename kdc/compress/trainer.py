@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from kdc._io import atomic_path
 from kdc.compress.evaluate import predict, score
+from kdc.compress.tasks import RECON, Task
 from kdc.models.checkpoint import save_checkpoint
 
 #: ``step_loss(batch) -> loss`` for one batch already on the device.
@@ -44,6 +45,7 @@ class Stage:
     meta: dict = field(default_factory=dict)
     extra: Sequence[nn.Module] = ()
     keep_best: bool = True  # False: keep the last epoch (feature-only stages do not optimise the image)
+    task: Task = RECON  # how validation calls the model
 
 
 def progress_bar() -> Progress:
@@ -102,7 +104,7 @@ def train_stage(
                 optimizer.step()
                 total += loss.item()
                 bar.update(task, advance=1, loss=total / step)
-        metrics = score(predict(model, val_set, settings.device), ("psnr", "ssim"))
+        metrics = score(predict(model, val_set, settings.device, task=stage.task), ("psnr", "ssim"))
         if not stage.keep_best or metrics["psnr"]["mean"] > best["psnr"]["mean"]:
             best = metrics
             save_checkpoint(run_dir / f"{stage.name}.pt", model, {**stage.meta, "metrics": best, "epochs": epoch + 1})

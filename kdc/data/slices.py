@@ -66,13 +66,9 @@ def dataset_root(data: str | Path) -> Path:
     return root
 
 
-def open_split(
-    data: str | Path, split: str, acceleration: int, mask_kind: MaskKind = "random", mask_seed: int = 0
-) -> SliceDataset:
-    """Slices of ``ROOT/split/*.h5`` with the dataset's mask ``ROOT/masks/mask_{acc}x.npy``, else a generated one."""
-    center_fraction_for(acceleration)
-    root = dataset_root(data)
-    directory = root / split
+def split_volumes(data: str | Path, split: str) -> list[VolumeInfo]:
+    """Headers of the volumes ``ROOT/split/*.h5``, sorted; all must have the same slice size."""
+    directory = dataset_root(data) / split
     if not directory.is_dir():
         raise DataError(f"{directory}: split '{split}' not found (expected a directory of .h5 volumes)")
     volumes = [inspect_volume(path) for path in sorted(directory.glob("*.h5"))]
@@ -84,6 +80,16 @@ def open_split(
             raise DataError(
                 f"{info.path}: slices are {info.image_shape}, but {volumes[0].path.name} in the same split has {shape}"
             )
+    return volumes
+
+
+def open_split(
+    data: str | Path, split: str, acceleration: int, mask_kind: MaskKind = "random", mask_seed: int = 0
+) -> SliceDataset:
+    """Slices of ``ROOT/split/*.h5`` with the dataset's mask ``ROOT/masks/mask_{acc}x.npy``, else a generated one."""
+    center_fraction_for(acceleration)
+    volumes = split_volumes(data, split)
+    root, shape = dataset_root(data), volumes[0].image_shape
     mask_file = root / "masks" / f"mask_{acceleration}x.npy"
     if mask_file.is_file():
         mask = load_mask(mask_file, shape)

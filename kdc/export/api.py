@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +14,23 @@ import torch
 from torch import nn
 
 from kdc.data.fft import fft2
+from kdc.data.lowres import low_resolution
 from kdc.data.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
 from kdc.errors import KdcError
-from kdc.export.contract import build_contract
+from kdc.export.contract import LOWRES_INPUT, build_contract, build_sr_contract
 from kdc.export.formats import FORMATS
 from kdc.export.lowerings import LOWERINGS, auto_lowering
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
+from kdc.models.vdsr import VDSR
 
 #: Checkpoints of a run directory, in the order ``export_model`` picks them.
 RUN_MODELS = ("kd_student", "student", "teacher")
 PARITY_SLICES = 4
+#: Scale of the parity inputs of a super-resolution module whose meta has none.
+DEFAULT_SR_SCALE = 2
+#: What a task hands the shared gate: graph, feeds (batched input first), PyTorch's output, contract builder.
+Prepared = tuple[nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]]]
 
 
 class BakedMask(nn.Module):
@@ -86,8 +94,8 @@ def resolve_size(image_size: tuple[int, int] | None, meta: dict[str, Any], mask:
     return int(size[0]), int(size[1])
 
 
-def validation_kspace(images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray) -> np.ndarray:
-    """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of real validation slices."""
+def parity_images(images: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """``(n, H, W)`` [0, 1] slices for the parity gate: given, else kdc's real validation slices."""
     if images is None:
         from kdc.data.demo import validation_images
 
@@ -95,7 +103,12 @@ def validation_kspace(images: np.ndarray | None, size: tuple[int, int], mask: np
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or images.shape[1:] != size or len(images) == 0:
         raise ExportError(f"parity images must be (count, {size[0]}, {size[1]}), got {images.shape}")
-    kspace = fft2(images) * mask
+    return images
+
+
+def validation_kspace(images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray) -> np.ndarray:
+    """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of real validation slices."""
+    kspace = fft2(parity_images(images, size)) * mask
     return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
 
 
@@ -112,7 +125,7 @@ def parity_check(artefact: Any, feeds: dict[str, np.ndarray], expected: np.ndarr
     """Max abs error per runtime over all slices at once (batch N) and the first slice alone (batch 1)."""
     errors: dict[str, float] = {}
     for batch in (slice(None), slice(0, 1)):
-        outputs = artefact.run({**feeds, "kspace": feeds["kspace"][batch]})
+        outputs = artefact.run({name: value if name == "mask" else value[batch] for name, value in feeds.items()})
         for runtime, output in outputs.items():
             if output.shape != expected[batch].shape:
                 raise ExportError(f"{runtime} returned shape {output.shape}, expected {expected[batch].shape}")
@@ -138,6 +151,7 @@ def export_model(
 
     ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
     module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
+    A super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
     Raises :class:`ExportError` with nothing written on any failure.
     """
     out = Path(out)
@@ -150,6 +164,36 @@ def export_model(
         raise ExportError(f"{out}: is a directory, expected a file path")
     model, meta, mask_dir = load_source(source, role)
     size = resolve_size(image_size, meta, mask)
+    if isinstance(model, VDSR):
+        graph, feeds, expected, contract = prepare_sr(model, meta, size, images, dc, bake_mask, mask)
+    else:
+        graph, feeds, expected, contract = prepare_recon(model, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
+    example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
+    if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
+        example = (example[0].repeat(2, 1, 1, 1), *example[1:])
+
+    with tempfile.TemporaryDirectory(prefix="kdc-export-") as workdir:
+        artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
+        errors = parity_check(artefact, feeds, expected)
+        worst = max(errors.values())
+        if not worst <= tolerance:
+            detail = ", ".join(f"{runtime}: {error:.3g}" for runtime, error in errors.items())
+            raise ExportError(
+                f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(expected)} "
+                f"validation slices ({detail}); {out} not written"
+            )
+        metadata = contract(fmt=fmt, parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
+                                             "slices": len(expected), "tolerance": tolerance})
+        artefact.write(metadata, out)
+    size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
+    return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)
+
+
+def prepare_recon(
+    model: nn.Module, meta: dict[str, Any], mask_dir: Path | None, size: tuple[int, int], images: np.ndarray | None,
+    mask: str | Path | np.ndarray | None, dc: str, bake_mask: bool, fmt: str,
+) -> Prepared:
+    """DC-CNN: k-space (+ mask) in, the DC layer swapped for the chosen lowering, the mask baked in if asked."""
     mask_array = resolve_mask(mask, mask_dir, meta, size)
     lowering = pick_lowering(dc, mask_array, fmt)
     columns = sampled_columns(mask_array)
@@ -163,35 +207,29 @@ def export_model(
         expected = model(torch.from_numpy(kspace), mask_tensor).numpy()
     if bake_mask:
         graph = BakedMask(graph, mask_tensor)
-    example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
-    if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
-        example = (example[0].repeat(2, 1, 1, 1), *example[1:])
+    contract = functools.partial(
+        build_contract, image_size=size, mask=mask_array,
+        mask_input_shape=None if bake_mask else list(mask_tensor.shape), columns=columns, lowering=lowering,
+        model=describe_model(model, meta), meta=meta,
+    )
+    return graph, feeds, expected, contract
 
-    with tempfile.TemporaryDirectory(prefix="kdc-export-") as workdir:
-        artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
-        errors = parity_check(artefact, feeds, expected)
-        worst = max(errors.values())
-        if not worst <= tolerance:
-            detail = ", ".join(f"{runtime}: {error:.3g}" for runtime, error in errors.items())
-            raise ExportError(
-                f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(kspace)} "
-                f"validation slices ({detail}); {out} not written"
-            )
-        contract = build_contract(
-            image_size=size,
-            mask=mask_array,
-            mask_input_shape=None if bake_mask else list(mask_tensor.shape),
-            columns=columns,
-            lowering=lowering,
-            fmt=fmt,
-            model=describe_model(model, meta),
-            meta=meta,
-            parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
-                    "slices": len(kspace), "tolerance": tolerance},
-        )
-        artefact.write(contract, out)
-    size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
-    return ExportReport(out, fmt, lowering, size_bytes, worst, contract)
+
+def prepare_sr(
+    model: nn.Module, meta: dict[str, Any], size: tuple[int, int], images: np.ndarray | None, dc: str,
+    bake_mask: bool, mask: str | Path | np.ndarray | None,
+) -> Prepared:
+    """VDSR: the low-resolution image in (k-space truncation of the parity slices at the trained scale), no DC."""
+    if dc != "auto" or bake_mask or mask is not None:
+        raise ExportError("a super-resolution model (VDSR) has no data consistency and no mask: "
+                          "drop --dc, --bake-mask and --mask")
+    scale = meta.get("scale")
+    lowres = low_resolution(parity_images(images, size), int(scale or DEFAULT_SR_SCALE))[:, None]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(lowres)).numpy()
+    contract = functools.partial(build_sr_contract, image_size=size, scale=scale,
+                                 model=describe_model(model, meta), meta=meta)
+    return copy.deepcopy(model), {LOWRES_INPUT: lowres}, expected, contract
 
 
 def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:

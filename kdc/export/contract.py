@@ -22,6 +22,16 @@ NORMALISATION = (
     "images); without a fully sampled reference, scale by the maximum of the zero-filled magnitude volume and "
     "multiply the output back"
 )
+#: Graph input of a super-resolution (VDSR) artefact.
+LOWRES_INPUT = "image_lowres"
+LOWRES_LAYOUT = (
+    "(N, 1, H, W) float32 magnitude image at the output size H x W, holding only the central 1/scale of k-space "
+    "along both axes (a low-resolution acquisition zero-padded in centred k-space, inverse FFT, magnitude)"
+)
+SR_NORMALISATION = (
+    "image volume scaled so that its maximum is 1 (training used [0, 1] targets); scale the low-resolution volume "
+    "by 1 / its maximum and multiply the output back"
+)
 
 
 def tensor_spec(name: str, shape: list[int | str], description: str) -> dict[str, Any]:
@@ -50,8 +60,8 @@ def build_contract(
         ))
     acceleration = meta.get("acceleration", round(mask.size / np.count_nonzero(mask), 3))
     return {
-        "contract_version": CONTRACT_VERSION,
-        "format": fmt,
+        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity),
+        "task": "recon",
         "inputs": inputs,
         "outputs": [tensor_spec("image", ["N", 1, height, width], "reconstructed image, real part, same scale as input")],
         "kspace_layout": KSPACE_LAYOUT,
@@ -59,14 +69,43 @@ def build_contract(
         "fft_norm": "ortho",
         "normalisation": NORMALISATION,
         "output_kind": "real part",
-        "model": model,
         "acceleration": acceleration,
         "mask_kind": meta.get("mask_kind"),
-        "image_size": [height, width],
-        "trained_image_size": meta.get("image_size"),
         "dc_lowering": lowering,
         "mask_baked": mask_input_shape is None,
         "mask_columns": None if columns is None or mask_input_shape is not None else columns.tolist(),
+    }
+
+
+def build_sr_contract(
+    *, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
+    parity: dict[str, Any],
+) -> dict[str, Any]:
+    """Contract of a super-resolution artefact: one low-resolution image in, one image out, no DC, no mask."""
+    height, width = image_size
+    return {
+        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity),
+        "task": "sr",
+        "scale": scale,
+        "inputs": [tensor_spec(LOWRES_INPUT, ["N", 1, height, width], "low-resolution image, see input_layout")],
+        "outputs": [tensor_spec("image", ["N", 1, height, width], "super-resolved image, same scale as the input")],
+        "input_layout": LOWRES_LAYOUT,
+        "normalisation": SR_NORMALISATION,
+        "output_kind": "image (input + predicted detail)",
+        "dc_lowering": "none",
+    }
+
+
+def common_fields(
+    *, fmt: str, image_size: tuple[int, int], model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any]
+) -> dict[str, Any]:
+    """Fields every contract has, whatever the task."""
+    return {
+        "contract_version": CONTRACT_VERSION,
+        "format": fmt,
+        "model": model,
+        "image_size": list(image_size),
+        "trained_image_size": meta.get("image_size"),
         "parity": parity,
         "metrics": meta.get("metrics", {}),
         "kdc_version": __version__,

@@ -2,7 +2,8 @@
 
 A format is one class: its constructor ``(graph, example, input_names, workdir)`` builds the artefact, ``run(feeds)
 -> {runtime: output}`` runs what was built (reloaded where the format allows) and ``write(contract, out)`` writes it. Graph inputs are ``kspace`` (dynamic batch ``N``)
-and, unless the mask is baked, ``mask``; the output is ``image``.
+and, unless the mask is baked, ``mask`` (reconstruction), or ``image_lowres`` (dynamic batch, super-resolution);
+the output is ``image``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _quiet_torch() -> Iterator[None]:
 
 def _dynamic_batch(input_names: list[str]) -> tuple[dict[int, Any] | None, ...]:
     batch = torch.export.Dim("N", min=1, max=4096)
-    return tuple({0: batch} if name == "kspace" else None for name in input_names)
+    return tuple(None if name == "mask" else {0: batch} for name in input_names)
 
 
 class OnnxArtefact:
@@ -90,6 +91,7 @@ class OnnxArtefact:
     def write(self, contract: dict[str, Any], out: Path) -> None:
         flat = {
             "kdc.version": __version__,
+            "kdc.task": contract["task"],
             "kdc.dc_lowering": contract["dc_lowering"],
             "kdc.model_role": contract["model"]["role"],
             "kdc.image_size": "x".join(map(str, contract["image_size"])),

@@ -3,5 +3,6 @@
 from kdc.models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from kdc.models.dc import DataConsistency
 from kdc.models.dccnn import DCCNN
+from kdc.models.vdsr import VDSR
 
-__all__ = ["DCCNN", "DataConsistency", "build_model", "load_checkpoint", "save_checkpoint"]
+__all__ = ["DCCNN", "VDSR", "DataConsistency", "build_model", "load_checkpoint", "save_checkpoint"]

@@ -16,13 +16,17 @@ from torch import nn
 from kdc._io import atomic_path
 from kdc.errors import KdcError
 from kdc.models.dccnn import DCCNN
+from kdc.models.vdsr import VDSR
 
 FORMAT = "kdc-checkpoint/1"
-ARCHITECTURES: dict[str, type[nn.Module]] = {"dccnn": DCCNN}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"dccnn": DCCNN, "vdsr": VDSR}
 #: Named configurations of the paper.
 PRESETS: dict[str, dict[str, Any]] = {
     "teacher": {"arch": "dccnn", "cascades": 5, "convs": 5, "channels": 32},
     "student": {"arch": "dccnn", "cascades": 5, "convs": 3, "channels": 32},
+    # MRI super-resolution (VDSR, 64 channels): teacher 11 convolutions, student 7.
+    "sr_teacher": {"arch": "vdsr", "depth": 11, "channels": 64},
+    "sr_student": {"arch": "vdsr", "depth": 7, "channels": 64},
 }
 
 
@@ -36,7 +40,7 @@ def register_architecture(name: str, cls: type[nn.Module]) -> None:
 
 
 def build_model(config: dict[str, Any] | str) -> nn.Module:
-    """Build an untrained model from a config dict or a preset name (``teacher``, ``student``)."""
+    """Build an untrained model from a config dict or a preset name (``teacher``, ``student``, ``sr_teacher``, ...)."""
     if isinstance(config, str):
         if config not in PRESETS:
             raise CheckpointError(f"unknown model preset {config!r}: expected one of {sorted(PRESETS)}")

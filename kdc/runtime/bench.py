@@ -87,8 +87,8 @@ def open_runner(path: Path, runtime: str, settings: Settings) -> Runner:
     model = load(path, engine=runtime, providers=settings.providers if runtime == "ort" else None,
                  threads=settings.threads, precision=settings.precision, device=settings.device)
     feeds = model.example_feeds(settings.batch)
-    return Runner(model.role, model.backend, model.threads, feeds["kspace"].shape, lambda: model.run(feeds),
-                  model.warnings)
+    shape = feeds[model.input_names[0]].shape
+    return Runner(model.role, model.backend, model.threads, shape, lambda: model.run(feeds), model.warnings)
 
 
 def measure(path: Path, runtime: str, settings: Settings, step: Callable[[], None] = lambda: None) -> Measurement:

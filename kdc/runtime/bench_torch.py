@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from kdc.models import load_checkpoint
+from kdc.models import VDSR, load_checkpoint
 from kdc.runtime.bench import Runner
-from kdc.runtime.tensors import RuntimeModelError, example_kspace, example_mask
+from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
 
 
 def torch_device(device: str) -> torch.device:
@@ -28,7 +28,8 @@ def torch_device(device: str) -> torch.device:
 def open_checkpoint(
     path: Path, *, threads: int | None, batch: int, size: tuple[int, int] | None, device: str = "CPU"
 ) -> Runner:
-    """Load a ``.pt`` checkpoint and bind random undersampled k-space at ``size`` (default: its trained size).
+    """Load a ``.pt`` checkpoint and bind random undersampled k-space (a random image for super-resolution) at
+    ``size`` (default: its trained size).
 
     On a GPU each call waits for the device (``synchronize``), so the latency covers the whole inference.
     """
@@ -40,17 +41,21 @@ def open_checkpoint(
         raise RuntimeModelError(f"{path}: checkpoint has no image size in its meta; pass --size H W")
     if threads:
         torch.set_num_threads(threads)
-    mask = example_mask(int(size[1]), float(meta.get("acceleration") or 1))
-    kspace = torch.from_numpy(example_kspace(batch, (int(size[0]), int(size[1])), mask)).to(target)
-    mask_tensor = torch.from_numpy(mask).to(target)
+    shape = (int(size[0]), int(size[1]))
+    if isinstance(model, VDSR):
+        arrays = (example_image(batch, shape),)
+    else:
+        mask = example_mask(shape[1], float(meta.get("acceleration") or 1))
+        arrays = (example_kspace(batch, shape, mask), mask)
+    inputs = tuple(torch.from_numpy(array).to(target) for array in arrays)
 
     def call() -> torch.Tensor:
         with torch.inference_mode():
-            image = model(kspace, mask_tensor)
+            image = model(*inputs)
         if target.type == "cuda":
             torch.cuda.synchronize(target)
         return image
 
     where = torch.cuda.get_device_name(target) if target.type == "cuda" else "CPU"
     backend = f"torch {torch.__version__.split('+')[0]} eager {where} f32"
-    return Runner(str(meta.get("role", "unknown")), backend, torch.get_num_threads(), tuple(kspace.shape), call)
+    return Runner(str(meta.get("role", "unknown")), backend, torch.get_num_threads(), tuple(inputs[0].shape), call)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from kdc.runtime.tensors import RuntimeModelError, example_kspace, example_mask, mask_columns
+from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
 
 ENGINES = ("ort", "openvino")
 PRECISIONS = ("f32", "f16", "bf16")
@@ -123,6 +123,11 @@ class Reconstructor:
         return int(height), int(width)
 
     @property
+    def task(self) -> str:
+        """``recon`` (k-space + mask in) or ``sr`` (super-resolution: ``image_lowres`` in)."""
+        return str(self.contract.get("task", "recon"))
+
+    @property
     def mask_baked(self) -> bool:
         return "mask" not in self.input_names
 
@@ -155,6 +160,9 @@ class Reconstructor:
         ``normalise=True`` treats the N slices as one volume at scanner scale: the model sees it scaled so that
         its zero-filled magnitude peaks at 1 (the training range) and the image is scaled back.
         """
+        if self.task != "recon":
+            raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
+                                    f"run({{{self.input_names[0]!r}: ...}})")
         kspace = np.asarray(kspace)
         if np.iscomplexobj(kspace):
             raise RuntimeModelError("kspace is complex: convert it with kdc.runtime.kspace_channels(kspace)")
@@ -186,7 +194,10 @@ class Reconstructor:
         return mask
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-        """Random undersampled k-space (and a mask at the contract's acceleration) of the model's size."""
+        """Random undersampled k-space (and a mask at the contract's acceleration) of the model's size; for a
+        super-resolution model, a random image."""
+        if self.task == "sr":
+            return {self.input_names[0]: example_image(batch, self.image_size, seed)}
         mask = self.baked_mask() if self.mask_baked else example_mask(
             self.image_size[1], float(self.contract.get("acceleration") or 1))
         kspace = example_kspace(batch, self.image_size, mask, seed)

@@ -62,3 +62,8 @@ def example_kspace(batch: int, size: tuple[int, int], mask: np.ndarray, seed: in
     """Random undersampled k-space ``(batch, 2, H, W)`` float32, zero outside ``mask``: for latency and load tests."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((batch, 2, *size), dtype=np.float32) * mask
+
+
+def example_image(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Random ``(batch, 1, H, W)`` float32 image in [0, 1]: the input of a super-resolution model in load tests."""
+    return np.random.default_rng(seed).random((batch, 1, *size), dtype=np.float32)

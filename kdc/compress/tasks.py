@@ -1,0 +1,129 @@
+"""What the recipe needs to know about a task: its data, how to call its models, the baseline row, the taps.
+
+``recon`` is KD-MRI's reconstruction (DC-CNN on undersampled k-space + mask, baseline: the zero-filled image);
+``sr`` is its super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that
+image). Settings are the ``run.json`` dict of a run (:class:`kdc.compress.recipe.RunConfig` as a dict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdc._io import atomic_path
+from kdc.compress.losses import Outputs
+from kdc.data.lowres import open_lowres_split
+from kdc.data.slices import open_split
+from kdc.errors import KdcError
+from kdc.models.dc import DataConsistency
+
+Batch = dict[str, Any]
+
+
+class Task:
+    """Base of the tasks; ``presets`` maps the roles ``teacher`` and ``student`` to model presets."""
+
+    name: ClassVar[str]
+    #: Table row that scores the network's input without a network.
+    baseline: ClassVar[str]
+    presets: ClassVar[dict[str, str]]
+
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
+        raise NotImplementedError
+
+    def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """What checkpoints and ``metrics.json`` record about the task's inputs."""
+        raise NotImplementedError
+
+    def label(self, settings: Mapping[str, Any]) -> str:
+        """Short description for table titles, e.g. ``4x`` or ``SR 2x``."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The model's image for a batch already on the device."""
+        raise NotImplementedError
+
+    def baseline_image(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
+        """The image and the distilled feature maps (teacher and student taps are paired by position)."""
+        raise NotImplementedError
+
+    def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
+        """Files a run directory needs besides checkpoints (none by default)."""
+
+
+class Reconstruction(Task):
+    """DC-CNN from undersampled k-space; taps: conv 3 of 5 (teacher) <-> conv 2 of 3 (student) in every cascade."""
+
+    name = "recon"
+    baseline = "zero-filled"
+    presets = {"teacher": "teacher", "student": "student"}
+
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
+        return open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"])
+
+    def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"acceleration": settings["acceleration"], "mask_kind": settings["mask_kind"],
+                "mask_seed": settings["seed"]}
+
+    def label(self, settings: Mapping[str, Any]) -> str:
+        return f"{settings['acceleration']}x"
+
+    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch["kspace"], batch["mask"])
+
+    def baseline_image(self, batch: Batch) -> torch.Tensor:
+        return DataConsistency().zero_filled(batch["kspace"])
+
+    def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
+        image, features = model.forward_features(batch["kspace"], batch["mask"])
+        layer = len(model.cascades[0].convs) // 2
+        return Outputs(image, [taps[layer] for taps in features])
+
+    def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
+        with atomic_path(run_dir / "mask.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, train_set.mask)
+
+
+class SuperResolution(Task):
+    """VDSR from the low-resolution image; taps: conv 6 of 11 (teacher) <-> conv 4 of 7 (student)."""
+
+    name = "sr"
+    baseline = "low-res"
+    presets = {"teacher": "sr_teacher", "student": "sr_student"}
+
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
+        return open_lowres_split(data, split, settings["scale"])
+
+    def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"task": "sr", "scale": settings["scale"]}
+
+    def label(self, settings: Mapping[str, Any]) -> str:
+        return f"SR {settings['scale']}x"
+
+    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return model(batch["image"])
+
+    def baseline_image(self, batch: Batch) -> torch.Tensor:
+        return batch["image"]
+
+    def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
+        image, features = model.forward_features(batch["image"])
+        return Outputs(image, [features[len(model.convs) // 2]])
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), SuperResolution())}
+RECON = TASKS["recon"]
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise KdcError(f"unknown task {name!r}: expected one of {sorted(TASKS)}")
+    return TASKS[name]
