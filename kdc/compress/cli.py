@@ -20,6 +20,9 @@ Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
 MaskKind = Annotated[str, typer.Option(help="Undersampling mask when the data has none: random or equispaced.")]
 Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mask.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
+Distributed = Annotated[
+    bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
+]
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -40,15 +43,20 @@ def train(
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
     resume: Resume = False,
+    distributed: Distributed = False,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
+    from kdc.compress.distributed import process_group
     from kdc.models.checkpoint import PRESETS
 
     if model not in PRESETS:
         raise KdcError(f"--model {model!r}: expected one of {sorted(PRESETS)}")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind, seed=seed)
-    _print_table(recipe.train(config, model, resume), f"Validation, {acc}x ({out})")
+    with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
+        table = recipe.train(config, model, resume)
+    if table:
+        _print_table(table, f"Validation, {acc}x ({out})")
 
 
 def distill(
@@ -66,15 +74,23 @@ def distill(
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
     resume: Resume = False,
+    teacher_cache: Annotated[
+        bool, typer.Option(help="Compute the teacher outputs the AT and KD losses need once, in RUN/cache.")
+    ] = True,
+    distributed: Distributed = False,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> attention-transfer pre-training -> KD student."""
     from kdc.compress import recipe
+    from kdc.compress.distributed import process_group
 
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
-        teacher, method, imitation_weight, mask_kind, seed,
+        teacher, method, imitation_weight, mask_kind, seed, teacher_cache,
     )
-    _print_table(recipe.distill(config, resume), f"Validation, {acc}x ({out})")
+    with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
+        table = recipe.distill(config, resume)
+    if table:
+        _print_table(table, f"Validation, {acc}x ({out})")
 
 
 def evaluate(

@@ -13,26 +13,16 @@ from kdc.compress.teacher_cache import cache_key, teacher_targets
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
 from kdc.data.slices import open_split
 from kdc.models import DCCNN, build_model
-from tests.conftest import make_phantom
+from tests.conftest import make_phantom, write_mask_without_dc
 
 SHAPE = (16, 16)
 SUMMARISED = sorted(name for name, cls in KD_LOSSES.items() if hasattr(cls, "teacher_summary"))
 
 
-def write_mask_without_dc(root: Path, shape: tuple[int, int] = SHAPE) -> None:
-    """A 4x mask that leaves out the DC column. A sampled DC term hides the last bias of every cascade from the loss
-    (data consistency removes a constant image), and Adam turns that zero gradient's rounding noise into steps of
-    +-lr; without it every weight has a real gradient and two runs can be compared weight by weight."""
-    mask = np.zeros(shape, np.float32)
-    mask[:, 1::4] = 1
-    (root / "masks").mkdir(parents=True)
-    np.save(root / "masks" / "mask_4x.npy", mask)
-
-
 @pytest.fixture
 def data_root(tmp_path, write_kdmri) -> Path:
     root = tmp_path / "data"
-    write_mask_without_dc(root)
+    write_mask_without_dc(root, SHAPE)
     write_kdmri(root / "train" / "a.h5", make_phantom(4, *SHAPE, seed=0))
     write_kdmri(root / "train" / "b.h5", make_phantom(3, *SHAPE, seed=1))
     return root
