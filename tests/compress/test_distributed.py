@@ -78,3 +78,13 @@ def test_two_processes_resume_a_run_of_one(reference, tmp_path):
     torchrun(*args, "--out", str(resumed), "--resume")
     assert_same_weights(one, resumed)
     assert (resumed / "metrics.json").is_file()
+
+
+def test_distributed_outside_torchrun_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")}
+    command = [sys.executable, "-m", "kdc", "distill", "--distributed", "--out", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --distributed: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR")
+    assert "torchrun --nproc-per-node" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
