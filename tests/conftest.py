@@ -26,7 +26,7 @@ def phantom() -> Callable[..., np.ndarray]:
     return make_phantom
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_kdmri() -> Callable[..., Path]:
     """``write(path, images (S, H, W), masks {acc: (H, W)})``: KD-MRI file, arrays (H, W, S), k-space uncentred."""
 
@@ -72,3 +72,13 @@ def write_nifti() -> Callable[..., Path]:
         return path
 
     return write
+
+
+def write_mask_without_dc(root: Path, shape: tuple[int, int]) -> None:
+    """A 4x mask that leaves out the DC column. A sampled DC term hides the last bias of every cascade from the loss
+    (data consistency removes a constant image), and Adam turns that zero gradient's rounding noise into steps of
+    +-lr; without it every weight has a real gradient and two runs can be compared weight by weight."""
+    mask = np.zeros(shape, np.float32)
+    mask[:, 1::4] = 1
+    (root / "masks").mkdir(parents=True)
+    np.save(root / "masks" / "mask_4x.npy", mask)

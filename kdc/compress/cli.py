@@ -34,6 +34,9 @@ def _label(config: RunConfig) -> str:
     from kdc.compress.tasks import get_task
 
     return get_task(config.task).label(dataclasses.asdict(config))
+Distributed = Annotated[
+    bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
+]
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -56,15 +59,20 @@ def train(
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
+    distributed: Distributed = False,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
+    from kdc.compress.distributed import process_group
 
     if model not in ("teacher", "student"):
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale)
-    _print_table(recipe.train(config, model, resume), f"Validation, {_label(config)} ({out})")
+    with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
+        table = recipe.train(config, model, resume)
+    if table:
+        _print_table(table, f"Validation, {_label(config)} ({out})")
 
 
 def distill(
@@ -84,15 +92,23 @@ def distill(
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
+    teacher_cache: Annotated[
+        bool, typer.Option(help="Compute the teacher outputs the AT and KD losses need once, in RUN/cache.")
+    ] = True,
+    distributed: Distributed = False,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> attention-transfer pre-training -> KD student."""
     from kdc.compress import recipe
+    from kdc.compress.distributed import process_group
 
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
-        teacher, method, imitation_weight, mask_kind, seed, task, scale,
+        teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
     )
-    _print_table(recipe.distill(config, resume), f"Validation, {_label(config)} ({out})")
+    with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
+        table = recipe.distill(config, resume)
+    if table:
+        _print_table(table, f"Validation, {_label(config)} ({out})")
 
 
 def evaluate(

@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdc._io import write_json
+from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import build_kd_loss
 from kdc.compress.tasks import get_task
+from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint
@@ -32,6 +34,8 @@ from kdc.models.checkpoint import build_model, load_checkpoint
 log = logging.getLogger("kdc")
 #: Models of a finished run, in the order of the paper's table.
 TABLE_ROLES = ("teacher", "student", "kd_student")
+#: Settings that do not change the results (beyond float error); ``--resume`` may change them.
+RUNTIME_SETTINGS = ("out", "device", "teacher_cache")
 
 
 @dataclass
@@ -53,6 +57,7 @@ class RunConfig:
     seed: int = 0
     task: str = "recon"
     scale: int = 2
+    teacher_cache: bool = True
 
 
 def resolve_device(device: str) -> str:
@@ -91,10 +96,15 @@ class Run:
             )
         self.dir = Path(config.out)
         self._check_settings(resume)
-        (self.dir / "state").mkdir(parents=True, exist_ok=True)
-        self.task.write_run_files(self.dir, self.train_set)
-        self._handler = logging.FileHandler(self.dir / "train.log")
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        distributed.barrier()  # every rank has read run.json before rank 0 writes it
+        self._handler: logging.Handler = logging.NullHandler()  # ranks other than 0 neither write nor log
+        if distributed.is_main():
+            if not (self.dir / "run.json").exists():
+                write_json(self.dir / "run.json", dataclasses.asdict(config))
+            (self.dir / "state").mkdir(parents=True, exist_ok=True)
+            self.task.write_run_files(self.dir, self.train_set)
+            self._handler = logging.FileHandler(self.dir / "train.log")
+            self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(self._handler)
         log.setLevel(logging.INFO)
         self.meta = {
@@ -104,17 +114,17 @@ class Run:
         }
 
     def _check_settings(self, resume: bool) -> None:
+        """Refuse to overwrite a run, or to resume it with other settings."""
         settings_path = self.dir / "run.json"
         current = dataclasses.asdict(self.config)
         if not settings_path.exists():
-            write_json(settings_path, current)
             return
         if not resume:
             raise KdcError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
         # Settings added since the run was written count as their defaults.
         defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
         saved = {**defaults, **json.loads(settings_path.read_text())}
-        changed = sorted(k for k in current if k != "device" and saved.get(k) != current[k])
+        changed = sorted(k for k in current if k not in RUNTIME_SETTINGS and saved.get(k) != current[k])
         if changed:
             raise KdcError(f"{settings_path}: --resume with different settings ({', '.join(changed)})")
 
@@ -133,8 +143,12 @@ class Run:
         epochs: int | None = None,
         extra: Sequence[nn.Module] = (),
         keep_best: bool = True,
+        train_set: Sequence[dict] | None = None,
     ) -> dict:
-        """Train ``model`` as ``role`` (resuming if state exists); its best weights land in ``<role>.pt``."""
+        """Train ``model`` as ``role`` (resuming if state exists); its best weights land in ``<role>.pt``.
+
+        ``train_set`` replaces the run's training set (e.g. with cached teacher outputs).
+        """
         torch.manual_seed(self.config.seed)
         settings = TrainSettings(
             epochs if epochs is not None else self.config.epochs,
@@ -144,7 +158,7 @@ class Run:
             self.config.seed,
         )
         stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best, self.task)
-        return train_stage(stage, self.train_set, self.val_set, settings, self.dir)
+        return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)
 
     def train_supervised(self, role: str) -> dict:
         """Train a fresh model of the task's ``role`` preset (teacher or student) with L1 to the target."""
@@ -152,11 +166,20 @@ class Run:
         model = build_model(self.task.presets[role])
         return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]))
 
+    def teacher_targets(self, teacher: nn.Module, loss: nn.Module, method: str) -> TeacherTargets:
+        """The teacher outputs ``loss`` needs: cached under ``RUN/cache`` (``--teacher-cache``) or live."""
+        cache_dir = self.dir / "cache" if self.config.teacher_cache else None
+        return teacher_targets(teacher, loss, method, self.train_set, self.task.outputs, cache_dir, self.device)
+
     def load(self, role: str) -> nn.Module:
         return load_checkpoint(self.dir / f"{role}.pt")[0].to(self.device)
 
     def evaluate(self, roles: Sequence[str]) -> dict[str, dict]:
-        """Validation table of the task's baseline (its input) and ``roles``; also written to ``metrics.json``."""
+        """Validation table of the task's baseline (its input) and ``roles``; also written to ``metrics.json``.
+
+        Empty on ranks other than 0."""
+        if not distributed.is_main():
+            return {}
         models: dict[str, nn.Module | None] = {self.task.baseline: None}
         models.update({role: self.load(role) for role in roles})
         table = evaluate(models, self.val_set, self.device, self.task)
@@ -183,7 +206,9 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             if type(given) is not type(expected):
                 raise KdcError(f"{source}: a {type(given).__name__} cannot be the teacher of task "
                                f"{config.task!r} (expected a {type(expected).__name__})")
-            shutil.copyfile(source, run.dir / "teacher.pt")
+            if distributed.is_main():
+                shutil.copyfile(source, run.dir / "teacher.pt")
+            distributed.barrier()
         else:
             run.train_supervised("teacher")
         teacher = run.load("teacher").eval().requires_grad_(False)
@@ -191,25 +216,27 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
         run.train_supervised("student")
 
         feature_loss = build_kd_loss(config.method).to(run.device)
+        feature_teacher = run.teacher_targets(teacher, feature_loss, config.method)
         torch.manual_seed(config.seed)
         pretrained = build_model(run.task.presets["student"])
         outputs = run.task.outputs
 
         def feature_step(batch: dict) -> torch.Tensor:
-            with torch.no_grad():
-                reference = outputs(teacher, batch)
-            return feature_loss(outputs(pretrained, batch), reference)
+            return feature_loss(outputs(pretrained, batch), feature_teacher.outputs(batch))
 
-        run.train("student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False)
+        run.train(
+            "student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False,
+            train_set=feature_teacher.train_set,
+        )
 
         kd_student = run.load("student_at")
         imitation = build_kd_loss("imitation")
+        kd_teacher = run.teacher_targets(teacher, imitation, "imitation")
 
         def kd_step(batch: dict) -> torch.Tensor:
-            with torch.no_grad():
-                reference = outputs(teacher, batch)
             produced = outputs(kd_student, batch)
+            reference = kd_teacher.outputs(batch)
             return F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
 
-        run.train("kd_student", kd_student, kd_step)
+        run.train("kd_student", kd_student, kd_step, train_set=kd_teacher.train_set)
         return run.evaluate(TABLE_ROLES)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdc._io import atomic_path
+from kdc.compress import distributed
 from kdc.compress.evaluate import predict, score
 from kdc.compress.tasks import RECON, Task
 from kdc.models.checkpoint import save_checkpoint
@@ -56,6 +57,7 @@ def progress_bar() -> Progress:
         TextColumn("loss {task.fields[loss]:.4g}"),
         TimeRemainingColumn(),
         transient=True,
+        disable=not distributed.is_main(),
     )
 
 
@@ -70,12 +72,15 @@ def train_stage(
 
     After every epoch the best model so far (by validation PSNR) is written to ``run_dir/<name>.pt`` and the
     resumable state to ``run_dir/state/<name>.pt``, both atomically, so a kill loses at most the running epoch.
-    Returns the validation metrics of the best epoch.
+    Returns the validation metrics of the best epoch. In a process group (:mod:`kdc.compress.distributed`) each rank
+    trains on its share of every global batch and rank 0 alone validates and writes; ``step_loss`` must be a mean
+    over the batch's items.
     """
     state_path = run_dir / "state" / f"{stage.name}.pt"
     model = stage.model.to(settings.device)
     params = [p for m in (model, *stage.extra) for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
+    step_loss = distributed.data_parallel(stage.step_loss, [model, *stage.extra])
     start, best = 0, {"psnr": {"mean": float("-inf")}}
     if state_path.exists():
         state = torch.load(state_path, map_location=settings.device, weights_only=True)
@@ -93,17 +98,24 @@ def train_stage(
         model.train()
         generator = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
         torch.manual_seed(settings.seed * 1000 + epoch)
-        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=generator)
+        order = torch.randperm(len(train_set), generator=generator).tolist()
+        size = settings.batch_size
+        shares = [distributed.share(order[i : i + size]) for i in range(0, len(order), size)]
+        loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares])
         total = 0.0
         with progress_bar() as bar:
             task = bar.add_task(f"{stage.name} {epoch + 1}/{settings.epochs}", total=len(loader), loss=0.0)
-            for step, batch in enumerate(loader, 1):
-                loss = stage.step_loss(_to_device(batch, settings.device))
+            for step, ((_, weight), batch) in enumerate(zip(shares, loader), 1):
+                loss = step_loss(_to_device(batch, settings.device)) * weight
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total += loss.item()
                 bar.update(task, advance=1, loss=total / step)
+        total = distributed.mean(total)
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 validates and writes
+            continue
         metrics = score(predict(model, val_set, settings.device, task=stage.task), ("psnr", "ssim"))
         if not stage.keep_best or metrics["psnr"]["mean"] > best["psnr"]["mean"]:
             best = metrics
@@ -119,6 +131,7 @@ def train_stage(
                 },
                 tmp,
             )
+        distributed.barrier()
         log.info(
             "%s epoch %d/%d: train loss %.4g, val PSNR %.2f dB, SSIM %.4f, %.1f s",
             stage.name, epoch + 1, settings.epochs, total / max(len(loader), 1),

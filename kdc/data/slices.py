@@ -7,6 +7,7 @@ that is not 1-D Cartesian), ``target`` (1, H, W) in [0, 1]; plus ``volume`` (fil
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,16 @@ class SliceDataset:
             "volume": self.files[volume_index].stem,
             "slice": slice_index,
         }
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what the items depend on: the files (path, size, mtime), slice indices, acceleration and mask."""
+        digest = hashlib.sha256()
+        for path in self.files:
+            stat = path.stat()
+            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{self._index}|{self.acceleration}|{self.mask.shape}\n".encode())
+        digest.update(np.ascontiguousarray(self.mask, dtype=np.float32).tobytes())
+        return digest.hexdigest()
 
     def _volume(self, index: int) -> Volume:
         if index not in self._volumes:

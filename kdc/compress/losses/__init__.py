@@ -2,6 +2,11 @@
 
 Every loss is an ``nn.Module`` called as ``loss(student, teacher)`` with two :class:`Outputs`. Feature losses
 read ``Outputs.features``: one tensor per cascade, already paired (teacher conv 3 <-> student conv 2 by default).
+
+A loss may also define ``teacher_summary(teacher: Outputs) -> Outputs``: the smallest outputs (batch first) that give
+the same loss as the full teacher outputs, ``loss(s, loss.teacher_summary(t)) == loss(s, t)`` up to float error.
+The teacher cache (:mod:`kdc.compress.teacher_cache`) stores that summary once per slice; a loss without one is
+trained with the live teacher.
 """
 
 from __future__ import annotations
