@@ -17,6 +17,9 @@ from kdc.errors import KdcError
 from kdc.export.contract import build_contract
 from kdc.export.formats import FORMATS
 from kdc.export.lowerings import LOWERINGS, auto_lowering
+from kdc.export.quantize import (
+    DEFAULT_MAX_PSNR_DROP, QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices,
+)
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 
@@ -133,12 +136,16 @@ def export_model(
     tolerance: float = 1e-4,
     role: str | None = None,
     images: np.ndarray | None = None,
+    quantize: str | None = None,
+    max_psnr_drop: float = DEFAULT_MAX_PSNR_DROP,
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint or module) to ``out`` if it matches PyTorch within ``tolerance``.
 
     ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
     module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
-    Raises :class:`ExportError` with nothing written on any failure.
+    ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
+    validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
+    (:mod:`kdc.export.quantize`). Raises :class:`ExportError` with nothing written on any failure.
     """
     out = Path(out)
     if fmt not in FORMATS:
@@ -148,6 +155,8 @@ def export_model(
         raise ExportError(f"{out}: a {fmt} artefact path must end in {artefact_cls.suffix}")
     if out.is_dir():
         raise ExportError(f"{out}: is a directory, expected a file path")
+    if quantize:
+        check_quantize(quantize, fmt, max_psnr_drop)
     model, meta, mask_dir = load_source(source, role)
     size = resolve_size(image_size, meta, mask)
     mask_array = resolve_mask(mask, mask_dir, meta, size)
@@ -177,6 +186,10 @@ def export_model(
                 f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(kspace)} "
                 f"validation slices ({detail}); {out} not written"
             )
+        quantization = None
+        if quantize:
+            data = quantization_data(model, images, size, mask_array, feeds, mask_tensor)
+            quantization = quantize_and_gate(artefact, quantize, data, max_psnr_drop, out, Path(workdir))
         contract = build_contract(
             image_size=size,
             mask=mask_array,
@@ -188,10 +201,26 @@ def export_model(
             meta=meta,
             parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
                     "slices": len(kspace), "tolerance": tolerance},
+            quantization=quantization,
         )
         artefact.write(contract, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, lowering, size_bytes, worst, contract)
+
+
+def quantization_data(
+    model: nn.Module, images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray,
+    feeds: dict[str, np.ndarray], mask_tensor: torch.Tensor,
+) -> GateData:
+    """Calibration and gate slices (``images``, default kdc's validation slices) with PyTorch's output on them."""
+    if images is None:
+        from kdc.data.demo import validation_images
+
+        images = validation_images(size, QUANTIZATION_SLICES)
+    kspace = validation_kspace(images, size, mask)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(kspace), mask_tensor).numpy()
+    return split_slices({**feeds, "kspace": kspace}, np.asarray(images, dtype=np.float32), reference)
 
 
 def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:

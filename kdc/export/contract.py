@@ -39,8 +39,10 @@ def build_contract(
     model: dict[str, Any],
     meta: dict[str, Any],
     parity: dict[str, Any],
+    quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the contract; ``mask_input_shape`` is None when the mask is baked into the graph."""
+    """Assemble the contract; ``mask_input_shape`` is None when the mask is baked into the graph, ``quantization``
+    None for a float32 graph."""
     height, width = image_size
     inputs = [tensor_spec("kspace", ["N", 2, height, width], "undersampled k-space, see kspace_layout")]
     if mask_input_shape is not None:
@@ -68,6 +70,7 @@ def build_contract(
         "mask_baked": mask_input_shape is None,
         "mask_columns": None if columns is None or mask_input_shape is not None else columns.tolist(),
         "parity": parity,
+        "quantization": quantization,
         "metrics": meta.get("metrics", {}),
         "kdc_version": __version__,
     }
