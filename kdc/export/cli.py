@@ -42,7 +42,8 @@ def export(
     )
     if quantization := report.metadata.get("quantization"):
         typer.echo(
-            f"{quantization['mode']}: PSNR {quantization['psnr']:.3f} dB vs float32 {quantization['psnr_fp32']:.3f} dB "
+            f"{quantization['mode']}: PSNR {quantization['psnr']:.3f} dB vs float32 "
+            f"{quantization['psnr_fp32']:.3f} dB "
             f"(drop {quantization['psnr_drop']:.3f} dB, gate {quantization['max_psnr_drop']:g} dB) on "
             f"{quantization['gate_slices']} validation slices"
         )

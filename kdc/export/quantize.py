@@ -12,6 +12,8 @@ most ``max_psnr_drop`` dB below the float32 PyTorch model's PSNR on the same sli
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kdc.data.metrics import psnr, ssim
+from kdc.data.metrics import SSIM_WINDOW, psnr, ssim
 from kdc.export.formats import OUTPUT_NAME, OpenVINOArtefact
 from kdc.export.report import ExportError
 
@@ -58,8 +60,8 @@ def check_quantize(mode: str, fmt: str, max_psnr_drop: float) -> None:
     if mode not in QUANTIZE_MODES:
         raise ExportError(f"unknown quantization {mode!r}: expected one of {list(QUANTIZE_MODES)}")
     if fmt not in QUANTIZE_FORMATS[mode]:
-        raise ExportError(f"--quantize {mode} needs --format {' or '.join(QUANTIZE_FORMATS[mode])}, not {fmt}"
-                          + (" (OpenVINO runs f16 with kdc.runtime.load(..., precision='f16'))" if fmt == "openvino" else ""))
+        hint = " (OpenVINO runs f16 with kdc.runtime.load(..., precision='f16'))" if fmt == "openvino" else ""
+        raise ExportError(f"--quantize {mode} needs --format {' or '.join(QUANTIZE_FORMATS[mode])}, not {fmt}{hint}")
     if not np.isfinite(max_psnr_drop):
         raise ExportError(f"--max-psnr-drop must be a finite number of dB, got {max_psnr_drop}")
 
@@ -130,12 +132,15 @@ def quantize_openvino_int8(model: Any, calibration: list[Feeds]) -> tuple[Any, d
     ignored = sorted({op.get_type_name() for op in model.get_ops()} - structural)
     # validate=False: not every ignored type need be present, and IgnoredScope(types=...) requires it (TOOLCHAIN.md).
     scope = nncf.IgnoredScope(types=ignored, validate=False)
-    quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration), ignored_scope=scope)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars
+        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration), ignored_scope=scope)
     return quantized, {"engine": f"nncf {nncf.__version__}", "op_types_to_quantize": ["Convolution"],
                        "preset": "performance", "ignored_types": ignored}
 
 
-def quantize_artefact(artefact: Any, mode: str, data: GateData, workdir: Path) -> tuple[str, Callable[[Feeds], np.ndarray], dict[str, Any]]:
+def quantize_artefact(
+    artefact: Any, mode: str, data: GateData, workdir: Path
+) -> tuple[str, Callable[[Feeds], np.ndarray], dict[str, Any]]:
     """Replace the artefact's graph (what ``write`` writes) by its quantized version.
 
     Returns the runtime that runs it, a function running it and the quantization settings.
@@ -146,7 +151,8 @@ def quantize_artefact(artefact: Any, mode: str, data: GateData, workdir: Path) -
         artefact.model, settings = quantize_openvino_int8(artefact.model, data.calibration)
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
         compiled = ov.Core().compile_model(artefact.model, "CPU", config)
-        return artefact.ov_runtime, lambda feeds: compiled(feeds)[OUTPUT_NAME], {**settings, "inference_precision": "f32"}
+        settings["inference_precision"] = "f32"
+        return artefact.ov_runtime, lambda feeds: compiled(feeds)[OUTPUT_NAME], settings
     import onnxruntime as ort
 
     if mode == "int8":
@@ -160,8 +166,9 @@ def quantize_artefact(artefact: Any, mode: str, data: GateData, workdir: Path) -
 
 
 def quality(targets: np.ndarray, images: np.ndarray) -> dict[str, float]:
-    """PSNR and SSIM of ``(N, 1, H, W)`` reconstructions against ``(N, H, W)`` targets (fastMRI data range)."""
-    return {"psnr": psnr(targets, images[:, 0]), "ssim": ssim(targets, images[:, 0])}
+    """PSNR and SSIM (None below 7x7) of ``(N, 1, H, W)`` reconstructions against ``(N, H, W)`` targets."""
+    fits_ssim = min(targets.shape[-2:]) >= SSIM_WINDOW
+    return {"psnr": psnr(targets, images[:, 0]), "ssim": ssim(targets, images[:, 0]) if fits_ssim else None}
 
 
 def quantize_and_gate(artefact: Any, mode: str, data: GateData, max_psnr_drop: float, out: Path,
