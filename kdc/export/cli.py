@@ -36,11 +36,12 @@ def export(
         source, out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
         tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop,
     )
+    quantization = report.metadata.get("quantization")
     typer.echo(
         f"wrote {report.path} ({report.format}, dc={report.dc}, {report.file_size / 1e6:.2f} MB, "
-        f"parity max abs error {report.parity_error:.2e})"
+        f"{'float32 graph ' if quantization else ''}parity max abs error {report.parity_error:.2e})"
     )
-    if quantization := report.metadata.get("quantization"):
+    if quantization:
         typer.echo(
             f"{quantization['mode']}: PSNR {quantization['psnr']:.3f} dB vs float32 "
             f"{quantization['psnr_fp32']:.3f} dB "
