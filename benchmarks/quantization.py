@@ -170,7 +170,7 @@ def markdown(report: dict[str, Any]) -> str:
         lat, q = row["latency"], row["quality"]
         gate = f"{row['gate']['psnr_drop']:.3f}" if row["gate"] else "-"
         speedup = f"{row['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in row else "-"
-        met = "-" if not row["quantize"] else "yes" if goal_met(row) else "no"
+        met = {None: "-", "fp16": "n/a (GPU format)"}.get(row["quantize"], "yes" if goal_met(row) else "no")
         lines.append(
             f"| {size} | {row['variant']} | {lat['median_ms']:.1f} | {lat['p90_ms']:.1f} | {speedup} | "
             f"{q['psnr']:.3f} | {row['psnr_drop']:.3f} | {q['ssim']:.4f} | {gate} | {row['file_mb']:.2f} | {met} |"
