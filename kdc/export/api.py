@@ -20,6 +20,9 @@ from kdc.errors import KdcError
 from kdc.export.contract import LOWRES_INPUT, build_contract, build_sr_contract
 from kdc.export.formats import FORMATS
 from kdc.export.lowerings import LOWERINGS, auto_lowering
+from kdc.export.quantize import (
+    DEFAULT_MAX_PSNR_DROP, QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices,
+)
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 from kdc.models.vdsr import VDSR
@@ -30,7 +33,10 @@ PARITY_SLICES = 4
 #: Scale of the parity inputs of a super-resolution module whose meta has none.
 DEFAULT_SR_SCALE = 2
 #: What a task hands the shared gate: graph, feeds (batched input first), PyTorch's output, contract builder.
-Prepared = tuple[nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]]]
+#: ``(graph, feeds, PyTorch's output on them, contract builder, quantization data or None)`` of one model kind.
+Prepared = tuple[
+    nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]], Callable[[], GateData] | None
+]
 
 
 class BakedMask(nn.Module):
@@ -146,13 +152,17 @@ def export_model(
     tolerance: float = 1e-4,
     role: str | None = None,
     images: np.ndarray | None = None,
+    quantize: str | None = None,
+    max_psnr_drop: float = DEFAULT_MAX_PSNR_DROP,
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint or module) to ``out`` if it matches PyTorch within ``tolerance``.
 
     ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
     module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
     A super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
-    Raises :class:`ExportError` with nothing written on any failure.
+    ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
+    validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
+    (:mod:`kdc.export.quantize`). Raises :class:`ExportError` with nothing written on any failure.
     """
     out = Path(out)
     if fmt not in FORMATS:
@@ -162,12 +172,17 @@ def export_model(
         raise ExportError(f"{out}: a {fmt} artefact path must end in {artefact_cls.suffix}")
     if out.is_dir():
         raise ExportError(f"{out}: is a directory, expected a file path")
+    if quantize:
+        check_quantize(quantize, fmt, max_psnr_drop)
     model, meta, mask_dir = load_source(source, role)
     size = resolve_size(image_size, meta, mask)
     if isinstance(model, VDSR):
-        graph, feeds, expected, contract = prepare_sr(model, meta, size, images, dc, bake_mask, mask)
+        if quantize:
+            raise ExportError("--quantize supports reconstruction (DC-CNN) models only, not super-resolution")
+        graph, feeds, expected, contract, gate_data = prepare_sr(model, meta, size, images, dc, bake_mask, mask)
     else:
-        graph, feeds, expected, contract = prepare_recon(model, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
+        graph, feeds, expected, contract, gate_data = prepare_recon(
+            model, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
     example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
     if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
         example = (example[0].repeat(2, 1, 1, 1), *example[1:])
@@ -182,8 +197,12 @@ def export_model(
                 f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(expected)} "
                 f"validation slices ({detail}); {out} not written"
             )
+        quantization = None
+        if quantize and gate_data is not None:
+            quantization = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out, Path(workdir))
         metadata = contract(fmt=fmt, parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
-                                             "slices": len(expected), "tolerance": tolerance})
+                                             "slices": len(expected), "tolerance": tolerance},
+                            quantization=quantization)
         artefact.write(metadata, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)
@@ -212,7 +231,8 @@ def prepare_recon(
         mask_input_shape=None if bake_mask else list(mask_tensor.shape), columns=columns, lowering=lowering,
         model=describe_model(model, meta), meta=meta,
     )
-    return graph, feeds, expected, contract
+    gate_data = functools.partial(quantization_data, model, images, size, mask_array, feeds, mask_tensor)
+    return graph, feeds, expected, contract, gate_data
 
 
 def prepare_sr(
@@ -229,7 +249,22 @@ def prepare_sr(
         expected = model(torch.from_numpy(lowres)).numpy()
     contract = functools.partial(build_sr_contract, image_size=size, scale=scale,
                                  model=describe_model(model, meta), meta=meta)
-    return copy.deepcopy(model), {LOWRES_INPUT: lowres}, expected, contract
+    return copy.deepcopy(model), {LOWRES_INPUT: lowres}, expected, contract, None
+
+
+def quantization_data(
+    model: nn.Module, images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray,
+    feeds: dict[str, np.ndarray], mask_tensor: torch.Tensor,
+) -> GateData:
+    """Calibration and gate slices (``images``, default kdc's validation slices) with PyTorch's output on them."""
+    if images is None:
+        from kdc.data.demo import validation_images
+
+        images = validation_images(size, QUANTIZATION_SLICES)
+    kspace = validation_kspace(images, size, mask)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(kspace), mask_tensor).numpy()
+    return split_slices({**feeds, "kspace": kspace}, np.asarray(images, dtype=np.float32), reference)
 
 
 def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:

@@ -22,15 +22,29 @@ def export(
     size: Annotated[tuple[int, int] | None, typer.Option(help="Image size H W (default: the trained size).")] = None,
     mask: Annotated[Path | None, typer.Option(help="Mask .npy (default: RUN/mask.npy or drawn as in training).")] = None,
     tolerance: Annotated[float, typer.Option(help="Parity gate: max abs error against PyTorch.")] = 1e-4,
+    quantize: Annotated[
+        str | None, typer.Option(help="int8 (onnx, openvino: convolutions only) or fp16 (onnx, for GPUs).")
+    ] = None,
+    max_psnr_drop: Annotated[
+        float, typer.Option(help="Quantization gate: max PSNR drop (dB) against PyTorch on validation slices.")
+    ] = 0.1,
 ) -> None:
     """Export a trained model as a self-contained file that runs without kdc's model code."""
     from kdc.export.api import export_model
 
     report = export_model(
         source, out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
-        tolerance=tolerance, role=model,
+        tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop,
     )
+    quantization = report.metadata.get("quantization")
     typer.echo(
         f"wrote {report.path} ({report.format}, dc={report.dc}, {report.file_size / 1e6:.2f} MB, "
-        f"parity max abs error {report.parity_error:.2e})"
+        f"{'float32 graph ' if quantization else ''}parity max abs error {report.parity_error:.2e})"
     )
+    if quantization:
+        typer.echo(
+            f"{quantization['mode']}: PSNR {quantization['psnr']:.3f} dB vs float32 "
+            f"{quantization['psnr_fp32']:.3f} dB "
+            f"(drop {quantization['psnr_drop']:.3f} dB, gate {quantization['max_psnr_drop']:g} dB) on "
+            f"{quantization['gate_slices']} validation slices"
+        )

@@ -49,8 +49,10 @@ def build_contract(
     model: dict[str, Any],
     meta: dict[str, Any],
     parity: dict[str, Any],
+    quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the contract; ``mask_input_shape`` is None when the mask is baked into the graph."""
+    """Assemble the contract; ``mask_input_shape`` is None when the mask is baked into the graph, ``quantization``
+    None for a float32 graph."""
     height, width = image_size
     inputs = [tensor_spec("kspace", ["N", 2, height, width], "undersampled k-space, see kspace_layout")]
     if mask_input_shape is not None:
@@ -60,7 +62,8 @@ def build_contract(
         ))
     acceleration = meta.get("acceleration", round(mask.size / np.count_nonzero(mask), 3))
     return {
-        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity),
+        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
+                        quantization=quantization),
         "task": "recon",
         "inputs": inputs,
         "outputs": [tensor_spec("image", ["N", 1, height, width], "reconstructed image, real part, same scale as input")],
@@ -79,12 +82,13 @@ def build_contract(
 
 def build_sr_contract(
     *, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
-    parity: dict[str, Any],
+    parity: dict[str, Any], quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Contract of a super-resolution artefact: one low-resolution image in, one image out, no DC, no mask."""
     height, width = image_size
     return {
-        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity),
+        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
+                        quantization=quantization),
         "task": "sr",
         "scale": scale,
         "inputs": [tensor_spec(LOWRES_INPUT, ["N", 1, height, width], "low-resolution image, see input_layout")],
@@ -97,9 +101,10 @@ def build_sr_contract(
 
 
 def common_fields(
-    *, fmt: str, image_size: tuple[int, int], model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any]
+    *, fmt: str, image_size: tuple[int, int], model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any],
+    quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fields every contract has, whatever the task."""
+    """Fields every contract has, whatever the task; ``quantization`` is None for a float32 graph."""
     return {
         "contract_version": CONTRACT_VERSION,
         "format": fmt,
@@ -107,6 +112,7 @@ def common_fields(
         "image_size": list(image_size),
         "trained_image_size": meta.get("image_size"),
         "parity": parity,
+        "quantization": quantization,
         "metrics": meta.get("metrics", {}),
         "kdc_version": __version__,
     }
