@@ -4,6 +4,8 @@ Stages and the files they leave in the run directory (see docs/conventions.md):
 ``teacher.pt`` (L1 to the target), ``student.pt`` (the same student trained alone, the baseline),
 ``student_at.pt`` (feature-loss pre-training, teacher conv 3 <-> student conv 2 in every cascade) and
 ``kd_student.pt`` (initialised from ``student_at``, L1 to the target + weighted imitation of the teacher).
+Ablations: ``pretrain_epochs=0`` skips the pre-training (the KD student starts from random weights),
+``imitation_weight=0`` drops imitation, ``feature_weight > 0`` adds the feature loss to the KD stage.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from kdc._io import atomic_path, write_json
 from kdc.compress.evaluate import evaluate
-from kdc.compress.losses import Outputs, build_kd_loss
+from kdc.compress.losses import Outputs, build_kd_loss, check_batch_size
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
 from kdc.data.slices import open_split
 from kdc.errors import KdcError
@@ -52,6 +54,8 @@ class RunConfig:
     imitation_weight: float = 0.5
     mask_kind: str = "random"
     seed: int = 0
+    feature_weight: float = 0.0
+    student: str | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -80,10 +84,10 @@ def tap_layer(model: DCCNN) -> int:
 
 
 def outputs(model: DCCNN, batch: dict[str, torch.Tensor]) -> Outputs:
-    """Reconstruction and the distilled feature map of every cascade."""
+    """Reconstruction, the distilled feature map of every cascade and all its hidden feature maps."""
     image, features = model.forward_features(batch["kspace"], batch["mask"])
     layer = tap_layer(model)
-    return Outputs(image, [taps[layer] for taps in features])
+    return Outputs(image, [taps[layer] for taps in features], features)
 
 
 class Run:
@@ -184,36 +188,41 @@ def train(config: RunConfig, preset: str, resume: bool = False) -> dict[str, dic
 def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     """``kdc distill``: every KD-MRI stage (finished ones are skipped on resume), then the validation table."""
     build_kd_loss(config.method)  # an unknown method fails before any training
+    check_batch_size(config.method, config.batch_size)
     with Run(config, resume) as run:
-        if config.teacher:
-            source = resolve_checkpoint(config.teacher, "teacher")
-            load_checkpoint(source)  # refuse a foreign file before copying it
-            shutil.copyfile(source, run.dir / "teacher.pt")
-        else:
-            run.train_supervised("teacher", "teacher")
+        for role, source in (("teacher", config.teacher), ("student", config.student)):
+            if source:
+                path = resolve_checkpoint(source, role)
+                load_checkpoint(path)  # refuse a foreign file before copying it
+                shutil.copyfile(path, run.dir / f"{role}.pt")
+            else:
+                run.train_supervised(role, role)
         teacher = run.load("teacher").eval().requires_grad_(False)
 
-        run.train_supervised("student", "student")
-
-        feature_loss = build_kd_loss(config.method).to(run.device)
         torch.manual_seed(config.seed)
         pretrained = build_model("student")
+        feature_loss = build_kd_loss(config.method).to(run.device)  # after the seed: regressors resume alike
 
         def feature_step(batch: dict) -> torch.Tensor:
             with torch.no_grad():
                 reference = outputs(teacher, batch)
             return feature_loss(outputs(pretrained, batch), reference)
 
-        run.train("student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False)
-
-        kd_student = run.load("student_at")
+        if config.pretrain_epochs == 0:
+            kd_student = pretrained.to(run.device)
+        else:
+            run.train("student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False)
+            kd_student = run.load("student_at")
         imitation = build_kd_loss("imitation")
 
         def kd_step(batch: dict) -> torch.Tensor:
             with torch.no_grad():
                 reference = outputs(teacher, batch)
             produced = outputs(kd_student, batch)
-            return F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
+            loss = F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
+            if config.feature_weight:
+                loss = loss + config.feature_weight * feature_loss(produced, reference)
+            return loss
 
-        run.train("kd_student", kd_student, kd_step)
+        run.train("kd_student", kd_student, kd_step, extra=[feature_loss] if config.feature_weight else [])
         return run.evaluate(TABLE_ROLES)
