@@ -63,7 +63,7 @@ def distill(
     student: Annotated[
         str | None, typer.Option(help="Reuse the trained plain student (baseline): a checkpoint or a run directory.")
     ] = None,
-    method: Annotated[str, typer.Option(help="Feature-distillation loss (at, fitnet, fsp, sp, cc, rkd, pkt, ...).")] = "at",
+    method: Annotated[str, typer.Option(help="Feature-distillation loss: at, fitnet, fsp, sp, cc, rkd, pkt.")] = "at",
     imitation_weight: Annotated[float, typer.Option(help="Weight of the imitation loss in the KD stage.")] = 0.5,
     feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss in the KD stage (0: none).")] = 0.0,
     batch_size: BatchSize = 4,

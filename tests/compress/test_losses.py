@@ -73,12 +73,14 @@ RELATIONAL = ["sp", "cc", "rkd", "pkt"]
 def network_outputs(seed: int, batch: int = 4, channels: int = 32, size: int = 6, cascades: int = 5) -> Outputs:
     """Outputs shaped like a KD-MRI network's: ``hidden`` has three maps per cascade, ``features`` the middle one."""
     generator = torch.Generator().manual_seed(seed)
-    hidden = [[torch.randn(batch, channels, size, size, generator=generator) for _ in range(3)] for _ in range(cascades)]
+    shape = (batch, channels, size, size)
+    hidden = [[torch.randn(shape, generator=generator) for _ in range(3)] for _ in range(cascades)]
     return Outputs(torch.rand(batch, 1, size, size, generator=generator), [h[1] for h in hidden], hidden)
 
 
 def scaled(outputs: Outputs, factor: float) -> Outputs:
-    return Outputs(outputs.image, [f * factor for f in outputs.features], [[f * factor for f in h] for h in outputs.hidden])
+    hidden = [[f * factor for f in h] for h in outputs.hidden]
+    return Outputs(outputs.image, [f * factor for f in outputs.features], hidden)
 
 
 def identity_fitnet() -> torch.nn.Module:
