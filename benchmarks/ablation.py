@@ -27,20 +27,25 @@ def rows(feature_weight: str) -> list[Row]:
     ]
 
 
-def main() -> None:
-    arguments = parser(__doc__.splitlines()[0], "ablation")
-    arguments.add_argument("--feature-weight", default="1", help="weight of AT in the KD stage where a row uses it")
-    args = arguments.parse_args()
-    notes = (
+TITLE = "KD-MRI ablation: attention transfer and imitation"
+
+
+def notes(feature_weight: str) -> str:
+    return (
         "Produced by `benchmarks/ablation.py`. Rows as in KD-MRI's ablation: the KD stage's loss (L1 to the target "
         "plus imitation of the teacher's output and/or AT on the features, `--feature-weight` "
-        f"{args.feature_weight}, imitation weight 0.5), with the AT pre-training stage (`AT-pre`: the KD stage "
+        f"{feature_weight}, imitation weight 0.5), with the AT pre-training stage (`AT-pre`: the KD stage "
         "starts from the pre-trained student) or without (`--pretrain-epochs 0`: it starts from the plain student's "
         "initial weights). The `student` row is the one with neither. Every row reuses the same trained teacher "
         "and plain student, data, mask and seed."
     )
-    write_results(args, "KD-MRI ablation: attention transfer and imitation", notes, rows(args.feature_weight),
-                  "ablation.py")
+
+
+def main() -> None:
+    arguments = parser(__doc__.splitlines()[0], "ablation")
+    arguments.add_argument("--feature-weight", default="1", help="weight of AT in the KD stage where a row uses it")
+    args = arguments.parse_args()
+    write_results(args, TITLE, notes(args.feature_weight), rows(args.feature_weight), "ablation.py")
 
 
 if __name__ == "__main__":

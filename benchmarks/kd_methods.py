@@ -24,16 +24,22 @@ DESCRIPTIONS = {
 }
 
 
+TITLE = "KD methods on DC-CNN (`kdc distill --method`)"
+NOTES = (
+    "Produced by `benchmarks/kd_methods.py`. One row per registered `--method`: the student is pre-trained "
+    "with that loss (teacher conv 3 <-> student conv 2 of every cascade, or the layers the method names), then "
+    "trained with L1 to the target + 0.5 x imitation of the teacher (`kdc distill` defaults). Every row reuses "
+    "the same trained teacher (`--teacher`) and plain student (`--student`), data, mask and seed."
+)
+
+
+def rows() -> list[Row]:
+    return [Row(name, f"pre-training on {DESCRIPTIONS.get(name, name)}", ["--method", name]) for name in KD_LOSSES]
+
+
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "kd_methods").parse_args()
-    rows = [Row(name, f"pre-training on {DESCRIPTIONS.get(name, name)}", ["--method", name]) for name in KD_LOSSES]
-    notes = (
-        "Produced by `benchmarks/kd_methods.py`. One row per registered `--method`: the student is pre-trained "
-        "with that loss (teacher conv 3 <-> student conv 2 of every cascade, or the layers the method names), then "
-        "trained with L1 to the target + 0.5 x imitation of the teacher (`kdc distill` defaults). Every row reuses "
-        "the same trained teacher (`--teacher`) and plain student (`--student`), data, mask and seed."
-    )
-    write_results(args, "KD methods on DC-CNN (`kdc distill --method`)", notes, rows, "kd_methods.py")
+    write_results(args, TITLE, NOTES, rows(), "kd_methods.py")
 
 
 if __name__ == "__main__":
