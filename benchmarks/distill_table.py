@@ -124,7 +124,7 @@ def write_results(args: argparse.Namespace, title: str, notes: str, rows: Sequen
         "device": args.device, "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
     report = {
-        "title": title, "notes": notes, "command": f"python benchmarks/{script} " + shlex.join(sys.argv[1:]),
+        "title": title, "notes": notes, "command": f"python benchmarks/{script} {shlex.join(sys.argv[1:])}".strip(),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "environment": environment, "total_seconds": time.perf_counter() - started,
         "rows": [{"label": row.label, "description": row.description} for row in rows],
@@ -141,7 +141,7 @@ def markdown(report: dict) -> str:
     settings, seeds = report["settings"], list(report["seeds"].values())
     first = seeds[0]
     teacher = settings["teacher"] or f"{settings['teacher_epochs']} epochs"
-    kept = (f"slices kept: every {settings['train_every']}-th of each train volume, every {settings['val_every']}-th "
+    kept = (f"slices kept: 1 in {settings['train_every']} of each train volume, 1 in {settings['val_every']} "
             "of each val volume" if settings["train_every"] * settings["val_every"] > 1 else "all slices")
     lines = [
         f"# {report['title']}", "", report["notes"], "",
@@ -151,7 +151,8 @@ def markdown(report: dict) -> str:
         f"seeds {settings['seeds']}, device {settings['device']}. Environment: "
         + ", ".join(f"{k} {v}" for k, v in report["environment"].items()) + ".", "",
         "PSNR and SSIM: mean ± sd over the validation slices (data range = volume maximum, as fastMRI). Time: wall "
-        "time of the row's command (for a `kdc distill` row: pre-training, KD and the final evaluation).", "",
+        "time of the row's command (for a `kdc distill` row: pre-training, KD and the final evaluation) on the "
+        "machine above; where other jobs shared it (see the load average) times are longer than on an idle one.", "",
         "| model | what | PSNR (dB) | SSIM | time (s) |", "|---|---|---:|---:|---:|",
     ]
     for name, what in (("zero-filled", "undersampled input"), ("teacher", "DC-CNN 5x5x32, L1"),
@@ -165,8 +166,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row['label']} | {row['description']} | {cell(per_seed, 'psnr', 2)} "
                      f"| {cell(per_seed, 'ssim', 4)} | {seconds:.0f} |")
     if settings["train_every"] > 1 or settings["epochs"] < 10:
-        lines += ["", "**Reduced setting.** A few dozen optimisation steps per stage on a subset of the demo set: "
-                  "this checks that every row runs end to end with the same teacher, baseline and seed. Differences "
+        lines += ["", "**Reduced setting.** Very short training (a few epochs, each a handful of optimisation "
+                  "steps, on a subset of the demo set): this checks that every row runs end to end with the same teacher, baseline and seed. Differences "
                   "between rows of a few tenths of a dB are within the run-to-run noise of so short a training "
                   "(compare the sd over slices; run `--seeds 0 1 2` for the sd over seeds) and say nothing about "
                   "which method is better after a full run."]
