@@ -30,10 +30,12 @@ from torch.utils.data import DataLoader
 
 from kdc._io import atomic_path, write_json
 from kdc.compress.losses import build_kd_loss
-from kdc.compress.recipe import outputs
+from kdc.compress.tasks import RECON
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.data.slices import open_split
 from kdc.models import build_model
+
+outputs = RECON.outputs  # the reconstruction task's (image, distilled features, hidden maps)
 
 BATCH = 4
 IMITATION_WEIGHT = 0.5

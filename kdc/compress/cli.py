@@ -80,10 +80,16 @@ def distill(
     acc: Acc = 4,
     out: Out = Path("runs/distill"),
     epochs: Epochs = 10,
-    pretrain_epochs: Annotated[int | None, typer.Option(help="Epochs of feature pre-training (default: --epochs).")] = None,
+    pretrain_epochs: Annotated[
+        int | None, typer.Option(min=0, help="Epochs of feature pre-training (default: --epochs; 0 skips it).")
+    ] = None,
     teacher: Annotated[str | None, typer.Option(help="Reuse a trained teacher: a checkpoint or a run directory.")] = None,
-    method: Annotated[str, typer.Option(help="Feature-distillation loss of the pre-training stage.")] = "at",
+    student: Annotated[
+        str | None, typer.Option(help="Reuse the trained plain student (baseline): a checkpoint or a run directory.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="Feature-distillation loss: at, fitnet, fsp, sp, cc, rkd, pkt.")] = "at",
     imitation_weight: Annotated[float, typer.Option(help="Weight of the imitation loss in the KD stage.")] = 0.5,
+    feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss in the KD stage (0: none).")] = 0.0,
     batch_size: BatchSize = 4,
     lr: Lr = 1e-3,
     device: Device = "cpu",
@@ -104,6 +110,7 @@ def distill(
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
+        feature_weight=feature_weight, student=student,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

@@ -5,6 +5,8 @@ Stages and the files they leave in the run directory (see docs/conventions.md):
 ``student_at.pt`` (feature-loss pre-training, teacher conv 3 <-> student conv 2 in every cascade) and
 ``kd_student.pt`` (initialised from ``student_at``, L1 to the target + weighted imitation of the teacher).
 The task (``recon``: DC-CNN, ``sr``: VDSR super-resolution) says how to call the models and which layers are paired.
+Ablations: ``pretrain_epochs=0`` skips the pre-training (the KD student starts from random weights),
+``imitation_weight=0`` drops imitation, ``feature_weight > 0`` adds the feature loss to the KD stage.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 from kdc._io import write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
-from kdc.compress.losses import build_kd_loss
+from kdc.compress.losses import build_kd_loss, check_batch_size
 from kdc.compress.tasks import get_task
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
@@ -58,6 +60,8 @@ class RunConfig:
     task: str = "recon"
     scale: int = 2
     teacher_cache: bool = True
+    feature_weight: float = 0.0
+    student: str | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -166,10 +170,25 @@ class Run:
         model = build_model(self.task.presets[role])
         return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]))
 
-    def teacher_targets(self, teacher: nn.Module, loss: nn.Module, method: str) -> TeacherTargets:
+    def teacher_targets(
+        self, teacher: nn.Module, loss: nn.Module, method: str, cached: bool = True
+    ) -> TeacherTargets:
         """The teacher outputs ``loss`` needs: cached under ``RUN/cache`` (``--teacher-cache``) or live."""
-        cache_dir = self.dir / "cache" if self.config.teacher_cache else None
+        cache_dir = self.dir / "cache" if cached and self.config.teacher_cache else None
         return teacher_targets(teacher, loss, method, self.train_set, self.task.outputs, cache_dir, self.device)
+
+    def reuse(self, role: str, source: str) -> None:
+        """Copy a trained ``role`` checkpoint (``--teacher``/``--student``) into the run, refusing a foreign file
+        or a model of another task."""
+        path = resolve_checkpoint(source, role)
+        given, _ = load_checkpoint(path)
+        expected = build_model(self.task.presets[role])
+        if type(given) is not type(expected):
+            raise KdcError(f"{path}: a {type(given).__name__} cannot be the {role} of task "
+                           f"{self.config.task!r} (expected a {type(expected).__name__})")
+        if distributed.is_main():
+            shutil.copyfile(path, self.dir / f"{role}.pt")
+        distributed.barrier()
 
     def load(self, role: str) -> nn.Module:
         return load_checkpoint(self.dir / f"{role}.pt")[0].to(self.device)
@@ -198,45 +217,45 @@ def train(config: RunConfig, role: str, resume: bool = False) -> dict[str, dict]
 def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     """``kdc distill``: every KD-MRI stage (finished ones are skipped on resume), then the validation table."""
     build_kd_loss(config.method)  # an unknown method fails before any training
+    check_batch_size(config.method, config.batch_size)
     with Run(config, resume) as run:
-        if config.teacher:
-            source = resolve_checkpoint(config.teacher, "teacher")
-            given, _ = load_checkpoint(source)  # refuse a foreign file before copying it
-            expected = build_model(run.task.presets["teacher"])
-            if type(given) is not type(expected):
-                raise KdcError(f"{source}: a {type(given).__name__} cannot be the teacher of task "
-                               f"{config.task!r} (expected a {type(expected).__name__})")
-            if distributed.is_main():
-                shutil.copyfile(source, run.dir / "teacher.pt")
-            distributed.barrier()
-        else:
-            run.train_supervised("teacher")
+        for role, source in (("teacher", config.teacher), ("student", config.student)):
+            if source:
+                run.reuse(role, source)
+            else:
+                run.train_supervised(role)
         teacher = run.load("teacher").eval().requires_grad_(False)
 
-        run.train_supervised("student")
-
-        feature_loss = build_kd_loss(config.method).to(run.device)
-        feature_teacher = run.teacher_targets(teacher, feature_loss, config.method)
         torch.manual_seed(config.seed)
         pretrained = build_model(run.task.presets["student"])
+        feature_loss = build_kd_loss(config.method).to(run.device)  # after the seed: regressors resume alike
         outputs = run.task.outputs
 
-        def feature_step(batch: dict) -> torch.Tensor:
-            return feature_loss(outputs(pretrained, batch), feature_teacher.outputs(batch))
+        if config.pretrain_epochs == 0:
+            kd_student = pretrained.to(run.device)
+        else:
+            feature_teacher = run.teacher_targets(teacher, feature_loss, config.method)
 
-        run.train(
-            "student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False,
-            train_set=feature_teacher.train_set,
-        )
+            def feature_step(batch: dict) -> torch.Tensor:
+                return feature_loss(outputs(pretrained, batch), feature_teacher.outputs(batch))
 
-        kd_student = run.load("student_at")
+            run.train(
+                "student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False,
+                train_set=feature_teacher.train_set,
+            )
+            kd_student = run.load("student_at")
         imitation = build_kd_loss("imitation")
-        kd_teacher = run.teacher_targets(teacher, imitation, "imitation")
+        # With the feature loss in the KD stage too, the teacher runs live (the cache holds one loss's summary).
+        kd_teacher = run.teacher_targets(teacher, imitation, "imitation", cached=not config.feature_weight)
 
         def kd_step(batch: dict) -> torch.Tensor:
             produced = outputs(kd_student, batch)
             reference = kd_teacher.outputs(batch)
-            return F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
+            loss = F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
+            if config.feature_weight:
+                loss = loss + config.feature_weight * feature_loss(produced, reference)
+            return loss
 
-        run.train("kd_student", kd_student, kd_step, train_set=kd_teacher.train_set)
+        run.train("kd_student", kd_student, kd_step, extra=[feature_loss] if config.feature_weight else [],
+                  train_set=kd_teacher.train_set)
         return run.evaluate(TABLE_ROLES)

@@ -85,7 +85,7 @@ class Reconstruction(Task):
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
         image, features = model.forward_features(batch["kspace"], batch["mask"])
         layer = len(model.cascades[0].convs) // 2
-        return Outputs(image, [taps[layer] for taps in features])
+        return Outputs(image, [taps[layer] for taps in features], features)
 
     def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
         with atomic_path(run_dir / "mask.npy") as tmp, open(tmp, "wb") as f:
@@ -116,7 +116,7 @@ class SuperResolution(Task):
 
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
         image, features = model.forward_features(batch["image"])
-        return Outputs(image, [features[len(model.convs) // 2]])
+        return Outputs(image, [features[len(model.convs) // 2]], [features])
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), SuperResolution())}

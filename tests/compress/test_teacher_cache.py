@@ -9,13 +9,13 @@ from torch.utils.data import DataLoader
 
 from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
 from kdc.compress.tasks import RECON
-
-outputs = RECON.outputs
 from kdc.compress.teacher_cache import cache_key, teacher_targets
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
 from kdc.data.slices import open_split
 from kdc.models import DCCNN, build_model
 from tests.conftest import make_phantom, write_mask_without_dc
+
+outputs = RECON.outputs  # the reconstruction task's (image, distilled features, hidden maps)
 
 SHAPE = (16, 16)
 SUMMARISED = sorted(name for name, cls in KD_LOSSES.items() if hasattr(cls, "teacher_summary"))
