@@ -19,6 +19,7 @@ Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
 MaskKind = Annotated[str, typer.Option(help="Undersampling mask when the data has none: random or equispaced.")]
 Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mask.")]
+LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: cosine (decays to 0) or constant.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
 
 
@@ -39,6 +40,7 @@ def train(
     device: Device = "cpu",
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
+    lr_schedule: LrSchedule = "cosine",
     resume: Resume = False,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
@@ -47,7 +49,10 @@ def train(
 
     if model not in PRESETS:
         raise KdcError(f"--model {model!r}: expected one of {sorted(PRESETS)}")
-    config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind, seed=seed)
+    config = recipe.RunConfig(
+        str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind, seed=seed,
+        lr_schedule=lr_schedule,
+    )
     _print_table(recipe.train(config, model, resume), f"Validation, {acc}x ({out})")
 
 
@@ -65,6 +70,7 @@ def distill(
     device: Device = "cpu",
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
+    lr_schedule: LrSchedule = "cosine",
     resume: Resume = False,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> attention-transfer pre-training -> KD student."""
@@ -72,7 +78,7 @@ def distill(
 
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
-        teacher, method, imitation_weight, mask_kind, seed,
+        teacher, method, imitation_weight, mask_kind, seed, lr_schedule,
     )
     _print_table(recipe.distill(config, resume), f"Validation, {acc}x ({out})")
 

@@ -24,7 +24,7 @@ from torch import nn
 from kdc._io import atomic_path, write_json
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import Outputs, build_kd_loss
-from kdc.compress.trainer import Stage, TrainSettings, train_stage
+from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.data.slices import open_split
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint
@@ -52,6 +52,7 @@ class RunConfig:
     imitation_weight: float = 0.5
     mask_kind: str = "random"
     seed: int = 0
+    lr_schedule: str = "cosine"
 
 
 def resolve_device(device: str) -> str:
@@ -92,6 +93,8 @@ class Run:
     def __init__(self, config: RunConfig, resume: bool = False) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
         self.train_set = open_split(config.data, "train", config.acceleration, config.mask_kind, config.seed)
         self.val_set = open_split(config.data, "val", config.acceleration, config.mask_kind, config.seed)
         if self.train_set.image_shape != self.val_set.image_shape:
@@ -152,6 +155,7 @@ class Run:
             self.config.lr,
             self.device,
             self.config.seed,
+            self.config.lr_schedule,
         )
         stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best)
         return train_stage(stage, self.train_set, self.val_set, settings, self.dir)
