@@ -108,3 +108,26 @@ def evaluate(
     if json_out:
         write_json(json_out, {"split": split, "acceleration": settings["acceleration"], "models": table})
     _print_table(table, f"{split} split, {settings['acceleration']}x ({len(dataset)} slices, {run})")
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory written by kdc distill or kdc train.")],
+    out: Annotated[Path | None, typer.Option(help="PNG to write: reconstructions and residual maps.")] = None,
+    slices: Annotated[str | None, typer.Option(help="Slices of the split to draw, e.g. 3,10 (default: two).")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the metrics table here (default: print it).")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset to draw from (default: the run's).")] = None,
+    split: Annotated[str, typer.Option(help="Split: train or val.")] = "val",
+    device: Device = "cpu",
+) -> None:
+    """KD-MRI's figure (zero-filled, target, teacher, student, KD student, residual maps) and the metrics table."""
+    from kdc._io import atomic_path
+    from kdc.compress.report import report as make_report
+
+    table = make_report(run, out, slices, data, split, device)
+    if markdown is None:
+        typer.echo(table)
+    else:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(table + "\n")
+    if out is not None:
+        typer.echo(f"wrote {out}")
