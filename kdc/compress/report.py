@@ -67,6 +67,16 @@ def open_run(run: Path, data: str | None, split: str) -> tuple[dict, SliceDatase
     return settings, dataset, models
 
 
+def saved_table(run: Path, rows: Sequence[str]) -> dict | None:
+    """The validation table ``kdc distill`` left in ``metrics.json``, if it covers ``rows`` with every metric."""
+    try:
+        table = json.loads((run / "metrics.json").read_text())["models"]
+        format_table({row: table[row] for row in rows})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return {row: table[row] for row in rows}
+
+
 def reconstruct(models: dict[str, torch.nn.Module], item: dict, device: str) -> dict[str, np.ndarray]:
     """Target, zero-filled image and each model's reconstruction of one slice, as ``(H, W)`` arrays."""
     kspace = torch.from_numpy(item["kspace"])[None].to(device)
@@ -126,7 +136,9 @@ def report(
     device = resolve_device(device)
     settings, dataset, models = open_run(run, data, split)
     picks = parse_slices(slices, len(dataset))
-    table = evaluate({"zero-filled": None, **models}, dataset, device)
+    table = (saved_table(run, ["zero-filled", *models]) if data is None and split == "val" else None) or evaluate(
+        {"zero-filled": None, **models}, dataset, device
+    )
     if out is not None:
         rows = []
         for pick in picks:

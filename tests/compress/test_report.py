@@ -66,3 +66,12 @@ def test_cli_writes_markdown_and_refuses_a_bad_run_in_one_line(run, tmp_path):
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and "run.json" in lines[0]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_table_is_read_from_metrics_json_for_the_runs_own_val_split(run):
+    metric = {"mean": 1.0, "sd": 0.0, "n": 5}
+    rows = {row: {"params": 7, "psnr": metric, "ssim": metric, "nmse": metric, "hfen": metric}
+            for row in ("zero-filled", "teacher", "student", "kd_student")}
+    (run / "metrics.json").write_text(json.dumps({"split": "val", "acceleration": 4, "models": rows}))
+    assert "| teacher | 7 | 1.00 ± 0.00 |" in report(run, None)
+    assert "| teacher | 141,765 |" in report(run, None, split="train")  # another split is scored afresh
