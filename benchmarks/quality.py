@@ -111,12 +111,14 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
         out = args.runs / f"{acc}x" / f"seed{seed}"
         if not (out / "metrics.json").exists():  # cut off before it finished: reported as missing
             continue
-        table = json.loads((out / "metrics.json").read_text())["models"]
+        saved = json.loads((out / "metrics.json").read_text())
+        table = saved["models"]
         timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
         seeds[seed] = {
             "models": {row: {m: table[row][m] for m in ("psnr", "ssim")} for row in ROWS},
             "stage_s": stage_seconds(out / "train.log"),
             "wall_s": round(timing.get("wall_s", float("nan")), 1),
+            **({"note": saved["note"]} if "note" in saved else {}),  # how a run was scored, if not as usual
         }
     mean = {
         row: {
@@ -186,6 +188,9 @@ def render_setting(name: str, entry: dict) -> list[str]:
     ]
     for acc, factor in entry["factors"].items():
         lines += render_factor(acc, factor)
+        missing = [seed for seed in entry["config"]["seeds"] if str(seed) not in factor["seeds"]]
+        if missing:
+            lines += [f"Not finished (cut off by the time limit): seed {', '.join(map(str, missing))}.", ""]
     return lines
 
 
@@ -218,7 +223,11 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in factor["seeds"][s]["stage_s"].items())
         wall = factor["seeds"][s]["wall_s"]
         runs.append(f"seed {s}: {stages}" + (f", whole run {wall:.0f} s" if wall == wall else ""))
-    return lines + [f"Time per stage (training + per-epoch validation): {'; '.join(runs)}.", ""]
+    lines += [f"Time per stage (training + per-epoch validation): {'; '.join(runs)}.", ""]
+    for s in seeds:
+        if "note" in factor["seeds"][s]:
+            lines += [f"Seed {s}: {factor['seeds'][s]['note']}.", ""]
+    return lines
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
