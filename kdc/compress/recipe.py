@@ -127,6 +127,7 @@ class Run:
         if not resume:
             raise KdcError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
         saved = json.loads(settings_path.read_text())
+        saved.setdefault("lr_schedule", "constant")  # runs from before --lr-schedule trained with a constant lr
         changed = sorted(k for k in current if k != "device" and saved.get(k) != current[k])
         if changed:
             raise KdcError(f"{settings_path}: --resume with different settings ({', '.join(changed)})")
