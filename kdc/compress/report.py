@@ -94,6 +94,7 @@ def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from PIL import Image  # matplotlib's own dependency
 
     width, height = figure_pixels(len(columns), len(rows))
     figure, axes = plt.subplots(
@@ -124,8 +125,6 @@ def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out:
     figure.canvas.draw()
     pixels = np.asarray(figure.canvas.buffer_rgba())
     plt.close(figure)
-    from PIL import Image  # matplotlib's own dependency
-
     with atomic_path(out) as tmp:  # every colour is grey: an 8-bit grey PNG is a third of the RGBA one, and lossless
         Image.fromarray(pixels).convert("L").save(tmp, format="png", optimize=True)
 
@@ -140,9 +139,9 @@ def report(
     device = resolve_device(device)
     settings, dataset, models = open_run(run, data, split)
     picks = parse_slices(slices, len(dataset))
-    table = (saved_table(run, ["zero-filled", *models]) if data is None and split == "val" else None) or evaluate(
-        {"zero-filled": None, **models}, dataset, device
-    )
+    table = saved_table(run, ["zero-filled", *models]) if data is None and split == "val" else None
+    if table is None:
+        table = evaluate({"zero-filled": None, **models}, dataset, device)
     if out is not None:
         rows = []
         for pick in picks:
