@@ -19,6 +19,7 @@ for name, command in {
     "train": compress_cli.train,
     "distill": compress_cli.distill,
     "evaluate": compress_cli.evaluate,
+    "report": compress_cli.report,
     "export": export_cli.export,
     "bench": runtime_cli.bench,
     "serve": runtime_cli.serve,

@@ -47,6 +47,9 @@ def test_distill_sr_evaluate_and_export(dataset, tmp_path):
     exported = kdc("export", str(run), "--out", str(tmp_path / "sr.onnx")).stdout
     assert "dc=none" in exported and (tmp_path / "sr.onnx").is_file()
 
+    drawn = kdc("report", str(run), "--out", str(tmp_path / "sr.png"), "--slices", "0").stdout
+    assert "| low-res | 0 |" in drawn and (tmp_path / "sr.png").read_bytes().startswith(b"\x89PNG")
+
 
 def test_train_sr_student(dataset, tmp_path):
     run = tmp_path / "run"

@@ -22,9 +22,13 @@ Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
 MaskKind = Annotated[str, typer.Option(help="Undersampling mask when the data has none: random or equispaced.")]
 Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mask.")]
+LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: cosine (decays to 0) or constant.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
 Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space) or sr (VDSR super-resolution).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
+Distributed = Annotated[
+    bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
+]
 
 
 def _label(config: RunConfig) -> str:
@@ -34,9 +38,6 @@ def _label(config: RunConfig) -> str:
     from kdc.compress.tasks import get_task
 
     return get_task(config.task).label(dataclasses.asdict(config))
-Distributed = Annotated[
-    bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
-]
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -56,6 +57,7 @@ def train(
     device: Device = "cpu",
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
+    lr_schedule: LrSchedule = "cosine",
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
@@ -68,7 +70,7 @@ def train(
     if model not in ("teacher", "student"):
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
-                              seed=seed, task=task, scale=scale)
+                              seed=seed, task=task, scale=scale, lr_schedule=lr_schedule)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -95,6 +97,7 @@ def distill(
     device: Device = "cpu",
     mask_kind: MaskKind = "random",
     seed: Seed = 0,
+    lr_schedule: LrSchedule = "cosine",
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
@@ -110,7 +113,7 @@ def distill(
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
-        feature_weight=feature_weight, student=student,
+        feature_weight=feature_weight, student=student, lr_schedule=lr_schedule,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)
@@ -144,3 +147,26 @@ def evaluate(
     if json_out:
         write_json(json_out, {"split": split, **task.meta(settings), "models": table})
     _print_table(table, f"{split} split, {task.label(settings)} ({len(dataset)} slices, {run})")
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="Run directory written by kdc distill or kdc train.")],
+    out: Annotated[Path | None, typer.Option(help="PNG to write: reconstructions and residual maps.")] = None,
+    slices: Annotated[str | None, typer.Option(help="Slices of the split to draw, e.g. 3,10 (default: two).")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the metrics table here (default: print it).")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset to draw from (default: the run's).")] = None,
+    split: Annotated[str, typer.Option(help="Split: train or val.")] = "val",
+    device: Device = "cpu",
+) -> None:
+    """KD-MRI's figure (zero-filled, target, teacher, student, KD student, residual maps) and the metrics table."""
+    from kdc._io import atomic_path
+    from kdc.compress.report import report as make_report
+
+    table = make_report(run, out, slices, data, split, device)
+    if markdown is None:
+        typer.echo(table)
+    else:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(table + "\n")
+    if out is not None:
+        typer.echo(f"wrote {out}")

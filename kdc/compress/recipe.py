@@ -29,7 +29,7 @@ from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import build_kd_loss, check_batch_size
 from kdc.compress.tasks import get_task
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
-from kdc.compress.trainer import Stage, TrainSettings, train_stage
+from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint
 
@@ -62,6 +62,7 @@ class RunConfig:
     teacher_cache: bool = True
     feature_weight: float = 0.0
     student: str | None = None
+    lr_schedule: str = "cosine"
 
 
 def resolve_device(device: str) -> str:
@@ -90,6 +91,8 @@ class Run:
     def __init__(self, config: RunConfig, resume: bool = False) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
         self.task = get_task(config.task)
         settings = dataclasses.asdict(config)
         self.train_set = self.task.open_split(config.data, "train", settings)
@@ -125,8 +128,9 @@ class Run:
             return
         if not resume:
             raise KdcError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
-        # Settings added since the run was written count as their defaults.
-        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        # Settings added since the run was written count as their defaults, except the learning-rate schedule:
+        # runs from before --lr-schedule trained with a constant lr.
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)} | {"lr_schedule": "constant"}
         saved = {**defaults, **json.loads(settings_path.read_text())}
         changed = sorted(k for k in current if k not in RUNTIME_SETTINGS and saved.get(k) != current[k])
         if changed:
@@ -160,6 +164,7 @@ class Run:
             self.config.lr,
             self.device,
             self.config.seed,
+            self.config.lr_schedule,
         )
         stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)

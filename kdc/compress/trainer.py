@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ class TrainSettings:
     lr: float = 1e-3
     device: str = "cpu"
     seed: int = 0
+    lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over the stage's steps (see docs/distill.md)
+
+
+#: Learning-rate factor at ``progress`` (steps done / all steps of the stage) for each schedule.
+LR_SCHEDULES: dict[str, Callable[[float], float]] = {
+    "constant": lambda progress: 1.0,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+}
 
 
 @dataclass
@@ -77,6 +86,7 @@ def train_stage(
     over the batch's items.
     """
     state_path = run_dir / "state" / f"{stage.name}.pt"
+    schedule = LR_SCHEDULES[settings.lr_schedule]
     model = stage.model.to(settings.device)
     params = [p for m in (model, *stage.extra) for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
@@ -106,6 +116,9 @@ def train_stage(
         with progress_bar() as bar:
             task = bar.add_task(f"{stage.name} {epoch + 1}/{settings.epochs}", total=len(loader), loss=0.0)
             for step, ((_, weight), batch) in enumerate(zip(shares, loader), 1):
+                progress = (epoch * len(loader) + step - 1) / (settings.epochs * len(loader))
+                for group in optimizer.param_groups:
+                    group["lr"] = settings.lr * schedule(progress)
                 loss = step_loss(_to_device(batch, settings.device)) * weight
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -9,7 +9,6 @@ mean over the windows that fit in the image), averaged over slices. HFEN is Ravi
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from kdc.data.errors import DataError
 
@@ -48,7 +47,11 @@ def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
 
     def window_mean(image: np.ndarray) -> np.ndarray:
-        return sliding_window_view(image, (SSIM_WINDOW, SSIM_WINDOW), axis=(-2, -1)).mean(axis=(-2, -1))
+        """Mean over every 7x7 window that fits, from a summed-area table (O(HW), not O(HW * 49))."""
+        table = np.pad(image.cumsum(-2).cumsum(-1), [(0, 0)] * (image.ndim - 2) + [(1, 0), (1, 0)])
+        w = SSIM_WINDOW
+        sums = table[..., w:, w:] - table[..., :-w, w:] - table[..., w:, :-w] + table[..., :-w, :-w]
+        return sums / w**2
 
     count = SSIM_WINDOW**2
     covariance = count / (count - 1)  # sample covariance, as scikit-image's default

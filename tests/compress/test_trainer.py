@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdc.compress.trainer import Stage, TrainSettings, train_stage
+from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.data.masks import cartesian_mask
 from kdc.models import DCCNN, load_checkpoint
 
@@ -70,3 +70,40 @@ def test_finished_stage_is_not_trained_again(tmp_path):
     again = train_stage(l1_stage(model), train, val, TrainSettings(epochs=1), tmp_path)
     assert again == first
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_stage(tmp_path):
+    assert LR_SCHEDULES["cosine"](0.0) == 1.0 and abs(LR_SCHEDULES["cosine"](1.0)) < 1e-12
+    train, val = tiny_split(8, 0), tiny_split(2, 1)
+    settings = TrainSettings(epochs=2, batch_size=4, lr=1e-2, lr_schedule="cosine")
+    train_stage(l1_stage(fresh_model()), train, val, settings, tmp_path)
+    state = torch.load(tmp_path / "state" / "student.pt", weights_only=True)
+    last_lr = state["optimizer"]["param_groups"][0]["lr"]  # lr of the stage's last step, step 4 of 4
+    assert last_lr == 1e-2 * LR_SCHEDULES["cosine"](3 / 4) and last_lr < 2e-3
+
+
+def test_cosine_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    """With a schedule the lr depends on the step, so the resumed run must land on the same lr and weights."""
+    train, val = tiny_split(8, 0), tiny_split(4, 1)
+    settings = TrainSettings(epochs=3, batch_size=4, lr=1e-2, lr_schedule="cosine")
+    straight = fresh_model()
+    train_stage(l1_stage(straight), train, val, settings, tmp_path / "a")
+
+    crashing = fresh_model()
+    calls = []
+
+    def crash_in_epoch_two(batch):
+        calls.append(1)
+        if len(calls) == 3:  # first step of epoch 2 (2 steps per epoch)
+            raise RuntimeError("killed")
+        return F.l1_loss(crashing(batch["kspace"], batch["mask"]), batch["target"])
+
+    stage = Stage("student", crashing, crash_in_epoch_two, {"role": "student"})
+    try:
+        train_stage(stage, train, val, settings, tmp_path / "b")
+    except RuntimeError:
+        pass
+    resumed = fresh_model()
+    train_stage(l1_stage(resumed), train, val, settings, tmp_path / "b")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

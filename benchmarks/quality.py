@@ -1,0 +1,298 @@
+"""KD-MRI's claim on real MRI: the distilled student beats the same student trained alone.
+
+For each acceleration (4x, 5x, 8x) and seed, ``kdc distill`` trains (or, on a second call, resumes and reuses) the
+teacher, the student alone and the KD student, then the validation table of zero-filled, teacher, student and KD
+student (PSNR and SSIM, mean ± sd over the val slices) goes to ``docs/results/quality.{md,json}``, one section per
+setting, with the command, the machine and the time of every stage. The teacher of the first seed is reused for
+the other seeds (``--teacher``), so the seeds vary the student's and KD student's weights and data order only.
+
+    python benchmarks/quality.py --setting cpu                    # demo set (128x128), shared 2-core CPU
+    python benchmarks/quality.py --setting gpu --data data/brain  # `make data` set (256x256), CUDA
+
+Any preset value can be overridden (``--epochs``, ``--seeds``, ...). ``--report-only`` rebuilds the results from
+finished run directories without training. Every seed of a factor must see the same mask, so a dataset without
+``masks/mask_{acc}x.npy`` is copied under ``--runs`` with the masks ``kdc`` would draw for seed 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from kdc._io import atomic_path, write_json
+from kdc.compress.recipe import TABLE_ROLES, RunConfig, distill
+from kdc.data.h5 import inspect_volume
+from kdc.data.masks import cartesian_mask
+from kdc.data.slices import dataset_root
+
+SETTINGS: dict[str, dict] = {
+    "cpu": {"data": "demo", "epochs": 2, "pretrain_epochs": 1, "seeds": [0], "device": "cpu", "jobs": 1, "threads": 1},
+    "gpu": {
+        "data": "data/brain", "epochs": 16, "pretrain_epochs": 4, "seeds": [0, 1, 2], "device": "cuda", "jobs": 3,
+        "threads": 1,
+    },
+}
+FACTORS = (4, 5, 8)
+ROWS = ("zero-filled", *TABLE_ROLES)
+LABELS = {"zero-filled": "ZF", "teacher": "teacher", "student": "student", "kd_student": "KD student"}
+STAGE_LINE = re.compile(r" (\w+) epoch \d+/\d+: .*, ([\d.]+) s$")
+
+
+def with_fixed_masks(data: str, factors: list[int], runs: Path) -> str:
+    """``data`` if it ships a mask per factor, else a copy under ``runs`` with seed-0 masks (same for every seed)."""
+    root = dataset_root(data)
+    if all((root / "masks" / f"mask_{acc}x.npy").is_file() for acc in factors):
+        return str(root)
+    copy = runs / "data"
+    if not copy.is_dir():
+        staging = runs / ".data.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(root, staging)
+        shape = inspect_volume(next((root / "train").glob("*.h5"))).image_shape
+        (staging / "masks").mkdir(exist_ok=True)
+        for acc in factors:
+            np.save(staging / "masks" / f"mask_{acc}x.npy", cartesian_mask("random", acc, shape, 0))
+        os.replace(staging, copy)
+    return str(copy)
+
+
+def run_factor(acc: int, args: argparse.Namespace) -> None:
+    """Every seed of one factor; the first seed's teacher is reused by the others."""
+    import torch
+
+    torch.set_num_threads(args.threads)  # collation of batches is slow with idle threads spinning
+    first = args.runs / f"{acc}x" / f"seed{args.seeds[0]}"
+    for seed in args.seeds:
+        out = args.runs / f"{acc}x" / f"seed{seed}"
+        teacher = None if seed == args.seeds[0] else str(first)
+        config = RunConfig(
+            args.data, str(out), acc, args.epochs, args.pretrain_epochs, device=args.device, teacher=teacher, seed=seed
+        )
+        started = time.perf_counter()
+        distill(config, resume=True)
+        wall = time.perf_counter() - started
+        timing_path = out / "timing.json"
+        if not timing_path.exists():  # the first call that trained it; a resumed call only re-evaluates
+            write_json(timing_path, {"wall_s": wall})
+        print(f"{acc}x seed {seed}: done in {wall:.0f} s", flush=True)
+
+
+def stage_seconds(log_path: Path) -> dict[str, float]:
+    """Seconds per stage, summed over the epochs logged in ``train.log``."""
+    seconds: dict[str, float] = {}
+    for line in log_path.read_text().splitlines():
+        match = STAGE_LINE.search(line)
+        if match:
+            seconds[match[1]] = seconds.get(match[1], 0.0) + float(match[2])
+    return {stage: round(value, 1) for stage, value in seconds.items()}
+
+
+def finished(acc: int, args: argparse.Namespace) -> bool:
+    return any((args.runs / f"{acc}x" / f"seed{seed}" / "metrics.json").exists() for seed in args.seeds)
+
+
+def collect(acc: int, args: argparse.Namespace) -> dict:
+    """Per-seed metrics, their mean over seeds, timings and the issue's targets for one factor."""
+    seeds = {}
+    for seed in args.seeds:
+        out = args.runs / f"{acc}x" / f"seed{seed}"
+        if not (out / "metrics.json").exists():  # cut off before it finished: reported as missing
+            continue
+        saved = json.loads((out / "metrics.json").read_text())
+        table = saved["models"]
+        timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
+        seeds[seed] = {
+            "models": {row: {m: table[row][m] for m in ("psnr", "ssim")} for row in ROWS},
+            "stage_s": stage_seconds(out / "train.log"),
+            "wall_s": round(timing.get("wall_s", float("nan")), 1),
+            **({"note": saved["note"]} if "note" in saved else {}),  # how a run was scored, if not as usual
+        }
+    mean = {
+        row: {
+            metric: {
+                "mean": float(np.mean([s["models"][row][metric]["mean"] for s in seeds.values()])),
+                "sd": float(np.mean([s["models"][row][metric]["sd"] for s in seeds.values()])),
+                "seed_sd": float(np.std([s["models"][row][metric]["mean"] for s in seeds.values()])),
+            }
+            for metric in ("psnr", "ssim")
+        }
+        for row in ROWS
+    }
+    return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": targets(seeds)}
+
+
+def targets(seeds: dict[int, dict]) -> dict:
+    """The issue's targets on PSNR: ZF < student < KD < teacher, KD - student >= 0.3 dB, >= 60 % of the gap closed."""
+    psnr = {row: float(np.mean([s["models"][row]["psnr"]["mean"] for s in seeds.values()])) for row in ROWS}
+    gains = [s["models"]["kd_student"]["psnr"]["mean"] - s["models"]["student"]["psnr"]["mean"] for s in seeds.values()]
+    gap = psnr["teacher"] - psnr["student"]
+    closed = (psnr["kd_student"] - psnr["student"]) / gap if gap > 0 else float("nan")
+    return {
+        "order_zf_student_kd_teacher": psnr["zero-filled"] < psnr["student"] < psnr["kd_student"] < psnr["teacher"],
+        "kd_gain_db": round(float(np.mean(gains)), 3),
+        "kd_gain_db_per_seed": [round(g, 3) for g in gains],
+        "kd_gain_at_least_0.3_db": bool(np.mean(gains) >= 0.3),
+        "teacher_student_gap_db": round(gap, 3),
+        "gap_closed": round(closed, 3),
+        "gap_closed_at_least_60_percent": bool(closed >= 0.6),
+    }
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+INTRO = (
+    "Written by `benchmarks/quality.py` (see its docstring and docs/distill.md). PSNR/SSIM: mean ± sd over the "
+    "validation slices (data range = the volume's maximum), then the mean over the finished seeds; `seed sd` is the "
+    "sd of the per-seed means. The teacher is trained once per factor (first seed) and reused for the other seeds."
+)
+
+
+def render(results: dict) -> str:
+    """``quality.md``: one section per setting, one table per factor, then the targets and the timings."""
+    lines = ["# KD-MRI on real brain MRI: does the distilled student beat the student trained alone?", "", INTRO, ""]
+    for name, entry in sorted(results.items()):
+        lines += render_setting(name, entry)
+    return "\n".join(lines)
+
+
+def render_setting(name: str, entry: dict) -> list[str]:
+    volumes, slices = entry["volumes"], entry["slices"]
+    total = f"{entry['total_s']:.0f} s" if entry.get("total_s") else "cut off by the time limit (see per-run times)"
+    lines = [
+        f"## Setting `{name}`", "", f"Command: `{entry['command']}`", "",
+        f"Machine: {json.dumps(entry['machine'])}", "",
+        f"Data: `{entry['data']}`: {slices['train']} train slices ({', '.join(volumes['train'])}), "
+        f"{slices['val']} val slices ({', '.join(volumes['val'])}), {entry['image_size']}.", "",
+        f"Training: {json.dumps(entry['config'])}; total {total}.", "",
+    ]
+    for acc, factor in entry["factors"].items():
+        lines += render_factor(acc, factor)
+        missing = [seed for seed in entry["config"]["seeds"] if str(seed) not in factor["seeds"]]
+        if missing:
+            lines += [f"Not finished (cut off by the time limit): seed {', '.join(map(str, missing))}.", ""]
+    return lines
+
+
+def render_factor(acc: str, factor: dict) -> list[str]:
+    seeds = list(factor["seeds"])
+    lines = [
+        f"### {acc}x", "",
+        "| model | PSNR (dB) | seed sd | SSIM | seed sd | " + " | ".join(f"PSNR seed {s}" for s in seeds) + " |",
+        "|---|" + "---:|" * (4 + len(seeds)),
+    ]
+    for row in ROWS:
+        m = factor["mean"][row]
+        per_seed = " | ".join(f"{factor['seeds'][s]['models'][row]['psnr']['mean']:.2f}" for s in seeds)
+        lines.append(
+            f"| {LABELS[row]} | {m['psnr']['mean']:.2f} ± {m['psnr']['sd']:.2f} | {m['psnr']['seed_sd']:.2f} | "
+            f"{m['ssim']['mean']:.4f} ± {m['ssim']['sd']:.4f} | {m['ssim']['seed_sd']:.4f} | {per_seed} |"
+        )
+    t = factor["targets"]
+    lines += [
+        "",
+        f"Targets: order ZF < student < KD < teacher: **{t['order_zf_student_kd_teacher']}**; KD - student = "
+        f"{t['kd_gain_db']:+.2f} dB (per seed {t['kd_gain_db_per_seed']}; "
+        f">= 0.3: **{t['kd_gain_at_least_0.3_db']}**); "
+        f"teacher - student = {t['teacher_student_gap_db']:+.2f} dB, KD closes {t['gap_closed']:.0%} of it "
+        f"(>= 60 %: **{t['gap_closed_at_least_60_percent']}**).",
+        "",
+    ]
+    runs = []
+    for s in seeds:
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in factor["seeds"][s]["stage_s"].items())
+        wall = factor["seeds"][s]["wall_s"]
+        runs.append(f"seed {s}: {stages}" + (f", whole run {wall:.0f} s" if wall == wall else ""))
+    lines += [f"Time per stage (training + per-epoch validation): {'; '.join(runs)}.", ""]
+    for s in seeds:
+        if "note" in factor["seeds"][s]:
+            lines += [f"Seed {s}: {factor['seeds'][s]['note']}.", ""]
+    return lines
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="cpu")
+    parser.add_argument("--data", help="dataset directory or 'demo' (default: the setting's)")
+    parser.add_argument("--factors", type=int, nargs="+", default=list(FACTORS))
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--epochs", type=int, help="epochs of the teacher, student and KD stages")
+    parser.add_argument("--pretrain-epochs", type=int, help="epochs of attention-transfer pre-training")
+    parser.add_argument("--device")
+    parser.add_argument("--jobs", type=int, help="factors trained in parallel processes")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    parser.add_argument("--runs", type=Path, help="where the run directories go (default runs/quality/SETTING)")
+    parser.add_argument("--results", type=Path, default=Path("docs/results/quality"), help="writes .md and .json")
+    parser.add_argument("--report-only", action="store_true", help="only collect finished runs")
+    args = parser.parse_args(argv)
+    for key, value in SETTINGS[args.setting].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.runs = args.runs or Path("runs/quality") / args.setting
+    return args
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    source = args.data
+    args.data = with_fixed_masks(args.data, args.factors, args.runs)
+    session_path = args.runs / "session.json"  # how the runs were trained, for --report-only on another machine
+    if not args.report_only:
+        session = {"command": shlex.join(["python", "benchmarks/quality.py", *argv]), "machine": machine(args.device)}
+        write_json(session_path, session)
+        started = time.perf_counter()
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            for future in [pool.submit(run_factor, acc, args) for acc in args.factors]:
+                future.result()
+        write_json(session_path, {**session, "total_s": round(time.perf_counter() - started, 1)})
+    if not session_path.exists():
+        sys.exit(f"{args.runs}: no session.json, nothing trained there yet (run without --report-only)")
+    session = json.loads(session_path.read_text())
+    manifest_path = Path(args.data) / "dataset.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    volumes = {split: [p.stem for p in sorted((Path(args.data) / split).glob("*.h5"))] for split in ("train", "val")}
+    entry = {
+        "command": session["command"],
+        "machine": session["machine"],
+        "data": source,
+        "volumes": volumes,
+        "slices": manifest.get("slices", {}),
+        "image_size": manifest.get("image_size"),
+        "config": {k: v for k, v in dataclasses.asdict(
+            RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device)
+        ).items() if k not in ("out", "acceleration", "teacher", "seed", "data")} | {"seeds": args.seeds},
+        "total_s": session.get("total_s"),  # None when the training was cut off
+        "factors": {f"{acc}": collect(acc, args) for acc in args.factors if finished(acc, args)},
+    }
+    json_path = args.results.with_suffix(".json")
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results[args.setting] = entry
+    write_json(json_path, results)
+    with atomic_path(args.results.with_suffix(".md")) as tmp:
+        tmp.write_text(render(results) + "\n")
+    print(render({args.setting: entry}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,150 @@
+"""``kdc report``: KD-MRI's figure (reconstructions and residual maps of chosen slices) and the metrics table.
+
+Columns: the network's input (zero-filled, or low-res for super-resolution), target, teacher, student, KD
+student (those the run holds). Per slice, one row of images
+and one row of ``|reconstruction - target|`` on a common scale, each panel titled with its PSNR / SSIM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdc._io import atomic_path
+from kdc.compress.evaluate import evaluate, format_table
+from kdc.compress.recipe import TABLE_ROLES, RunConfig, resolve_device
+from kdc.compress.tasks import Task, get_task
+from kdc.data import metrics
+from kdc.errors import KdcError
+from kdc.models.checkpoint import load_checkpoint
+
+LABELS = {"zero-filled": "Zero-filled", "low-res": "Low-res", "target": "Target", "teacher": "Teacher",
+          "student": "Student", "kd_student": "KD student"}
+PANEL_INCHES = (2.6, 2.8)  # width, height of one panel (image + title)
+DPI = 100
+#: Data range of PSNR/SSIM: readers scale every volume to a maximum of 1 (docs/conventions.md), as evaluate uses.
+VOLUME_MAX = 1.0
+
+
+def figure_pixels(columns: int, slices: int) -> tuple[int, int]:
+    """``(width, height)`` of the PNG for ``columns`` panels across and ``slices`` slices (two rows each)."""
+    return round(columns * PANEL_INCHES[0] * DPI), round(2 * slices * PANEL_INCHES[1] * DPI)
+
+
+def parse_slices(text: str | None, count: int) -> list[int]:
+    """Slice indices of the split from ``"3,10"``; by default two evenly spaced ones."""
+    if not text:
+        return sorted({count // 3, (2 * count) // 3})
+    try:
+        picks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise KdcError(f"--slices {text!r}: expected comma-separated slice numbers, e.g. 3,10") from None
+    bad = [p for p in picks if not 0 <= p < count]
+    if not picks or bad:
+        raise KdcError(f"--slices {text!r}: expected numbers from 0 to {count - 1} (the split has {count} slices)")
+    return picks
+
+
+def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Sequence[dict], dict]:
+    """The run's settings, task, the split it is scored on and its trained models (``role -> model``)."""
+    settings_path = run / "run.json"
+    if not settings_path.is_file():
+        raise KdcError(f"{run}: not a run directory (no run.json)")
+    try:
+        settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
+        task = get_task(settings["task"])
+        dataset = task.open_split(data or settings["data"], split, settings)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
+    models = {role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()}
+    if not models:
+        raise KdcError(f"{run}: holds no trained model ({', '.join(f'{r}.pt' for r in TABLE_ROLES)})")
+    return settings, task, dataset, models
+
+
+def saved_table(run: Path, rows: Sequence[str]) -> dict | None:
+    """The validation table ``kdc distill`` left in ``metrics.json``, if it covers ``rows`` with every metric."""
+    try:
+        table = json.loads((run / "metrics.json").read_text())["models"]
+        format_table({row: table[row] for row in rows})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return {row: table[row] for row in rows}
+
+
+def reconstruct(task: Task, models: dict[str, torch.nn.Module], item: dict, device: str) -> dict[str, np.ndarray]:
+    """Target, the task's input image and each model's output for one slice, as ``(H, W)`` arrays."""
+    batch = {k: torch.from_numpy(v)[None].to(device) for k, v in item.items() if isinstance(v, np.ndarray)}
+    with torch.no_grad():
+        images = {task.baseline: task.baseline_image(batch)}
+        for role, model in models.items():
+            images[role] = task.predict(model.eval().to(device), batch)
+    return {"target": item["target"][0], **{k: v[0, 0].cpu().numpy() for k, v in images.items()}}
+
+
+def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out: Path, title: str) -> None:
+    """Write the figure: per slice, images then residual maps; PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image  # matplotlib's own dependency
+
+    width, height = figure_pixels(len(columns), len(rows))
+    figure, axes = plt.subplots(
+        2 * len(rows), len(columns), figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False, layout="constrained"
+    )
+    for index, (name, images) in enumerate(rows):
+        target = images["target"]
+        errors = {c: np.abs(images[c] - target) for c in columns if c != "target"}
+        scale = float(np.percentile(errors[columns[0]], 99.5)) or 1.0  # one scale per slice, set by the input's error
+        for column, role in enumerate(columns):
+            top, bottom = axes[2 * index, column], axes[2 * index + 1, column]
+            image = np.clip(images[role], 0, VOLUME_MAX)
+            top.imshow(image, cmap="gray", vmin=0, vmax=VOLUME_MAX, interpolation="nearest")
+            if role == "target":
+                top.set_title(f"{LABELS[role]}\n{name}", fontsize=10)
+                bottom.text(0.5, 0.5, f"|error|\n0 (black) to {scale:.3f}\n(white) of the\nvolume maximum",
+                            ha="center", va="center", fontsize=10, transform=bottom.transAxes)
+            else:
+                psnr = metrics.psnr(target, images[role], maxval=VOLUME_MAX)
+                ssim = metrics.ssim(target, images[role], maxval=VOLUME_MAX)
+                top.set_title(f"{LABELS[role]}\n{psnr:.2f} dB / {ssim:.3f}", fontsize=10)
+                bottom.imshow(errors[role], cmap="gray", vmin=0, vmax=scale, interpolation="nearest")
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_frame_on(role != "target" or ax is top)
+    figure.suptitle(title, fontsize=11)
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())
+    plt.close(figure)
+    with atomic_path(out) as tmp:  # every colour is grey: an 8-bit grey PNG is a third of the RGBA one, and lossless
+        Image.fromarray(pixels).convert("L").save(tmp, format="png", optimize=True)
+
+
+def report(
+    run: Path, out: Path | None, slices: str | None = None, data: str | None = None, split: str = "val",
+    device: str = "cpu",
+) -> str:
+    """Draw the figure to ``out`` (if given) and return the split's metrics table as markdown."""
+    if out is not None and out.suffix.lower() != ".png":
+        raise KdcError(f"--out {out}: expected a .png file")
+    device = resolve_device(device)
+    settings, task, dataset, models = open_run(run, data, split)
+    picks = parse_slices(slices, len(dataset))
+    table = saved_table(run, [task.baseline, *models]) if data is None and split == "val" else None
+    if table is None:
+        table = evaluate({task.baseline: None, **models}, dataset, device, task)
+    if out is not None:
+        rows = []
+        for pick in picks:
+            item = dataset[pick]
+            rows.append((f"{item['volume']} slice {item['slice']} (#{pick})", reconstruct(task, models, item, device)))
+        columns = [task.baseline, "target", *models]
+        draw(rows, columns, out, f"{run.name}: {task.label(settings)}, {split} split (PSNR / SSIM per slice)")
+    return format_table(table)
