@@ -142,8 +142,8 @@ def markdown(rows: list[dict], environment: dict) -> str:
         "after 2 warm-up runs, all graphs of a row group timed round-robin so that load from other processes hits "
         "them alike. DC share = (t - t_CNN) / t, t_CNN the same graph with an identity DC, from the wall-time medians and "
         "from the process CPU-time medians (thread spinning off, so CPU time is the work done; waiting for a core "
-        "shared with other jobs does not count). The machine's 2 cores were shared with other jobs: wall times "
-        "include that load (see the load average below); CPU times and the CPU-time DC share are the stable numbers.",
+        "shared with other jobs does not count). If other jobs share the 2 cores (see the load average below), "
+        "wall times include that load; CPU times and the CPU-time DC share are the stable numbers.",
         "",
         "| model | size | DC lowering | file (MB) | parity (max abs) | median (ms) | p90 (ms) | min (ms) "
         "| CNN alone (ms) | DC share | CPU time (ms) | CNN alone CPU (ms) | DC share (CPU) | session + first run (ms) |",

@@ -134,8 +134,10 @@ def markdown(report: dict) -> str:
               f"the same {THREADS} cores):", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in server["throughput"].items()]
     env = report["environment"]
+    busy = env["load_average"] and env["load_average"][0] > env["cpu_count"]
+    note = "above the CPU count: other processes slowed every row alike" if busy else "this benchmark alone"
     lines += ["", f"{env['cpu']} ({env['cpu_count']} CPUs, 1/5/15-min load average {env['load_average']} when "
-              "the table was done: above the CPU count, other processes slowed every row alike); " + ", ".join(
+              f"the table was done: {note}); " + ", ".join(
         f"{k} {v}" for k, v in env["versions"].items() if v), ""]
     return "\n".join(lines)
 
