@@ -160,8 +160,9 @@ def render(result: dict) -> str:
     load = host["load_average_before"], host["load_average_after"]
     lines += [
         "",
-        f"The machine was shared with other agents while this ran (1-minute load average {load[0]:.1f} before, "
-        f"{load[1]:.1f} after, on {host['cpus']} CPUs), so single repetitions vary; the JSON holds every one.",
+        f"1-minute load average {load[0]:.1f} before and {load[1]:.1f} after on {host['cpus']} CPUs"
+        + (" (other processes were running)" if max(load) > host["cpus"] else " (this benchmark alone)")
+        + "; single repetitions still vary, the JSON holds every one.",
         "Loss of the first batch, live vs cached teacher: "
         + ", ".join(f"{s} differs by {r['first_batch_loss_abs_difference']:.1e}" for s, r in result["stages"].items())
         + ".",
