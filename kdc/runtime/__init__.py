@@ -2,7 +2,7 @@
 
 ``load(path)`` gives a :class:`Reconstructor`; ``kspace_channels`` and ``mask_columns`` turn scanner arrays into its
 inputs. ``kdc bench``, ``kdc serve`` and ``kdc triton-repo`` live in :mod:`kdc.runtime.cli`. Nothing here imports
-torch (the ``torch`` runtime of ``kdc bench`` does, in :mod:`kdc.runtime.bench_torch`, only when asked for).
+torch (the ``torch`` runtime of ``kdc bench`` lives in :mod:`kdc.export.eager` and is loaded only when asked for).
 """
 
 from kdc.runtime.session import Reconstructor, TensorSpec, load

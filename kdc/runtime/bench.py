@@ -7,6 +7,7 @@ recorded. Given a teacher and a student, the student/teacher speed-up is compute
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -26,6 +27,9 @@ RUNTIMES = ("ort", "openvino", "torch")
 SUFFIX_RUNTIMES = {".onnx": ("ort", "openvino"), ".xml": ("openvino",), ".pt": ("torch",)}
 STUDENT_ROLES = ("student", "kd_student")
 PACKAGES = ("kdc", "numpy", "onnxruntime", "openvino", "torch")
+#: Module of the ``torch`` runtime (PyTorch eager on a checkpoint): it needs ``kdc[train]`` and is loaded by name,
+#: only when asked for, so that this package never imports torch or kdc's models.
+EAGER_RUNNER = "kdc.export.eager"
 
 
 @dataclass
@@ -80,8 +84,7 @@ class Measurement:
 def open_runner(path: Path, runtime: str, settings: Settings) -> Runner:
     """Load ``path`` on ``runtime`` and bind a random undersampled input of ``settings.batch``."""
     if runtime == "torch":
-        from kdc.runtime.bench_torch import open_checkpoint  # the one path that imports torch
-
+        open_checkpoint = getattr(importlib.import_module(EAGER_RUNNER), "open_checkpoint")
         return open_checkpoint(path, threads=settings.threads, batch=settings.batch, size=settings.size,
                                device=settings.device)
     model = load(path, engine=runtime, providers=settings.providers if runtime == "ort" else None,

@@ -1,7 +1,7 @@
 """The ``torch`` runtime of ``kdc bench``: a kdc checkpoint in PyTorch eager mode, the baseline users run today.
 
-The only module of :mod:`kdc.runtime` that imports torch and kdc.models; :mod:`kdc.runtime.bench` imports it only
-when ``--runtime torch`` is asked for.
+It lives here, beside the models it loads, so that :mod:`kdc.runtime` never imports torch; ``kdc bench`` loads it
+by name (:data:`kdc.runtime.bench.EAGER_RUNNER`) only when ``--runtime torch`` is asked for.
 """
 
 from __future__ import annotations
