@@ -73,3 +73,16 @@ def test_bad_sr_inputs_are_one_line_errors(dataset, tmp_path):
     result = kdc("distill", "--task", "sr", "--data", str(dataset), "--out", str(tmp_path / "r2"),
                  "--teacher", str(teacher), check=False)
     assert_user_error(result, "dccnn.pt", "DCCNN cannot be the teacher of task 'sr'", "VDSR")
+
+    small = tmp_path / "student_as_teacher.pt"
+    save_checkpoint(small, build_model("sr_student"), {"role": "student"})
+    result = kdc("distill", "--task", "sr", "--data", str(dataset), "--out", str(tmp_path / "r3"),
+                 "--teacher", str(small), check=False)
+    assert_user_error(result, "student_as_teacher.pt", "'depth': 7", "expected the preset", "'depth': 11")
+
+
+def test_distill_sr_with_fitnet_sizes_its_regressors_for_vdsr(dataset, tmp_path):
+    run = tmp_path / "fitnet"
+    kdc("distill", "--task", "sr", "--data", str(dataset), "--out", str(run), "--epochs", "1", "--batch-size", "3",
+        "--method", "fitnet")
+    assert (run / "kd_student.pt").is_file()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -106,7 +105,7 @@ def distill(
     ] = True,
     distributed: Distributed = False,
 ) -> None:
-    """The KD-MRI recipe: teacher -> student alone -> attention-transfer pre-training -> KD student."""
+    """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
     from kdc.compress.distributed import process_group
 
@@ -131,18 +130,10 @@ def evaluate(
     """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
     from kdc._io import write_json
     from kdc.compress.evaluate import evaluate as score_models
-    from kdc.compress.recipe import TABLE_ROLES, RunConfig, resolve_device
-    from kdc.compress.tasks import get_task
-    from kdc.models.checkpoint import load_checkpoint
+    from kdc.compress.recipe import open_run, resolve_device
 
-    settings_path = run / "run.json"
-    if not settings_path.is_file():
-        raise KdcError(f"{run}: not a run directory (no run.json)")
-    settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
-    task = get_task(settings["task"])
-    dataset = task.open_split(data or settings["data"], split, settings)
-    models = {task.baseline: None}
-    models.update({role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()})
+    settings, task, dataset, models = open_run(run, data, split)
+    models = {task.baseline: None, **models}
     table = score_models(models, dataset, resolve_device(device), task)
     if json_out:
         write_json(json_out, {"split": split, **task.meta(settings), "models": table})

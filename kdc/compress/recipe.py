@@ -22,16 +22,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import default_collate
 
 from kdc._io import write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
-from kdc.compress.losses import build_kd_loss, check_batch_size
-from kdc.compress.tasks import get_task
+from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
+from kdc.compress.tasks import Task, get_task
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
-from kdc.models.checkpoint import build_model, load_checkpoint
+from kdc.models.checkpoint import build_model, load_checkpoint, model_config
 
 log = logging.getLogger("kdc")
 #: Models of a finished run, in the order of the paper's table.
@@ -83,6 +84,23 @@ def resolve_checkpoint(source: str | Path, role: str) -> Path:
     if not path.is_file():
         raise KdcError(f"{path}: checkpoint not found")
     return path
+
+
+def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Sequence[dict], dict]:
+    """The run's settings, task, the split it is scored on and its trained models (``role -> model``)."""
+    settings_path = run / "run.json"
+    if not settings_path.is_file():
+        raise KdcError(f"{run}: not a run directory (no run.json)")
+    try:
+        settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
+        task = get_task(settings["task"])
+        dataset = task.open_split(data or settings["data"], split, settings)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
+    models = {role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()}
+    if not models:
+        raise KdcError(f"{run}: holds no trained model ({', '.join(f'{r}.pt' for r in TABLE_ROLES)})")
+    return settings, task, dataset, models
 
 
 class Run:
@@ -182,6 +200,15 @@ class Run:
         cache_dir = self.dir / "cache" if cached and self.config.teacher_cache else None
         return teacher_targets(teacher, loss, method, self.train_set, self.task.outputs, cache_dir, self.device)
 
+    def check_feature_loss(self, method: str) -> None:
+        """Run ``method`` once on untrained presets and two training slices, so that a loss that does not fit the
+        task's features fails now rather than after the teacher and student have trained."""
+        batch = default_collate([self.train_set[i] for i in range(min(2, len(self.train_set)))])
+        with torch.no_grad():
+            student, teacher = (self.task.outputs(build_model(self.task.presets[role]), batch)
+                                for role in ("student", "teacher"))
+            self.task.feature_loss(method)(student, teacher)
+
     def reuse(self, role: str, source: str) -> None:
         """Copy a trained ``role`` checkpoint (``--teacher``/``--student``) into the run, refusing a foreign file
         or a model of another task."""
@@ -191,6 +218,9 @@ class Run:
         if type(given) is not type(expected):
             raise KdcError(f"{path}: a {type(given).__name__} cannot be the {role} of task "
                            f"{self.config.task!r} (expected a {type(expected).__name__})")
+        if model_config(given) != model_config(expected):
+            raise KdcError(f"{path}: a {model_config(given)} cannot be the {role} (expected the preset "
+                           f"{model_config(expected)}: the distilled layers are paired by position)")
         if distributed.is_main():
             shutil.copyfile(path, self.dir / f"{role}.pt")
         distributed.barrier()
@@ -223,7 +253,13 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     """``kdc distill``: every KD-MRI stage (finished ones are skipped on resume), then the validation table."""
     build_kd_loss(config.method)  # an unknown method fails before any training
     check_batch_size(config.method, config.batch_size)
+    uses_feature_loss = config.pretrain_epochs != 0 or config.feature_weight
+    if uses_feature_loss and distributed.world()[1] > 1 and issubclass(KD_LOSSES[config.method], RelationalLoss):
+        raise KdcError(f"--method {config.method} compares the samples of a batch, which --distributed splits "
+                       "across processes: train it in one process, or pick a per-sample method (at, fitnet, fsp)")
     with Run(config, resume) as run:
+        if uses_feature_loss:
+            run.check_feature_loss(config.method)
         for role, source in (("teacher", config.teacher), ("student", config.student)):
             if source:
                 run.reuse(role, source)
@@ -233,7 +269,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
 
         torch.manual_seed(config.seed)
         pretrained = build_model(run.task.presets["student"])
-        feature_loss = build_kd_loss(config.method).to(run.device)  # after the seed: regressors resume alike
+        feature_loss = run.task.feature_loss(config.method).to(run.device)  # after the seed: regressors resume alike
         outputs = run.task.outputs
 
         if config.pretrain_epochs == 0:

@@ -16,11 +16,10 @@ import torch
 
 from kdc._io import atomic_path
 from kdc.compress.evaluate import evaluate, format_table
-from kdc.compress.recipe import TABLE_ROLES, RunConfig, resolve_device
-from kdc.compress.tasks import Task, get_task
+from kdc.compress.recipe import open_run, resolve_device
+from kdc.compress.tasks import Task
 from kdc.data import metrics
 from kdc.errors import KdcError
-from kdc.models.checkpoint import load_checkpoint
 
 LABELS = {"zero-filled": "Zero-filled", "low-res": "Low-res", "target": "Target", "teacher": "Teacher",
           "student": "Student", "kd_student": "KD student"}
@@ -47,23 +46,6 @@ def parse_slices(text: str | None, count: int) -> list[int]:
     if not picks or bad:
         raise KdcError(f"--slices {text!r}: expected numbers from 0 to {count - 1} (the split has {count} slices)")
     return picks
-
-
-def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Sequence[dict], dict]:
-    """The run's settings, task, the split it is scored on and its trained models (``role -> model``)."""
-    settings_path = run / "run.json"
-    if not settings_path.is_file():
-        raise KdcError(f"{run}: not a run directory (no run.json)")
-    try:
-        settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
-        task = get_task(settings["task"])
-        dataset = task.open_split(data or settings["data"], split, settings)
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
-    models = {role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()}
-    if not models:
-        raise KdcError(f"{run}: holds no trained model ({', '.join(f'{r}.pt' for r in TABLE_ROLES)})")
-    return settings, task, dataset, models
 
 
 def saved_table(run: Path, rows: Sequence[str]) -> dict | None:

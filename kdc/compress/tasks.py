@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from kdc._io import atomic_path
-from kdc.compress.losses import Outputs
+from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
 from kdc.data.lowres import open_lowres_split
 from kdc.data.slices import open_split
 from kdc.errors import KdcError
+from kdc.models.checkpoint import PRESETS
 from kdc.models.dc import DataConsistency
 
 Batch = dict[str, Any]
@@ -32,6 +33,15 @@ class Task:
     #: Table row that scores the network's input without a network.
     baseline: ClassVar[str]
     presets: ClassVar[dict[str, str]]
+    #: Number of paired feature taps (``Outputs.features``) of the presets.
+    taps: ClassVar[int]
+
+    def feature_loss(self, method: str) -> nn.Module:
+        """The ``method`` KD loss; one with trainable parts per tap (FitNet's regressors) is sized for the presets."""
+        if not getattr(KD_LOSSES.get(method), "sized_by_taps", False):
+            return build_kd_loss(method)
+        return build_kd_loss(method, cascades=self.taps, student_channels=PRESETS[self.presets["student"]]["channels"],
+                             teacher_channels=PRESETS[self.presets["teacher"]]["channels"])
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
         raise NotImplementedError
@@ -65,6 +75,7 @@ class Reconstruction(Task):
     name = "recon"
     baseline = "zero-filled"
     presets = {"teacher": "teacher", "student": "student"}
+    taps = PRESETS["student"]["cascades"]
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
         return open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"])
@@ -98,6 +109,7 @@ class SuperResolution(Task):
     name = "sr"
     baseline = "low-res"
     presets = {"teacher": "sr_teacher", "student": "sr_student"}
+    taps = 1
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
         return open_lowres_split(data, split, settings["scale"])

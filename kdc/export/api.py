@@ -32,8 +32,8 @@ RUN_MODELS = ("kd_student", "student", "teacher")
 PARITY_SLICES = 4
 #: Scale of the parity inputs of a super-resolution module whose meta has none.
 DEFAULT_SR_SCALE = 2
-#: What a task hands the shared gate: graph, feeds (batched input first), PyTorch's output, contract builder.
-#: ``(graph, feeds, PyTorch's output on them, contract builder, quantization data or None)`` of one model kind.
+#: What a model kind hands the shared gate: ``(graph, feeds (batched input first), PyTorch's output on them,
+#: contract builder, quantization data or None)``.
 Prepared = tuple[
     nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]], Callable[[], GateData] | None
 ]
@@ -198,7 +198,7 @@ def export_model(
                 f"validation slices ({detail}); {out} not written"
             )
         quantization = None
-        if quantize and gate_data is not None:
+        if quantize:
             quantization = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out, Path(workdir))
         metadata = contract(fmt=fmt, parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
                                              "slices": len(expected), "tolerance": tolerance},

@@ -89,3 +89,15 @@ def test_distributed_outside_torchrun_is_refused(tmp_path):
     assert result.stderr.startswith("error: --distributed: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR")
     assert "torchrun --nproc-per-node" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_relational_methods_are_refused_across_processes(reference, tmp_path):
+    """RKD, SP, CC and PKT compare the samples of a batch, which ranks would each see only a share of."""
+    args, _ = reference
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "kdc", "distill", "--distributed", *args, "--method", "rkd", "--out", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    assert "error: --method rkd compares the samples of a batch, which --distributed splits" in result.stderr
+    assert not (tmp_path / "run").exists()

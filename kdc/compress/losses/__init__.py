@@ -1,7 +1,8 @@
 """Registry of knowledge-distillation losses: one registered class per file in this package.
 
 Every loss is an ``nn.Module`` called as ``loss(student, teacher)`` with two :class:`Outputs`. Feature losses
-read ``Outputs.features``: one tensor per cascade, already paired (teacher conv 3 <-> student conv 2 by default);
+read ``Outputs.features``: the paired taps the task gives (:mod:`kdc.compress.tasks`; for DC-CNN one per cascade,
+teacher conv 3 <-> student conv 2);
 FSP reads ``Outputs.hidden`` (every hidden feature map of every cascade). Losses on relations between the samples
 of a batch derive from :class:`RelationalLoss`.
 
@@ -23,7 +24,7 @@ from kdc.errors import KdcError
 
 
 class Outputs(NamedTuple):
-    """What a network produced for a batch: the reconstruction and the paired feature maps (one per cascade)."""
+    """What a network produced for a batch: its image and the paired feature maps (the task's taps)."""
 
     image: torch.Tensor
     features: list[torch.Tensor]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,8 +19,11 @@ class FitNet(nn.Module):
     the teacher's channels by a 1x1 convolution ``r_c``, regresses the teacher's hint ``F_t^c`` (mean squared error).
 
     The regressors train with the student (``extra`` modules of the stage, saved in its resumable state) and are
-    not part of the student. Channel counts default to the KD-MRI presets (32 -> 32, 5 cascades).
+    not part of the student. Channel counts default to the KD-MRI presets (32 -> 32, 5 cascades); the recipe sizes
+    them for its task (:meth:`kdc.compress.tasks.Task.feature_loss`).
     """
+
+    sized_by_taps: ClassVar[bool] = True
 
     def __init__(
         self,
