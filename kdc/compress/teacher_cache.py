@@ -118,7 +118,7 @@ def build(
     start = 0
     with atomic_path(path) as tmp:
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            inputs = {"kspace": batch["kspace"].to(device), "mask": batch["mask"].to(device)}
+            inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}  # extract picks
             with torch.no_grad():
                 summary = summarise(extract(teacher, inputs))
             fields = {"image": summary.image, **{f"f{i}": f for i, f in enumerate(summary.features)}}

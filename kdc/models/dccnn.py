@@ -9,9 +9,10 @@ from kdc.models.dc import DataConsistency
 
 
 class Cascade(nn.Module):
-    """``convs`` 3x3 convolutions (1 -> C -> ... -> C -> 1) with LeakyReLU, added to the input (residual)."""
+    """``convs`` 3x3 convolutions (1 -> C -> ... -> C -> 1) with ``act`` (default LeakyReLU 0.01) after every hidden
+    one, added to the input (residual)."""
 
-    def __init__(self, convs: int, channels: int) -> None:
+    def __init__(self, convs: int, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
         if convs < 2:
             raise ValueError(f"a cascade needs at least 2 convolutions, got {convs}")
@@ -19,7 +20,7 @@ class Cascade(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(c_in, c_out, kernel_size=3, padding=1) for c_in, c_out in zip(widths, widths[1:])
         )
-        self.act = nn.LeakyReLU(0.01)
+        self.act = nn.LeakyReLU(0.01) if act is None else act
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return the cascade output and the activations after each hidden convolution (conv 1 .. convs-1)."""
