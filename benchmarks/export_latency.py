@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.export import ExportError, export_model
 from kdc.export.api import validation_kspace
 from kdc.models.checkpoint import build_model

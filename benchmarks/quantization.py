@@ -32,7 +32,7 @@ import torch
 
 from kdc._io import write_json
 from kdc.data.demo import validation_images
-from kdc.data.fft import fft2
+from kdc.mri.fft import fft2
 from kdc.data.metrics import psnr, ssim
 from kdc.export import ExportError, export_model
 from kdc.export.api import resolve_mask

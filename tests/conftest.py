@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from kdc.data.fft import fft2, fft2c, ifft2
+from kdc.mri.fft import fft2, fft2c, ifft2
 
 
 def make_phantom(slices: int, height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -24,8 +24,8 @@ import numpy as np
 import kdc
 from kdc._io import write_json
 from kdc.data.errors import DataError
-from kdc.data.fft import fft2, ifft2
-from kdc.data.masks import MASK_KINDS, MaskKind, cartesian_mask, center_fraction_for
+from kdc.mri.fft import fft2, ifft2
+from kdc.mri.masks import MASK_KINDS, MaskKind, cartesian_mask, center_fraction_for
 from kdc.data.resize import fit_images
 
 #: Slice axis of a RAS-oriented volume.

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.data.fft import ifft2c
+from kdc.mri.fft import ifft2c
 
 KDMRI = "kd-mri"
 FASTMRI = "fastmri"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.data.fft import fft2c, ifft2c
+from kdc.mri.fft import fft2c, ifft2c
 from kdc.data.h5 import VolumeInfo, read_volume
 from kdc.data.slices import split_volumes
 

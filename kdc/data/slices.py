@@ -16,9 +16,9 @@ import numpy as np
 
 from kdc.data.demo import demo_root
 from kdc.data.errors import DataError
-from kdc.data.fft import fft2
+from kdc.mri.fft import fft2
 from kdc.data.h5 import Volume, VolumeInfo, inspect_volume, read_volume
-from kdc.data.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_columns
+from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_columns
 
 DEMO = "demo"
 

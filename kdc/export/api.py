@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdc.data.fft import fft2
+from kdc.mri.fft import fft2
 from kdc.data.lowres import low_resolution
-from kdc.data.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
+from kdc.mri.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
 from kdc.errors import KdcError
 from kdc.export.contract import LOWRES_INPUT, build_contract, build_sr_contract
 from kdc.export.formats import FORMATS

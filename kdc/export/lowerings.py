@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdc.data.masks import sampled_columns
+from kdc.mri.masks import sampled_columns
 from kdc.models.dc import DataConsistency
 
 MaskArray = np.ndarray

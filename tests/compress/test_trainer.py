@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.models import DCCNN, load_checkpoint
 
 

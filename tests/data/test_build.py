@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from kdc.data import DataError, build
+from kdc.errors import KdcError
 from kdc.data.build import BuildSettings, Source, VolumeInput, build_dataset, resolve_inputs
-from kdc.data.fft import fft2, ifft2
-from kdc.data.masks import cartesian_mask
+from kdc.mri.fft import fft2, ifft2
+from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import open_split
 
 
@@ -135,7 +136,7 @@ def test_duplicate_volume_names_get_a_suffix(tmp_path, volumes):
     ],
 )
 def test_bad_settings(tmp_path, volumes, settings, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(KdcError, match=message):
         build_dataset(tmp_path / "d", volumes, settings, progress=False)
     assert list(tmp_path.glob(".d*")) == [] and not (tmp_path / "d").exists()
 

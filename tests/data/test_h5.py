@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from kdc.data import DataError
-from kdc.data.fft import fft2
+from kdc.mri.fft import fft2
 from kdc.data.h5 import FASTMRI, KDMRI, inspect_volume, read_volume
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 
 
 def test_kdmri_volume_is_read_slices_first_and_scaled_with_its_kspace(tmp_path, write_kdmri, phantom):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kdc.data import DataError
-from kdc.data.fft import ifft2c
+from kdc.mri.fft import ifft2c
 from kdc.data.lowres import low_resolution, lowpass_window, open_lowres_split
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from kdc.data import DataError, h5
-from kdc.data.fft import fft2, ifft2
-from kdc.data.masks import cartesian_mask
+from kdc.mri.fft import fft2, ifft2
+from kdc.mri.masks import MaskError, cartesian_mask
 from kdc.data.slices import open_split
 
 
@@ -85,14 +85,14 @@ def test_bad_datasets(tmp_path, write_kdmri, phantom):
     with pytest.raises(DataError, match="split 'train' holds no .h5 volumes"):
         open_split(tmp_path, "train", 4)
     write_kdmri(tmp_path / "train" / "a.h5", phantom(1, 16, 16))
-    with pytest.raises(DataError, match=r"unknown acceleration 6x: expected one of \[4, 5, 8\]"):
+    with pytest.raises(MaskError, match=r"unknown acceleration 6x: expected one of \[4, 5, 8\]"):
         open_split(tmp_path, "train", 6)
     (tmp_path / "masks").mkdir()
     np.save(tmp_path / "masks" / "mask_4x.npy", cartesian_mask("random", 4, (16, 12)))
-    with pytest.raises(DataError, match=r"mask_4x.npy: mask shape \(16, 12\) does not match image shape \(16, 16\)"):
+    with pytest.raises(MaskError, match=r"mask_4x.npy: mask shape \(16, 12\) does not match image shape \(16, 16\)"):
         open_split(tmp_path, "train", 4)
     np.save(tmp_path / "masks" / "mask_5x.npy", np.array([{"pickled": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="mask_5x.npy: not a numeric .npy array"):
+    with pytest.raises(MaskError, match="mask_5x.npy: not a numeric .npy array"):
         open_split(tmp_path, "train", 5)
     write_kdmri(tmp_path / "train" / "b.h5", phantom(1, 16, 20))
     with pytest.raises(DataError, match=r"b.h5: slices are \(16, 20\), but a.h5 in the same split has \(16, 16\)"):

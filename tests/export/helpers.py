@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from kdc.data.demo import validation_images
-from kdc.data.fft import fft2
+from kdc.mri.fft import fft2
 from kdc.models import DCCNN
 
 

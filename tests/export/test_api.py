@@ -7,7 +7,7 @@ import openvino as ov
 import pytest
 import torch
 
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.export import ExportError, export_model
 from kdc.export.onnx_graph import read_contract
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.export import export_model
 
 from .helpers import column_mask, undersampled

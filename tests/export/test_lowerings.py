@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.export.lowerings import LOWERINGS, MaskedLowering, auto_lowering, dft_matrices
 
 from .helpers import column_mask, tiny_model, undersampled

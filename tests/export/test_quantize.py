@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from kdc.data.demo import validation_images
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.export import ExportError, export_model
 from kdc.export.onnx_graph import read_contract
 from kdc.runtime import load

@@ -1,6 +1,6 @@
 import torch
 
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.models.dc import DataConsistency, as_channels, as_complex
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kdc.data.masks import cartesian_mask
+from kdc.mri.masks import cartesian_mask
 from kdc.models import DCCNN, build_model
 
 

@@ -25,7 +25,7 @@ class Artefacts:
 
 @pytest.fixture(scope="session")
 def artefacts(tmp_path_factory) -> Artefacts:
-    from kdc.data.masks import cartesian_mask
+    from kdc.mri.masks import cartesian_mask
     from kdc.export import export_model
     from kdc.models import DCCNN, save_checkpoint
 

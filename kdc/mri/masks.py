@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from kdc.data.errors import DataError
+from kdc.errors import KdcError
 
 MaskKind = Literal["random", "equispaced"]
 #: Fraction of fully sampled low-frequency lines per acceleration (fastMRI uses 0.08 at 4x and 0.04 at 8x).
@@ -19,7 +19,7 @@ CENTER_FRACTIONS: dict[int, float] = {4: 0.08, 5: 0.06, 8: 0.04}
 MASK_KINDS: tuple[str, ...] = ("random", "equispaced")
 
 
-class MaskError(DataError):
+class MaskError(KdcError):
     """A mask that cannot be used: wrong shape, not binary, unknown acceleration."""
 
 
