@@ -72,14 +72,17 @@ def load_source(source: str | Path | nn.Module, role: str | None) -> tuple[nn.Mo
 def resolve_mask(
     mask: str | Path | np.ndarray | None, mask_dir: Path | None, meta: dict[str, Any], size: tuple[int, int]
 ) -> np.ndarray:
-    """The ``(H, W)`` mask: given, else ``mask.npy`` beside the checkpoint, else drawn as in training."""
+    """The ``(H, W)`` mask: given, else ``mask.npy`` beside the checkpoint (at the trained size), else drawn as in
+    training at ``size`` (so ``--size`` exports a run at another size with its mask kind, acceleration and seed)."""
     try:
         if isinstance(mask, np.ndarray):
             return validate_mask(mask, size)
         if mask is not None:
             return load_mask(mask, size)
-        if mask_dir is not None and (mask_dir / "mask.npy").is_file():
-            return load_mask(mask_dir / "mask.npy", size)
+        run_mask = None if mask_dir is None else mask_dir / "mask.npy"
+        if run_mask is not None and run_mask.is_file() and ("acceleration" not in meta or (
+                np.load(run_mask, mmap_mode="r", allow_pickle=False).shape == size)):
+            return load_mask(run_mask, size)
         if "acceleration" not in meta:
             raise ExportError("no mask: pass mask= (--mask FILE.npy) or a checkpoint whose meta has 'acceleration'")
         seed = meta.get("mask_seed", 0)

@@ -1,7 +1,10 @@
 """Orthonormal 2-D FFTs, centred and uncentred, for numpy arrays and torch tensors alike.
 
 kdc keeps k-space **uncentred** (DC term at index 0, as ``fft2`` of the image gives it), which is KD-MRI's
-convention. fastMRI stores k-space **centred** (DC term in the middle); ``fft2c``/``ifft2c`` follow that convention.
+convention. fastMRI (and most scanner software) stores k-space **centred**: ``fft2c(x) = fftshift(fft2(ifftshift(x)))``
+centres the DC term *and* treats the image's centre as its origin. Moving only the DC term of such k-space
+(``ifftshift``) gives k-space of the image rolled by ``(H//2, W//2)``; :func:`centred_to_uncentred` also removes that
+roll (a linear phase), so that ``centred_to_uncentred(fft2c(x)) == fft2(x)`` for even and odd sizes.
 """
 
 from __future__ import annotations
@@ -43,6 +46,27 @@ def ifft2c(kspace: Any) -> Any:
     return fft.fftshift(fft.ifft2(fft.ifftshift(kspace, axes), norm="ortho"), axes)
 
 
-def centred_to_uncentred(kspace: Any) -> Any:
-    """Move the DC term of centred k-space (fastMRI) to index 0 (kdc, KD-MRI)."""
-    return _fft_module(kspace).ifftshift(kspace, (-2, -1))
+def _origin_phase(shape: tuple[int, ...], sign: int) -> np.ndarray:
+    """``exp(sign * 2j*pi * k * (n//2) / n)`` over the last two axes: the k-space of a roll by half the size."""
+    height, width = shape[-2:]
+    rows = np.exp(sign * 2j * np.pi * np.arange(height) * (height // 2) / height)
+    columns = np.exp(sign * 2j * np.pi * np.arange(width) * (width // 2) / width)
+    return rows[:, None] * columns[None, :]
+
+
+def centred_to_uncentred(kspace: np.ndarray) -> np.ndarray:
+    """Centred k-space of an image (``fft2c(x)``, fastMRI) -> kdc's uncentred k-space of the same image (``fft2(x)``).
+
+    Moves the DC term to index 0 and undoes the image-centre origin, so a model's image comes back upright.
+    Keeps complex64 as complex64. Zeros (unsampled lines) stay zero.
+    """
+    kspace = np.asarray(kspace)
+    shifted = np.fft.ifftshift(kspace, axes=(-2, -1))
+    return (shifted * _origin_phase(kspace.shape, -1)).astype(np.result_type(kspace, np.complex64), copy=False)
+
+
+def uncentred_to_centred(kspace: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`centred_to_uncentred`: ``fft2(x)`` -> ``fft2c(x)``."""
+    kspace = np.asarray(kspace)
+    ramped = kspace * _origin_phase(kspace.shape, 1)
+    return np.fft.fftshift(ramped, axes=(-2, -1)).astype(np.result_type(kspace, np.complex64), copy=False)

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kdc.mri.phase import PHASE_WARNING_FRACTION, imaginary_fraction
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
 
 ENGINES = ("ort", "openvino")
@@ -80,6 +82,10 @@ class TensorSpec:
             raise RuntimeModelError(f"input {self.name!r} has shape {tuple(array.shape)}, expected {self.describe()}")
         if not np.isfinite(array).all():
             raise RuntimeModelError(f"input {self.name!r} contains NaN or infinity")
+
+
+class PhaseWarning(UserWarning):
+    """K-space whose image has phase, given to a model that reconstructs real images."""
 
 
 class Reconstructor:
@@ -148,17 +154,59 @@ class Reconstructor:
             spec.check(feeds[spec.name])
         return {name: np.ascontiguousarray(feeds[name]) for name in self.input_names}
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate and run: input name -> array in, output name -> array out."""
-        return self._infer(self.check(feeds))
+    def run(self, feeds: Mapping[str, np.ndarray], *, normalise: bool = False) -> dict[str, np.ndarray]:
+        """Validate and run: input name -> array in, output name -> array out.
+
+        ``normalise=True`` treats the batch as one volume at scanner scale: the model sees it scaled so that its
+        zero-filled magnitude peaks at 1 (the training range) and the outputs are scaled back. A reconstruction
+        model given k-space whose image has phase warns (:class:`PhaseWarning`) with the measured share.
+        """
+        results, notes = self.run_with_notes(feeds, normalise=normalise)
+        for note in notes:
+            warnings.warn(note, PhaseWarning, stacklevel=2)
+        return results
+
+    def run_with_notes(self, feeds: Mapping[str, np.ndarray], *, normalise: bool = False
+                       ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """:meth:`run`, returning its warnings as lines instead of emitting them (for servers)."""
+        feeds = self.check(feeds)
+        if self.task != "recon":
+            if normalise:
+                raise RuntimeModelError(f"normalise applies to reconstruction models; {self.name!r} is {self.task!r}")
+            return self._infer(feeds), []
+        notes = [note] if (note := self.phase_note(feeds)) else []
+        if not normalise:
+            return self._infer(feeds), notes
+        scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
+        results = self._infer({**feeds, "kspace": feeds["kspace"] / scale})
+        return {name: array * scale for name, array in results.items()}, notes
+
+    def phase_note(self, feeds: Mapping[str, np.ndarray]) -> str | None:
+        """A warning line if the image of the k-space in ``feeds`` has more than 1 % of its energy imaginary, or if
+        the mask misses the DC column (in kdc's uncentred convention: centred k-space given as uncentred)."""
+        mask = feeds["mask"] if "mask" in feeds else self.baked_mask()
+        if mask.shape[-2] != 1:
+            return None
+        lines = mask.reshape(-1, mask.shape[-1])[0]
+        if not lines[0]:
+            return (f"the mask given to model {self.name!r} does not sample the DC column (index 0 of kdc's uncentred "
+                    "k-space): if the k-space and mask are centred (fastMRI, scanners), convert them with "
+                    "kspace_channels/mask_columns(..., centred=True)")
+        kspace = feeds["kspace"]
+        fraction = imaginary_fraction(kspace[:, 0] + 1j * kspace[:, 1], lines)
+        if fraction is None or fraction <= PHASE_WARNING_FRACTION:
+            return None
+        return (f"model {self.name!r} reconstructs real images, but {fraction:.1%} of the input image's energy is "
+                "imaginary (phase): that part is lost. Check the k-space centring (centred=True for fastMRI/scanner "
+                "k-space) or use a complex model")
 
     def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False) -> np.ndarray:
         """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)`` float32.
 
         ``mask`` may be ``(W,)``, ``(H, W)`` or ``(1, 1, 1, W)``, uncentred. K-space outside the sampled columns is
-        zeroed, as the contract requires. Use :func:`kdc.runtime.kspace_channels` for complex k-space.
-        ``normalise=True`` treats the N slices as one volume at scanner scale: the model sees it scaled so that
-        its zero-filled magnitude peaks at 1 (the training range) and the image is scaled back.
+        zeroed, as the contract requires. For complex or centred (fastMRI, scanner) k-space use
+        :func:`kdc.runtime.kspace_channels` and :func:`kdc.runtime.mask_columns` with ``centred=True``.
+        ``normalise=True``: see :meth:`run`.
         """
         if self.task != "recon":
             raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
@@ -181,11 +229,7 @@ class Reconstructor:
                 raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
             columns = mask_columns(mask, width)
             feeds = {"kspace": kspace * columns, "mask": columns}
-        output = self.output_names[0]
-        if normalise:
-            scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
-            return self.run({**feeds, "kspace": feeds["kspace"] / scale})[output] * scale
-        return self.run(feeds)[output]
+        return self.run(feeds, normalise=normalise)[self.output_names[0]]
 
     def baked_mask(self) -> np.ndarray:
         """The ``(1, 1, 1, W)`` mask baked into the graph."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdc.errors import KdcError
+from kdc.mri.fft import centred_to_uncentred
 
 
 class RuntimeModelError(KdcError):
@@ -18,7 +19,9 @@ class RuntimeModelError(KdcError):
 def kspace_channels(kspace: np.ndarray, *, centred: bool = False) -> np.ndarray:
     """Complex k-space ``(H, W)`` or ``(N, H, W)`` -> float32 ``(N, 2, H, W)``, uncentred.
 
-    ``centred=True`` takes fastMRI's layout (DC term in the middle) and moves the DC term to ``[0, 0]``.
+    ``centred=True`` takes fastMRI's and most scanners' layout, ``fftshift(fft2(ifftshift(image)))``: the DC term in
+    the middle and the image's origin at its centre. It becomes the k-space of the same, upright image in kdc's
+    convention (:func:`kdc.mri.fft.centred_to_uncentred`), so the model's output needs no shift back.
     """
     kspace = np.asarray(kspace)
     if not np.iscomplexobj(kspace):
@@ -28,14 +31,15 @@ def kspace_channels(kspace: np.ndarray, *, centred: bool = False) -> np.ndarray:
     if kspace.ndim == 2:
         kspace = kspace[None]
     if centred:
-        kspace = np.fft.ifftshift(kspace, axes=(-2, -1))
+        kspace = centred_to_uncentred(kspace)
     return np.ascontiguousarray(np.stack([kspace.real, kspace.imag], axis=1), dtype=np.float32)
 
 
 def mask_columns(mask: np.ndarray, width: int, *, centred: bool = False) -> np.ndarray:
     """A 1-D Cartesian mask ``(W,)``, ``(H, W)`` or ``(..., 1, W)`` -> float32 ``(1, 1, 1, W)`` of 0/1.
 
-    A 2-D mask must sample whole columns (every row the same). ``centred=True`` takes a centred mask.
+    A 2-D mask must sample whole columns (every row the same). ``centred=True`` takes a centred mask (DC column in the
+    middle, as fastMRI's ``mask`` and the lines of centred k-space).
     """
     mask = np.asarray(mask)
     if mask.ndim == 0 or mask.shape[-1] != width:
@@ -59,9 +63,11 @@ def example_mask(width: int, acceleration: float) -> np.ndarray:
 
 
 def example_kspace(batch: int, size: tuple[int, int], mask: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Random undersampled k-space ``(batch, 2, H, W)`` float32, zero outside ``mask``: for latency and load tests."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((batch, 2, *size), dtype=np.float32) * mask
+    """Undersampled k-space ``(batch, 2, H, W)`` float32 of random real images (no phase), zero outside ``mask``:
+    for latency and load tests."""
+    images = np.random.default_rng(seed).random((batch, *size), dtype=np.float32)
+    kspace = np.fft.fft2(images, norm="ortho") * mask[:, 0]
+    return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
 
 
 def example_image(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:

@@ -1,6 +1,9 @@
 import subprocess
 import sys
 import threading
+import warnings
+
+
 
 import numpy as np
 import pytest
@@ -77,16 +80,71 @@ def test_contract_is_read_from_onnx_and_openvino(artefacts):
     np.testing.assert_array_equal(baked.baked_mask()[0, 0, 0], artefacts.mask[0])
 
 
-def test_complex_and_centred_kspace_helpers(artefacts, kspace):
-    model = rt.load(artefacts.student_onnx)
+@pytest.fixture(scope="module")
+def odd_student(artefacts, tmp_path_factory):
+    """The test student exported at an odd size, where fftshift and ifftshift differ."""
+    from kdc.export import export_model
+
+    out = tmp_path_factory.mktemp("odd") / "student_odd.onnx"
+    export_model(artefacts.student_pt, out, image_size=(39, 33))
+    return out
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["40x32", "39x33"])
+def test_centred_kspace_gives_the_upright_image(artefacts, odd_student, odd):
+    """A user's path: image -> fastMRI-centred k-space and mask -> kspace_channels/mask_columns(centred=True) ->
+    reconstruct gives the pixels of kdc's own (uncentred) path, not an image rolled by (H/2, W/2)."""
+    from kdc.data.demo import validation_images
+    from kdc.mri.fft import fft2, fft2c
+    from kdc.mri.masks import cartesian_lines
+
+    model = rt.load(odd_student if odd else artefacts.student_onnx)
+    height, width = model.image_size
+    images = validation_images((height, width), 2)
+    centred_lines = cartesian_lines("random", 4, width, seed=3)  # DC column in the middle, as fastMRI stores it
+    lines = np.fft.ifftshift(centred_lines)
+    reference = model.reconstruct(rt.kspace_channels(fft2(images) * lines), lines)
+    centred = fft2c(images) * centred_lines
+    image = model.reconstruct(rt.kspace_channels(centred, centred=True), rt.mask_columns(centred_lines, width,
+                                                                                          centred=True))
+    np.testing.assert_allclose(image, reference, atol=1e-5 * np.abs(reference).max())
+    rolled = np.roll(reference, (height // 2, width // 2), axis=(-2, -1))
+    assert np.abs(image - rolled).max() > 0.1 * np.abs(reference).max()
+
+
+def test_complex_kspace_helper_shapes(artefacts, kspace):
     complex_kspace = kspace[:, 0] + 1j * kspace[:, 1]
-    centred = np.fft.fftshift(complex_kspace, axes=(-2, -1))
-    centred_mask = np.fft.fftshift(artefacts.mask[0])
-    converted = rt.kspace_channels(centred, centred=True)
-    np.testing.assert_array_equal(converted, kspace)
-    image = model.reconstruct(converted, rt.mask_columns(centred_mask, 32, centred=True))
-    np.testing.assert_array_equal(image, model.reconstruct(kspace, artefacts.mask))
+    np.testing.assert_array_equal(rt.kspace_channels(complex_kspace), kspace)
     assert rt.kspace_channels(complex_kspace[0]).shape == (1, 2, 40, 32)
+
+
+def test_kspace_with_phase_warns_with_its_share(artefacts):
+    """A magnitude model keeps the real part: an image with phase (or k-space in the wrong centring) is said."""
+    from kdc.data.demo import validation_images
+    from kdc.mri.fft import fft2, fft2c
+
+    model = rt.load(artefacts.student_onnx)
+    images = validation_images((40, 32), 2)
+    mask = artefacts.mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.reconstruct(rt.kspace_channels(fft2(images) * mask), mask)  # real image: no warning
+    with pytest.warns(rt.PhaseWarning, match=r"8\.7% of the input image's energy is imaginary"):
+        model.reconstruct(rt.kspace_channels(fft2(images * np.exp(0.3j)) * mask), mask)
+    with pytest.warns(rt.PhaseWarning, match="does not sample the DC column"):  # centred, passed as uncentred
+        model.reconstruct(rt.kspace_channels(fft2c(images) * np.fft.fftshift(mask)), np.fft.fftshift(mask))
+    _, notes = model.run_with_notes({"kspace": rt.kspace_channels(fft2(images * 1j) * mask),
+                                     "mask": rt.mask_columns(mask, 32)})
+    assert len(notes) == 1 and "100.0%" in notes[0]
+
+
+def test_normalise_gives_the_same_image_at_any_scale(artefacts, kspace):
+    model = rt.load(artefacts.student_onnx)
+    feeds = {"kspace": kspace, "mask": rt.mask_columns(artefacts.mask, 32)}
+    unit = model.run(feeds, normalise=True)["image"]
+    scaled = model.run({**feeds, "kspace": kspace * 3000}, normalise=True)["image"]
+    np.testing.assert_allclose(scaled / 3000, unit, rtol=1e-4, atol=1e-6 * np.abs(unit).max())
+    np.testing.assert_array_equal(model.reconstruct(kspace, artefacts.mask, normalise=True), unit)
 
 
 def test_kspace_outside_the_mask_is_zeroed(artefacts, kspace):
