@@ -65,6 +65,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Inference threads (requests decoded and run at once).")] = 2,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 64.0,
     max_connections: Annotated[int, typer.Option(help="Concurrent connections before answering 503.")] = 64,
+    normalise: Annotated[bool, typer.Option(help="Default of the request parameter 'normalise': scale k-space at "
+                                                 "scanner scale into the training range and the image back.")] = False,
 ) -> None:
     """Serve models over the KServe v2 / Open Inference Protocol REST API (Triton and OVMS clients work)."""
     from kdc.runtime.server import run_server
@@ -83,7 +85,7 @@ def serve(
         typer.echo(f"serving {path.stem} ({model.backend}) at http://{host}:{port}/v2/models/{path.stem}/infer",
                    err=True)
     run_server(loaded, host=host, port=port, max_body_bytes=int(max_body_mb * (1 << 20)), workers=workers,
-               max_connections=max_connections)
+               max_connections=max_connections, normalise=normalise)
 
 
 def triton_repo(

@@ -42,6 +42,8 @@ class InferRequest:
     feeds: dict[str, np.ndarray]
     outputs: list[str]
     binary: set[str]
+    #: The request's ``parameters.normalise``; None: the server's default.
+    normalise: bool | None = None
 
 
 def datatype(dtype: str) -> str:
@@ -133,7 +135,11 @@ def decode_request(body: bytes, header_length: str | None, model: Reconstructor)
         model.check(feeds)
     except RuntimeModelError as err:
         raise ProtocolError(str(err)) from None
-    default_binary = bool(_object(payload.get("parameters") or {}, "'parameters'").get("binary_data_output", False))
+    parameters = _object(payload.get("parameters") or {}, "'parameters'")
+    default_binary = bool(parameters.get("binary_data_output", False))
+    normalise = parameters.get("normalise")
+    if normalise is not None and not isinstance(normalise, bool):
+        raise ProtocolError(f"parameter 'normalise' must be true or false, got {normalise!r}")
     requested = payload.get("outputs") or [{"name": name} for name in model.output_names]
     outputs, binary = [], set()
     for entry in requested if isinstance(requested, list) else [None]:
@@ -145,11 +151,13 @@ def decode_request(body: bytes, header_length: str | None, model: Reconstructor)
         if params.get("binary_data", default_binary):
             binary.add(entry["name"])
     request_id = payload.get("id")
-    return InferRequest(None if request_id is None else str(request_id), feeds, outputs, binary)
+    return InferRequest(None if request_id is None else str(request_id), feeds, outputs, binary, normalise)
 
 
-def encode_response(name: str, request: InferRequest, results: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
-    """The response body and its headers; binary outputs follow the JSON header in request order."""
+def encode_response(name: str, request: InferRequest, results: dict[str, np.ndarray], notes: list[str] | None = None
+                    ) -> tuple[bytes, dict[str, str]]:
+    """The response body and its headers; binary outputs follow the JSON header in request order. ``notes`` (the
+    runtime's warnings, e.g. k-space with phase) go to ``parameters.kdc_warnings``."""
     outputs, chunks = [], []
     for output in request.outputs:
         array = np.ascontiguousarray(results[output], dtype="<f4")
@@ -163,6 +171,8 @@ def encode_response(name: str, request: InferRequest, results: dict[str, np.ndar
     response: dict[str, Any] = {"model_name": name, "model_version": MODEL_VERSION, "outputs": outputs}
     if request.id is not None:
         response["id"] = request.id
+    if notes:
+        response["parameters"] = {"kdc_warnings": "; ".join(notes)}
     header = json.dumps(response, separators=(",", ":")).encode()
     if not chunks:
         return header, {"content-type": "application/json"}

@@ -1,7 +1,10 @@
 """``kdc serve``: exported models behind the KServe v2 / Open Inference Protocol REST API (FastAPI + uvicorn).
 
 Routes: ``/v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}[/versions/1]`` (metadata),
-``.../ready``, ``.../config`` (Triton's model config) and ``.../infer``. Bodies above ``max_body_bytes`` are refused
+``.../ready``, ``.../config`` (Triton's model config) and ``.../infer``. An infer request's ``parameters.normalise``
+(else the server's ``normalise`` default) scales k-space at scanner scale into the training range and the image back,
+as ``Reconstructor.run(normalise=True)`` does; the runtime's warnings (k-space with phase, a mask without DC) are
+logged and returned in the response's ``parameters.kdc_warnings``. Bodies above ``max_body_bytes`` are refused
 with 413 before they are parsed (declared length first, then counted while streaming). Decoding, inference and
 encoding run on a bounded thread pool (reconstructors are thread-safe), so the event loop only moves bytes.
 uvicorn caps concurrent connections (503 beyond) and shuts down gracefully on SIGINT/SIGTERM, finishing
@@ -54,7 +57,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 << 20, workers: int = 2) -> FastAPI:
+def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 << 20, workers: int = 2,
+               normalise: bool = False) -> FastAPI:
     """The FastAPI app serving ``models`` (name -> reconstructor)."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdc-infer")
     state = {"ready": True}
@@ -89,8 +93,11 @@ def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 
 
     def infer_sync(name: str, model: Reconstructor, body: bytes, header_length: str | None) -> Response:
         request = decode_request(body, header_length, model)
-        results = model.run(request.feeds)
-        content, headers = encode_response(name, request, results)
+        results, notes = model.run_with_notes(
+            request.feeds, normalise=normalise if request.normalise is None else request.normalise)
+        for note in notes:
+            log.warning("model %s: %s", name, note)
+        content, headers = encode_response(name, request, results, notes)
         return Response(content, headers=headers)
 
     @app.get("/v2")
@@ -141,11 +148,11 @@ def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 
 
 def run_server(models: Mapping[str, Reconstructor], *, host: str = "127.0.0.1", port: int = 8000,
                max_body_bytes: int = 64 << 20, workers: int = 2, max_connections: int = 64,
-               graceful_timeout: float = 30.0, log_level: str = "info") -> None:
+               graceful_timeout: float = 30.0, log_level: str = "info", normalise: bool = False) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting, finish in-flight requests (up to ``graceful_timeout`` s)."""
     import uvicorn
 
-    app = create_app(models, max_body_bytes=max_body_bytes, workers=workers)
+    app = create_app(models, max_body_bytes=max_body_bytes, workers=workers, normalise=normalise)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, limit_concurrency=max_connections,
                             timeout_graceful_shutdown=graceful_timeout)
     uvicorn.Server(config).run()

@@ -77,6 +77,33 @@ def test_client_gets_the_pixels_of_the_local_api(server, local, kspace, artefact
                                   rt.load(artefacts.baked_onnx, threads=1).reconstruct(kspace))
 
 
+def test_normalise_parameter_and_server_default(server, local, kspace, artefacts, tmp_path):
+    """Scanner-scale k-space: the request parameter (or the server's --normalise) gives reconstruct's pixels."""
+    scanner = kspace * 4000
+    expected = local.reconstruct(scanner, artefacts.mask, normalise=True)
+    body = {**infer_body(scanner, artefacts.mask), "parameters": {"normalise": True}}
+    np.testing.assert_allclose(image_of(server.client.post("/v2/models/student/infer", json=body)), expected,
+                               rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    raw = image_of(server.client.post("/v2/models/student/infer", json=infer_body(scanner, artefacts.mask)))
+    assert np.abs(raw - expected).max() > 0.01 * np.abs(expected).max()  # the default here is off
+    bad = {**infer_body(kspace, artefacts.mask), "parameters": {"normalise": "yes"}}
+    assert server.client.post("/v2/models/student/infer", json=bad).status_code == 400
+    with running_server([artefacts.student_onnx], tmp_path / "log", "--threads", "1", "--normalise") as normalising:
+        response = normalising.client.post("/v2/models/student/infer", json=infer_body(scanner, artefacts.mask))
+        np.testing.assert_allclose(image_of(response), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def test_kspace_with_phase_is_answered_with_a_warning(server, kspace, artefacts):
+    complex_kspace = (kspace[:1, 0] + 1j * kspace[:1, 1]) * 1j  # an image that is all imaginary
+    body = infer_body(rt.kspace_channels(complex_kspace), artefacts.mask)
+    response = server.client.post("/v2/models/student/infer", json=body)
+    assert response.status_code == 200
+    assert "100.0% of the input image's energy is imaginary" in response.json()["parameters"]["kdc_warnings"]
+    assert "parameters" not in server.client.post("/v2/models/student/infer", json=infer_body(kspace, artefacts.mask)
+                                                  ).json()
+    assert "energy is imaginary" in server.log.read_text()
+
+
 def test_binary_tensor_extension(server, local, kspace, artefacts):
     """Triton's binary_data: raw little-endian tensors after a JSON header, both ways."""
     header = {"inputs": [{"name": "kspace", "shape": list(kspace.shape), "datatype": "FP32",
