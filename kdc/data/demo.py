@@ -17,14 +17,22 @@ def demo_root() -> Path:
 
 
 def validation_images(shape: tuple[int, int], count: int = 4) -> np.ndarray:
-    """``(count, H, W)`` float32 real validation slices in [0, 1], evenly spaced through the val volume(s).
+    """``(count, H, W)`` float32 real validation slices of the demo set in [0, 1] (see :func:`split_images`)."""
+    return split_images(demo_root(), "val", shape, count)
+
+
+def split_images(root: str | Path, split: str, shape: tuple[int, int], count: int) -> np.ndarray:
+    """``(count, H, W)`` float32 target slices in [0, 1] of ``root/split/*.h5``, evenly spaced through its volumes.
 
     Each slice is zero-padded (centred) to the aspect ratio of ``shape`` and resampled with antialiasing, so any
     shape works (150x150, 640x368, 256x256, ...) without distorting the anatomy.
     """
-    files = sorted((demo_root() / "val").glob("*.h5"))
+    directory = Path(root) / split
+    files = sorted(directory.glob("*.h5"))
+    if not files:
+        raise DataError(f"{directory}: no .h5 volumes to draw slices from (expected a kdc dataset's {split} split)")
     slices = np.concatenate([read_volume(path).target for path in files])
     if not 1 <= count <= len(slices):
-        raise DataError(f"validation_images: count {count}, expected 1 to {len(slices)} (demo val slices)")
+        raise DataError(f"{directory}: {count} slices asked for, the split has {len(slices)}")
     picks = ((np.arange(count) + 0.5) * len(slices) / count).astype(int)
     return np.clip(fit_images(slices[picks], shape), 0.0, 1.0)

@@ -18,7 +18,7 @@ from kdc.data.lowres import low_resolution
 from kdc.mri.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
 from kdc.errors import KdcError
 from kdc.export.contract import LOWRES_INPUT, build_contract, build_sr_contract
-from kdc.export.formats import FORMATS
+from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
 from kdc.export.quantize import (
     DEFAULT_MAX_PSNR_DROP, QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices,
@@ -103,6 +103,19 @@ def resolve_size(image_size: tuple[int, int] | None, meta: dict[str, Any], mask:
     return int(size[0]), int(size[1])
 
 
+def calibration_images(data: str | Path, size: tuple[int, int], count: int) -> np.ndarray:
+    """``count`` validation slices of the user's dataset ``data`` at ``size`` (fewer if the split has fewer)."""
+    from kdc.data.demo import split_images
+    from kdc.data.slices import dataset_root, split_volumes
+
+    try:
+        root = dataset_root(data)
+        available = sum(info.slices for info in split_volumes(root, "val"))
+        return split_images(root, "val", size, min(count, available))
+    except KdcError as err:
+        raise ExportError(f"--calibration: {err}") from None
+
+
 def parity_images(images: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
     """``(n, H, W)`` [0, 1] slices for the parity gate: given, else kdc's real validation slices."""
     if images is None:
@@ -147,7 +160,7 @@ def export_model(
     source: str | Path | nn.Module,
     out: str | Path,
     *,
-    fmt: str = "onnx",
+    fmt: str | None = None,
     dc: str = "auto",
     bake_mask: bool = False,
     image_size: tuple[int, int] | None = None,
@@ -157,28 +170,32 @@ def export_model(
     images: np.ndarray | None = None,
     quantize: str | None = None,
     max_psnr_drop: float = DEFAULT_MAX_PSNR_DROP,
+    calibration: str | Path | None = None,
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint or module) to ``out`` if it matches PyTorch within ``tolerance``.
 
+    ``fmt`` (``onnx``, ``openvino``, ``torchscript``, ``pt2``) defaults to the one of ``out``'s suffix (``.onnx``,
+    ``.xml``, ``.pt``/``.ts``, ``.pt2``); a suffix that contradicts it is refused.
     ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
     module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
     A super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
-    (:mod:`kdc.export.quantize`). Raises :class:`ExportError` with nothing written on any failure.
+    (:mod:`kdc.export.quantize`). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
+    whose validation slices replace kdc's for the parity gate, quantization calibration and the PSNR gate.
+    Raises :class:`ExportError` with nothing written on any failure.
     """
     out = Path(out)
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}: expected one of {sorted(FORMATS)}")
-    artefact_cls = FORMATS[fmt]
-    if artefact_cls.suffix and out.suffix != artefact_cls.suffix:
-        raise ExportError(f"{out}: a {fmt} artefact path must end in {artefact_cls.suffix}")
+    artefact_cls = format_for(out, fmt)
+    fmt = artefact_cls.name
     if out.is_dir():
         raise ExportError(f"{out}: is a directory, expected a file path")
     if quantize:
         check_quantize(quantize, fmt, max_psnr_drop)
     model, meta, mask_dir = load_source(source, role)
     size = resolve_size(image_size, meta, mask)
+    if calibration is not None:
+        images = calibration_images(calibration, size, QUANTIZATION_SLICES if quantize else PARITY_SLICES)
     if isinstance(model, VDSR):
         if quantize:
             raise ExportError("--quantize supports reconstruction (DC-CNN) models only, not super-resolution")

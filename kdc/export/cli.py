@@ -12,13 +12,15 @@ import typer
 
 def export(
     source: Annotated[Path, typer.Argument(help="Run directory or checkpoint (.pt) to export.")],
-    out: Annotated[Path, typer.Option(help="File to write (.onnx, .xml for OpenVINO, .pt, .pt2).")],
-    format: Annotated[str, typer.Option("--format", help="onnx, openvino, torchscript or pt2.")] = "onnx",
+    out: Annotated[Path, typer.Option(help="File to write: .onnx, .xml (OpenVINO IR), .pt/.ts (TorchScript), .pt2.")],
+    format: Annotated[str | None, typer.Option(
+        "--format", help="onnx, openvino, torchscript or pt2.  [default: from the --out suffix]",
+        show_default=False)] = None,
     dc: Annotated[str, typer.Option(help="DC lowering: auto, dft, matmul or masked.")] = "auto",
     bake_mask: Annotated[bool, typer.Option(help="Bake the mask in (no 'mask' input).")] = False,
-    model: Annotated[
-        str | None, typer.Option(help="Checkpoint of a run directory: kd_student, student or teacher.")
-    ] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Checkpoint of a run directory: kd_student, student or teacher.  [default: the first of these the run "
+             "has]", show_default=False)] = None,
     size: Annotated[tuple[int, int] | None, typer.Option(help="Image size H W (default: the trained size).")] = None,
     mask: Annotated[Path | None, typer.Option(help="Mask .npy (default: RUN/mask.npy or drawn as in training).")] = None,
     tolerance: Annotated[float, typer.Option(help="Parity gate: max abs error against PyTorch.")] = 1e-4,
@@ -28,13 +30,16 @@ def export(
     max_psnr_drop: Annotated[
         float, typer.Option(help="Quantization gate: max PSNR drop (dB) against PyTorch on validation slices.")
     ] = 0.1,
+    calibration: Annotated[Path | None, typer.Option(
+        help="Dataset directory (ROOT/val/*.h5) whose slices calibrate --quantize and feed both gates "
+             "[default: kdc's shipped validation slices].", show_default=False)] = None,
 ) -> None:
     """Export a trained model as a self-contained file that runs without kdc's model code."""
     from kdc.export.api import export_model
 
     report = export_model(
         source, out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
-        tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop,
+        tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop, calibration=calibration,
     )
     quantization = report.metadata.get("quantization")
     typer.echo(

@@ -1,4 +1,5 @@
-"""The ``torch`` runtime of ``kdc bench``: a kdc checkpoint in PyTorch eager mode, the baseline users run today.
+"""The ``torch`` runtime of ``kdc bench``: a kdc checkpoint in PyTorch eager mode, the baseline users run today, or
+a TorchScript / ``.pt2`` file written by ``kdc export`` (read through its contract, like the other runtimes).
 
 It lives here, beside the models it loads, so that :mod:`kdc.runtime` never imports torch; ``kdc bench`` loads it
 by name (:data:`kdc.runtime.bench.EAGER_RUNNER`) only when ``--runtime torch`` is asked for.
@@ -6,12 +7,16 @@ by name (:data:`kdc.runtime.bench.EAGER_RUNNER`) only when ``--runtime torch`` i
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from kdc.export.formats import CONTRACT_FILE, quiet_torch
 from kdc.models import VDSR, load_checkpoint
 from kdc.runtime.bench import Runner
+from kdc.runtime.session import Reconstructor, parse_contract
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
 
 
@@ -25,14 +30,57 @@ def torch_device(device: str) -> torch.device:
     return torch.device(name)
 
 
+def exported_contract(path: Path) -> str | None:
+    """The kdc contract of a TorchScript / ``.pt2`` file written by ``kdc export`` (a zip entry), else None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.endswith(f"/extra/{CONTRACT_FILE}")]
+        return archive.read(names[0]).decode() if names else None
+
+
+class TorchReconstructor(Reconstructor):
+    """A TorchScript (``.pt``/``.ts``) or ``torch.export`` (``.pt2``) file of ``kdc export``, run by torch."""
+
+    engine = "torch"
+
+    def __init__(self, path: Path, contract: str, *, threads: int | None, device: str = "CPU") -> None:
+        self.device = torch_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        with quiet_torch():
+            if path.suffix == ".pt2":
+                self.module = torch.export.load(path).module().to(self.device)
+            else:
+                self.module = torch.jit.load(str(path), map_location=self.device)
+        parsed = parse_contract(contract, path)
+        names = [str(entry.get("name")) for entry in parsed.get("inputs", []) if isinstance(entry, dict)]
+        where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        backend = f"torch {torch.__version__.split('+')[0]} {path.suffix[1:]} {where} f32"
+        super().__init__(path, parsed, names, backend, torch.get_num_threads(), [])
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            output = self.module(*(torch.from_numpy(feeds[name]).to(self.device) for name in self.input_names))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return {self.output_names[0]: output.cpu().numpy()}
+
+
 def open_checkpoint(
     path: Path, *, threads: int | None, batch: int, size: tuple[int, int] | None, device: str = "CPU"
 ) -> Runner:
     """Load a ``.pt`` checkpoint and bind random undersampled k-space (a random image for super-resolution) at
-    ``size`` (default: its trained size).
+    ``size`` (default: its trained size); a TorchScript or ``.pt2`` export runs at its exported size.
 
     On a GPU each call waits for the device (``synchronize``), so the latency covers the whole inference.
     """
+    contract = exported_contract(path)
+    if contract is not None:
+        exported = TorchReconstructor(path, contract, threads=threads, device=device)
+        feeds = exported.example_feeds(batch)
+        return Runner(exported.role, exported.backend, exported.threads, feeds[exported.input_names[0]].shape,
+                      lambda: exported.run(feeds), exported.warnings)
     target = torch_device(device)
     model, meta = load_checkpoint(path)
     model = model.to(target)

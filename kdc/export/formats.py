@@ -36,7 +36,7 @@ Feeds = dict[str, np.ndarray]
 
 
 @contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
+def quiet_torch() -> Iterator[None]:
     """Silence torch's notices about its own export paths (``torch.jit`` deprecation, pytree internals, the
     ONNX exporter's "torchvision is not installed" log lines)."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export")]
@@ -62,14 +62,14 @@ class OnnxArtefact:
     """ONNX (dynamo exporter, opset 18), duplicate initializers removed, full checker; parity on onnxruntime CPU."""
 
     name: ClassVar[str] = "onnx"
-    #: The suffix ``out`` must have, if the format needs one.
-    suffix: ClassVar[str | None] = None
+    #: The suffixes an output path of this format may have (the first is the usual one).
+    suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
 
     def __init__(self, graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], workdir: Path):
         import onnx
         import onnxruntime as ort
 
-        with _quiet_torch():
+        with quiet_torch():
             program = torch.onnx.export(
                 graph, example, dynamo=True, opset_version=OPSET, input_names=input_names,
                 output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(input_names), verbose=False,
@@ -108,7 +108,7 @@ class OpenVINOArtefact(OnnxArtefact):
     with OpenVINO forced to f32 (it defaults to bf16 on this CPU, TOOLCHAIN.md)."""
 
     name: ClassVar[str] = "openvino"
-    suffix: ClassVar[str | None] = ".xml"
+    suffixes: ClassVar[tuple[str, ...]] = (".xml",)
 
     def __init__(self, graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], workdir: Path):
         import openvino as ov
@@ -142,12 +142,12 @@ class TorchScriptArtefact:
     """``torch.jit.trace`` module (no kdc code needed to load it); the contract is in ``_extra_files``."""
 
     name: ClassVar[str] = "torchscript"
-    suffix: ClassVar[str | None] = None
+    suffixes: ClassVar[tuple[str, ...]] = (".pt", ".ts")
 
     def __init__(self, graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], workdir: Path):
         self.input_names = input_names
         staged = workdir / f"model.{self.name}"  # torch.export.load wants a .pt2 name
-        with _quiet_torch():
+        with quiet_torch():
             self.program = self._compile(graph, example, input_names)
             self._save(staged, {})
             self.loaded = self._load(staged)
@@ -171,7 +171,7 @@ class TorchScriptArtefact:
         return {self.runtime: output.numpy()}
 
     def write(self, contract: dict[str, Any], out: Path) -> None:
-        with atomic_path(out) as tmp, open(tmp, "wb") as file, _quiet_torch():
+        with atomic_path(out) as tmp, open(tmp, "wb") as file, quiet_torch():
             self._save(file, {CONTRACT_FILE: json.dumps(contract, sort_keys=True)})
 
 
@@ -179,6 +179,7 @@ class ExportedProgramArtefact(TorchScriptArtefact):
     """``torch.export`` program saved as ``.pt2`` (dynamic batch); the contract is in ``extra_files``."""
 
     name: ClassVar[str] = "pt2"
+    suffixes: ClassVar[tuple[str, ...]] = (".pt2",)
 
     @staticmethod
     def _compile(graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str]) -> Any:
@@ -192,7 +193,23 @@ class ExportedProgramArtefact(TorchScriptArtefact):
         return torch.export.load(path).module()
 
 
+Artefact = type[OnnxArtefact] | type[TorchScriptArtefact]
 #: ``--format`` name -> artefact class.
-FORMATS: dict[str, type[OnnxArtefact] | type[TorchScriptArtefact]] = {
+FORMATS: dict[str, Artefact] = {
     cls.name: cls for cls in (OnnxArtefact, OpenVINOArtefact, TorchScriptArtefact, ExportedProgramArtefact)
 }
+
+
+def format_for(out: Path, fmt: str | None) -> Artefact:
+    """The artefact class of ``fmt``, else of ``out``'s suffix; a suffix that contradicts ``fmt`` is refused."""
+    by_suffix = {suffix: cls for cls in FORMATS.values() for suffix in cls.suffixes}
+    known = ", ".join(f"{suffix} ({cls.name})" for suffix, cls in by_suffix.items())
+    if fmt is None:
+        if out.suffix not in by_suffix:
+            raise ExportError(f"{out}: cannot tell the format from the suffix {out.suffix!r}: use one of {known}")
+        return by_suffix[out.suffix]
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: expected one of {sorted(FORMATS)}")
+    if out.suffix not in FORMATS[fmt].suffixes:
+        raise ExportError(f"{out}: --format {fmt} writes files ending in {' or '.join(FORMATS[fmt].suffixes)}")
+    return FORMATS[fmt]

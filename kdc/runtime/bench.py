@@ -24,7 +24,10 @@ from kdc.runtime.tensors import RuntimeModelError
 
 RUNTIMES = ("ort", "openvino", "torch")
 #: Runtimes that can read each file type.
-SUFFIX_RUNTIMES = {".onnx": ("ort", "openvino"), ".xml": ("openvino",), ".pt": ("torch",)}
+SUFFIX_RUNTIMES = {".onnx": ("ort", "openvino"), ".xml": ("openvino",), ".pt": ("torch",), ".ts": ("torch",),
+                   ".pt2": ("torch",)}
+#: Checkpoints of a run directory, benchmarked with the exported files found beside them.
+RUN_CHECKPOINTS = ("teacher.pt", "student.pt", "kd_student.pt")
 STUDENT_ROLES = ("student", "kd_student")
 PACKAGES = ("kdc", "numpy", "onnxruntime", "openvino", "torch")
 #: Module of the ``torch`` runtime (PyTorch eager on a checkpoint): it needs ``kdc[train]`` and is loaded by name,
@@ -128,17 +131,34 @@ def plan(models: list[Path], runtimes: list[str] | None) -> list[tuple[Path, str
         if runtime not in RUNTIMES:
             raise RuntimeModelError(f"unknown runtime {runtime!r}: expected one of {list(RUNTIMES)}")
     cases = []
-    for path in models:
-        if not path.is_file():
-            raise RuntimeModelError(f"{path}: model file not found")
-        readers = SUFFIX_RUNTIMES.get(path.suffix)
-        if readers is None:
-            raise RuntimeModelError(f"{path}: expected an .onnx, OpenVINO .xml or kdc checkpoint .pt file")
-        chosen = [r for r in runtimes if r in readers] if runtimes else [readers[0]]
-        if not chosen:
-            raise RuntimeModelError(f"{path}: none of the runtimes {runtimes} reads {path.suffix} files ({readers} do)")
-        cases += [(path, runtime) for runtime in chosen]
+    for given in models:
+        for path in model_files(given):
+            readers = SUFFIX_RUNTIMES.get(path.suffix)
+            if readers is None:
+                raise RuntimeModelError(f"{path}: expected an .onnx, OpenVINO .xml, kdc checkpoint .pt, or TorchScript "
+                                        ".pt/.ts/.pt2 file")
+            chosen = [r for r in runtimes if r in readers] if runtimes else [readers[0]]
+            if not chosen and not given.is_dir():
+                raise RuntimeModelError(f"{path}: none of the runtimes {runtimes} reads {path.suffix} files "
+                                        f"({readers} do)")
+            cases += [(path, runtime) for runtime in chosen]
+    if not cases:
+        raise RuntimeModelError(f"none of the runtimes {runtimes} reads the files in {[str(m) for m in models]}")
     return cases
+
+
+def model_files(path: Path) -> list[Path]:
+    """``path`` itself, or for a run directory its checkpoints and the exported files beside them."""
+    if path.is_dir():
+        files = [path / name for name in RUN_CHECKPOINTS if (path / name).is_file()]
+        files += sorted(p for p in path.iterdir() if p.suffix in SUFFIX_RUNTIMES and p.name not in RUN_CHECKPOINTS)
+        if not files:
+            raise RuntimeModelError(f"{path}: directory holds no model files ({', '.join(RUN_CHECKPOINTS)}, "
+                                    ".onnx, .xml)")
+        return files
+    if not path.is_file():
+        raise RuntimeModelError(f"{path}: model file not found")
+    return [path]
 
 
 def speedups(results: list[Measurement]) -> list[dict[str, Any]]:
@@ -213,8 +233,9 @@ def render(report: dict[str, Any]) -> None:
     console = Console(width=200)
     console.print(table)
     for row in report["speedups"]:
-        console.print(f"student/teacher speed-up on {row['runtime']} ({row['backend']}, batch {row['batch']}): "
-                      f"{row['speedup']:.2f}x ({row['teacher_ms']:.1f} ms -> {row['student_ms']:.1f} ms)",
+        console.print(f"speed-up of {Path(row['student']).name} over {Path(row['teacher']).name} on {row['runtime']} "
+                      f"({row['backend']}, batch {row['batch']}): {row['speedup']:.2f}x "
+                      f"({row['teacher_ms']:.1f} ms -> {row['student_ms']:.1f} ms)",
                       markup=False, highlight=False)
     env = report["environment"]
     installed = ", ".join(f"{name} {version}" for name, version in env["versions"].items() if version)

@@ -133,9 +133,11 @@ def write_file(path, content):
         (lambda d, run: (d / "empty").mkdir() or d / "empty", {}, "has no kd_student.pt / student.pt / teacher.pt"),
         (lambda d, run: run, {"fmt": "tflite"}, "unknown format 'tflite'"),
         (lambda d, run: run, {"dc": "fast"}, "unknown DC lowering 'fast'"),
-        (lambda d, run: run, {"image_size": (64, 64)}, "does not match image shape"),
+        (lambda d, run: run, {"image_size": (64, 64), "mask": cartesian_mask("random", 4, (64, 48))},
+         "does not match image shape"),
         (lambda d, run: run, {"mask": np.eye(64, 48, dtype=np.float32), "dc": "masked"}, "needs a 1-D Cartesian"),
-        (lambda d, run: run, {"fmt": "openvino"}, "must end in .xml"),
+        (lambda d, run: run, {"fmt": "openvino"}, "--format openvino writes files ending in .xml"),
+        (lambda d, run: run, {"fmt": "pt2"}, "--format pt2 writes files ending in .pt2"),
         (lambda d, run: run, {"role": "vdsr"}, "has no vdsr.pt"),
     ],
 )
@@ -147,3 +149,29 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(run_dir, tmp_path, make_s
     with pytest.raises(ExportError, match=message):
         export_model(source, out, **options)
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("name, fmt", [("m.onnx", "onnx"), ("m.xml", "openvino"), ("m.ts", "torchscript"),
+                                       ("m.pt", "torchscript"), ("m.pt2", "pt2")])
+def test_format_follows_the_file_suffix(run_dir, tmp_path, name, fmt):
+    report = export_model(run_dir, tmp_path / name)
+    assert report.format == fmt and report.metadata["format"] == fmt
+    assert (tmp_path / "m.bin").exists() == (fmt == "openvino")
+    if fmt == "onnx":
+        onnx.checker.check_model(str(tmp_path / name))
+
+
+def test_a_suffix_without_a_format_is_refused(run_dir, tmp_path):
+    with pytest.raises(ExportError, match=r"m.onnxx: cannot tell the format from the suffix '.onnxx'"):
+        export_model(run_dir, tmp_path / "m.onnxx")
+    assert list(tmp_path.iterdir()) == [run_dir]
+
+
+def test_size_redraws_the_training_mask_of_a_run(run_dir, tmp_path):
+    """``--size`` on a run directory: the run's mask.npy is 64x48, so the training mask is drawn at the new size."""
+    report = export_model(run_dir, tmp_path / "m.onnx", image_size=(32, 40), bake_mask=True)
+    expected = cartesian_mask("random", 4, (32, 40), seed=0)
+    assert report.metadata["image_size"] == [32, 40]
+    assert report.metadata["mask_columns"] == np.flatnonzero(expected[0]).tolist()
+    same = export_model(run_dir, tmp_path / "same.onnx", bake_mask=True)  # the trained size keeps mask.npy
+    assert same.metadata["mask_columns"] == np.flatnonzero(np.load(run_dir / "mask.npy")[0]).tolist()

@@ -117,7 +117,8 @@ def test_fp16_onnx_keeps_float32_io_and_dc_and_passes_the_gate(model, mask, tmp_
     ({"quantize": "int8", "fmt": "torchscript"}, "--quantize int8 needs --format onnx or openvino, not torchscript"),
 ])
 def test_unsupported_quantization_is_refused_before_export(model, mask, tmp_path, options, message):
-    out = tmp_path / "out" / ("m.xml" if options.get("fmt") == "openvino" else "m.onnx")
+    suffix = {"openvino": ".xml", "torchscript": ".pt"}.get(options.get("fmt", "onnx"), ".onnx")
+    out = tmp_path / "out" / f"m{suffix}"
     with pytest.raises(ExportError, match=message):
         export(model, out, mask, **options)
     assert not out.parent.exists()
@@ -130,3 +131,15 @@ def test_cli_reports_the_drop_and_fails_in_one_line(run_dir, tmp_path):
     assert result.exit_code == 1 and not out.exists()
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: quantization gate failed: int8 PSNR")
+
+
+def test_calibration_takes_the_users_dataset(model, mask, tmp_path, write_kdmri, phantom):
+    """``--calibration DATA``: the user's validation slices calibrate int8 and feed both gates."""
+    write_kdmri(tmp_path / "data" / "val" / "a.h5", phantom(6, 64, 48))
+    report = export(model, tmp_path / "m.onnx", mask, quantize="int8", max_psnr_drop=5.0,
+                    calibration=tmp_path / "data")
+    quantization = report.metadata["quantization"]
+    assert quantization["calibration_slices"] == 3 and quantization["gate_slices"] == 3
+    assert report.metadata["parity"]["slices"] == 6
+    with pytest.raises(ExportError, match=r"--calibration: .*nowhere: dataset directory not found"):
+        export(model, tmp_path / "n.onnx", mask, quantize="int8", calibration=tmp_path / "nowhere")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import typer
@@ -30,7 +31,8 @@ def test_bench_teacher_and_student_on_three_runtimes(artefacts, tmp_path):
         assert m["create_ms"] > 0 and m["first_ms"] > 0 and m["throughput"] > 0
     assert sorted(s["runtime"] for s in report["speedups"]) == ["openvino", "ort", "torch"]
     assert report["environment"]["versions"]["onnxruntime"] and report["settings"]["threads"] == 1
-    assert result.output.count("student/teacher speed-up on") == 3
+    assert result.output.count("speed-up of student.onnx over teacher.onnx on") == 2
+    assert result.output.count("speed-up of student.pt over teacher.pt on torch") == 1
     assert "openvino 2026" in result.output or "openvino 20" in result.output
 
 
@@ -43,6 +45,30 @@ def test_bench_user_mistakes_are_one_line_errors(artefacts, tmp_path):
         result = runner.invoke(app, ["bench", *args])
         assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_bench_a_run_directory_and_torch_exports(artefacts, tmp_path):
+    """A run directory benchmarks its checkpoints (and exports beside them); TorchScript/.pt2 run through their
+    contract on the torch runtime."""
+    from kdc.export import export_model
+
+    for suffix in (".ts", ".pt2"):
+        export_model(artefacts.student_pt, tmp_path / f"student{suffix}")
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", str(artefacts.run), str(tmp_path / "student.ts"),
+                                      str(tmp_path / "student.pt2"), "--threads", "1", "--warmup", "0", "-n", "2",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())["results"]
+    assert [(Path(m["model"]).name, m["runtime"], m["role"]) for m in results] == [
+        ("teacher.pt", "torch", "teacher"), ("student.pt", "torch", "student"),
+        ("student.ts", "torch", "student"), ("student.pt2", "torch", "student")]
+    assert all(m["shape"] == [1, 2, 40, 32] for m in results)
+    assert " ts CPU f32" in results[2]["backend"] and " pt2 CPU f32" in results[3]["backend"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["bench", str(empty)])
+    assert result.exit_code == 1 and "directory holds no model files" in result.output
 
 
 def test_plan_defaults_to_the_native_runtime(artefacts):
