@@ -14,6 +14,7 @@ app = typer.Typer(
     help="Distil MRI reconstruction networks (KD-MRI) and ship them without PyTorch.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: it wraps long option names instead of truncating them at 80 columns
 )
 for name, command in {
     "train": compress_cli.train,

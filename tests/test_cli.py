@@ -20,8 +20,9 @@ from tests.conftest import make_phantom
 SHAPE = (24, 24)
 
 
-def kdc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "kdc", *args], capture_output=True, text=True, timeout=600)
+def kdc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "kdc", *args], capture_output=True, text=True, timeout=600,
+                            env=None if env is None else {**os.environ, **env})
     if check and result.returncode != 0:
         raise AssertionError(f"kdc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -49,8 +50,13 @@ def test_distill_with_a_given_teacher_then_evaluate(dataset, tmp_path):
     teacher = tmp_path / "teacher.pt"
     save_checkpoint(teacher, build_model("teacher"), {"role": "teacher"})
     run = tmp_path / "run"
-    out = kdc("distill", "--data", str(dataset), "--acc", "4", "--out", str(run), "--epochs", "1",
-              "--teacher", str(teacher)).stdout
+    result = kdc("distill", "--data", str(dataset), "--acc", "4", "--out", str(run), "--epochs", "1",
+                 "--teacher", str(teacher), env={"KDC_PROGRESS_SECONDS": "0"})
+    out = result.stdout
+    # Not a terminal: plain progress lines and the per-epoch validation lines on the console.
+    assert "student epoch 1/1: step 1/2, loss " in result.stderr and " steps/s" in result.stderr
+    assert "kd_student epoch 1/1: step 2/2, loss " in result.stderr
+    assert "kd_student epoch 1/1: train loss " in result.stderr and "val PSNR " in result.stderr
     for row in ("| zero-filled |", "| teacher | 141,765 |", "| student | 49,285 |", "| kd_student | 49,285 |"):
         assert row in out
     names = {p.name for p in run.iterdir()}
@@ -144,3 +150,27 @@ def test_unknown_method_and_foreign_teacher(dataset, tmp_path):
 
 def test_evaluate_needs_a_run_directory(tmp_path):
     assert_user_error(kdc("evaluate", str(tmp_path), check=False), "not a run directory")
+
+
+def test_every_option_is_readable_in_help_at_80_columns():
+    """Help wraps instead of truncating option names (``--imitation-weig…``), and says only what each command has."""
+    import click
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from kdc.cli import app
+
+    root = get_command(app)
+    commands = {name: command for name, command in root.commands.items() if not isinstance(command, click.Group)}
+    commands |= {f"data {name}": command for name, command in root.commands["data"].commands.items()}
+    for name, command in commands.items():
+        text = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "80"}, terminal_width=80).output
+        assert "…" not in text, f"kdc {name} --help truncates:\n{text}"
+        for param in command.params:
+            for option in (*param.opts, *param.secondary_opts):
+                if option.startswith("--"):
+                    assert option in text, f"kdc {name} --help lacks {option}"
+    serve = CliRunner().invoke(app, ["serve", "--help"]).output
+    assert "--runtime" not in serve
+    assert "[default: the first of these the run has]" in " ".join(
+        CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output.split())

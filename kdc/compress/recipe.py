@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,15 +123,16 @@ class Run:
         self.dir = Path(config.out)
         self._check_settings(resume)
         distributed.barrier()  # every rank has read run.json before rank 0 writes it
-        self._handler: logging.Handler = logging.NullHandler()  # ranks other than 0 neither write nor log
+        self._handlers: list[logging.Handler] = []  # ranks other than 0 neither write nor log
         if distributed.is_main():
             if not (self.dir / "run.json").exists():
                 write_json(self.dir / "run.json", dataclasses.asdict(config))
             (self.dir / "state").mkdir(parents=True, exist_ok=True)
             self.task.write_run_files(self.dir, self.train_set)
-            self._handler = logging.FileHandler(self.dir / "train.log")
-            self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(self._handler)
+            self._handlers = [logging.FileHandler(self.dir / "train.log"), logging.StreamHandler(sys.stderr)]
+            self._handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        for handler in self._handlers:  # the console gets the epoch and validation lines too
+            log.addHandler(handler)
         log.setLevel(logging.INFO)
         self.meta = {
             **self.task.meta(settings),
@@ -158,8 +160,9 @@ class Run:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        log.removeHandler(self._handler)
-        self._handler.close()
+        for handler in self._handlers:
+            log.removeHandler(handler)
+            handler.close()
 
     def train(
         self,

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
 from kdc._io import atomic_path
 from kdc.compress import distributed
 from kdc.compress.evaluate import predict, score
+from kdc.compress.progress import epoch_progress
 from kdc.compress.tasks import RECON, Task
 from kdc.models.checkpoint import save_checkpoint
 
@@ -56,18 +56,6 @@ class Stage:
     extra: Sequence[nn.Module] = ()
     keep_best: bool = True  # False: keep the last epoch (feature-only stages do not optimise the image)
     task: Task = RECON  # how validation calls the model
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}"),
-        TimeRemainingColumn(),
-        transient=True,
-        disable=not distributed.is_main(),
-    )
 
 
 def _to_device(batch: dict, device: str) -> dict:
@@ -113,8 +101,7 @@ def train_stage(
         shares = [distributed.share(order[i : i + size]) for i in range(0, len(order), size)]
         loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares])
         total = 0.0
-        with progress_bar() as bar:
-            task = bar.add_task(f"{stage.name} {epoch + 1}/{settings.epochs}", total=len(loader), loss=0.0)
+        with epoch_progress(f"{stage.name} epoch {epoch + 1}/{settings.epochs}", len(loader)) as report:
             for step, ((_, weight), batch) in enumerate(zip(shares, loader), 1):
                 progress = (epoch * len(loader) + step - 1) / (settings.epochs * len(loader))
                 for group in optimizer.param_groups:
@@ -124,7 +111,7 @@ def train_stage(
                 loss.backward()
                 optimizer.step()
                 total += loss.item()
-                bar.update(task, advance=1, loss=total / step)
+                report(step, total / step)
         total = distributed.mean(total)
         if not distributed.is_main():
             distributed.barrier()  # rank 0 validates and writes

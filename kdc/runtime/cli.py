@@ -61,7 +61,7 @@ def serve(
     threads: ThreadsOpt = None,
     provider: ProviderOpt = None,
     precision: PrecisionOpt = "f32",
-    device: DeviceOpt = "CPU",
+    device: Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...).")] = "CPU",
     workers: Annotated[int, typer.Option(help="Inference threads (requests decoded and run at once).")] = 2,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 64.0,
     max_connections: Annotated[int, typer.Option(help="Concurrent connections before answering 503.")] = 64,
