@@ -143,17 +143,20 @@ def evaluate(
 def report(
     run: Annotated[Path, typer.Argument(help="Run directory written by kdc distill or kdc train.")],
     out: Annotated[Path | None, typer.Option(help="PNG to write: reconstructions and residual maps.")] = None,
-    slices: Annotated[str | None, typer.Option(help="Slices of the split to draw, e.g. 3,10 (default: two).")] = None,
+    slices: Annotated[str | None, typer.Option(
+        help="Slices of the split to draw, e.g. 3,10 (default: the two with the most anatomy).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the metrics table here (default: print it).")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset to draw from (default: the run's).")] = None,
     split: Annotated[str, typer.Option(help="Split: train or val.")] = "val",
     device: Device = "cpu",
+    error_max: Annotated[float, typer.Option(
+        help="Top of the residual maps' fixed scale, as a fraction of the volume maximum.")] = 0.1,
 ) -> None:
     """KD-MRI's figure (zero-filled, target, teacher, student, KD student, residual maps) and the metrics table."""
     from kdc._io import atomic_path
     from kdc.compress.report import report as make_report
 
-    table = make_report(run, out, slices, data, split, device)
+    table = make_report(run, out, slices, data, split, device, error_max)
     if markdown is None:
         typer.echo(table)
     else:

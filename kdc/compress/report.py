@@ -1,8 +1,9 @@
 """``kdc report``: KD-MRI's figure (reconstructions and residual maps of chosen slices) and the metrics table.
 
 Columns: the network's input (zero-filled, or low-res for super-resolution), target, teacher, student, KD
-student (those the run holds). Per slice, one row of images
-and one row of ``|reconstruction - target|`` on a common scale, each panel titled with its PSNR / SSIM.
+student (those the run holds). Per slice, one row of images and one row of ``|reconstruction - target|`` on one
+fixed scale for the whole figure (``error_max``, a fraction of the volume maximum, shown by a colour bar), each
+panel titled with its PSNR / SSIM. By default the slices drawn are those with the most anatomy (foreground).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ PANEL_INCHES = (2.6, 2.8)  # width, height of one panel (image + title)
 DPI = 100
 #: Data range of PSNR/SSIM: readers scale every volume to a maximum of 1 (docs/conventions.md), as evaluate uses.
 VOLUME_MAX = 1.0
+#: Default top of the residual maps' scale, as a fraction of the volume maximum.
+ERROR_MAX = 0.1
+#: A pixel above this fraction of the volume maximum counts as anatomy when picking default slices.
+FOREGROUND_LEVEL = 0.1
 
 
 def figure_pixels(columns: int, slices: int) -> tuple[int, int]:
@@ -34,10 +39,11 @@ def figure_pixels(columns: int, slices: int) -> tuple[int, int]:
     return round(columns * PANEL_INCHES[0] * DPI), round(2 * slices * PANEL_INCHES[1] * DPI)
 
 
-def parse_slices(text: str | None, count: int) -> list[int]:
-    """Slice indices of the split from ``"3,10"``; by default two evenly spaced ones."""
+def parse_slices(text: str | None, dataset: Sequence[dict]) -> list[int]:
+    """Slice indices of the split from ``"3,10"``; by default those with the most anatomy (see :func:`anatomy_slices`)."""
+    count = len(dataset)
     if not text:
-        return sorted({count // 3, (2 * count) // 3})
+        return anatomy_slices(dataset)
     try:
         picks = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -46,6 +52,14 @@ def parse_slices(text: str | None, count: int) -> list[int]:
     if not picks or bad:
         raise KdcError(f"--slices {text!r}: expected numbers from 0 to {count - 1} (the split has {count} slices)")
     return picks
+
+
+def anatomy_slices(dataset: Sequence[dict], count: int = 2) -> list[int]:
+    """The slice with the largest foreground in each of ``count`` equal parts of the split (not the neck or the
+    skull's top, which evenly spaced picks land on)."""
+    foreground = np.array([np.mean(dataset[i]["target"] > FOREGROUND_LEVEL * VOLUME_MAX) for i in range(len(dataset))])
+    parts = np.array_split(np.arange(len(dataset)), min(count, len(dataset)))
+    return [int(part[np.argmax(foreground[part])]) for part in parts]
 
 
 def saved_table(run: Path, rows: Sequence[str]) -> dict | None:
@@ -68,8 +82,10 @@ def reconstruct(task: Task, models: dict[str, torch.nn.Module], item: dict, devi
     return {"target": item["target"][0], **{k: v[0, 0].cpu().numpy() for k, v in images.items()}}
 
 
-def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out: Path, title: str) -> None:
-    """Write the figure: per slice, images then residual maps; PNG written atomically."""
+def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out: Path, title: str,
+         error_max: float = ERROR_MAX) -> None:
+    """Write the figure: per slice, images then residual maps on ``[0, error_max]`` with a colour bar; PNG written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,24 +99,28 @@ def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out:
     for index, (name, images) in enumerate(rows):
         target = images["target"]
         errors = {c: np.abs(images[c] - target) for c in columns if c != "target"}
-        scale = float(np.percentile(errors[columns[0]], 99.5)) or 1.0  # one scale per slice, set by the input's error
+        residual = None
         for column, role in enumerate(columns):
             top, bottom = axes[2 * index, column], axes[2 * index + 1, column]
             image = np.clip(images[role], 0, VOLUME_MAX)
             top.imshow(image, cmap="gray", vmin=0, vmax=VOLUME_MAX, interpolation="nearest")
             if role == "target":
                 top.set_title(f"{LABELS[role]}\n{name}", fontsize=10)
-                bottom.text(0.5, 0.5, f"|error|\n0 (black) to {scale:.3f}\n(white) of the\nvolume maximum",
-                            ha="center", va="center", fontsize=10, transform=bottom.transAxes)
+                bottom.text(0.5, 0.5, f"|error|, fixed scale:\n0 (black) to {error_max:g}\n(white) of the\n"
+                                      "volume maximum", ha="center", va="center", fontsize=10,
+                            transform=bottom.transAxes)
             else:
                 psnr = metrics.psnr(target, images[role], maxval=VOLUME_MAX)
                 ssim = metrics.ssim(target, images[role], maxval=VOLUME_MAX)
                 top.set_title(f"{LABELS[role]}\n{psnr:.2f} dB / {ssim:.3f}", fontsize=10)
-                bottom.imshow(errors[role], cmap="gray", vmin=0, vmax=scale, interpolation="nearest")
+                residual = bottom.imshow(errors[role], cmap="gray", vmin=0, vmax=error_max, interpolation="nearest")
             for ax in (top, bottom):
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_frame_on(role != "target" or ax is top)
+        if residual is not None:
+            bar = figure.colorbar(residual, ax=list(axes[2 * index + 1]), shrink=0.9, pad=0.01)
+            bar.set_label("|error| / volume max", fontsize=9)
     figure.suptitle(title, fontsize=11)
     figure.canvas.draw()
     pixels = np.asarray(figure.canvas.buffer_rgba())
@@ -111,14 +131,16 @@ def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out:
 
 def report(
     run: Path, out: Path | None, slices: str | None = None, data: str | None = None, split: str = "val",
-    device: str = "cpu",
+    device: str = "cpu", error_max: float = ERROR_MAX,
 ) -> str:
     """Draw the figure to ``out`` (if given) and return the split's metrics table as markdown."""
     if out is not None and out.suffix.lower() != ".png":
         raise KdcError(f"--out {out}: expected a .png file")
+    if not error_max > 0:
+        raise KdcError(f"--error-max {error_max}: expected a fraction of the volume maximum > 0, e.g. 0.1")
     device = resolve_device(device)
     settings, task, dataset, models = open_run(run, data, split)
-    picks = parse_slices(slices, len(dataset))
+    picks = parse_slices(slices, dataset) if out is not None else []
     table = saved_table(run, [task.baseline, *models]) if data is None and split == "val" else None
     if table is None:
         table = evaluate({task.baseline: None, **models}, dataset, device, task)
@@ -128,5 +150,6 @@ def report(
             item = dataset[pick]
             rows.append((f"{item['volume']} slice {item['slice']} (#{pick})", reconstruct(task, models, item, device)))
         columns = [task.baseline, "target", *models]
-        draw(rows, columns, out, f"{run.name}: {task.label(settings)}, {split} split (PSNR / SSIM per slice)")
+        draw(rows, columns, out, f"{run.name}: {task.label(settings)}, {split} split (PSNR / SSIM per slice)",
+             error_max)
     return format_table(table)

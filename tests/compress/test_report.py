@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from kdc.compress.recipe import RunConfig
-from kdc.compress.report import figure_pixels, report
+from kdc.compress.report import anatomy_slices, figure_pixels, report
 from kdc.errors import KdcError
 from kdc.models import build_model, save_checkpoint
 from tests.conftest import make_phantom
@@ -75,3 +76,24 @@ def test_table_is_read_from_metrics_json_for_the_runs_own_val_split(run):
     (run / "metrics.json").write_text(json.dumps({"split": "val", "acceleration": 4, "models": rows}))
     assert "| teacher | 7 | 1.00 ± 0.00 |" in report(run, None)
     assert "| teacher | 141,765 |" in report(run, None, split="train")  # another split is scored afresh
+
+
+def test_default_slices_are_those_with_the_most_anatomy():
+    """Evenly spaced picks land on the neck (little foreground); the default takes the fullest slice of each half."""
+    sizes = [0, 2, 9, 5, 1, 3, 12, 4]  # side of a square of foreground per slice
+    dataset = [{"target": np.pad(np.ones((1, n, n)), ((0, 0), (0, 16 - n), (0, 16 - n)))} for n in sizes]
+    assert anatomy_slices(dataset) == [2, 6]
+    assert anatomy_slices(dataset[:1]) == [0]
+
+
+def test_residual_maps_use_the_stated_fixed_scale(run, tmp_path):
+    """Same slices, another --error-max: only the residual rows and the colour bar change."""
+    fixed, wider = tmp_path / "a.png", tmp_path / "b.png"
+    report(run, fixed, "1")
+    report(run, wider, "1", error_max=0.5)
+    with Image.open(fixed) as a, Image.open(wider) as b:
+        top, bottom = np.asarray(a, float), np.asarray(b, float)
+    half = top.shape[0] // 2
+    assert np.abs(top[half:] - bottom[half:]).mean() > 1.0
+    with pytest.raises(KdcError, match="--error-max 0"):
+        report(run, tmp_path / "c.png", "1", error_max=0)
