@@ -164,7 +164,9 @@ def open_split(
     """
     if image not in IMAGE_KINDS:
         raise DataError(f"image kind {image!r}: expected one of {IMAGE_KINDS}")
-    center_fraction_for(acceleration, center_fraction)
+    mask_file = dataset_root(data) / "masks" / f"mask_{acceleration}x.npy"
+    if not mask_file.is_file():
+        center_fraction_for(acceleration, center_fraction)  # a generated mask needs it: fail before reading
     root = dataset_root(data)
     volumes = split_volumes(root, split)
     shape = common_shape(root, volumes)
@@ -183,7 +185,6 @@ def open_split(
                                          "train on the magnitude of its image; k-space is simulated from that "
                                          "magnitude and the phase is dropped (use complex models to keep it)")
     stored = any(mask is not None for mask in acquired)
-    mask_file = root / "masks" / f"mask_{acceleration}x.npy"
     if mask_file.is_file():
         mask = load_mask(mask_file, shape)
     elif stored:
