@@ -18,7 +18,7 @@ import numpy as np
 from kdc.data.errors import DataError
 from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, open_h5
 from kdc.mri.coils import apply_compression, calibration_region, coil_covariance, compression_matrix
-from kdc.mri.fft import ifft2
+from kdc.mri.fft import ifft2, ifft2c
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def target_images(raw: RawSlices, matrix: np.ndarray | None) -> np.ndarray:
     """``(S, H, W)`` complex64 targets: the stored reference, else the image of the (virtual-coil) k-space."""
     if raw.reference is not None:
         return raw.reference.astype(np.complex64)
-    return ifft2(single_coil(raw, matrix)).astype(np.complex64)
+    kspace = (raw.kspace if matrix is None else apply_compression(raw.kspace, matrix))[:, 0]
+    return (ifft2c(kspace) if raw.centred else ifft2(kspace)).astype(np.complex64)
 
 
 def volume_stats(file: h5py.File, reader: Reader, info: VolumeInfo) -> VolumeStats:

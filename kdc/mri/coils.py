@@ -86,7 +86,9 @@ def compression_matrix(covariance: np.ndarray, virtual: int = 1) -> np.ndarray:
 
 def apply_compression(kspace: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """``(..., C, H, W)`` k-space -> ``(..., V, H, W)`` virtual coils (linear: works on k-space or images)."""
-    return np.einsum("vc,...chw->...vhw", matrix, kspace).astype(np.complex64)
+    *batch, coils, height, width = kspace.shape
+    flat = kspace.reshape(*batch, coils, height * width)
+    return np.matmul(matrix, flat).reshape(*batch, matrix.shape[0], height, width).astype(np.complex64, copy=False)
 
 
 def compress_coils(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: int = 1) -> np.ndarray:
