@@ -27,7 +27,7 @@ from kdc.data.demo import demo_root
 from kdc.data.errors import DataError
 from kdc.data.formats import VolumeInfo, detect, inspect_volume, notice_once, open_h5
 from kdc.data.volumes import VolumeStats, single_coil, target_images, volume_stats
-from kdc.mri.fft import fft2, ifft2
+from kdc.mri.fft import fft2
 from kdc.mri.layout import centre_crop, centre_fit, to_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
 
@@ -210,7 +210,3 @@ def _common_acquired_mask(volumes: Sequence[VolumeInfo], masks: Sequence[np.ndar
             )
     return masks[first]
 
-
-def zero_filled(item: dict[str, Any]) -> np.ndarray:
-    """The zero-filled magnitude image of an item's k-space (for checks and baselines)."""
-    return np.abs(ifft2(item["kspace"][0] + 1j * item["kspace"][1]))

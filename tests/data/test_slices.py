@@ -5,7 +5,7 @@ from kdc.data import DataError
 from kdc.data.formats.kdmri import KdmriReader
 from kdc.mri.fft import fft2, ifft2
 from kdc.mri.masks import MaskError, cartesian_mask
-from kdc.data.slices import open_split, zero_filled
+from kdc.data.slices import open_split
 from kdc.mri.coils import compress_coils
 from kdc.mri.layout import from_channels
 from tests.conftest import make_phantom
@@ -98,6 +98,10 @@ def test_bad_datasets(tmp_path, write_kdmri, phantom):
     np.save(tmp_path / "masks" / "mask_5x.npy", np.array([{"pickled": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(MaskError, match="mask_5x.npy: not a numeric .npy array"):
         open_split(tmp_path, "train", 5)
+
+
+def zero_filled(item):
+    return np.abs(ifft2(from_channels(item["kspace"])))
 
 
 def psnr(reference, image):
