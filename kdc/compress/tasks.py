@@ -108,8 +108,9 @@ class Reconstruction(Task):
 
 
 def _as_target(image: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """``image`` cropped to the batch's targets (``--crop`` scores fastMRI's central 320x320; else unchanged)."""
-    return centre_crop(image, tuple(batch["target"].shape[-2:]))
+    """``image`` cropped to the batch's targets (``--crop`` scores fastMRI's central 320x320); unchanged when the
+    targets have its size or the batch has none."""
+    return centre_crop(image, tuple(batch["target"].shape[-2:])) if "target" in batch else image
 
 
 class SuperResolution(Task):
