@@ -34,7 +34,7 @@ import numpy as np
 
 from kdc._io import atomic_path, write_json
 from kdc.compress.recipe import TABLE_ROLES, RunConfig, distill
-from kdc.data.h5 import inspect_volume
+from kdc.data.formats import inspect_volume
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import dataset_root
 

@@ -63,6 +63,37 @@ def write_fastmri() -> Callable[..., Path]:
 
 
 @pytest.fixture
+def write_fastmri_multicoil() -> Callable[..., Path]:
+    """``write(path, coil_images (S, C, H, W))``: fastMRI multi-coil file: centred ``kspace`` (S, C, H, W),
+    ``reconstruction_rss`` (S, 320, 320), ``ismrmrd_header`` and the attributes."""
+
+    def write(path: Path, coil_images: np.ndarray) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        height, width = coil_images.shape[-2:]
+        rss = np.sqrt((np.abs(coil_images) ** 2).sum(axis=1))
+        with h5py.File(path, "w") as file:
+            file["kspace"] = fft2c(coil_images).astype(np.complex64)
+            file["reconstruction_rss"] = np.zeros((len(rss), 320, 320), np.float32)
+            file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width)
+            file.attrs["acquisition"] = "CORPD_FBK"
+            file.attrs["max"] = float(rss.max())
+            file.attrs["norm"] = float(np.linalg.norm(rss))
+            file.attrs["patient_id"] = "test"
+        return path
+
+    return write
+
+
+FASTMRI_HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></encodedSpace>
+<reconSpace><matrixSize><x>320</x><y>320</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>140</x><y>140</y><z>4.5</z></fieldOfView_mm></reconSpace>
+<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
+
+
+@pytest.fixture
 def write_nifti() -> Callable[..., Path]:
     """``write(path, data (X, Y, Z), affine)``: a NIfTI-1 volume written by nibabel."""
     import nibabel as nib

@@ -174,3 +174,25 @@ def test_every_option_is_readable_in_help_at_80_columns():
     assert "--runtime" not in serve
     assert "[default: the first of these the run has]" in " ".join(
         CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output.split())
+
+
+def test_train_at_6x_with_a_centre_fraction_scores_the_fastmri_crop(tmp_path, write_fastmri):
+    """Issue 10 item 7: --acc 6 --center-fraction 0.07 and --crop through kdc train and kdc evaluate."""
+    root = tmp_path / "knee"
+    for split, name, seed in (("train", "a", 0), ("val", "b", 1)):
+        write_fastmri(root / split / f"{name}.h5", make_phantom(1, 330, 340, seed=seed))
+    run = tmp_path / "run"
+    kdc("train", "--model", "student", "--data", str(root), "--acc", "6", "--center-fraction", "0.07", "--crop",
+        "--out", str(run), "--epochs", "1")
+    mask = np.load(run / "mask.npy")
+    assert mask.shape == (330, 340) and np.fft.fftshift(mask[0])[158:182].all()  # round(340 * 0.07) = 24 lines
+    assert 5 < mask.size / mask.sum() < 7
+    settings = json.loads((run / "run.json").read_text())
+    assert (settings["center_fraction"], settings["crop"]) == (0.07, True)
+    from kdc.data.slices import open_split
+
+    item = open_split(root, "val", 6, center_fraction=0.07, crop=(320, 320))[0]
+    assert item["target"].shape == (1, 320, 320)
+    table = json.loads(kdc("evaluate", str(run), "--json", str(tmp_path / "t.json")).stdout and
+                       (tmp_path / "t.json").read_text())
+    assert table["crop"] is True and table["center_fraction"] == 0.07

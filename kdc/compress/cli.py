@@ -13,7 +13,12 @@ if TYPE_CHECKING:
     from kdc.compress.recipe import RunConfig
 
 Data = Annotated[str, typer.Option(help="Dataset directory (ROOT/train, ROOT/val) or 'demo' for the shipped set.")]
-Acc = Annotated[int, typer.Option("--acc", help="Acceleration factor: 4, 5 or 8.")]
+Acc = Annotated[int, typer.Option("--acc", help="Acceleration factor: 4, 5, 8, or any with --center-fraction.")]
+CenterFraction = Annotated[
+    float | None, typer.Option(help="Fraction of central lines a generated mask samples (default 0.08/0.06/0.04 at "
+                                    "4/5/8x).")
+]
+Crop = Annotated[bool, typer.Option(help="Train and score on fastMRI's central 320x320 of the targets.")]
 Out = Annotated[Path, typer.Option(help="Run directory to write checkpoints, metrics.json and train.log to.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Epochs per training stage.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Slices per batch.")]
@@ -61,6 +66,8 @@ def train(
     task: Task = "recon",
     scale: Scale = 2,
     distributed: Distributed = False,
+    center_fraction: CenterFraction = None,
+    crop: Crop = False,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
@@ -69,7 +76,8 @@ def train(
     if model not in ("teacher", "student"):
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
-                              seed=seed, task=task, scale=scale, lr_schedule=lr_schedule)
+                              seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
+                              center_fraction=center_fraction, crop=crop)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -104,6 +112,8 @@ def distill(
         bool, typer.Option(help="Compute the teacher outputs the AT and KD losses need once, in RUN/cache.")
     ] = True,
     distributed: Distributed = False,
+    center_fraction: CenterFraction = None,
+    crop: Crop = False,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -113,6 +123,7 @@ def distill(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule,
+        center_fraction=center_fraction, crop=crop,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

@@ -65,6 +65,8 @@ class RunConfig:
     feature_weight: float = 0.0
     student: str | None = None
     lr_schedule: str = "cosine"
+    center_fraction: float | None = None
+    crop: bool = False
 
 
 def resolve_device(device: str) -> str:

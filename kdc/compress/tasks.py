@@ -18,10 +18,11 @@ from torch import nn
 from kdc._io import atomic_path
 from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
 from kdc.data.lowres import open_lowres_split
-from kdc.data.slices import open_split
+from kdc.data.slices import FASTMRI_CROP, open_split
 from kdc.errors import KdcError
 from kdc.models.checkpoint import PRESETS
 from kdc.models.dc import DataConsistency
+from kdc.mri.layout import centre_crop
 
 Batch = dict[str, Any]
 
@@ -78,29 +79,38 @@ class Reconstruction(Task):
     taps = PRESETS["student"]["cascades"]
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
-        return open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"])
+        return open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"],
+                          settings.get("center_fraction"), settings.get("image", "magnitude"),
+                          FASTMRI_CROP if settings.get("crop") else None)
 
     def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {"acceleration": settings["acceleration"], "mask_kind": settings["mask_kind"],
-                "mask_seed": settings["seed"]}
+                "mask_seed": settings["seed"], "center_fraction": settings.get("center_fraction"),
+                "crop": bool(settings.get("crop"))}
 
     def label(self, settings: Mapping[str, Any]) -> str:
         return f"{settings['acceleration']}x"
 
     def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return model(batch["kspace"], batch["mask"])
+        return _as_target(model(batch["kspace"], batch["mask"]), batch)
 
     def baseline_image(self, batch: Batch) -> torch.Tensor:
-        return DataConsistency().zero_filled(batch["kspace"])
+        return _as_target(DataConsistency().zero_filled(batch["kspace"]), batch)
 
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
         image, features = model.forward_features(batch["kspace"], batch["mask"])
         layer = len(model.cascades[0].convs) // 2
-        return Outputs(image, [taps[layer] for taps in features], features)
+        return Outputs(_as_target(image, batch), [taps[layer] for taps in features], features)
 
     def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
         with atomic_path(run_dir / "mask.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, train_set.mask)
+
+
+def _as_target(image: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """``image`` cropped to the batch's targets (``--crop`` scores fastMRI's central 320x320); unchanged when the
+    targets have its size or the batch has none."""
+    return centre_crop(image, tuple(batch["target"].shape[-2:])) if "target" in batch else image
 
 
 class SuperResolution(Task):

@@ -4,6 +4,11 @@ Each volume is reoriented to RAS, cut into 2-D slices along ``axis``, zero-padde
 ratio, resampled with antialiasing to ``(H, W)``, stripped of slices with too little foreground and scaled so
 that its maximum is 1. k-space is simulated the way KD-MRI built its data: the uncentred orthonormal FFT of the
 magnitude image, undersampled retrospectively with one fixed 1-D Cartesian mask per acceleration.
+
+With ``complex_images`` or ``coils > 1`` the volumes are written as fully sampled **fastMRI** files instead
+(``kspace`` centred, ``(S, C, H, W)`` for several coils): each volume's magnitude slices get one smooth random
+phase (``complex_images``) and birdcage coil sensitivities (``kdc.mri.simulate``), so that complex and
+multi-coil readers and models can be trained and tested on real anatomy.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import numpy as np
 import kdc
 from kdc._io import write_json
 from kdc.data.errors import DataError
-from kdc.mri.fft import fft2, ifft2
-from kdc.mri.masks import MASK_KINDS, MaskKind, cartesian_mask, center_fraction_for
 from kdc.data.resize import fit_images
+from kdc.mri.fft import fft2, fft2c, ifft2
+from kdc.mri.layout import centre_crop
+from kdc.mri.masks import MASK_KINDS, MaskKind, cartesian_mask, center_fraction_for
+from kdc.mri.simulate import complex_coil_images
 
 #: Slice axis of a RAS-oriented volume.
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -94,6 +101,16 @@ class BuildSettings:
     slices_per_volume: int | None = None
     dtype: str = "float32"
     targets_only: bool = False
+    center_fraction: float | None = None
+    complex_images: bool = False
+    coils: int = 1
+
+    @property
+    def layout(self) -> str:
+        """The file layout written: KD-MRI for magnitude single-coil data, else fastMRI (single- or multi-coil)."""
+        if self.coils > 1:
+            return "fastmri-multicoil"
+        return "fastmri" if self.complex_images else "kd-mri"
 
 
 def locate_source(name: str) -> Path | None:
@@ -204,6 +221,34 @@ def write_volume(path: Path, targets: np.ndarray, masks: dict[int, np.ndarray], 
             file.create_dataset(f"img_volus_{acc}", data=np.moveaxis(zero_filled, 0, -1).astype(dtype), **options)
 
 
+FASTMRI_HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>{height}</x><y>{width}</y><z>1</z></fieldOfView_mm></encodedSpace>
+<reconSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
+<fieldOfView_mm><x>{height}</x><y>{width}</y><z>1</z></fieldOfView_mm></reconSpace>
+<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
+
+
+def write_fastmri_volume(path: Path, coil_images: np.ndarray, multicoil: bool) -> None:
+    """Write one fully sampled fastMRI h5 file of ``(S, C, H, W)`` complex coil images: centred ``kspace``
+    ((S, C, H, W), or (S, H, W) single-coil), the 320x320 centre of the root-sum-of-squares image as
+    ``reconstruction_rss`` (``reconstruction_esc`` single-coil), an ``ismrmrd_header`` (1 mm pixels) and fastMRI's
+    attributes."""
+    import h5py
+
+    height, width = coil_images.shape[-2:]
+    rss = np.sqrt((np.abs(coil_images) ** 2).sum(axis=1))
+    kspace = fft2c(coil_images).astype(np.complex64)
+    with h5py.File(path, "w") as file:
+        stored = kspace if multicoil else kspace[:, 0]
+        file.create_dataset("kspace", data=stored, chunks=(1, *stored.shape[1:]))
+        file["reconstruction_rss" if multicoil else "reconstruction_esc"] = centre_crop(rss, (320, 320))
+        file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width)
+        file.attrs.update({"acquisition": "simulated", "max": float(rss.max()), "norm": float(np.linalg.norm(rss)),
+                           "patient_id": path.stem})
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -241,7 +286,8 @@ def build_dataset(
 
     _check_settings(settings, len(inputs))
     masks = {} if settings.targets_only else {
-        acc: cartesian_mask(settings.mask_kind, acc, settings.shape, settings.seed) for acc in settings.accelerations
+        acc: cartesian_mask(settings.mask_kind, acc, settings.shape, settings.seed, settings.center_fraction)
+        for acc in settings.accelerations
     }
     records = []
     with staging_dir(Path(out), overwrite) as staging, Progress(disable=not progress, transient=True) as bar:
@@ -249,7 +295,7 @@ def build_dataset(
         for index, item in enumerate(inputs):
             bar.update(task, description=f"{item.name}")
             split = "val" if index >= len(inputs) - settings.val_volumes else "train"
-            records.append(_build_volume(staging, split, item, masks, settings))
+            records.append(_build_volume(staging, split, item, masks, settings, settings.seed + index))
             bar.advance(task)
         for acc, mask in masks.items():
             (staging / "masks").mkdir(exist_ok=True)
@@ -261,7 +307,9 @@ def build_dataset(
 
 def _check_settings(settings: BuildSettings, volume_count: int) -> None:
     for acc in settings.accelerations:
-        center_fraction_for(acc)
+        center_fraction_for(acc, settings.center_fraction)
+    if settings.coils < 1:
+        raise DataError(f"--coils {settings.coils}: expected 1 or more")
     if settings.mask_kind not in MASK_KINDS:
         raise DataError(f"--mask-kind {settings.mask_kind!r}: expected one of {MASK_KINDS}")
     if settings.dtype not in DTYPES:
@@ -276,7 +324,7 @@ def _check_settings(settings: BuildSettings, volume_count: int) -> None:
 
 
 def _build_volume(
-    root: Path, split: str, item: VolumeInput, masks: dict[int, np.ndarray], settings: BuildSettings
+    root: Path, split: str, item: VolumeInput, masks: dict[int, np.ndarray], settings: BuildSettings, seed: int
 ) -> dict:
     slices = load_slices(item.path, settings.axis, settings.shape)
     if slices.max() <= 0:
@@ -289,7 +337,11 @@ def _build_volume(
     targets = targets.astype(settings.dtype).astype(np.float32)
     file = root / split / f"{item.name}.h5"
     file.parent.mkdir(exist_ok=True)
-    write_volume(file, targets, masks, settings.dtype)
+    if settings.layout == "kd-mri":
+        write_volume(file, targets, masks, settings.dtype)
+    else:
+        coil_images = complex_coil_images(targets, settings.coils, seed, phase=settings.complex_images)
+        write_fastmri_volume(file, coil_images, multicoil=settings.coils > 1)
     return {
         "name": item.name,
         "split": split,
@@ -305,7 +357,10 @@ def _manifest(records: list[dict], masks: dict[int, np.ndarray], settings: Build
     return {
         "format": "kdc-dataset/1",
         "kdc_version": kdc.__version__,
-        "layout": "kd-mri",
+        "layout": settings.layout,
+        "complex": settings.complex_images,
+        "coils": settings.coils,
+        "center_fraction": settings.center_fraction,
         "image_size": list(settings.shape),
         "axis": settings.axis,
         "min_foreground": settings.min_foreground,

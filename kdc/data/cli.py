@@ -42,6 +42,16 @@ def build(
     targets_only: Annotated[
         bool, typer.Option(help="Write only volfs, no masks or k-space: readers then simulate both.")
     ] = False,
+    center_fraction: Annotated[
+        Optional[float], typer.Option(help="Fraction of central lines always sampled (default: 0.08/0.06/0.04 at "
+                                           "4/5/8x; needed for other accelerations).")
+    ] = None,
+    complex_images: Annotated[
+        bool, typer.Option("--complex", help="Simulate complex images (smooth random phase); writes fastMRI files.")
+    ] = False,
+    coils: Annotated[
+        int, typer.Option(min=1, help="Simulate this many birdcage coils; more than 1 writes fastMRI multi-coil files.")
+    ] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """Slice real NIfTI brain volumes into a KD-MRI h5 dataset with simulated, undersampled k-space."""
@@ -58,6 +68,9 @@ def build(
         slices_per_volume=slices_per_volume,
         dtype=dtype,
         targets_only=targets_only,
+        center_fraction=center_fraction,
+        complex_images=complex_images,
+        coils=coils,
     )
     manifest = build_dataset(out, resolve_inputs(source or [], volume or []), settings, overwrite)
     for record in manifest["volumes"]:

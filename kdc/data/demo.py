@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.data.h5 import read_volume
+from kdc.data.volumes import read_volume
 from kdc.data.resize import fit_images
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.mri.fft import fft2c, ifft2c
-from kdc.data.h5 import VolumeInfo, read_volume
+from kdc.data.formats import VolumeInfo
+from kdc.data.volumes import read_volume
 from kdc.data.slices import split_volumes
 
 SCALES = (2, 4)

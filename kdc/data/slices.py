@@ -1,72 +1,123 @@
 """Slices of a dataset split with one fixed undersampling mask (KD-MRI style): a map-style dataset on numpy.
 
 Items are dicts of float32 arrays, ready for ``torch.utils.data.DataLoader``'s default collation:
-``kspace`` (2, H, W) undersampled uncentred k-space (real, imaginary), ``mask`` (1, 1, W) (or (1, H, W) for a mask
-that is not 1-D Cartesian), ``target`` (1, H, W) in [0, 1]; plus ``volume`` (file stem) and ``slice`` (index).
+``kspace`` (2, H, W) undersampled uncentred single-coil k-space (real, imaginary), ``mask`` (1, 1, W) for a mask
+of whole columns, (1, H, 1) for whole rows, (1, H, W) otherwise, ``target`` (1, h, w) magnitude in [0, 1] or, with
+``image="complex"``, (2, h, w) real and imaginary parts (``h, w`` the ``crop`` when one is given); plus ``volume``
+(file stem) and ``slice`` (index).
+
+Slices are read from the h5 files on demand, one at a time: nothing but per-volume statistics is kept, and every
+process (DataLoader worker) opens its own h5 handles.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import h5py
 import numpy as np
 
 from kdc.data.demo import demo_root
 from kdc.data.errors import DataError
+from kdc.data.formats import VolumeInfo, detect, inspect_volume, notice_once, open_h5
+from kdc.data.volumes import VolumeStats, single_coil, target_images, volume_stats
 from kdc.mri.fft import fft2
-from kdc.data.h5 import Volume, VolumeInfo, inspect_volume, read_volume
-from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_columns
+from kdc.mri.layout import centre_crop, centre_fit, to_channels
+from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
 
 DEMO = "demo"
+ImageKind = Literal["magnitude", "complex"]
+IMAGE_KINDS: tuple[str, ...] = ("magnitude", "complex")
+#: fastMRI's evaluation crop (``--crop``).
+FASTMRI_CROP = (320, 320)
+#: h5 handles a process keeps open at once.
+OPEN_FILES = 32
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How slices become items: the image kind, the common slice shape and the target crop."""
+
+    image: ImageKind = "magnitude"
+    shape: tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
 
 
 class SliceDataset:
-    """Every slice of some volumes, undersampled with one mask; volumes are read once and kept in memory."""
+    """Every slice of some volumes, undersampled with one mask and read lazily from the h5 files."""
 
-    def __init__(self, volumes: Sequence[VolumeInfo], acceleration: int, mask: np.ndarray) -> None:
+    def __init__(self, volumes: Sequence[VolumeInfo], acceleration: int, mask: np.ndarray,
+                 stats: Sequence[VolumeStats], settings: SplitSettings = SplitSettings(),
+                 stored_kspace: bool = False) -> None:
         self.files: list[Path] = [info.path for info in volumes]
         self.acceleration = acceleration
         self.mask: np.ndarray = mask
         self.image_shape: tuple[int, int] = mask.shape
-        is_cartesian = sampled_columns(mask) is not None
-        self._mask_input = (mask[:1] if is_cartesian else mask)[None].astype(np.float32)
+        self.settings = settings
+        self.stats = list(stats)
+        self.stored_kspace = stored_kspace
+        lines = sampled_lines(mask)
+        mask_input = mask if lines is None else mask[:1] if lines[0] == -1 else mask[:, :1]
+        self._mask_input = mask_input[None].astype(np.float32)
         self._index = [(volume, index) for volume, info in enumerate(volumes) for index in range(info.slices)]
-        self._volumes: dict[int, Volume] = {}
+        self._handles: OrderedDict[int, h5py.File] = OrderedDict()
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self._index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         volume_index, slice_index = self._index[index]
-        volume = self._volume(volume_index)
-        target = volume.target[slice_index]
-        measured = fft2(target) if volume.kspace is None else volume.kspace[slice_index]
+        file = self._file(volume_index)
+        reader, stats = detect(file), self.stats[volume_index]
+        raw = reader.read(file, slice(slice_index, slice_index + 1), self.acceleration)
+        scale = np.float32(stats.scale)
+        image = raw.reference[0] / scale if raw.reference is not None else target_images(raw, stats.coil_matrix)[0] / scale
+        if not self.stored_kspace:
+            image = centre_fit(image, self.image_shape)
+        if self.settings.image == "magnitude" and np.iscomplexobj(image):
+            image = np.abs(image)
+        measured = single_coil(raw, stats.coil_matrix)[0] / scale if self.stored_kspace else fft2(image)
+        target = centre_crop(image, self.settings.crop or self.image_shape)
         kspace = measured * self.mask
         return {
-            "kspace": np.stack([kspace.real, kspace.imag]).astype(np.float32),
+            "kspace": to_channels(kspace),
             "mask": self._mask_input.copy(),
-            "target": target[None].copy(),
+            "target": to_channels(target) if self.settings.image == "complex" else target[None].astype(np.float32),
             "volume": self.files[volume_index].stem,
             "slice": slice_index,
         }
 
     def fingerprint(self) -> str:
-        """SHA-256 of what the items depend on: the files (path, size, mtime), slice indices, acceleration and mask."""
+        """SHA-256 of what the items depend on: the files (path, size, mtime), slice indices, acceleration, mask and
+        settings."""
         digest = hashlib.sha256()
         for path in self.files:
             stat = path.stat()
             digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        digest.update(f"{self._index}|{self.acceleration}|{self.mask.shape}\n".encode())
+        digest.update(f"{self._index}|{self.acceleration}|{self.mask.shape}|{self.settings}\n".encode())
         digest.update(np.ascontiguousarray(self.mask, dtype=np.float32).tobytes())
         return digest.hexdigest()
 
-    def _volume(self, index: int) -> Volume:
-        if index not in self._volumes:
-            self._volumes[index] = read_volume(self.files[index], self.acceleration)
-        return self._volumes[index]
+    def _file(self, index: int) -> h5py.File:
+        """This process's open handle of volume ``index`` (a forked worker opens its own)."""
+        if self._pid != os.getpid():
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        if index not in self._handles:
+            if len(self._handles) >= OPEN_FILES:
+                self._handles.popitem(last=False)[1].close()
+            self._handles[index] = open_h5(self.files[index])
+        self._handles.move_to_end(index)
+        return self._handles[index]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handles": OrderedDict()}
 
 
 def dataset_root(data: str | Path) -> Path:
@@ -78,32 +129,84 @@ def dataset_root(data: str | Path) -> Path:
 
 
 def split_volumes(data: str | Path, split: str) -> list[VolumeInfo]:
-    """Headers of the volumes ``ROOT/split/*.h5``, sorted; all must have the same slice size."""
+    """Headers of the volumes ``ROOT/split/*.h5``, sorted."""
     directory = dataset_root(data) / split
     if not directory.is_dir():
         raise DataError(f"{directory}: split '{split}' not found (expected a directory of .h5 volumes)")
     volumes = [inspect_volume(path) for path in sorted(directory.glob("*.h5"))]
     if not volumes:
         raise DataError(f"{directory}: split '{split}' holds no .h5 volumes")
-    shape = volumes[0].image_shape
-    for info in volumes[1:]:
-        if info.image_shape != shape:
-            raise DataError(
-                f"{info.path}: slices are {info.image_shape}, but {volumes[0].path.name} in the same split has {shape}"
-            )
     return volumes
 
 
+def common_shape(root: Path, volumes: Sequence[VolumeInfo]) -> tuple[int, int]:
+    """The slice shape every split of ``root`` is brought to: the largest height and width of its volumes (smaller
+    images are zero-padded, centred, in the image domain); said once when the volumes differ."""
+    others = [info for split in ("train", "val") if (root / split).is_dir()
+              for info in split_volumes(root, split)] if root.is_dir() else []
+    shapes = sorted({info.image_shape for info in [*volumes, *others]})
+    shape = (max(height for height, _ in shapes), max(width for _, width in shapes))
+    if len(shapes) > 1:
+        notice_once(f"shape:{root}", f"{root}: volumes have slice sizes {shapes}; each image is zero-padded "
+                                     f"(centred) to {shape[0]}x{shape[1]}")
+    return shape
+
+
 def open_split(
-    data: str | Path, split: str, acceleration: int, mask_kind: MaskKind = "random", mask_seed: int = 0
+    data: str | Path, split: str, acceleration: int, mask_kind: MaskKind = "random", mask_seed: int = 0,
+    center_fraction: float | None = None, image: ImageKind = "magnitude", crop: tuple[int, int] | None = None,
 ) -> SliceDataset:
-    """Slices of ``ROOT/split/*.h5`` with the dataset's mask ``ROOT/masks/mask_{acc}x.npy``, else a generated one."""
-    center_fraction_for(acceleration)
-    volumes = split_volumes(data, split)
-    root, shape = dataset_root(data), volumes[0].image_shape
-    mask_file = root / "masks" / f"mask_{acceleration}x.npy"
+    """Slices of ``ROOT/split/*.h5`` undersampled with the dataset's mask ``ROOT/masks/mask_{acc}x.npy``, else the
+    mask the files' stored k-space was undersampled with (KD-MRI), else a generated one.
+
+    ``image="complex"`` gives complex targets and measured k-space; ``"magnitude"`` simulates k-space from the
+    magnitude target (the phase of measured k-space is dropped, said once). ``crop`` crops targets.
+    """
+    if image not in IMAGE_KINDS:
+        raise DataError(f"image kind {image!r}: expected one of {IMAGE_KINDS}")
+    mask_file = dataset_root(data) / "masks" / f"mask_{acceleration}x.npy"
+    if not mask_file.is_file():
+        center_fraction_for(acceleration, center_fraction)  # a generated mask needs it: fail before reading
+    root = dataset_root(data)
+    volumes = split_volumes(root, split)
+    shape = common_shape(root, volumes)
+    stats, acquired = [], []
+    for info in volumes:
+        with open_h5(info.path) as file:
+            reader = detect(file)
+            acquired.append(reader.acquired_mask(file, acceleration))
+            if acquired[-1] is not None and reader.read(file, slice(0, 1)).reference is None:
+                raise DataError(f"{info.path}: undersampled k-space without a fully sampled reference: it can be "
+                                "reconstructed, not trained or scored on")
+            stats.append(volume_stats(file, reader, info))
+            measured = reader.read(file, slice(0, 1)).measured_phase
+        if measured and image == "magnitude":
+            notice_once(f"phase:{root}", f"{root}: k-space with measured phase ({reader.name}): magnitude models "
+                                         "train on the magnitude of its image; k-space is simulated from that "
+                                         "magnitude and the phase is dropped (use complex models to keep it)")
+    stored = any(mask is not None for mask in acquired)
     if mask_file.is_file():
         mask = load_mask(mask_file, shape)
+    elif stored:
+        mask = _common_acquired_mask(volumes, acquired, acceleration)
     else:
-        mask = cartesian_mask(mask_kind, acceleration, shape, mask_seed)
-    return SliceDataset(volumes, acceleration, mask)
+        mask = cartesian_mask(mask_kind, acceleration, shape, mask_seed, center_fraction)
+    if stored and any(info.image_shape != shape for info in volumes):
+        raise DataError(f"{root}: volumes with stored undersampled k-space ('kspace_volus_{acceleration}') have "
+                        "different slice sizes; they cannot be padded to a common size")
+    settings = SplitSettings(image, shape, None if crop is None else (min(crop[0], shape[0]), min(crop[1], shape[1])))
+    return SliceDataset(volumes, acceleration, mask, stats, settings, stored_kspace=stored)
+
+
+def _common_acquired_mask(volumes: Sequence[VolumeInfo], masks: Sequence[np.ndarray | None],
+                          acceleration: int) -> np.ndarray:
+    """The one mask every volume's stored k-space was undersampled with."""
+    first = next(index for index, mask in enumerate(masks) if mask is not None)
+    for info, mask in zip(volumes, masks):
+        if mask is None or not np.array_equal(mask, masks[first]):
+            raise DataError(
+                f"{info.path}: its 'kspace_volus_{acceleration}' was not undersampled with the mask of "
+                f"{volumes[first].path.name}; supply the training mask as ROOT/masks/mask_{acceleration}x.npy"
+            )
+    return masks[first]
+

@@ -1,7 +1,9 @@
-"""1-D Cartesian undersampling masks (fastMRI's random and equispaced schemes) and KD-MRI ``.npy`` masks.
+"""Undersampling masks: 1-D Cartesian (fastMRI's random and equispaced schemes, along either axis), 2-D random
+(variable density) and KD-MRI ``.npy`` masks.
 
-Masks are returned **uncentred** as float32 arrays of shape ``(H, W)`` with the phase-encode direction along W:
-every row is the same, a column is either fully sampled or not.
+Masks are returned **uncentred** as float32 arrays of shape ``(H, W)``. A 1-D Cartesian mask samples whole lines
+along one axis: columns (``axis=-1``, phase encodes along W, fastMRI's knee convention; every row the same) or rows
+(``axis=-2``, phase encodes along H, as KD-MRI's brain and cardiac masks; every column the same).
 """
 
 from __future__ import annotations
@@ -13,20 +15,28 @@ import numpy as np
 
 from kdc.errors import KdcError
 
-MaskKind = Literal["random", "equispaced"]
+MaskKind = Literal["random", "equispaced", "random2d"]
 #: Fraction of fully sampled low-frequency lines per acceleration (fastMRI uses 0.08 at 4x and 0.04 at 8x).
 CENTER_FRACTIONS: dict[int, float] = {4: 0.08, 5: 0.06, 8: 0.04}
-MASK_KINDS: tuple[str, ...] = ("random", "equispaced")
+#: 1-D Cartesian kinds (whole lines) and the 2-D kind (single k-space points).
+LINE_KINDS: tuple[str, ...] = ("random", "equispaced")
+MASK_KINDS: tuple[str, ...] = (*LINE_KINDS, "random2d")
 
 
 class MaskError(KdcError):
     """A mask that cannot be used: wrong shape, not binary, unknown acceleration."""
 
 
-def center_fraction_for(acceleration: int) -> float:
+def center_fraction_for(acceleration: int, center_fraction: float | None = None) -> float:
+    """``center_fraction`` if given (checked), else fastMRI's fraction for ``acceleration`` (4, 5 or 8)."""
+    if center_fraction is not None:
+        if not 0 < center_fraction < 1:
+            raise MaskError(f"centre fraction {center_fraction}: expected a fraction between 0 and 1")
+        return float(center_fraction)
     if acceleration not in CENTER_FRACTIONS:
         raise MaskError(
-            f"unknown acceleration {acceleration}x: expected one of {sorted(CENTER_FRACTIONS)}"
+            f"unknown acceleration {acceleration}x: expected one of {sorted(CENTER_FRACTIONS)}, "
+            "or give its centre fraction (--center-fraction, e.g. 0.07 at 6x)"
         )
     return CENTER_FRACTIONS[acceleration]
 
@@ -35,8 +45,7 @@ def cartesian_lines(
     kind: MaskKind, acceleration: int, width: int, seed: int = 0, center_fraction: float | None = None
 ) -> np.ndarray:
     """Centred 1-D line mask of length ``width`` (DC in the middle), as fastMRI's MaskFuncs draw it."""
-    if center_fraction is None:
-        center_fraction = center_fraction_for(acceleration)
+    center_fraction = center_fraction_for(acceleration, center_fraction)
     if acceleration < 1:
         raise MaskError(f"acceleration must be >= 1, got {acceleration}")
     rng = np.random.default_rng(seed)
@@ -63,11 +72,33 @@ def cartesian_mask(
     shape: tuple[int, int],
     seed: int = 0,
     center_fraction: float | None = None,
+    axis: int = -1,
 ) -> np.ndarray:
-    """Uncentred ``(H, W)`` mask sampling whole columns (phase encodes along W)."""
-    height, width = shape
-    lines = np.fft.ifftshift(cartesian_lines(kind, acceleration, width, seed, center_fraction))
-    return np.broadcast_to(lines, (height, width)).copy()
+    """Uncentred ``(H, W)`` mask: whole columns (``axis=-1``) or whole rows (``axis=-2``) for the line kinds, single
+    points for ``random2d``."""
+    if kind == "random2d":
+        return random_2d_mask(acceleration, shape, seed, center_fraction)
+    if axis not in (-1, -2):
+        raise MaskError(f"mask axis {axis}: expected -1 (columns sampled) or -2 (rows sampled)")
+    lines = np.fft.ifftshift(cartesian_lines(kind, acceleration, shape[axis], seed, center_fraction))
+    return np.broadcast_to(lines if axis == -1 else lines[:, None], shape).astype(np.float32)
+
+
+def random_2d_mask(
+    acceleration: int, shape: tuple[int, int], seed: int = 0, center_fraction: float | None = None
+) -> np.ndarray:
+    """Uncentred ``(H, W)`` variable-density mask: a fully sampled centre square of ``center_fraction`` of each
+    axis plus points drawn with a Gaussian density, about ``1/acceleration`` of k-space in all."""
+    center_fraction = center_fraction_for(acceleration, center_fraction)
+    rng = np.random.default_rng(seed)
+    axes = [np.fft.fftshift(np.fft.fftfreq(size)) for size in shape]
+    radius2 = (axes[0][:, None] / 0.5) ** 2 + (axes[1][None, :] / 0.5) ** 2
+    centre = (np.abs(axes[0])[:, None] <= center_fraction / 2) & (np.abs(axes[1])[None, :] <= center_fraction / 2)
+    density = np.exp(-radius2 / (2 * 0.3**2))
+    wanted = max(shape[0] * shape[1] / acceleration - centre.sum(), 0)
+    density *= wanted / max(density[~centre].sum(), 1e-12)
+    mask = centre | (rng.uniform(size=shape) < np.clip(density, 0, 1))
+    return np.fft.ifftshift(mask).astype(np.float32)
 
 
 def validate_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, source: str = "mask") -> np.ndarray:
@@ -94,6 +125,28 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     except ValueError as err:
         raise MaskError(f"{path}: not a numeric .npy array ({err})") from None
     return validate_mask(mask, shape, source=str(path))
+
+
+def mask_from_kspace(sampled: np.ndarray) -> np.ndarray:
+    """The float32 ``(H, W)`` mask of k-space whose non-zero samples are ``sampled`` (boolean ``(H, W)``, e.g. any
+    slice non-zero): whole columns or whole rows when the samples fill them (a sample that is exactly zero by
+    chance must not drop a line), else the samples themselves (a 2-D mask)."""
+    sampled = np.asarray(sampled, dtype=bool)
+    columns = np.broadcast_to(sampled.any(axis=0), sampled.shape)
+    rows = np.broadcast_to(sampled.any(axis=1)[:, None], sampled.shape)
+    lines = min(columns, rows, key=np.count_nonzero)
+    return (lines if np.count_nonzero(lines) <= 1.01 * np.count_nonzero(sampled) else sampled).astype(np.float32)
+
+
+def sampled_lines(mask: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """``(axis, indices)`` of a 1-D Cartesian mask: ``axis=-1`` when it samples whole columns, ``-2`` whole rows
+    (a fully sampled mask counts as columns); None for a 2-D mask."""
+    mask = np.asarray(mask)
+    columns = sampled_columns(mask)
+    if columns is not None:
+        return -1, columns
+    rows = sampled_columns(mask.T)
+    return None if rows is None else (-2, rows)
 
 
 def sampled_columns(mask: np.ndarray) -> np.ndarray | None:

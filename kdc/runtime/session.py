@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, imaginary_fraction
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
 
@@ -252,11 +253,6 @@ class Reconstructor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
-
-
-def zero_filled_peak(kspace: np.ndarray) -> float:
-    """Largest magnitude of the zero-filled images of ``(N, 2, H, W)`` k-space (orthonormal inverse FFT)."""
-    return float(np.abs(np.fft.ifft2(kspace[:, 0] + 1j * kspace[:, 1], norm="ortho")).max()) if kspace.size else 0.0
 
 
 def parse_contract(text: str | None, path: Path) -> dict[str, Any]:

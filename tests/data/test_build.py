@@ -8,7 +8,7 @@ import pytest
 from kdc.data import DataError, build
 from kdc.errors import KdcError
 from kdc.data.build import BuildSettings, Source, VolumeInput, build_dataset, resolve_inputs
-from kdc.mri.fft import fft2, ifft2
+from kdc.mri.fft import fft2, ifft2, ifft2c
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import open_split
 
@@ -160,3 +160,31 @@ def test_4d_volumes_are_refused(tmp_path, write_nifti):
     path = write_nifti(tmp_path / "epi.nii.gz", np.ones((8, 8, 4, 2), np.float32))
     with pytest.raises(DataError, match=r"epi.nii.gz: expected a 3-D volume, got shape \(8, 8, 4, 2\)"):
         build_dataset(tmp_path / "d", [VolumeInput("x", path), VolumeInput("y", path)], SMALL, progress=False)
+
+
+def test_complex_multicoil_build_writes_fastmri_files_the_readers_take(tmp_path, volumes):
+    settings = BuildSettings(shape=(24, 20), accelerations=(4,), complex_images=True, coils=4)
+    manifest = build_dataset(tmp_path / "mc", volumes, settings, progress=False)
+    assert (manifest["layout"], manifest["coils"], manifest["complex"]) == ("fastmri-multicoil", 4, True)
+    path = tmp_path / "mc" / "train" / "a.h5"
+    kspace = read(path, "kspace")
+    assert kspace.shape[1:] == (4, 24, 20) and kspace.dtype == np.complex64
+    assert read(path, "reconstruction_rss").shape[1:] == (24, 20)
+    coil_images = ifft2c(kspace)
+    assert np.abs(np.angle(coil_images[:, 0][np.abs(coil_images[:, 0]) > 0.1])).std() > 0.1  # phase is not flat
+    rss = np.sqrt((np.abs(coil_images) ** 2).sum(axis=1))
+    magnitude = open_split(tmp_path / "mc", "train", 4)
+    assert np.corrcoef(magnitude[0]["target"][0].ravel(), (rss[0] / rss.max()).ravel())[0, 1] > 0.95
+    complex_split = open_split(tmp_path / "mc", "train", 4, image="complex")
+    assert complex_split[0]["target"].shape == (2, 24, 20)
+    np.testing.assert_array_equal(complex_split.mask, np.load(tmp_path / "mc" / "masks" / "mask_4x.npy"))
+
+
+def test_acceleration_beyond_the_table_is_built_with_its_centre_fraction(tmp_path, volumes):
+    with pytest.raises(KdcError, match="unknown acceleration 6x"):
+        build_dataset(tmp_path / "no", volumes, BuildSettings(shape=(24, 24), accelerations=(6,)), progress=False)
+    settings = BuildSettings(shape=(24, 60), accelerations=(6,), center_fraction=0.07, mask_kind="equispaced")
+    manifest = build_dataset(tmp_path / "six", volumes, settings, progress=False)
+    mask = np.load(tmp_path / "six" / "masks" / "mask_6x.npy")
+    assert np.fft.fftshift(mask[0])[28:32].all() and 5 < mask.size / mask.sum() < 7  # 4 = round(60 * 0.07)
+    assert manifest["center_fraction"] == 0.07 and len(open_split(tmp_path / "six", "val", 6)) > 0

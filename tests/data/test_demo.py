@@ -37,5 +37,5 @@ def test_validation_images_pad_instead_of_stretching():
 
 def test_validation_images_count():
     assert validation_images((64, 64), count=40).shape == (40, 64, 64)
-    with pytest.raises(DataError, match="count 41, expected 1 to 40"):
+    with pytest.raises(DataError, match="41 slices asked for, the split has 40"):
         validation_images((64, 64), count=41)

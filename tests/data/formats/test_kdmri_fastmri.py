@@ -4,7 +4,8 @@ import pytest
 
 from kdc.data import DataError
 from kdc.mri.fft import fft2
-from kdc.data.h5 import FASTMRI, KDMRI, inspect_volume, read_volume
+from kdc.data.formats import inspect_volume
+from kdc.data.volumes import read_volume
 from kdc.mri.masks import cartesian_mask
 
 
@@ -14,7 +15,7 @@ def test_kdmri_volume_is_read_slices_first_and_scaled_with_its_kspace(tmp_path, 
     path = write_kdmri(tmp_path / "vol.h5", images, {4: mask})
 
     info = inspect_volume(path)
-    assert (info.layout, info.slices, info.image_shape) == (KDMRI, 4, (24, 20))
+    assert (info.format, info.slices, info.image_shape) == ("kd-mri", 4, (24, 20))
     volume = read_volume(path, 4)
     assert volume.target.dtype == np.float32 and volume.target.shape == (4, 24, 20)
     assert volume.target.max() == 1.0
@@ -30,7 +31,7 @@ def test_fastmri_target_is_the_magnitude_of_the_centred_ifft(tmp_path, write_fas
     path = write_fastmri(tmp_path / "file1000001.h5", images)
 
     info = inspect_volume(path)
-    assert (info.layout, info.slices, info.image_shape) == (FASTMRI, 2, (640, 368))
+    assert (info.format, info.slices, info.image_shape) == ("fastmri", 2, (640, 368))
     volume = read_volume(path, 4)
     assert volume.kspace is None
     np.testing.assert_allclose(volume.target, images / images.max(), atol=1e-5)
@@ -53,9 +54,9 @@ def write_keys(path, **arrays):
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"image": np.zeros((4, 4, 2))}, r"expected 'volfs' \(KD-MRI\) or 'kspace'.*found keys \['image'\]"),
+        ({"image": np.zeros((4, 4, 2))}, r"expected 'volfs' \(KD-MRI\) or 'kspace' .* or 'dataset' .*found keys \['image'\]"),
         ({"volfs": np.ones((4, 4))}, r"'volfs' must be a 3-D array \(H, W, slices\), got \(4, 4\)"),
-        ({"kspace": np.ones((2, 3, 4, 4), np.complex64)}, "multi-coil data is not supported"),
+        ({"kspace": np.ones((2, 4), np.complex64)}, r"'kspace' must be a 3-D array \(slices, H, W\), complex, got \(2, 4\)"),
         ({"kspace": np.ones((2, 4, 4), np.float32)}, "'kspace' is float32, expected complex"),
         ({"volfs": np.zeros((4, 4, 2))}, "all zero"),
         (

@@ -1,0 +1,186 @@
+"""What a format reader yields, and the registry that picks the reader of a file.
+
+A reader turns one h5 file into complex k-space slices ``(S, C, H, W)`` with a stated centring, the acquired mask
+when the file is undersampled, a stored fully sampled reference image when it has one, and the geometry writers
+need. It reads any range of slices on request, so that datasets never hold a whole volume or split in memory.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import h5py
+import numpy as np
+
+from kdc.data.errors import DataError
+from kdc.mri.fft import fft2, ifft2c
+
+_SHOWN: set[str] = set()
+
+
+def notice_once(key: str, message: str) -> None:
+    """Print ``kdc: message`` on stderr the first time ``key`` is seen in this process."""
+    if key not in _SHOWN:
+        _SHOWN.add(key)
+        print(f"kdc: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the pixels are, for writers (DICOM, NIfTI): voxel size (row, column, slice thickness) in mm and the
+    position of each slice along the slice normal in mm; None where the file does not say."""
+
+    voxel_size_mm: tuple[float, float, float] | None = None
+    slice_positions_mm: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What a file holds, read from its header without loading the arrays."""
+
+    path: Path
+    format: str
+    slices: int
+    image_shape: tuple[int, int]
+    coils: int = 1
+
+
+@dataclass(frozen=True)
+class RawSlices:
+    """Slices as a file stores them.
+
+    ``kspace`` ``(S, C, H, W)`` complex64, zero where not acquired; ``centred``: DC term in the middle (fastMRI,
+    ISMRMRD) rather than at index 0 (KD-MRI); ``reference``
+    ``(S, H, W)`` a stored fully sampled magnitude image (KD-MRI's ``volfs``) that is the target instead of the
+    image of ``kspace``; ``measured_phase``: the k-space was measured (its image has a phase), not simulated from a
+    magnitude image.
+    """
+
+    kspace: np.ndarray
+    centred: bool
+    reference: np.ndarray | None
+    measured_phase: bool
+
+    def uncentred(self) -> np.ndarray:
+        """``kspace`` in kdc's uncentred convention: ``fft2(image)`` of the upright image.
+
+        Centred k-space is ``fftshift(fft2(ifftshift(image)))``; shifting k-space alone would return the image
+        rolled by half the field of view, so the image is formed and transformed again (exact for odd sizes too).
+        """
+        return fft2(ifft2c(self.kspace)).astype(np.complex64) if self.centred else self.kspace
+
+
+class Reader:
+    """One registered input format: ``claims`` a file by its keys, ``inspect``s its header, ``read``s slices."""
+
+    name: ClassVar[str]
+    #: What identifies the format, for the error listing every format: ``'volfs' (KD-MRI)``.
+    signature: ClassVar[str]
+
+    def claims(self, file: h5py.File) -> bool:
+        raise NotImplementedError
+
+    def inspect(self, file: h5py.File) -> VolumeInfo:
+        raise NotImplementedError
+
+    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None) -> RawSlices:
+        """Slices ``slices`` of the file; ``acceleration`` picks a stored undersampling where a format has several."""
+        raise NotImplementedError
+
+    def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
+        """The ``(H, W)`` samples the file's k-space holds, **uncentred**; None when it is fully sampled."""
+        return None
+
+    def geometry(self, file: h5py.File) -> Geometry:
+        return Geometry()
+
+
+READERS: dict[str, Reader] = {}
+
+
+def register(reader: type[Reader]) -> type[Reader]:
+    """Class decorator: make ``reader`` the reader of its format (detection tries readers in registration order)."""
+    READERS[reader.name] = reader()
+    return reader
+
+
+def open_h5(path: str | Path) -> h5py.File:
+    """Open an h5 file for reading; a missing or unreadable file is a :class:`DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+
+
+def detect(file: h5py.File) -> Reader:
+    """The reader that claims ``file``, else a DataError listing what each format needs."""
+    for reader in READERS.values():
+        if reader.claims(file):
+            return reader
+    expected = " or ".join(dict.fromkeys(reader.signature for reader in READERS.values()))
+    raise DataError(f"{file.filename}: expected {expected}, found keys {sorted(file.keys())}")
+
+
+def inspect_volume(path: str | Path) -> VolumeInfo:
+    """Format, slice count, image shape and coil count of an h5 file, from its header."""
+    with open_h5(path) as file:
+        info = replace(detect(file).inspect(file), path=Path(path))
+    if info.slices == 0:
+        raise DataError(f"{path}: volume has no slices")
+    if info.coils == 0:
+        raise DataError(f"{path}: coil count 0")
+    return info
+
+
+def read_slices(path: str | Path, slices: slice = slice(None), acceleration: int | None = None) -> RawSlices:
+    """Slices of the file at ``path``, read by its format's reader."""
+    with open_h5(path) as file:
+        return detect(file).read(file, slices, acceleration)
+
+
+def dataset(file: h5py.File, key: str, expected: str, ndim: int, complex_values: bool = False) -> h5py.Dataset:
+    """The ``ndim``-D array ``key`` of ``file``, else a DataError naming file, field and what was ``expected``."""
+    if key not in file:
+        raise DataError(f"{file.filename}: missing '{key}' {expected}, found keys {sorted(file.keys())}")
+    data = file[key]
+    if not isinstance(data, h5py.Dataset) or data.ndim != ndim:
+        raise DataError(f"{file.filename}: '{key}' must be a {ndim}-D array {expected}, "
+                        f"got {getattr(data, 'shape', None) or 'a group'}")
+    if complex_values and data.dtype.kind != "c":
+        raise DataError(f"{file.filename}: '{key}' is {data.dtype}, expected complex")
+    return data
+
+
+def finite(file: h5py.File, key: str, values: np.ndarray, first_slice: int = 0) -> np.ndarray:
+    """``values`` (slices first), unless one of them holds NaN or Inf."""
+    # A sum is non-finite when any term is (NaN and Inf propagate), and is cheaper than testing every value.
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1).sum(axis=1)))
+    if bad.size:
+        raise DataError(f"{file.filename}: '{key}' has NaN or Inf in slice {first_slice + bad[0]} "
+                        f"({bad.size} slice(s) in all)")
+    return values
+
+
+def slice_start(slices: slice) -> int:
+    return slices.start or 0
+
+
+def header_geometry(xml: bytes | str, rows: str = "y", slice_positions: tuple[float, ...] | None = None) -> Geometry:
+    """Geometry from an ISMRMRD XML header (fastMRI files carry one too): the encoded space's pixel spacing, whose
+    readout axis is ``x``; ``rows`` names the axis along the image's rows (H)."""
+    import ismrmrd
+
+    try:
+        encoding = ismrmrd.xsd.CreateFromDocument(xml).encoding[0]
+    except Exception as err:  # xsdata raises parser-specific errors
+        raise DataError(f"ISMRMRD XML header is not valid ({type(err).__name__}: {err})") from None
+    fov, matrix = encoding.encodedSpace.fieldOfView_mm, encoding.encodedSpace.matrixSize
+    spacing = {"x": fov.x / matrix.x, "y": fov.y / matrix.y}
+    columns = "x" if rows == "y" else "y"
+    return Geometry((spacing[rows], spacing[columns], fov.z / max(matrix.z, 1)), slice_positions)

@@ -1,0 +1,80 @@
+"""fastMRI h5, single-coil and multi-coil (the layouts of the fastMRI knee and brain sets).
+
+Single-coil: ``kspace`` (S, H, W) complex64, ``reconstruction_esc`` (S, 320, 320). Multi-coil: ``kspace``
+(S, C, H, W), ``reconstruction_rss`` (S, 320, 320). Both: k-space **centred** (fastMRI's ``fft2c``), H the
+readout (640, oversampled twice), W the phase encodes; attributes ``acquisition``, ``max``, ``norm``, an
+``ismrmrd_header`` XML string; test-set files add a ``mask`` (W,) of the acquired phase encodes. The stored
+reconstructions are cropped to 320x320; the target is formed from the full k-space instead.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import h5py
+import numpy as np
+
+from kdc.data.errors import DataError
+from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, dataset, finite, header_geometry,
+                                   register, slice_start)
+from kdc.mri.masks import mask_from_kspace
+
+
+class FastmriReader(Reader):
+    """The layout shared by the single-coil and multi-coil files; ``coil_axis`` says whether ``kspace`` has one."""
+
+    signature = "'kspace' (fastMRI single- or multi-coil)"
+    coil_axis: ClassVar[bool]
+    expected: ClassVar[str]
+
+    def claims(self, file: h5py.File) -> bool:
+        data = file.get("kspace")
+        return isinstance(data, h5py.Dataset) and (data.ndim == 4) == self.coil_axis
+
+    def _kspace(self, file: h5py.File) -> h5py.Dataset:
+        return dataset(file, "kspace", self.expected, 4 if self.coil_axis else 3, complex_values=True)
+
+    def inspect(self, file: h5py.File) -> VolumeInfo:
+        shape = self._kspace(file).shape
+        coils = shape[1] if self.coil_axis else 1
+        return VolumeInfo(file.filename, self.name, shape[0], shape[-2:], coils)
+
+    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None) -> RawSlices:
+        kspace = finite(file, "kspace", self._kspace(file)[slices], slice_start(slices))
+        if not self.coil_axis:
+            kspace = kspace[:, None]
+        return RawSlices(kspace.astype(np.complex64, copy=False), True, None, True)
+
+    def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
+        if "mask" not in file:
+            return None
+        height, width = self._kspace(file).shape[-2:]
+        lines = np.asarray(file["mask"][()]).astype(bool)
+        if lines.shape != (width,):
+            raise DataError(f"{file.filename}: 'mask' has shape {lines.shape}, expected ({width},) phase encodes")
+        return None if lines.all() else np.fft.ifftshift(mask_from_kspace(np.broadcast_to(lines, (height, width))))
+
+    def geometry(self, file: h5py.File) -> Geometry:
+        if "ismrmrd_header" not in file:
+            return Geometry()
+        try:
+            return header_geometry(file["ismrmrd_header"][()], rows="x")
+        except DataError as err:
+            raise DataError(f"{file.filename}: 'ismrmrd_header': {err}") from None
+
+
+@register
+class FastmriMulticoilReader(FastmriReader):
+    name = "fastmri-multicoil"
+    coil_axis = True
+    expected = "(slices, coils, H, W), complex"
+
+
+@register
+class FastmriSinglecoilReader(FastmriReader):
+    name = "fastmri"
+    coil_axis = False
+    expected = "(slices, H, W), complex"
+
+    def claims(self, file: h5py.File) -> bool:
+        return "kspace" in file and not FastmriMulticoilReader().claims(file)

@@ -1,0 +1,83 @@
+"""From what a format reader yields to training pairs: per-volume statistics, targets and single-coil k-space.
+
+A volume's **target** is its stored fully sampled reference (KD-MRI's ``volfs``) or else the image of its fully
+sampled k-space, coil-compressed to one virtual coil (``kdc.mri.coils``) when it has several coils: a complex
+image. Every volume is scaled by its target's peak magnitude, so that targets lie in [0, 1]. Statistics (that
+scale and the coil compression matrix) are computed once per volume by streaming its slices; slices are then read
+one at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from kdc.data.errors import DataError
+from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, open_h5
+from kdc.mri.coils import apply_compression, calibration_region, coil_covariance, compression_matrix
+from kdc.mri.fft import ifft2, ifft2c
+
+
+@dataclass(frozen=True)
+class VolumeStats:
+    """``scale``: the target's peak magnitude (divide by it); ``coil_matrix``: ``(1, C)`` virtual-coil weights,
+    None for single-coil data."""
+
+    scale: float
+    coil_matrix: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One volume, slices first, scaled so that ``abs(target).max() == 1``."""
+
+    target: np.ndarray  # (S, H, W) float32 magnitude
+    kspace: np.ndarray | None  # (S, H, W) complex64 stored undersampled uncentred k-space, or None: simulate it
+
+
+def single_coil(raw: RawSlices, matrix: np.ndarray | None) -> np.ndarray:
+    """``(S, H, W)`` uncentred single-coil k-space: the only coil, or the virtual coil of ``matrix``."""
+    if matrix is not None:
+        raw = replace(raw, kspace=apply_compression(raw.kspace, matrix))
+    return raw.uncentred()[:, 0]
+
+
+def target_images(raw: RawSlices, matrix: np.ndarray | None) -> np.ndarray:
+    """``(S, H, W)`` complex64 targets: the stored reference, else the image of the (virtual-coil) k-space."""
+    if raw.reference is not None:
+        return raw.reference.astype(np.complex64)
+    kspace = (raw.kspace if matrix is None else apply_compression(raw.kspace, matrix))[:, 0]
+    return (ifft2c(kspace) if raw.centred else ifft2(kspace)).astype(np.complex64)
+
+
+def volume_stats(file: h5py.File, reader: Reader, info: VolumeInfo) -> VolumeStats:
+    """Scale and coil compression of a fully sampled volume, streaming one slice at a time."""
+    matrix = None
+    if info.coils > 1:
+        region = np.fft.fftshift(calibration_region(None, info.image_shape))
+        covariance = np.zeros((info.coils, info.coils), np.complex128)
+        for index in range(info.slices):
+            covariance += coil_covariance(reader.read(file, slice(index, index + 1)).kspace, region)
+        matrix = compression_matrix(covariance)
+    scale = max(float(np.abs(target_images(reader.read(file, slice(index, index + 1)), matrix)).max())
+                for index in range(info.slices))
+    if scale <= 0:
+        raise DataError(f"{info.path}: target volume is all zero, cannot scale it to [0, 1]")
+    return VolumeStats(scale, matrix)
+
+
+def read_volume(path: str | Path, acceleration: int | None = None) -> Volume:
+    """Load and scale a whole volume (small volumes: the demo set, tests); with ``acceleration``, also KD-MRI's
+    stored ``kspace_volus_{acc}`` if present. Training reads slices lazily through :mod:`kdc.data.slices`."""
+    with open_h5(path) as file:
+        reader = detect(file)
+        info = replace(reader.inspect(file), path=Path(path))
+        stats = volume_stats(file, reader, info)
+        raw = reader.read(file, slice(None), acceleration)
+        stored = reader.acquired_mask(file, acceleration) is not None and not raw.measured_phase
+    target = (np.abs(target_images(raw, stats.coil_matrix)) / stats.scale).astype(np.float32)
+    kspace = (single_coil(raw, stats.coil_matrix) / stats.scale).astype(np.complex64) if stored else None
+    return Volume(target, kspace)
