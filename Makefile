@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test install data clean
+.PHONY: demo test install data clean deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,18 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/kdc distill --data demo --acc 4 --out runs/demo --epochs 3 --pretrain-epochs 1 --resume
 
-test: install
+test: install deps
 	$(BIN)/python -m pytest -q
+
+# Debian tools the tests use: dciodvfy (dicom3tools) validates written DICOM, cmake/ninja/g++ build examples/cpp.
+# Installed only where missing and apt-get exists; tests that need a tool still missing skip with the reason.
+DEBIAN_TOOLS := dciodvfy:dicom3tools cmake:cmake ninja:ninja-build g++:g++
+deps:
+	@for pair in $(DEBIAN_TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$tool >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 \
+		|| apt-get install -y -qq $$pkg >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$pkg >/dev/null 2>&1; } \
+		|| echo "note: could not install $$pkg ($$tool); the tests that need it will be skipped"; done
 
 # Real brain MRI volumes shipped inside PyPI packages (installed without their dependencies: only their files are read).
 # Colin27 (the validation brain) comes from Debian's mricron-data; without root/apt the last MNI volume validates.

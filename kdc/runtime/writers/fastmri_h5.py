@@ -1,0 +1,34 @@
+"""fastMRI-style h5 ``NAME.h5``: ``reconstruction`` ``(S, H, W)`` float32, as fastMRI's evaluation script reads it.
+
+fastMRI names the reconstruction of ``file1000.h5`` ``file1000.h5`` too, so the output keeps the input's stem.
+Attributes record the model, its contract version, the acceleration and the mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kdc._io import atomic_path
+from kdc.runtime.writers import OutputVolume, WriteOptions, register_writer
+
+
+def write_fastmri_h5(volume: OutputVolume, directory: Path, options: WriteOptions) -> list[Path]:
+    import h5py
+
+    target = directory / f"{volume.name}.h5"
+    provenance = volume.provenance
+    with atomic_path(target) as tmp, h5py.File(tmp, "w") as file:
+        file.create_dataset("reconstruction", data=np.asarray(volume.image, dtype=np.float32))
+        file.attrs["model"] = provenance.model
+        file.attrs["role"] = provenance.role
+        file.attrs["contract_version"] = provenance.contract_version
+        file.attrs["acceleration"] = provenance.acceleration or 1.0
+        file.attrs["mask"] = provenance.mask
+        file.attrs["source"] = provenance.source
+        file.attrs["description"] = provenance.describe()
+    return [target]
+
+
+register_writer("h5", write_fastmri_h5, ("h5py",))
