@@ -9,6 +9,7 @@ whole output directory is built under a temporary name and renamed at the end. n
 from __future__ import annotations
 
 import errno
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -188,7 +189,8 @@ def reconstruct_files(model: Reconstructor, inputs: list[Path], out: Path, setti
         raise OutputError(f"{out} exists: choose another --out or pass --overwrite") from None
     except OSError as err:
         if no_space(err):
-            raise OutputError(f"no space left on the device of {out} ({err.strerror}); nothing was written") from None
+            raise OutputError(f"no space left on the device of {out} ({os.strerror(err.errno)}); nothing was "
+                              "written") from None
         raise
     return summary
 

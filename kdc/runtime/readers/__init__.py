@@ -8,7 +8,6 @@ the geometry the writers need. A new layout (ISMRMRD, fastMRI multi-coil, ...) i
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +111,6 @@ class Reader:
 
 
 READERS: dict[str, Reader] = {}
-#: Modules that register the built-in readers when imported.
-BUILTIN_READERS = ("kdc.runtime.readers.npy", "kdc.runtime.readers.fastmri", "kdc.runtime.readers.kdmri")
 
 
 def register_reader(name: str, claims: Callable[[Path], bool], read: Callable[[Path], Iterator[RawVolume]]) -> None:
@@ -125,8 +122,6 @@ def register_reader(name: str, claims: Callable[[Path], bool], read: Callable[[P
 
 def reader_for(path: Path) -> Reader:
     """The registered reader that claims ``path``, else :class:`InputError` naming the layouts known."""
-    for module in BUILTIN_READERS:
-        importlib.import_module(module)
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     for reader in READERS.values():
@@ -155,3 +150,8 @@ def checked(volume: RawVolume) -> RawVolume:
     if volume.reference is not None and volume.reference.shape != (kspace.shape[0], *kspace.shape[-2:]):
         raise InputError(f"{where}: reference {volume.reference.shape} does not match k-space {kspace.shape}")
     return volume
+
+
+# The built-in layouts register themselves, in the order they are asked; imported last because they import the
+# names above.
+from kdc.runtime.readers import npy, fastmri, kdmri  # noqa: E402,F401  (registration)

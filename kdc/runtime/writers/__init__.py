@@ -7,7 +7,6 @@ end (:func:`kdc._io.atomic_directory`), so an interrupted run leaves nothing hal
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +65,6 @@ class Writer:
 
 
 WRITERS: dict[str, Writer] = {}
-BUILTIN_WRITERS = ("kdc.runtime.writers.nifti", "kdc.runtime.writers.dicom", "kdc.runtime.writers.fastmri_h5")
 
 
 class OutputError(KdcError):
@@ -82,8 +80,6 @@ def register_writer(name: str, write: Callable[[OutputVolume, Path, WriteOptions
 
 def writers_for(names: list[str]) -> list[Writer]:
     """The writers of ``names``, else :class:`OutputError` listing the formats known; their packages must import."""
-    for module in BUILTIN_WRITERS:
-        importlib.import_module(module)
     unknown = [name for name in names if name not in WRITERS]
     if unknown or not names:
         raise OutputError(f"unknown output format {', '.join(unknown) or '(none)'}: expected some of {list(WRITERS)}")
@@ -93,3 +89,7 @@ def writers_for(names: list[str]) -> list[Writer]:
             if importlib.util.find_spec(module) is None:
                 raise OutputError(f"--format {writer.name} needs {module}: pip install 'kdc[reconstruct]'")
     return chosen
+
+
+# The built-in formats register themselves; imported last because they import the names above.
+from kdc.runtime.writers import dicom, fastmri_h5, nifti  # noqa: E402,F401  (registration)

@@ -6,6 +6,7 @@ Attributes record the model, its contract version, the acceleration and the mask
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ def write_fastmri_h5(volume: OutputVolume, directory: Path, options: WriteOption
 
     target = directory / f"{volume.name}.h5"
     provenance = volume.provenance
-    with atomic_path(target) as tmp, h5py.File(tmp, "w") as file:
+    buffer = io.BytesIO()  # built in memory, so that a full disk fails in a plain write, not inside HDF5's close
+    with h5py.File(buffer, "w") as file:
         file.create_dataset("reconstruction", data=np.asarray(volume.image, dtype=np.float32))
         file.attrs["model"] = provenance.model
         file.attrs["role"] = provenance.role
@@ -28,6 +30,8 @@ def write_fastmri_h5(volume: OutputVolume, directory: Path, options: WriteOption
         file.attrs["mask"] = provenance.mask
         file.attrs["source"] = provenance.source
         file.attrs["description"] = provenance.describe()
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     return [target]
 
 
