@@ -1,4 +1,4 @@
-"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve/triton-repo)."""
+"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve/reconstruct)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ for name, command in {
     "bench": runtime_cli.bench,
     "serve": runtime_cli.serve,
     "triton-repo": runtime_cli.triton_repo,
+    "reconstruct": runtime_cli.reconstruct,
 }.items():
     app.command(name)(user_errors(command))
 app.add_typer(data_app, name="data", help="Build datasets of real MRI with retrospective undersampling.")

@@ -1,4 +1,4 @@
-"""``kdc bench``, ``kdc serve`` and ``kdc triton-repo``: plain typer commands, heavy imports inside each.
+"""``kdc bench``, ``kdc serve``, ``kdc triton-repo`` and ``kdc reconstruct``: typer commands, heavy imports inside each.
 
 Register them wrapped in :func:`kdc._cli.user_errors`, which turns :class:`kdc.runtime.RuntimeModelError` (a
 ``KdcError``) and a missing extra into one-line errors.
@@ -104,3 +104,49 @@ def triton_repo(
     target = write_triton_repo(model, repo, name=name, max_batch_size=max_batch_size, instances=instances,
                                kind="KIND_GPU" if gpu else "KIND_CPU", threads=threads, overwrite=overwrite)
     typer.echo(f"wrote {target}/config.pbtxt and {target}/1/model.onnx")
+
+
+def reconstruct(
+    model: Annotated[Path, typer.Argument(help="Exported .onnx / OpenVINO .xml model.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="fastMRI or KD-MRI .h5 files, or centred complex k-space "
+                                                      ".npy (S, H, W).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created; refused if it exists).")],
+    format: Annotated[list[str] | None, typer.Option(
+        "--format", "-f", help="nifti, dicom, h5 (repeat or comma-separate; default nifti).")] = None,
+    batch: Annotated[int, typer.Option("--batch", "-b", help="Slices per inference.")] = 8,
+    engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
+    threads: ThreadsOpt = None,
+    provider: Annotated[list[str] | None, typer.Option(
+        "--provider", "--providers", "-p", help="onnxruntime execution providers in priority order (repeat).")] = None,
+    mask: Annotated[Path | None, typer.Option(help="KD-MRI mask .npy (H, W), uncentred, to undersample fully "
+                                                   "sampled input.")] = None,
+    acc: Annotated[int | None, typer.Option("--acc", help="Undersample fully sampled input retrospectively at "
+                                                         "this acceleration (4, 5, 8).")] = None,
+    mask_kind: Annotated[str, typer.Option(help="Mask of --acc: random or equispaced.")] = "random",
+    mask_seed: Annotated[int, typer.Option(help="Seed of the --acc mask.")] = 0,
+    crop: Annotated[bool, typer.Option(help="Write the central 320x320 (fastMRI's evaluation crop).")] = False,
+    dicom_bits: Annotated[int, typer.Option(help="Stored bits of DICOM pixels: 12 or 16.")] = 12,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+) -> None:
+    """Reconstruct scanner files with an exported model and write NIfTI, DICOM or fastMRI h5 images (+ metrics)."""
+    from kdc.mri.masks import MASK_KINDS
+    from kdc.runtime.reconstruct import METRICS_FILE, Settings, reconstruct_files
+    from kdc.runtime.session import load
+    from kdc.runtime.writers import OutputError, WriteOptions, writers_for
+
+    formats = tuple(f.strip() for item in format or ["nifti"] for f in item.split(",") if f.strip())
+    if mask_kind not in MASK_KINDS:
+        raise RuntimeModelError(f"--mask-kind {mask_kind!r}: expected one of {list(MASK_KINDS)}")
+    if mask is not None and acc is not None:
+        raise RuntimeModelError("give --mask or --acc, not both")
+    writers_for(list(formats))
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists: choose another --out or pass --overwrite")
+    settings = Settings(formats=formats, batch=batch, mask_file=mask, acceleration=acc, mask_kind=mask_kind,
+                        mask_seed=mask_seed, crop=crop, overwrite=overwrite, write=WriteOptions(dicom_bits=dicom_bits))
+    loaded = load(model, engine=engine, providers=provider, threads=threads)
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {model.name}: {warning}", err=True)
+    summary = reconstruct_files(loaded, inputs, out, settings, progress=lambda line: typer.echo(line, err=True))
+    metrics = " and " + METRICS_FILE if any("psnr" in v for v in summary["volumes"].values()) else ""
+    typer.echo(f"wrote {len(summary['volumes'])} volume(s) to {out} ({', '.join(formats)}{metrics})")

@@ -1,0 +1,216 @@
+"""``kdc reconstruct``: input files -> exported model -> image files (NIfTI, DICOM, fastMRI h5) and metrics.
+
+Each input is read by its registered reader (:mod:`kdc.runtime.readers`) one volume at a time, undersampled with
+the acquired mask (or ``--mask`` / ``--acc`` for fully sampled data), normalised as one volume, run through the
+model in batches of slices and handed to every registered writer asked for (:mod:`kdc.runtime.writers`). The
+whole output directory is built under a temporary name and renamed at the end. numpy and the runtimes only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdc._io import atomic_directory, write_json
+from kdc.data.metrics import nmse, psnr, ssim
+from kdc.mri.fft import ifft2
+from kdc.mri.masks import MaskKind, cartesian_mask, load_mask
+from kdc.runtime.readers import InputError, RawVolume, read_input
+from kdc.runtime.session import Reconstructor, zero_filled_peak
+from kdc.runtime.tensors import kspace_channels, mask_columns
+from kdc.runtime.writers import OutputError, OutputVolume, Provenance, WriteOptions, Writer, writers_for
+
+#: fastMRI's evaluation crop (``--crop``).
+FASTMRI_CROP = (320, 320)
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Options of ``kdc reconstruct`` beyond the model: formats, batching, undersampling and output."""
+
+    formats: tuple[str, ...] = ("nifti",)
+    batch: int = 8
+    mask_file: Path | None = None
+    acceleration: int | None = None
+    mask_kind: MaskKind = "random"
+    mask_seed: int = 0
+    crop: bool = False
+    overwrite: bool = False
+    write: WriteOptions = field(default_factory=WriteOptions)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The mask a volume is reconstructed with: uncentred ``(1, 1, 1, W)`` columns and where they came from."""
+
+    columns: np.ndarray
+    origin: str
+
+    @property
+    def acceleration(self) -> float:
+        return float(self.columns.size / max(np.count_nonzero(self.columns), 1))
+
+
+def choose_sampling(volume: RawVolume, model: Reconstructor, settings: Settings) -> Sampling:
+    """``--mask``/``--acc`` for fully sampled input, else the acquired mask, else the model's baked mask."""
+    width = volume.matrix[1]
+    if settings.mask_file is not None or settings.acceleration is not None:
+        if not volume.fully_sampled:
+            acquired = int(np.count_nonzero(volume.mask))
+            raise InputError(f"{volume.source}: already undersampled ({acquired} of {width} columns acquired); "
+                             "--mask and --acc undersample fully sampled input only")
+        if settings.mask_file is not None:
+            return Sampling(mask_columns(load_mask(settings.mask_file, volume.matrix), width),
+                            f"mask {settings.mask_file.name}")
+        mask = cartesian_mask(settings.mask_kind, settings.acceleration, volume.matrix, seed=settings.mask_seed)
+        return Sampling(mask_columns(mask, width), f"{settings.mask_kind} seed {settings.mask_seed}")
+    if not volume.fully_sampled:
+        return Sampling(mask_columns(volume.mask, width, centred=volume.centred), "acquired")
+    if model.mask_baked:
+        return Sampling(model.baked_mask(), "baked")
+    raise InputError(f"{volume.source}: k-space is fully sampled: undersample it with --acc N [--mask-kind "
+                     "random|equispaced] or --mask MASK.npy")
+
+
+def check_fits(volume: RawVolume, model: Reconstructor) -> None:
+    """One-line errors for data the model cannot take: multi-coil data for a magnitude model, another matrix."""
+    if volume.coils > 1:
+        kind = model.contract.get("output_kind", "real part")
+        if kind != "complex":
+            raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils) needs a complex model "
+                             f"(contract output_kind 'complex'); {model.path.name} reconstructs magnitude images "
+                             f"(output_kind {kind!r})")
+        raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils): coil compression is not "
+                         "available in kdc reconstruct yet")
+    if volume.matrix != model.image_size:
+        height, width = volume.matrix
+        flags = " --format openvino" if model.path.suffix == ".xml" else ""
+        flags += " --bake-mask" if model.mask_baked else ""
+        raise InputError(
+            f"{volume.source}: k-space matrix {height}x{width} does not fit {model.path.name}, exported for "
+            f"{model.image_size[0]}x{model.image_size[1]}; export the model for this size: kdc export RUN --model "
+            f"{model.role} --size {height} {width}{flags} --out {model.path.stem}_{height}x{width}{model.path.suffix}"
+            " (RUN: the run directory it was exported from)")
+
+
+def centre_crop(images: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The central ``size`` of ``(S, H, W)`` images (fastMRI's ``center_crop``) and the offset it starts at."""
+    height, width = images.shape[-2:]
+    if height < size[0] or width < size[1]:
+        raise InputError(f"--crop {size[0]}x{size[1]}: the image is only {height}x{width}")
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    return images[..., top : top + size[0], left : left + size[1]], (top, left)
+
+
+def volume_metrics(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
+    return {"psnr": psnr(reference, image), "ssim": ssim(reference, image), "nmse": nmse(reference, image)}
+
+
+@dataclass
+class VolumeResult:
+    """What one volume gave: the output volume, its zero-filled image and its reference (None if not known)."""
+
+    output: OutputVolume
+    zero_filled: np.ndarray
+    reference: np.ndarray | None
+    notes: list[str]
+    seconds: float
+
+    def metrics(self) -> dict[str, Any] | None:
+        if self.reference is None:
+            return None
+        return {**volume_metrics(self.reference, self.output.image),
+                "zero_filled": volume_metrics(self.reference, self.zero_filled),
+                "acceleration": self.output.provenance.acceleration, "mask": self.output.provenance.mask}
+
+
+def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settings) -> VolumeResult:
+    """Run one volume through the model in batches, normalised as one volume (the contract's rule)."""
+    check_fits(volume, model)
+    sampling = choose_sampling(volume, model, settings)
+    kspace = kspace_channels(volume.kspace[:, 0], centred=volume.centred) * sampling.columns
+    scale = np.float32(zero_filled_peak(kspace) or 1.0)
+    kspace /= scale
+    mask = None if model.mask_baked and sampling.origin == "baked" else sampling.columns
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = np.concatenate([model.reconstruct(kspace[start : start + settings.batch], mask)[:, 0]
+                                for start in range(0, volume.slices, settings.batch)])
+    seconds = time.perf_counter() - started
+    image = np.abs(image) * scale
+    zero_filled = np.abs(ifft2(kspace[:, 0] + 1j * kspace[:, 1])).astype(np.float32) * scale
+    reference, geometry = volume.reference, volume.geometry
+    if settings.crop:
+        image, offset = centre_crop(image, FASTMRI_CROP)
+        zero_filled, _ = centre_crop(zero_filled, FASTMRI_CROP)
+        reference = None if reference is None else centre_crop(reference, FASTMRI_CROP)[0]
+        geometry = geometry.cropped(offset)
+    provenance = Provenance(model.name, model.role, int(model.contract.get("contract_version", 0)),
+                            round(sampling.acceleration, 3), sampling.origin, str(volume.source), model.backend)
+    notes = list(dict.fromkeys(str(w.message) for w in caught)) + ([geometry.note] if geometry.note else [])
+    output = OutputVolume(volume.name, np.ascontiguousarray(image, dtype=np.float32), geometry, provenance,
+                          volume.header)
+    return VolumeResult(output, zero_filled, reference, notes, seconds)
+
+
+def no_space(err: OSError) -> bool:
+    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def reconstruct_files(model: Reconstructor, inputs: list[Path], out: Path, settings: Settings,
+                      progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Reconstruct every volume of ``inputs`` into ``out`` (created atomically); return the summary written to
+    ``out/metrics.json`` when any volume had a reference."""
+    if settings.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {settings.batch}")
+    writers = writers_for(list(settings.formats))
+    if out.exists() and not settings.overwrite:
+        raise OutputError(f"{out} exists: choose another --out or pass --overwrite")
+    summary: dict[str, Any] = {"model": str(model.path), "backend": model.backend, "volumes": {}}
+    try:
+        with atomic_directory(out, overwrite=settings.overwrite) as directory:
+            for number, path in enumerate(inputs, 1):
+                for volume in read_input(path):
+                    summary["volumes"][volume.name] = write_volume(volume, model, settings, writers, directory,
+                                                                   f"[{number}/{len(inputs)}]", progress)
+            if any("psnr" in entry for entry in summary["volumes"].values()):
+                write_json(directory / METRICS_FILE, summary)
+    except FileExistsError:
+        raise OutputError(f"{out} exists: choose another --out or pass --overwrite") from None
+    except OSError as err:
+        if no_space(err):
+            raise OutputError(f"no space left on the device of {out} ({os.strerror(err.errno)}); nothing was "
+                              "written") from None
+        raise
+    return summary
+
+
+def write_volume(volume: RawVolume, model: Reconstructor, settings: Settings, writers: list[Writer],
+                 directory: Path, counter: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Reconstruct one volume, write it in every format and report one progress line; return its summary entry."""
+    if any(directory.glob(f"{volume.name}.*")) or (directory / volume.name).exists():
+        raise InputError(f"{volume.source}: another input already wrote outputs named {volume.name!r}")
+    started = time.perf_counter()
+    result = reconstruct_volume(volume, model, settings)
+    written = [path for writer in writers for path in writer.write(result.output, directory, settings.write)]
+    seconds = time.perf_counter() - started
+    provenance = result.output.provenance
+    metrics = result.metrics()
+    quality = f", PSNR {metrics['psnr']:.2f} dB (zero-filled {metrics['zero_filled']['psnr']:.2f})" if metrics else ""
+    progress(f"{counter} {volume.source.name}: {volume.slices} slices {volume.matrix[0]}x{volume.matrix[1]}, "
+             f"{provenance.acceleration:g}x {provenance.mask}, {seconds:.2f} s ({volume.slices / seconds:.1f} "
+             f"slices/s, model {result.seconds:.2f} s){quality} -> {', '.join(w.name for w in writers)}")
+    for note in result.notes:
+        progress(f"note: {volume.name}: {note}")
+    return {"source": str(volume.source), "slices": volume.slices, "seconds": seconds, "model_seconds": result.seconds,
+            "files": [str(path.relative_to(directory)) for path in written], **(metrics or {})}

@@ -1,0 +1,69 @@
+"""examples/cpp: build the C++ program with the OpenVINO of the pip wheel and check it against kdc.runtime."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kdc.runtime as rt
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "cpp"
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    """The built ``kdc_reconstruct`` executable; skip, saying why, where a compiler or build tool is missing."""
+    import openvino
+
+    missing = [tool for tool in ("g++", "cmake", "ninja") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"cannot build examples/cpp: {', '.join(missing)} not installed (`make deps` installs them)")
+    build = tmp_path_factory.mktemp("cpp-build")
+    cmake_dir = Path(openvino.__file__).parent / "cmake"
+    for command in (["cmake", "-S", str(EXAMPLE), "-B", str(build), "-G", "Ninja", f"-DOpenVINO_DIR={cmake_dir}"],
+                    ["cmake", "--build", str(build)]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return build / "kdc_reconstruct"
+
+
+def run_program(program: Path, model: Path, kspace: np.ndarray, mask: np.ndarray | None, tmp_path: Path):
+    kspace.tofile(tmp_path / "kspace.f32")
+    mask_arg = "-"
+    if mask is not None:
+        mask.reshape(-1).astype(np.float32).tofile(tmp_path / "mask.f32")
+        mask_arg = str(tmp_path / "mask.f32")
+    return subprocess.run([str(program), str(model), str(tmp_path / "kspace.f32"), mask_arg,
+                           str(tmp_path / "image.f32"), "2"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+@pytest.mark.parametrize("name", ["student_onnx", "student_xml", "baked_onnx"])
+def test_cpp_output_equals_the_runtime(program, artefacts, kspace, tmp_path, name):
+    path = getattr(artefacts, name)
+    model = rt.load(path)
+    mask = None if model.mask_baked else rt.mask_columns(artefacts.mask, model.image_size[1])
+    result = run_program(program, path, kspace, mask, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kdc contract v1, image 40x32, acceleration 4" in result.stderr
+    image = np.fromfile(tmp_path / "image.f32", dtype=np.float32).reshape(kspace.shape[0], 1, *model.image_size)
+    for engine in ("ort", "openvino"):
+        if engine == "ort" and path.suffix == ".xml":
+            continue
+        expected = rt.load(path, engine=engine).reconstruct(kspace, mask)
+        error = float(np.abs(image - expected).max())
+        print(f"examples/cpp {path.name} vs kdc.runtime {engine}: max abs error {error:.2e}")
+        assert error <= TOLERANCE
+
+
+def test_cpp_errors_are_one_line(program, artefacts, kspace, tmp_path):
+    result = run_program(program, artefacts.student_onnx, kspace, None, tmp_path)
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \
+        "error: this model takes a mask: pass MASK.f32"
+    result = run_program(program, artefacts.student_onnx, kspace[:, :1], np.ones(32), tmp_path)
+    assert result.returncode == 1 and "expected (N, 2, 40, 32) float32 values" in result.stderr
+    assert not (tmp_path / "image.f32").exists()

@@ -1,0 +1,191 @@
+"""``kdc reconstruct`` end to end: real h5/npy inputs, real exported models, files read back, errors one line each."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import kdc.runtime as rt
+from kdc.cli import app
+from kdc.mri.fft import fft2c
+from kdc.mri.masks import cartesian_mask
+
+from .conftest import SIZE
+from .helpers import BLOCK_TORCH
+
+
+def kdc_reconstruct(*args):
+    return CliRunner().invoke(app, ["reconstruct", *map(str, args)])
+
+
+def leftovers(directory):
+    """Temporary directories left beside outputs."""
+    return [p.name for p in directory.iterdir() if "kdc-tmp" in p.name]
+
+
+def needs_upright_centred_kspace():
+    """Tests that compare with a reference image need kspace_channels(centred=True) to give the upright image."""
+    image = np.zeros(SIZE)
+    image[3, 5] = 1
+    channels = rt.kspace_channels(fft2c(image), centred=True)
+    if not np.allclose(np.abs(np.fft.ifft2(channels[0, 0] + 1j * channels[0, 1], norm="ortho")), image, atol=1e-6):
+        pytest.xfail("kdc.runtime.kspace_channels(centred=True) still returns the image rolled by H/2, W/2 "
+                     "(the lead's centred_to_uncentred fix is not merged on this branch)")
+
+
+@pytest.fixture(scope="module")
+def fastmri_file(tmp_path_factory):
+    """A fully sampled fastMRI single-coil file of 4 real brain slices (kdc's validation images), no phase."""
+    from kdc.data.demo import validation_images
+
+    path = tmp_path_factory.mktemp("inputs") / "file1000.h5"
+    with h5py.File(path, "w") as file:
+        file["kspace"] = fft2c(validation_images(SIZE, 4)).astype(np.complex64)
+    return path
+
+
+def test_fastmri_file_to_every_format_equals_the_model(tmp_path, artefacts, fastmri_file):
+    out = tmp_path / "out"
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--format", "nifti,dicom",
+                             "-f", "h5", "--acc", "4", "--batch", "3", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "[1/1] file1000.h5: 4 slices 40x32" in result.output and "-> nifti, dicom, h5" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["file1000", "file1000.h5", "file1000.nii.gz", "metrics.json"]
+    with h5py.File(fastmri_file) as file:
+        kspace = file["kspace"][()]
+    mask = cartesian_mask("random", 4, SIZE, seed=0)
+    model = rt.load(artefacts.student_onnx)
+    expected = np.abs(model.reconstruct(rt.kspace_channels(kspace, centred=True), mask, normalise=True)[:, 0])
+    with h5py.File(out / "file1000.h5") as file:
+        np.testing.assert_allclose(file["reconstruction"][()], expected, rtol=1e-5, atol=1e-6)
+    import nibabel as nib
+
+    np.testing.assert_allclose(nib.load(out / "file1000.nii.gz").get_fdata().transpose(2, 1, 0), expected, atol=1e-6)
+    assert len(list((out / "file1000").glob("IM_*.dcm"))) == 4
+    metrics = json.loads((out / "metrics.json").read_text())["volumes"]["file1000"]
+    assert set(metrics) >= {"psnr", "ssim", "nmse", "zero_filled"} and metrics["mask"] == "random seed 0"
+    assert not leftovers(tmp_path)
+
+
+def test_reconstruction_is_upright_against_the_reference(tmp_path, artefacts, fastmri_file):
+    needs_upright_centred_kspace()
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", tmp_path / "out", "--acc", "4")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["volumes"]["file1000"]
+    assert metrics["zero_filled"]["psnr"] > 20 and metrics["psnr"] > 15
+
+
+def test_kdmri_input_with_mask_file_on_openvino(tmp_path, artefacts, write_kdmri, phantom):
+    np.save(tmp_path / "mask.npy", artefacts.mask)
+    source = write_kdmri(tmp_path / "vol.h5", phantom(2, *SIZE))
+    result = kdc_reconstruct(artefacts.student_xml, source, "--out", tmp_path / "out", "--mask", tmp_path / "mask.npy",
+                             "--engine", "openvino", "--format", "h5")
+    assert result.exit_code == 0, result.output
+    model = rt.load(artefacts.student_xml)
+    expected = np.abs(model.reconstruct(rt.kspace_channels(np.fft.fft2(phantom(2, *SIZE), norm="ortho")),
+                                        artefacts.mask, normalise=True)[:, 0])
+    with h5py.File(tmp_path / "out" / "vol.h5") as file:
+        np.testing.assert_allclose(file["reconstruction"][()], expected, rtol=1e-4, atol=1e-5)
+        assert file.attrs["mask"] == "mask mask.npy"
+
+
+def test_undersampled_npy_uses_its_columns_and_a_baked_model_its_mask(tmp_path, artefacts, fastmri_file):
+    with h5py.File(fastmri_file) as file:
+        kspace = file["kspace"][()]
+    columns = np.fft.fftshift(artefacts.mask[0])  # the baked mask, centred like the k-space
+    np.save(tmp_path / "scan.npy", kspace * columns)
+    result = kdc_reconstruct(artefacts.baked_onnx, tmp_path / "scan.npy", "--out", tmp_path / "out", "--crop")
+    assert result.exit_code == 1 and "--crop 320x320: the image is only 40x32" in result.output
+    result = kdc_reconstruct(artefacts.baked_onnx, tmp_path / "scan.npy", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "acquired" in result.output and not (tmp_path / "out" / "metrics.json").exists()
+    other = np.roll(columns, 1)
+    np.save(tmp_path / "other.npy", kspace * other)
+    result = kdc_reconstruct(artefacts.baked_onnx, tmp_path / "other.npy", "--out", tmp_path / "out2")
+    assert result.exit_code == 1 and "mask baked in" in result.output
+
+
+def bad_input(tmp_path, artefacts, fastmri_file):
+    """name -> (model, input, extra options, expected message)."""
+    with h5py.File(tmp_path / "multi.h5", "w") as file:
+        file["kspace"] = np.ones((2, 4, *SIZE), np.complex64)
+    np.save(tmp_path / "big.npy", fft2c(np.ones((2, 64, 48))).astype(np.complex64))
+    (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    under = tmp_path / "under.h5"
+    with h5py.File(under, "w") as file:
+        file["kspace"], file["mask"] = np.ones((1, *SIZE), np.complex64), (np.arange(SIZE[1]) % 2).astype(np.float32)
+    return {
+        "multi-coil": (artefacts.student_onnx, tmp_path / "multi.h5", [], "multi-coil k-space (4 coils) needs a complex"),
+        "size": (artefacts.student_onnx, tmp_path / "big.npy", ["--acc", "4"],
+                 "k-space matrix 64x48 does not fit student.onnx, exported for 40x32; export the model for this size: "
+                 "kdc export RUN --model student --size 64 48 --out student_64x48.onnx"),
+        "fully sampled": (artefacts.student_onnx, fastmri_file, [], "fully sampled: undersample it with --acc"),
+        "undersampled": (artefacts.student_onnx, under, ["--acc", "4"], "already undersampled (16 of 32 columns"),
+        "unreadable": (artefacts.student_onnx, tmp_path / "broken.h5", [], "not a readable HDF5 file"),
+        "missing": (artefacts.student_onnx, tmp_path / "absent.h5", [], "input file not found"),
+        "format": (artefacts.student_onnx, fastmri_file, ["--format", "png"], "unknown output format png"),
+        "both masks": (artefacts.student_onnx, fastmri_file, ["--acc", "4", "--mask", "m.npy"], "not both"),
+    }
+
+
+@pytest.mark.parametrize("case", ["multi-coil", "size", "fully sampled", "undersampled", "unreadable", "missing",
+                                  "format", "both masks"])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, artefacts, fastmri_file, case):
+    model, source, options, message = bad_input(tmp_path, artefacts, fastmri_file)[case]
+    out = tmp_path / "out"
+    result = kdc_reconstruct(model, source, "--out", out, "--format", "nifti,dicom", *options)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    assert message in result.output
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path, artefacts, fastmri_file):
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--acc", "4")
+    assert result.exit_code == 1 and "exists: choose another --out or pass --overwrite" in result.output
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--acc", "4", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["file1000.nii.gz", "metrics.json"]
+    assert not leftovers(tmp_path)
+
+
+@contextlib.contextmanager
+def tiny_filesystem(path, size="48k"):
+    """A tmpfs of ``size`` at ``path``: a full disk for real; skip where mounting is not allowed."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is simulated with a small tmpfs, which needs root to mount")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, artefacts, fastmri_file):
+    with tiny_filesystem(tmp_path / "disk") as disk:
+        result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", disk / "out", "--acc", "4",
+                                 "--format", "nifti,dicom,h5", "--dicom-bits", "16")
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"error: no space left on the device of {disk / 'out'}")
+        assert list(disk.iterdir()) == []
+
+
+def test_command_runs_where_importing_torch_fails(tmp_path, artefacts, fastmri_file):
+    code = BLOCK_TORCH + "import sys\nfrom kdc.cli import app\nsys.argv[0] = 'kdc'\napp()\n"
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", code, "reconstruct", str(artefacts.student_onnx), str(fastmri_file),
+                             "--out", str(out), "--acc", "8", "--mask-kind", "equispaced", "-f", "dicom,h5,nifti"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 1 volume(s)" in result.stdout and "equispaced seed 0" in result.stderr
