@@ -10,6 +10,8 @@ fastMRI single-coil: ``kspace`` (S, H, W) complex64, **centred**, ``reconstructi
 network outputs a real image, so the measured k-space, whose image has a phase, would not match its target.
 
 Every volume is scaled by its target's maximum so that targets are in [0, 1]; stored k-space gets the same factor.
+Image fields (``volfs``) must be real: float, or integer (converted to float32, e.g. int16 from DICOM); bool,
+complex and non-numeric data are refused, as are images smaller than 2x2.
 """
 
 from __future__ import annotations
@@ -79,16 +81,36 @@ def _dataset(file: h5py.File, key: str, expected: str) -> h5py.Dataset:
     return data
 
 
+#: dtype kinds of image fields: float as it is, signed and unsigned integers converted to float32.
+IMAGE_KINDS = {"f": "float", "i": "integer", "u": "integer"}
+
+
+def _check_image(file: h5py.File, key: str, data: h5py.Dataset) -> None:
+    """Refuse an image field that is not real numbers (see the module docstring)."""
+    if data.dtype.kind not in IMAGE_KINDS:
+        hint = "; store its magnitude" if data.dtype.kind == "c" else ""
+        raise DataError(f"{file.filename}: '{key}' holds {data.dtype} data, expected a real (float or integer) "
+                        f"image{hint}")
+
+
+def _check_image_size(path: str | Path, key: str, height: int, width: int) -> None:
+    if height < 2 or width < 2:
+        raise DataError(f"{path}: '{key}' holds {height}x{width} images, expected at least 2x2")
+
+
 def inspect_volume(path: str | Path) -> VolumeInfo:
     """Layout, slice count and image shape of a KD-MRI or fastMRI h5 file."""
     with open_h5(path) as file:
         layout = detect_layout(file)
         if layout == KDMRI:
-            height, width, slices = _dataset(file, "volfs", "(H, W, slices)").shape
+            volfs = _dataset(file, "volfs", "(H, W, slices)")
+            _check_image(file, "volfs", volfs)
+            key, (height, width, slices) = "volfs", volfs.shape
         else:
-            slices, height, width = _dataset(file, "kspace", "(slices, H, W)").shape
+            key, (slices, height, width) = "kspace", _dataset(file, "kspace", "(slices, H, W)").shape
     if slices == 0:
         raise DataError(f"{path}: volume has no slices")
+    _check_image_size(path, key, height, width)
     return VolumeInfo(Path(path), layout, slices, (height, width))
 
 
@@ -108,6 +130,7 @@ def read_volume(path: str | Path, acceleration: int | None = None) -> Volume:
 
 def _read_kdmri(file: h5py.File, acceleration: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     volfs = _dataset(file, "volfs", "(H, W, slices)")
+    _check_image(file, "volfs", volfs)
     target = _finite(file, "volfs", np.moveaxis(volfs[()], -1, 0))
     key = f"kspace_volus_{acceleration}"
     if acceleration is None or key not in file:
