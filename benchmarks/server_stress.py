@@ -141,7 +141,8 @@ def markdown(report: dict) -> str:
     lines = ["# `kdc serve` under stress (`benchmarks/server_stress.py`)", "",
              f"Student DC-CNN at {settings['size'][0]}x{settings['size'][1]}, binary batch-1 requests from "
              f"{settings['clients']} client threads for {settings['seconds']:g} s per row, server defaults "
-             f"({settings['workers']} workers x {settings['threads']} threads), client and server on the same CPUs.", "",
+             f"({settings['workers']} workers x {settings['threads']} threads), client and server on the same "
+             "CPUs.", "",
              "| load | requests/s | median ms | p90 ms | max ms | failed | slowest liveness ms |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, label in (("alone", "clients alone"),

@@ -130,7 +130,8 @@ def check_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        names = "; ".join(filter(None, [missing and f"missing {missing[:3]}", unexpected and f"unexpected {unexpected[:3]}"]))
+        names = "; ".join(filter(None, [missing and f"missing {missing[:3]}",
+                                        unexpected and f"unexpected {unexpected[:3]}"]))
         raise CheckpointError(f"weights do not match the config: {names}")
     for name, tensor in expected.items():
         if state[name].shape != tensor.shape or not state[name].is_floating_point():

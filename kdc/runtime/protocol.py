@@ -120,7 +120,8 @@ def decode_request(body: bytes | bytearray, header_length: str | None, model: Re
     if header_length is not None:
         length = parse_length(header_length)
         if length is None or length > len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not a length within the body ({len(body)} bytes)")
+            raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not a length within the body "
+                                f"({len(body)} bytes)")
         split = length
     try:
         payload = _object(json.loads(bytes(view[:split])), "request")

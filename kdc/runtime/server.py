@@ -21,6 +21,7 @@ import ctypes.util
 import functools
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,12 +130,13 @@ def release_memory() -> None:
 def slice_memory(model: Reconstructor) -> int:
     """Upper estimate of the bytes one slice of a batch costs during inference: its float32 inputs and outputs
     plus four feature maps of the model's width (64 if the contract does not say) at the contract's image size.
-    Measured peaks are 60-85 % of it (docs/results/server_stress.md)."""
+    Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
     height, width = model.image_size
     config = model.contract.get("model", {}).get("config", {})
     channels = config.get("channels", 64) if isinstance(config, dict) else 64
-    maps = sum(spec.shape[1] for spec in (*model.inputs, *model.outputs) if isinstance(spec.shape[0], str))
-    return 4 * height * width * (maps + 4 * int(channels))
+    per_slice = sum(math.prod(d for d in spec.shape[1:] if isinstance(d, int))
+                    for spec in (*model.inputs, *model.outputs) if spec.shape and isinstance(spec.shape[0], str))
+    return 4 * (per_slice + 4 * int(channels) * height * width)
 
 
 def default_max_batch(model: Reconstructor, inference_memory: int) -> int:
@@ -152,7 +154,8 @@ def create_app(models: Mapping[str, Reconstructor], *, limits: Limits = Limits()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdc-infer")
     state = {"ready": True}
     budget = BodyBudget(limits.max_buffer_bytes)
-    batch_caps = {name: max_batch or default_max_batch(model, limits.inference_memory) for name, model in models.items()}
+    batch_caps = {name: max_batch or default_max_batch(model, limits.inference_memory)
+                  for name, model in models.items()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

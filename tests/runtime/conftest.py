@@ -91,7 +91,8 @@ def faulty_onnx(artefacts, tmp_path_factory) -> Path:
         [helper.make_tensor_value_info("kspace", TensorProto.FLOAT, ["N", 2, height, width]),
          helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, width])],
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, height, width])],
-        [helper.make_tensor("five", TensorProto.FLOAT, [], [5.0]), helper.make_tensor("single", TensorProto.INT64, [1], [1])],
+        [helper.make_tensor("five", TensorProto.FLOAT, [], [5.0]),
+         helper.make_tensor("single", TensorProto.INT64, [1], [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
