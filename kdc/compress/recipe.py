@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from kdc._io import write_json
+from kdc._io import remove_stale_temps, write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
@@ -100,10 +100,38 @@ def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Seque
         dataset = task.open_split(data or settings["data"], split, settings)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
-    models = {role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()}
+    models = {}
+    for role in TABLE_ROLES:
+        if (run / f"{role}.pt").exists():
+            models[role], meta = load_checkpoint(run / f"{role}.pt")
+            check_role(run / f"{role}.pt", models[role], task, role, same_config=False)
+            trained = meta.get("image_size")
+            shape = getattr(dataset, "image_shape", None)
+            if trained and shape and list(shape) != list(trained):
+                log.warning("warning: %s was trained on %s images; scoring it on %s images of %s", role,
+                            "x".join(map(str, trained)), "x".join(map(str, shape)), data or settings["data"])
     if not models:
         raise KdcError(f"{run}: holds no trained model ({', '.join(f'{r}.pt' for r in TABLE_ROLES)})")
     return settings, task, dataset, models
+
+
+def check_role(path: Path, model: nn.Module, task: Task, role: str, *, same_config: bool) -> None:
+    """Refuse a model that cannot be the ``role`` (teacher, or a student) of ``task``: another architecture, or
+    with ``same_config`` another configuration than the task's preset (distilled layers are paired by position)."""
+    expected = build_model(task.presets["teacher" if role == "teacher" else "student"])
+    if type(model) is not type(expected):
+        raise KdcError(f"{path}: a {type(model).__name__} cannot be the {role} of task {task.name!r} "
+                       f"(expected a {type(expected).__name__})")
+    if same_config and model_config(model) != model_config(expected):
+        raise KdcError(f"{path}: a {model_config(model)} cannot be the {role} (expected the preset "
+                       f"{model_config(expected)}: the distilled layers are paired by position)")
+
+
+def reusable_checkpoint(task: Task, role: str, source: str | Path) -> Path:
+    """The checkpoint ``--teacher``/``--student`` names, checked to fit the task's ``role``."""
+    path = resolve_checkpoint(source, role)
+    check_role(path, load_checkpoint(path)[0], task, role, same_config=True)
+    return path
 
 
 class Run:
@@ -124,18 +152,7 @@ class Run:
             )
         self.dir = Path(config.out)
         self._check_settings(resume)
-        distributed.barrier()  # every rank has read run.json before rank 0 writes it
         self._handlers: list[logging.Handler] = []  # ranks other than 0 neither write nor log
-        if distributed.is_main():
-            if not (self.dir / "run.json").exists():
-                write_json(self.dir / "run.json", dataclasses.asdict(config))
-            (self.dir / "state").mkdir(parents=True, exist_ok=True)
-            self.task.write_run_files(self.dir, self.train_set)
-            self._handlers = [logging.FileHandler(self.dir / "train.log"), logging.StreamHandler(sys.stderr)]
-            self._handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        for handler in self._handlers:  # the console gets the epoch and validation lines too
-            log.addHandler(handler)
-        log.setLevel(logging.INFO)
         self.meta = {
             **self.task.meta(settings),
             "image_size": list(self.train_set.image_shape),
@@ -159,6 +176,20 @@ class Run:
             raise KdcError(f"{settings_path}: --resume with different settings ({', '.join(changed)})")
 
     def __enter__(self) -> Run:
+        """Create (or reopen) the run directory: nothing is written before, so a refused command leaves nothing."""
+        distributed.barrier()  # every rank has read run.json before rank 0 writes it
+        if distributed.is_main():
+            if not (self.dir / "run.json").exists():
+                write_json(self.dir / "run.json", dataclasses.asdict(self.config))
+            (self.dir / "state").mkdir(parents=True, exist_ok=True)
+            for directory in (self.dir, self.dir / "state", self.dir / "cache"):
+                remove_stale_temps(directory)  # left by a killed run
+            self.task.write_run_files(self.dir, self.train_set)
+            self._handlers = [logging.FileHandler(self.dir / "train.log"), logging.StreamHandler(sys.stderr)]
+            self._handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        for handler in self._handlers:  # the console gets the epoch and validation lines too
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -214,18 +245,8 @@ class Run:
                                 for role in ("student", "teacher"))
             self.task.feature_loss(method)(student, teacher)
 
-    def reuse(self, role: str, source: str) -> None:
-        """Copy a trained ``role`` checkpoint (``--teacher``/``--student``) into the run, refusing a foreign file
-        or a model of another task."""
-        path = resolve_checkpoint(source, role)
-        given, _ = load_checkpoint(path)
-        expected = build_model(self.task.presets[role])
-        if type(given) is not type(expected):
-            raise KdcError(f"{path}: a {type(given).__name__} cannot be the {role} of task "
-                           f"{self.config.task!r} (expected a {type(expected).__name__})")
-        if model_config(given) != model_config(expected):
-            raise KdcError(f"{path}: a {model_config(given)} cannot be the {role} (expected the preset "
-                           f"{model_config(expected)}: the distilled layers are paired by position)")
+    def reuse(self, role: str, path: Path) -> None:
+        """Copy a trained ``role`` checkpoint checked by :func:`reusable_checkpoint` into the run."""
         if distributed.is_main():
             shutil.copyfile(path, self.dir / f"{role}.pt")
         distributed.barrier()
@@ -262,12 +283,15 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     if uses_feature_loss and distributed.world()[1] > 1 and issubclass(KD_LOSSES[config.method], RelationalLoss):
         raise KdcError(f"--method {config.method} compares the samples of a batch, which --distributed splits "
                        "across processes: train it in one process, or pick a per-sample method (at, fitnet, fsp)")
-    with Run(config, resume) as run:
-        if uses_feature_loss:
-            run.check_feature_loss(config.method)
-        for role, source in (("teacher", config.teacher), ("student", config.student)):
-            if source:
-                run.reuse(role, source)
+    run = Run(config, resume)
+    if uses_feature_loss:
+        run.check_feature_loss(config.method)
+    reused = {role: reusable_checkpoint(run.task, role, source)
+              for role, source in (("teacher", config.teacher), ("student", config.student)) if source}
+    with run:
+        for role in ("teacher", "student"):
+            if role in reused:
+                run.reuse(role, reused[role])
             else:
                 run.train_supervised(role)
         teacher = run.load("teacher").eval().requires_grad_(False)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdc._io import pid_tag, remove_stale_temps
 from kdc.mri.fft import fft2
 from kdc.data.lowres import low_resolution
 from kdc.mri.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
@@ -27,6 +28,8 @@ from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 from kdc.models.vdsr import VDSR
 
+#: Prefix of the working directory an export builds and checks its artefact in (under the system temp dir).
+EXPORT_TEMP_PREFIX = "kdc-export"
 #: Checkpoints of a run directory, in the order ``export_model`` picks them.
 RUN_MODELS = ("kd_student", "student", "teacher")
 PARITY_SLICES = 4
@@ -207,7 +210,8 @@ def export_model(
     if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
         example = (example[0].repeat(2, 1, 1, 1), *example[1:])
 
-    with tempfile.TemporaryDirectory(prefix="kdc-export-") as workdir:
+    remove_stale_temps(tempfile.gettempdir(), f"{EXPORT_TEMP_PREFIX}*")  # left by exports that were killed
+    with tempfile.TemporaryDirectory(prefix=f"{EXPORT_TEMP_PREFIX}{pid_tag()}") as workdir:
         artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
         errors = parity_check(artefact, feeds, expected)
         worst = max(errors.values())

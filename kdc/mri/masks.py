@@ -108,21 +108,28 @@ def validate_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, source
         raise MaskError(f"{source}: expected a 2-D (H, W) mask, got shape {mask.shape}")
     if shape is not None and mask.shape != tuple(shape):
         raise MaskError(f"{source}: mask shape {mask.shape} does not match image shape {tuple(shape)}")
-    if not np.all(np.isin(mask, (0, 1))):
-        raise MaskError(f"{source}: mask must hold only 0 and 1")
-    if not mask.any():
-        raise MaskError(f"{source}: mask samples nothing")
+    check_sampling(mask, source)
     return mask.astype(np.float32)
+
+
+def check_sampling(mask: np.ndarray, source: str = "mask") -> None:
+    """Raise :class:`MaskError` unless ``mask`` (any shape) holds only 0 and 1 and samples something."""
+    if np.iscomplexobj(mask) or not np.all(np.isin(mask, (0, 1))):
+        raise MaskError(f"{source}: mask must hold only 0 and 1")
+    if not np.any(mask):
+        raise MaskError(f"{source}: mask samples nothing")
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Load a KD-MRI ``.npy`` mask (uncentred, ``(H, W)``) without unpickling anything."""
     path = Path(path)
+    if not path.is_file():
+        raise MaskError(f"{path}: mask file not found" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         mask = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MaskError(f"{path}: mask file not found") from None
-    except ValueError as err:
+    except OSError as err:
+        raise MaskError(f"{path}: cannot read the mask ({err.strerror or err})") from None
+    except (ValueError, EOFError) as err:
         raise MaskError(f"{path}: not a numeric .npy array ({err})") from None
     return validate_mask(mask, shape, source=str(path))
 

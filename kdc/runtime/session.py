@@ -15,15 +15,16 @@ import queue
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kdc.mri.masks import MaskError, check_sampling
 from kdc.mri.normalise import zero_filled_peak
-from kdc.mri.phase import PHASE_WARNING_FRACTION, imaginary_fraction
+from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
 
 ENGINES = ("ort", "openvino")
@@ -51,6 +52,11 @@ PRECISION_OPTIONS: dict[str, dict[str, dict[str, str]]] = {
 ONNX_CONTRACT_KEY = "kdc.contract"
 IR_CONTRACT_PATH = ["kdc", "contract"]
 OV_ONNX_CONTRACT_PATH = ["framework", ONNX_CONTRACT_KEY]
+#: Rules on the values of inputs, by input name, beyond dtype, shape and finiteness: ``rule(array, source)``
+#: raises a :class:`kdc.errors.KdcError`. A mask's 1-D Cartesian form is its contract shape ``(1, 1, 1, W)``.
+VALUE_RULES: dict[str, Callable[[np.ndarray, str], None]] = {"mask": check_sampling}
+#: Shape of a graph's tensors by name; None marks a dynamic dimension.
+GraphShapes = Mapping[str, tuple[int | None, ...]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ class Reconstructor:
     engine = ""
 
     def __init__(self, path: Path, contract: dict[str, Any], graph_inputs: list[str], backend: str,
-                 threads: int | None, warnings: list[str]) -> None:
+                 threads: int | None, warnings: list[str], graph_shapes: GraphShapes) -> None:
         self.path = path
         self.contract = contract
         self.backend = backend
@@ -111,6 +117,7 @@ class Reconstructor:
             raise RuntimeModelError(
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
             )
+        check_contract(path, contract, self.inputs, self.outputs, graph_shapes)
 
     @property
     def name(self) -> str:
@@ -153,6 +160,12 @@ class Reconstructor:
             )
         for spec in self.inputs:
             spec.check(feeds[spec.name])
+        for name, rule in VALUE_RULES.items():
+            if name in feeds:
+                try:
+                    rule(feeds[name], f"input {name!r}")
+                except MaskError as err:
+                    raise RuntimeModelError(str(err)) from None
         return {name: np.ascontiguousarray(feeds[name]) for name in self.input_names}
 
     def run(self, feeds: Mapping[str, np.ndarray], *, normalise: bool = False) -> dict[str, np.ndarray]:
@@ -193,8 +206,9 @@ class Reconstructor:
             return (f"the mask given to model {self.name!r} does not sample the DC column (index 0 of kdc's uncentred "
                     "k-space): if the k-space and mask are centred (fastMRI, scanners), convert them with "
                     "kspace_channels/mask_columns(..., centred=True)")
-        kspace = feeds["kspace"]
-        fraction = imaginary_fraction(kspace[:, 0] + 1j * kspace[:, 1], lines)
+        columns = symmetric_centre(lines)
+        centre = feeds["kspace"][..., columns]  # only the centre becomes complex: batches can be large
+        fraction = centre_imaginary_fraction(centre[:, 0] + 1j * centre[:, 1], columns, lines.size)
         if fraction is None or fraction <= PHASE_WARNING_FRACTION:
             return None
         return (f"model {self.name!r} reconstructs real images, but {fraction:.1%} of the input image's energy is "
@@ -253,6 +267,30 @@ class Reconstructor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
+
+
+def check_contract(path: Path, contract: Mapping[str, Any], inputs: list[TensorSpec], outputs: list[TensorSpec],
+                   graph: GraphShapes) -> None:
+    """Refuse a contract whose ``image_size`` is not two positive integers or whose tensor shapes differ from the
+    graph's, so that a bad file fails at load (``kdc serve`` does not start) rather than at the first request."""
+    size = contract.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(d) is int and d > 0 for d in size)):
+        raise RuntimeModelError(f"{path}: contract 'image_size' must be two positive integers [H, W], got {size!r}")
+    for spec in (*inputs, *outputs):
+        if spec.name not in graph:
+            raise RuntimeModelError(f"{path}: contract tensor {spec.name!r} is not in the graph ({sorted(graph)})")
+        actual = graph[spec.name]
+        # A named (dynamic) contract dimension needs a dynamic graph one; a fixed one, the same size or a dynamic one.
+        if len(actual) != len(spec.shape) or not all(
+                got is None if isinstance(want, str) else type(want) is int and got in (None, want)
+                for want, got in zip(spec.shape, actual)):
+            shown = "(" + ", ".join("?" if d is None else str(d) for d in actual) + ")"
+            raise RuntimeModelError(f"{path}: contract shape of {spec.name!r} {spec.describe()} differs from the "
+                                    f"graph's {shown}")
+    for spec in outputs:
+        if list(spec.shape[-2:]) != size:
+            raise RuntimeModelError(f"{path}: contract 'image_size' {size} differs from the shape of output "
+                                    f"{spec.name!r} {spec.describe()}")
 
 
 def parse_contract(text: str | None, path: Path) -> dict[str, Any]:
@@ -337,14 +375,19 @@ class OrtReconstructor(Reconstructor):
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise RuntimeModelError(f"{path}: onnxruntime cannot load it ({type(err).__name__}: {err})") from None
         active = self.session.get_providers()
+        # Give the CPU arena's memory back after each run: a large batch would otherwise hold its peak for good.
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         contract = parse_contract(self.session.get_modelmeta().custom_metadata_map.get(ONNX_CONTRACT_KEY), path)
         used = [name for name in names if name in active]
         backend = f"onnxruntime {ort.__version__} {'+'.join(used)} {precision}"
+        graph_shapes = {node.name: tuple(d if isinstance(d, int) else None for d in node.shape)
+                        for node in (*self.session.get_inputs(), *self.session.get_outputs())}
         super().__init__(path, contract, [i.name for i in self.session.get_inputs()], backend, threads,
-                         fallback_warnings(log, names, active))
+                         fallback_warnings(log, names, active), graph_shapes)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds, self.run_options)))
 
 
 class OpenVINOReconstructor(Reconstructor):
@@ -378,7 +421,9 @@ class OpenVINOReconstructor(Reconstructor):
         actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         backend = f"openvino {ov.get_version().split('-')[0]} {device} {actual}"
         warnings = [] if actual == precision else [f"asked for {precision}, {device} runs {actual}"]
-        super().__init__(path, contract, graph_inputs, backend, threads, warnings)
+        graph_shapes = {name: tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+                        for port in (*self.compiled.inputs, *self.compiled.outputs) for name in port.get_names()}
+        super().__init__(path, contract, graph_inputs, backend, threads, warnings, graph_shapes)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
