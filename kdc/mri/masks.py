@@ -127,17 +127,18 @@ def line_mask_input(mask: np.ndarray, size: tuple[int, int], axis: int, *, centr
     float32 model input of :func:`line_mask_shape`. ``centred=True`` takes a centred mask (DC in the middle)."""
     mask = np.asarray(mask)
     length = size[axis]
-    name = "columns (W)" if axis == -1 else "rows (H)"
+    lines, dimension = ("columns", "width") if axis == -1 else ("rows", "height")
     squeezed = mask.reshape([n for n in mask.shape if n != 1] or [1])
     if squeezed.shape == (length,):
         line = squeezed
     elif squeezed.shape == tuple(size):
         found = sampled_lines(squeezed)
         if found is None or found[0] != axis:
-            raise MaskError(f"mask {mask.shape} does not sample whole {name}, as this model expects")
+            raise MaskError(f"mask is not 1-D Cartesian along the {lines}: this model samples whole {lines}")
         line = np.moveaxis(squeezed, axis, -1)[0]
     else:
-        raise MaskError(f"mask has shape {mask.shape}, expected ({length},) {name} or {tuple(size)}")
+        raise MaskError(f"mask has shape {mask.shape}: expected one line of the image {dimension} {length} "
+                        f"({length},) or the whole {tuple(size)} mask")
     if np.iscomplexobj(line) or not np.isin(line, (0, 1)).all():
         raise MaskError("mask must hold only 0 and 1")
     line = line.astype(np.float32)

@@ -21,9 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
+from kdc.errors import KdcError
+from kdc.mri.masks import line_mask_input, line_mask_shape, validate_mask
+from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
+#: What :meth:`Reconstructor.reconstruct` can return.
+OUTPUTS = ("magnitude", "complex")
 PRECISIONS = ("f32", "f16", "bf16")
 #: Short names accepted for onnxruntime execution providers.
 PROVIDER_ALIASES = {
@@ -104,6 +109,11 @@ class Reconstructor:
             raise RuntimeModelError(
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
             )
+        try:
+            #: The task (:mod:`kdc.tasks`) the contract names; contracts from before tasks had names are ``recon``.
+            self.task_spec: TaskSpec = get_task(self.task)
+        except KdcError as err:
+            raise RuntimeModelError(f"{path}: contract {err}; a newer kdc may have written it") from None
 
     @property
     def name(self) -> str:
@@ -124,12 +134,20 @@ class Reconstructor:
 
     @property
     def task(self) -> str:
-        """``recon`` (k-space + mask in) or ``sr`` (super-resolution: ``image_lowres`` in)."""
+        """The contract's task: ``recon``, ``recon_complex`` (k-space + mask in) or ``sr`` (``image_lowres`` in)."""
         return str(self.contract.get("task", "recon"))
 
     @property
     def mask_baked(self) -> bool:
         return "mask" not in self.input_names
+
+    @property
+    def mask_axis(self) -> int | None:
+        """-1 when the model's mask samples whole columns, -2 whole rows, None for a 2-D ``(1, 1, H, W)`` mask."""
+        if self.mask_baked:
+            return -2 if self.contract.get("mask_rows") is not None else -1
+        shape = self.inputs[self.input_names.index("mask")].shape
+        return -2 if shape[-1] == 1 else -1 if shape[-2] == 1 else None
 
     @property
     def role(self) -> str:
@@ -152,17 +170,26 @@ class Reconstructor:
         """Validate and run: input name -> array in, output name -> array out."""
         return self._infer(self.check(feeds))
 
-    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False) -> np.ndarray:
-        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)`` float32.
+    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False,
+                    output: str = "magnitude") -> np.ndarray:
+        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``.
 
-        ``mask`` may be ``(W,)``, ``(H, W)`` or ``(1, 1, 1, W)``, uncentred. K-space outside the sampled columns is
-        zeroed, as the contract requires. Use :func:`kdc.runtime.kspace_channels` for complex k-space.
-        ``normalise=True`` treats the N slices as one volume at scanner scale: the model sees it scaled so that
-        its zero-filled magnitude peaks at 1 (the training range) and the image is scaled back.
+        ``mask`` is uncentred: one line ``(W,)`` (or ``(H,)`` for a model whose mask samples rows), ``(H, W)``, or the
+        model input shape. K-space outside the sampled lines is zeroed, as the contract requires. Use
+        :func:`kdc.runtime.kspace_channels` for complex k-space. ``normalise=True`` treats the N slices as one volume
+        at scanner scale: the model sees it scaled so that its zero-filled magnitude peaks at 1 (the training range)
+        and the image is scaled back. ``output="magnitude"`` gives float32 (the real image of a magnitude model,
+        ``|x|`` of a complex one); ``output="complex"`` gives complex64 and needs a complex model.
         """
-        if self.task != "recon":
+        if not self.task_spec.takes_kspace:
             raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
                                     f"run({{{self.input_names[0]!r}: ...}})")
+        if output not in OUTPUTS:
+            raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
+        if output == "complex" and not self.task_spec.is_complex:
+            raise RuntimeModelError(f"model {self.name!r} reconstructs real images (output_kind "
+                                    f"{self.contract.get('output_kind')!r}): output='complex' needs a model trained "
+                                    "with --image complex")
         kspace = np.asarray(kspace)
         if np.iscomplexobj(kspace):
             raise RuntimeModelError("kspace is complex: convert it with kdc.runtime.kspace_channels(kspace)")
@@ -170,36 +197,53 @@ class Reconstructor:
             raise RuntimeModelError(f"kspace must hold floats, got dtype {kspace.dtype}")
         kspace = kspace.astype(np.float32, copy=False)
         self.inputs[self.input_names.index("kspace")].check(kspace)
-        width = self.image_size[1]
         if self.mask_baked:
-            columns = self.baked_mask()
-            if mask is not None and not np.array_equal(mask_columns(mask, width), columns):
+            baked = self.baked_mask()
+            if mask is not None and not np.array_equal(self.mask_input(mask), baked):
                 raise RuntimeModelError("this model has its mask baked in and the given mask differs from it")
-            feeds = {"kspace": kspace * columns}
+            feeds = {"kspace": kspace * baked}
         else:
             if mask is None:
                 raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
-            columns = mask_columns(mask, width)
-            feeds = {"kspace": kspace * columns, "mask": columns}
-        output = self.output_names[0]
+            mask = self.mask_input(mask)
+            feeds = {"kspace": kspace * mask, "mask": mask}
+        name = self.output_names[0]
         if normalise:
             scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
-            return self.run({**feeds, "kspace": feeds["kspace"] / scale})[output] * scale
-        return self.run(feeds)[output]
+            image = self.run({**feeds, "kspace": feeds["kspace"] / scale})[name] * scale
+        else:
+            image = self.run(feeds)[name]
+        return self.task_spec.complex_image(image) if output == "complex" else self.task_spec.magnitude(image)
+
+    def mask_input(self, mask: np.ndarray) -> np.ndarray:
+        """A user's uncentred mask (see :meth:`reconstruct`) as this model's mask input, checked."""
+        try:
+            if self.mask_axis is None:
+                return validate_mask(np.asarray(mask).reshape(self.image_size), self.image_size)[None, None]
+            return line_mask_input(mask, self.image_size, self.mask_axis)
+        except (KdcError, ValueError) as err:
+            raise RuntimeModelError(str(err)) from None
 
     def baked_mask(self) -> np.ndarray:
-        """The ``(1, 1, 1, W)`` mask baked into the graph."""
-        mask = np.zeros((1, 1, 1, self.image_size[1]), dtype=np.float32)
-        mask[..., self.contract["mask_columns"]] = 1
+        """The ``(1, 1, 1, W)`` (columns) or ``(1, 1, H, 1)`` (rows) mask baked into the graph."""
+        axis = self.mask_axis
+        mask = np.zeros(line_mask_shape(self.image_size, axis), dtype=np.float32)
+        indices = self.contract["mask_rows" if axis == -2 else "mask_columns"]
+        mask.reshape(-1)[indices] = 1
         return mask
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random undersampled k-space (and a mask at the contract's acceleration) of the model's size; for a
-        super-resolution model, a random image."""
-        if self.task == "sr":
+        task with an image input (super-resolution), a random image."""
+        if not self.task_spec.takes_kspace:
             return {self.input_names[0]: example_image(batch, self.image_size, seed)}
-        mask = self.baked_mask() if self.mask_baked else example_mask(
-            self.image_size[1], float(self.contract.get("acceleration") or 1))
+        if self.mask_baked:
+            mask = self.baked_mask()
+        else:
+            axis = -1 if self.mask_axis is None else self.mask_axis
+            line = example_mask(self.image_size[axis], float(self.contract.get("acceleration") or 1))
+            shape = self.inputs[self.input_names.index("mask")].shape
+            mask = np.ascontiguousarray(np.broadcast_to(line.reshape(line_mask_shape(self.image_size, axis)), shape))
         kspace = example_kspace(batch, self.image_size, mask, seed)
         return {"kspace": kspace} if self.mask_baked else {"kspace": kspace, "mask": mask}
 
