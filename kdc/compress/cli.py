@@ -25,6 +25,8 @@ LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: co
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
 Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space) or sr (VDSR super-resolution).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
+Image = Annotated[str, typer.Option(
+    help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -34,9 +36,9 @@ def _label(config: RunConfig) -> str:
     """``4x`` or ``SR 2x``: the task's short description of a run's settings."""
     import dataclasses
 
-    from kdc.compress.tasks import get_task
+    from kdc.compress.tasks import task_for
 
-    return get_task(config.task).label(dataclasses.asdict(config))
+    return task_for(dataclasses.asdict(config)).label(dataclasses.asdict(config))
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -60,6 +62,7 @@ def train(
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
+    image: Image = "magnitude",
     distributed: Distributed = False,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
@@ -69,7 +72,7 @@ def train(
     if model not in ("teacher", "student"):
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
-                              seed=seed, task=task, scale=scale, lr_schedule=lr_schedule)
+                              seed=seed, task=task, scale=scale, lr_schedule=lr_schedule, image=image)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -103,6 +106,7 @@ def distill(
     teacher_cache: Annotated[
         bool, typer.Option(help="Compute the teacher outputs the AT and KD losses need once, in RUN/cache.")
     ] = True,
+    image: Image = "magnitude",
     distributed: Distributed = False,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
@@ -112,7 +116,7 @@ def distill(
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
-        feature_weight=feature_weight, student=student, lr_schedule=lr_schedule,
+        feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, image=image,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

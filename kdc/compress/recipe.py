@@ -28,7 +28,7 @@ from kdc._io import write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
-from kdc.compress.tasks import Task, get_task
+from kdc.compress.tasks import Task, task_for
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
@@ -64,6 +64,8 @@ class RunConfig:
     feature_weight: float = 0.0
     student: str | None = None
     lr_schedule: str = "cosine"
+    #: ``magnitude`` (real images, KD-MRI) or ``complex`` (real and imaginary channels); picks the task with ``task``.
+    image: str = "magnitude"
 
 
 def resolve_device(device: str) -> str:
@@ -92,8 +94,9 @@ def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Seque
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
     try:
-        settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
-        task = get_task(settings["task"])
+        settings = {"task": RunConfig.task, "scale": RunConfig.scale, "image": RunConfig.image,
+                    **json.loads(settings_path.read_text())}
+        task = task_for(settings)
         dataset = task.open_split(data or settings["data"], split, settings)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
@@ -111,8 +114,8 @@ class Run:
         self.device = resolve_device(config.device)
         if config.lr_schedule not in LR_SCHEDULES:
             raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
-        self.task = get_task(config.task)
         settings = dataclasses.asdict(config)
+        self.task = task_for(settings)
         self.train_set = self.task.open_split(config.data, "train", settings)
         self.val_set = self.task.open_split(config.data, "val", settings)
         if self.train_set.image_shape != self.val_set.image_shape:
@@ -217,7 +220,7 @@ class Run:
         expected = build_model(self.task.presets[role])
         if type(given) is not type(expected):
             raise KdcError(f"{path}: a {type(given).__name__} cannot be the {role} of task "
-                           f"{self.config.task!r} (expected a {type(expected).__name__})")
+                           f"{self.task.name!r} (expected a {type(expected).__name__})")
         if model_config(given) != model_config(expected):
             raise KdcError(f"{path}: a {model_config(given)} cannot be the {role} (expected the preset "
                            f"{model_config(expected)}: the distilled layers are paired by position)")
