@@ -20,8 +20,9 @@ from tests.conftest import make_phantom
 SHAPE = (24, 24)
 
 
-def kdc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "kdc", *args], capture_output=True, text=True, timeout=600)
+def kdc(*args: str, check: bool = True, program: tuple[str, str] = ("-m", "kdc")) -> subprocess.CompletedProcess:
+    """``kdc ARGS`` in a subprocess; ``program=("-c", CODE)`` runs a ``python -c`` program that ends in kdc's CLI."""
+    result = subprocess.run([sys.executable, *program, *args], capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"kdc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.complex_data import PHASED_KDC, open_phased_split
-from tests.conftest import make_phantom
-from tests.test_cli import assert_user_error, kdc
-
-SHAPE = (24, 24)
+from tests.test_cli import assert_user_error, dataset, kdc  # noqa: F401 (dataset is a fixture)
 
 
 def phased_kdc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``kdc ARGS`` reading every split as complex images."""
-    result = subprocess.run([sys.executable, "-c", PHASED_KDC, *args], capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kdc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-@pytest.fixture
-def dataset(tmp_path, write_kdmri) -> Path:
-    root = tmp_path / "data"
-    for split, name, seed in (("train", "a", 0), ("val", "c", 2)):
-        write_kdmri(root / split / f"{name}.h5", make_phantom(4, *SHAPE, seed=seed))
-    return root
+    return kdc(*args, check=check, program=("-c", PHASED_KDC))
 
 
 def test_complex_distill_export_and_runtime(dataset, tmp_path):
