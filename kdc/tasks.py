@@ -102,7 +102,7 @@ def find_task(family: str, image: str = "magnitude") -> TaskSpec:
             return spec
     families = sorted({spec.family for spec in TASKS.values()})
     if family not in families:
-        raise KdcError(f"--task {family!r}: expected one of {families}")
+        raise KdcError(f"unknown task {family!r} (--task): expected one of {families}")
     images = sorted(spec.image for spec in TASKS.values() if spec.family == family)
     raise KdcError(f"--image {image!r}: task {family!r} has {' or '.join(images)} images only")
 
