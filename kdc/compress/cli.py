@@ -30,6 +30,8 @@ LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: co
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
 Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space) or sr (VDSR super-resolution).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
+Image = Annotated[str, typer.Option(
+    help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -39,9 +41,9 @@ def _label(config: RunConfig) -> str:
     """``4x`` or ``SR 2x``: the task's short description of a run's settings."""
     import dataclasses
 
-    from kdc.compress.tasks import get_task
+    from kdc.compress.tasks import task_for
 
-    return get_task(config.task).label(dataclasses.asdict(config))
+    return task_for(dataclasses.asdict(config)).label(dataclasses.asdict(config))
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -65,6 +67,7 @@ def train(
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
+    image: Image = "magnitude",
     distributed: Distributed = False,
     center_fraction: CenterFraction = None,
     crop: Crop = False,
@@ -77,7 +80,7 @@ def train(
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
-                              center_fraction=center_fraction, crop=crop)
+                              center_fraction=center_fraction, crop=crop, image=image)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -111,6 +114,7 @@ def distill(
     teacher_cache: Annotated[
         bool, typer.Option(help="Compute the teacher outputs the AT and KD losses need once, in RUN/cache.")
     ] = True,
+    image: Image = "magnitude",
     distributed: Distributed = False,
     center_fraction: CenterFraction = None,
     crop: Crop = False,
@@ -123,7 +127,7 @@ def distill(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule,
-        center_fraction=center_fraction, crop=crop,
+        center_fraction=center_fraction, crop=crop, image=image,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

@@ -29,7 +29,7 @@ from kdc._io import remove_stale_temps, write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
-from kdc.compress.tasks import Task, get_task
+from kdc.compress.tasks import Task, task_for
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
@@ -67,6 +67,8 @@ class RunConfig:
     lr_schedule: str = "cosine"
     center_fraction: float | None = None
     crop: bool = False
+    #: ``magnitude`` (real images, KD-MRI) or ``complex`` (real and imaginary channels); picks the task with ``task``.
+    image: str = "magnitude"
 
 
 def resolve_device(device: str) -> str:
@@ -95,8 +97,9 @@ def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Seque
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
     try:
-        settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
-        task = get_task(settings["task"])
+        settings = {"task": RunConfig.task, "scale": RunConfig.scale, "image": RunConfig.image,
+                    **json.loads(settings_path.read_text())}
+        task = task_for(settings)
         dataset = task.open_split(data or settings["data"], split, settings)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
@@ -142,8 +145,8 @@ class Run:
         self.device = resolve_device(config.device)
         if config.lr_schedule not in LR_SCHEDULES:
             raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
-        self.task = get_task(config.task)
         settings = dataclasses.asdict(config)
+        self.task = task_for(settings)
         self.train_set = self.task.open_split(config.data, "train", settings)
         self.val_set = self.task.open_split(config.data, "val", settings)
         if self.train_set.image_shape != self.val_set.image_shape:

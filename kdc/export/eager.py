@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from kdc.export.formats import CONTRACT_FILE, quiet_torch
-from kdc.models import VDSR, load_checkpoint
+from kdc.models import load_checkpoint
+from kdc.models.checkpoint import model_config
 from kdc.runtime.bench import Runner
 from kdc.runtime.session import Reconstructor, parse_contract
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.tasks import task_of_config
 
 
 def torch_device(device: str) -> torch.device:
@@ -94,7 +96,7 @@ def open_checkpoint(
     if threads:
         torch.set_num_threads(threads)
     shape = (int(size[0]), int(size[1]))
-    if isinstance(model, VDSR):
+    if not task_of_config(model_config(model)).takes_kspace:
         arrays = (example_image(batch, shape),)
     else:
         mask = example_mask(shape[1], float(meta.get("acceleration") or 1))

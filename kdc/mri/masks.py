@@ -164,6 +164,49 @@ def sampled_columns(mask: np.ndarray) -> np.ndarray | None:
     return np.flatnonzero(mask[0])
 
 
+def sampled_lines(mask: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """``(axis, indices)`` of a 1-D Cartesian ``(H, W)`` mask: axis -1 when it samples whole columns (fastMRI),
+    -2 when it samples whole rows (KD-MRI's brain and cardiac masks); None for a 2-D mask. Columns win a tie."""
+    mask = np.asarray(mask)
+    for axis, view in ((-1, mask), (-2, mask.T)):
+        lines = sampled_columns(view)
+        if lines is not None:
+            return axis, lines
+    return None
+
+
+def line_mask_shape(size: tuple[int, int], axis: int) -> tuple[int, int, int, int]:
+    """Model-input shape of a 1-D mask along ``axis``: ``(1, 1, 1, W)`` for columns, ``(1, 1, H, 1)`` for rows."""
+    shape = [1, 1, 1, 1]
+    shape[axis] = size[axis]
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def line_mask_input(mask: np.ndarray, size: tuple[int, int], axis: int, *, centred: bool = False) -> np.ndarray:
+    """A 1-D mask along ``axis`` given as one line ``(n,)``, ``(H, W)`` or any shape that squeezes to either ->
+    float32 model input of :func:`line_mask_shape`. ``centred=True`` takes a centred mask (DC in the middle)."""
+    mask = np.asarray(mask)
+    length = size[axis]
+    lines, dimension = ("columns", "width") if axis == -1 else ("rows", "height")
+    squeezed = mask.reshape([n for n in mask.shape if n != 1] or [1])
+    if squeezed.shape == (length,):
+        line = squeezed
+    elif squeezed.shape == tuple(size):
+        found = sampled_lines(squeezed)
+        if found is None or found[0] != axis:
+            raise MaskError(f"mask is not 1-D Cartesian along the {lines}: this model samples whole {lines}")
+        line = np.moveaxis(squeezed, axis, -1)[0]
+    else:
+        raise MaskError(f"mask has shape {mask.shape}: expected one line of the image {dimension} {length} "
+                        f"({length},) or the whole {tuple(size)} mask")
+    if np.iscomplexobj(line) or not np.isin(line, (0, 1)).all():
+        raise MaskError("mask must hold only 0 and 1")
+    line = line.astype(np.float32)
+    if centred:
+        line = np.fft.ifftshift(line)
+    return line.reshape(line_mask_shape(size, axis))
+
+
 def acceleration_of(mask: np.ndarray) -> float:
     """Effective acceleration: total samples over sampled samples."""
     return float(mask.size / max(np.count_nonzero(mask), 1))

@@ -22,12 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from kdc.mri.masks import MaskError, check_sampling
+from kdc.errors import KdcError
+from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_shape, validate_mask
 from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
-from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
+from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
+#: What :meth:`Reconstructor.reconstruct` can return.
+OUTPUTS = ("magnitude", "complex")
 PRECISIONS = ("f32", "f16", "bf16")
 #: Short names accepted for onnxruntime execution providers.
 PROVIDER_ALIASES = {
@@ -118,6 +122,11 @@ class Reconstructor:
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
             )
         check_contract(path, contract, self.inputs, self.outputs, graph_shapes)
+        try:
+            #: The task (:mod:`kdc.tasks`) the contract names; contracts from before tasks had names are ``recon``.
+            self.task_spec: TaskSpec = get_task(self.task)
+        except KdcError as err:
+            raise RuntimeModelError(f"{path}: contract {err}; a newer kdc may have written it") from None
 
     @property
     def name(self) -> str:
@@ -138,12 +147,20 @@ class Reconstructor:
 
     @property
     def task(self) -> str:
-        """``recon`` (k-space + mask in) or ``sr`` (super-resolution: ``image_lowres`` in)."""
+        """The contract's task: ``recon``, ``recon_complex`` (k-space + mask in) or ``sr`` (``image_lowres`` in)."""
         return str(self.contract.get("task", "recon"))
 
     @property
     def mask_baked(self) -> bool:
         return "mask" not in self.input_names
+
+    @property
+    def mask_axis(self) -> int | None:
+        """-1 when the model's mask samples whole columns, -2 whole rows, None for a 2-D ``(1, 1, H, W)`` mask."""
+        if self.mask_baked:
+            return -2 if self.contract.get("mask_rows") is not None else -1
+        shape = self.inputs[self.input_names.index("mask")].shape
+        return -2 if shape[-1] == 1 else -1 if shape[-2] == 1 else None
 
     @property
     def role(self) -> str:
@@ -184,11 +201,11 @@ class Reconstructor:
                        ) -> tuple[dict[str, np.ndarray], list[str]]:
         """:meth:`run`, returning its warnings as lines instead of emitting them (for servers)."""
         feeds = self.check(feeds)
-        if self.task != "recon":
+        if not self.task_spec.takes_kspace:
             if normalise:
                 raise RuntimeModelError(f"normalise applies to reconstruction models; {self.name!r} is {self.task!r}")
             return self._infer(feeds), []
-        notes = [note] if (note := self.phase_note(feeds)) else []
+        notes = [] if self.task_spec.is_complex else [note] if (note := self.phase_note(feeds)) else []
         if not normalise:
             return self._infer(feeds), notes
         scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
@@ -196,8 +213,9 @@ class Reconstructor:
         return {name: array * scale for name, array in results.items()}, notes
 
     def phase_note(self, feeds: Mapping[str, np.ndarray]) -> str | None:
-        """A warning line if the image of the k-space in ``feeds`` has more than 1 % of its energy imaginary, or if
-        the mask misses the DC column (in kdc's uncentred convention: centred k-space given as uncentred)."""
+        """For a model of real images: a warning line if the image of the k-space in ``feeds`` has more than 1 % of
+        its energy imaginary, or if the mask misses the DC column (in kdc's uncentred convention: centred k-space
+        given as uncentred). Row-sampled and 2-D masks are not measured."""
         mask = feeds["mask"] if "mask" in feeds else self.baked_mask()
         if mask.shape[-2] != 1:
             return None
@@ -215,17 +233,26 @@ class Reconstructor:
                 "imaginary (phase): that part is lost. Check the k-space centring (centred=True for fastMRI/scanner "
                 "k-space) or use a complex model")
 
-    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False) -> np.ndarray:
-        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)`` float32.
+    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False,
+                    output: str = "magnitude") -> np.ndarray:
+        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``.
 
-        ``mask`` may be ``(W,)``, ``(H, W)`` or ``(1, 1, 1, W)``, uncentred. K-space outside the sampled columns is
-        zeroed, as the contract requires. For complex or centred (fastMRI, scanner) k-space use
-        :func:`kdc.runtime.kspace_channels` and :func:`kdc.runtime.mask_columns` with ``centred=True``.
-        ``normalise=True``: see :meth:`run`.
+        ``mask`` is uncentred: one line ``(W,)`` (or ``(H,)`` for a model whose mask samples rows), ``(H, W)``, or the
+        model input shape. K-space outside the sampled lines is zeroed, as the contract requires. For complex or
+        centred (fastMRI, scanner) k-space use :func:`kdc.runtime.kspace_channels` and
+        :func:`kdc.runtime.mask_columns` with ``centred=True``. ``normalise=True``: see :meth:`run`.
+        ``output="magnitude"`` gives float32 (the real image of a magnitude model, ``|x|`` of a complex one);
+        ``output="complex"`` gives complex64 and needs a complex model.
         """
-        if self.task != "recon":
+        if not self.task_spec.takes_kspace:
             raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
                                     f"run({{{self.input_names[0]!r}: ...}})")
+        if output not in OUTPUTS:
+            raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
+        if output == "complex" and not self.task_spec.is_complex:
+            raise RuntimeModelError(f"model {self.name!r} reconstructs real images (output_kind "
+                                    f"{self.contract.get('output_kind')!r}): output='complex' needs a model trained "
+                                    "with --image complex")
         kspace = np.asarray(kspace)
         if np.iscomplexobj(kspace):
             raise RuntimeModelError("kspace is complex: convert it with kdc.runtime.kspace_channels(kspace)")
@@ -233,32 +260,48 @@ class Reconstructor:
             raise RuntimeModelError(f"kspace must hold floats, got dtype {kspace.dtype}")
         kspace = kspace.astype(np.float32, copy=False)
         self.inputs[self.input_names.index("kspace")].check(kspace)
-        width = self.image_size[1]
         if self.mask_baked:
-            columns = self.baked_mask()
-            if mask is not None and not np.array_equal(mask_columns(mask, width), columns):
+            baked = self.baked_mask()
+            if mask is not None and not np.array_equal(self.mask_input(mask), baked):
                 raise RuntimeModelError("this model has its mask baked in and the given mask differs from it")
-            feeds = {"kspace": kspace * columns}
+            feeds = {"kspace": kspace * baked}
         else:
             if mask is None:
                 raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
-            columns = mask_columns(mask, width)
-            feeds = {"kspace": kspace * columns, "mask": columns}
-        return self.run(feeds, normalise=normalise)[self.output_names[0]]
+            mask = self.mask_input(mask)
+            feeds = {"kspace": kspace * mask, "mask": mask}
+        image = self.run(feeds, normalise=normalise)[self.output_names[0]]
+        return self.task_spec.complex_image(image) if output == "complex" else self.task_spec.magnitude(image)
+
+    def mask_input(self, mask: np.ndarray) -> np.ndarray:
+        """A user's uncentred mask (see :meth:`reconstruct`) as this model's mask input, checked."""
+        try:
+            if self.mask_axis is None:
+                return validate_mask(np.asarray(mask).reshape(self.image_size), self.image_size)[None, None]
+            return line_mask_input(mask, self.image_size, self.mask_axis)
+        except (KdcError, ValueError) as err:
+            raise RuntimeModelError(str(err)) from None
 
     def baked_mask(self) -> np.ndarray:
-        """The ``(1, 1, 1, W)`` mask baked into the graph."""
-        mask = np.zeros((1, 1, 1, self.image_size[1]), dtype=np.float32)
-        mask[..., self.contract["mask_columns"]] = 1
+        """The ``(1, 1, 1, W)`` (columns) or ``(1, 1, H, 1)`` (rows) mask baked into the graph."""
+        axis = self.mask_axis
+        mask = np.zeros(line_mask_shape(self.image_size, axis), dtype=np.float32)
+        indices = self.contract["mask_rows" if axis == -2 else "mask_columns"]
+        mask.reshape(-1)[indices] = 1
         return mask
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random undersampled k-space (and a mask at the contract's acceleration) of the model's size; for a
-        super-resolution model, a random image."""
-        if self.task == "sr":
+        task with an image input (super-resolution), a random image."""
+        if not self.task_spec.takes_kspace:
             return {self.input_names[0]: example_image(batch, self.image_size, seed)}
-        mask = self.baked_mask() if self.mask_baked else example_mask(
-            self.image_size[1], float(self.contract.get("acceleration") or 1))
+        if self.mask_baked:
+            mask = self.baked_mask()
+        else:
+            axis = -1 if self.mask_axis is None else self.mask_axis
+            line = example_mask(self.image_size[axis], float(self.contract.get("acceleration") or 1))
+            shape = self.inputs[self.input_names.index("mask")].shape
+            mask = np.ascontiguousarray(np.broadcast_to(line.reshape(line_mask_shape(self.image_size, axis)), shape))
         kspace = example_kspace(batch, self.image_size, mask, seed)
         return {"kspace": kspace} if self.mask_baked else {"kspace": kspace, "mask": mask}
 
