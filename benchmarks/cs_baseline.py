@@ -2,7 +2,8 @@
 
 λ is tuned once per factor on a few training slices (:func:`kdc.compress.baselines.bart.tune_lambda`, never on
 validation), then ZF and CS are scored on every ``--val-every``-th validation slice (the same slices for both), with
-the seconds per slice of CS (one ``bart`` process per slice, one OpenMP thread). Writes ``docs/results/cs_baseline.{md,json}``.
+the seconds per slice of CS (one ``bart`` process per slice, one OpenMP thread).
+Writes ``docs/results/cs_baseline.{md,json}``.
 
     python benchmarks/cs_baseline.py --data demo --factors 4 --val-every 8       # a handful of demo slices
     python benchmarks/cs_baseline.py --data data/brain --factors 4 5 8 --val-every 1
@@ -38,20 +39,22 @@ def factor_rows(args: argparse.Namespace, acc: int) -> dict:
 
 
 def render(results: dict) -> str:
+    first = next(iter(results["factors"].values()))
     lines = ["# Compressed sensing (BART) against zero-filling", "",
              f"Written by `{results['command']}` on {results['machine']}. λ tuned on training slices "
-             f"{results['factors'][next(iter(results['factors']))]['cs']['settings']['lambda_tuning']['slices']}; "
-             "PSNR/SSIM mean ± sd over the scored validation slices (data range = the largest target value among the scored slices of each volume).", "",
+             f"{first['cs']['settings']['lambda_tuning']['slices']}; PSNR/SSIM mean ± sd over the scored validation "
+             "slices (data range = the largest target value among the scored slices of each volume).", "",
              "| factor | val slices | ZF PSNR | CS PSNR | ZF SSIM | CS SSIM | λ | iterations | CS s/slice |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for acc, row in results["factors"].items():
         zf, cs = row["zero-filled"], row["cs"]
         lines.append(
             f"| {acc}x | {len(row['val_slices'])} | {zf['psnr']['mean']:.2f} ± {zf['psnr']['sd']:.2f} | "
-            f"{cs['psnr']['mean']:.2f} ± {cs['psnr']['sd']:.2f} | {zf['ssim']['mean']:.4f} | {cs['ssim']['mean']:.4f} | "
-            f"{cs['settings']['lambda']:g} | {cs['settings']['iterations']} | {cs['seconds_per_slice']:.2f} |")
-    lines += ["", "PSNR by λ on the training slices: " + "; ".join(
-        f"{acc}x {row['cs']['settings']['lambda_tuning']['psnr_by_lambda']}" for acc, row in results["factors"].items())]
+            f"{cs['psnr']['mean']:.2f} ± {cs['psnr']['sd']:.2f} | {zf['ssim']['mean']:.4f} | "
+            f"{cs['ssim']['mean']:.4f} | {cs['settings']['lambda']:g} | {cs['settings']['iterations']} | "
+            f"{cs['seconds_per_slice']:.2f} |")
+    tuning = {acc: row["cs"]["settings"]["lambda_tuning"]["psnr_by_lambda"] for acc, row in results["factors"].items()}
+    lines += ["", "PSNR by λ on the training slices: " + "; ".join(f"{acc}x {psnr}" for acc, psnr in tuning.items())]
     return "\n".join(lines)
 
 

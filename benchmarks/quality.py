@@ -257,7 +257,8 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         cs = factor["cs"]
         lines += [f"CS: bart pics -l1, λ = {cs['settings']['lambda']:g} (tuned on training slices "
                   f"{cs['settings']['lambda_tuning']['slices']}), {cs['settings']['iterations']} iterations, "
-                  f"{cs['seconds_per_slice']:.2f} s per slice; KD - CS = {factor['targets']['kd_over_cs_db']:+.2f} dB.", ""]
+                  f"{cs['seconds_per_slice']:.2f} s per slice; "
+                  f"KD - CS = {factor['targets']['kd_over_cs_db']:+.2f} dB.", ""]
     for s in seeds:
         if "note" in factor["seeds"][s]:
             lines += [f"Seed {s}: {factor['seeds'][s]['note']}.", ""]
@@ -318,7 +319,8 @@ def main(argv: list[str]) -> None:
         "slices": manifest.get("slices", {}),
         "image_size": manifest.get("image_size"),
         "config": {k: v for k, v in dataclasses.asdict(
-            RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device, teacher_mode=args.teacher_mode)
+            RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device,
+                      teacher_mode=args.teacher_mode)
         ).items() if k not in ("out", "acceleration", "teacher", "seed", "data")} | {"seeds": args.seeds},
         "total_s": session.get("total_s"),  # None when the training was cut off
         "factors": {f"{acc}": collect(acc, args) for acc in args.factors if finished(acc, args)},

@@ -105,7 +105,7 @@ def distill(
     ] = True,
     distributed: Distributed = False,
     teacher_mode: Annotated[str, typer.Option(
-        help="How the teacher trains: plain (alone, L1) or sft (SFT-KD-Recon: jointly with student branches).")] = "plain",
+        help="How the teacher trains: plain (alone, L1) or sft (SFT-KD-Recon, with student branches).")] = "plain",
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -131,7 +131,7 @@ def evaluate(
     cs: Annotated[bool, typer.Option(
         help="Add compressed sensing (bart pics, l1-wavelet) as a row; skipped with a note without bart.")] = False,
     cs_lambda: Annotated[str, typer.Option(
-        help="CS regularisation λ, or auto: the best of a grid on 4 training slices (never the scored split).")] = "auto",
+        help="CS regularisation λ, or auto: the best of a grid on 4 training slices (never on validation).")] = "auto",
     cs_iterations: Annotated[int, typer.Option(min=1, help="CS iterations (bart pics -i).")] = 100,
 ) -> None:
     """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
