@@ -1,9 +1,10 @@
 """Evidence for complex models: a short ``kdc distill --image complex`` on the shipped demo set (CPU), then
 ``kdc export`` per DC lowering with its parity against PyTorch, checked again through ``kdc.runtime``.
 
-Until ``kdc data build --complex`` exists, the demo slices get a smooth random phase (tests/complex_data.py: the
-data are injected where the split reader sits; models, recipe, export and runtime are kdc's own). The run is tiny
-(``--epochs``), so its PSNR table proves the path, not the method. Writes ``OUT.json`` and ``OUT.md``.
+The demo volumes are written as fully sampled fastMRI files of complex images, each volume with a smooth random
+phase (what ``kdc data build --complex`` does with its sources: :func:`kdc.mri.simulate.complex_coil_images`,
+:func:`kdc.data.build.write_fastmri_volume`), and read back by kdc's own readers. The run is tiny (``--epochs``),
+so its PSNR table proves the path, not the method. Writes ``OUT.json`` and ``OUT.md``.
 
     .venv/bin/python benchmarks/complex_recon.py [--epochs 1] [--out docs/results/complex_recon]
 """
@@ -13,24 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdc.compress.tasks  # noqa: E402
-import kdc.runtime as rt  # noqa: E402
-from kdc.compress import recipe  # noqa: E402
-from kdc.compress.evaluate import format_table  # noqa: E402
-from kdc.export import export_model  # noqa: E402
-from kdc.models import build_model, load_checkpoint  # noqa: E402
-from tests.complex_data import open_phased_split  # noqa: E402
+import kdc.runtime as rt
+from kdc.compress import recipe
+from kdc.compress.evaluate import format_table
+from kdc.data.build import write_fastmri_volume
+from kdc.data.demo import demo_root
+from kdc.data.slices import open_split
+from kdc.data.volumes import read_volume
+from kdc.export import export_model
+from kdc.models import build_model, load_checkpoint
+from kdc.mri.simulate import complex_coil_images
 
 LOWERINGS = [("masked", False), ("masked", True), ("matmul", False), ("dft", False)]
 FORMATS = [("onnx", ".onnx"), ("openvino", ".xml")]
+
+
+def complex_demo_set(root: Path) -> Path:
+    """The demo set's volumes as fastMRI files of complex images (one smooth phase per volume) under ``root``."""
+    for seed, path in enumerate(sorted(demo_root().glob("*/*.h5"))):
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        images = complex_coil_images(read_volume(path).target, 1, seed)
+        write_fastmri_volume(root / path.parent.name / path.name, images, multicoil=False)
+    return root
 
 
 def main() -> None:
@@ -39,13 +50,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/complex_recon"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    kdc.compress.tasks.open_split = open_phased_split
-
     with tempfile.TemporaryDirectory(prefix="kdc-complex-") as work:
+        data = complex_demo_set(Path(work) / "data")
         run = Path(work) / "run"
-        config = recipe.RunConfig("demo", str(run), 4, args.epochs, args.epochs, 4, image="complex")
+        config = recipe.RunConfig(str(data), str(run), 4, args.epochs, args.epochs, 4, image="complex")
         table = recipe.distill(config)
-        val = open_phased_split("demo", "val", 4)
+        val = open_split(data, "val", 4, image="complex")
         items = [val[i] for i in range(8)]
         kspace = np.stack([item["kspace"] for item in items])
         student = load_checkpoint(run / "kd_student.pt")[0]
@@ -63,7 +73,8 @@ def main() -> None:
                                "output_kind": report.metadata["output_kind"]})
     result = {
         "command": f"python benchmarks/complex_recon.py --epochs {args.epochs}",
-        "data": "kdc demo set (80 train / 40 val slices, 128x128) with a smooth random phase per slice, 4x",
+        "data": "kdc demo set (80 train / 40 val slices, 128x128) as fastMRI files with a smooth random phase per "
+                "volume, 4x",
         "parameters": {preset: sum(p.numel() for p in build_model(preset).parameters())
                        for preset in ("complex_teacher", "complex_student")},
         "epochs_per_stage": args.epochs,

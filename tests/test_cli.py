@@ -20,11 +20,9 @@ from tests.conftest import make_phantom
 SHAPE = (24, 24)
 
 
-def kdc(*args: str, check: bool = True, env: dict[str, str] | None = None,
-        program: tuple[str, str] = ("-m", "kdc")) -> subprocess.CompletedProcess:
-    """``kdc ARGS`` in a subprocess (``env`` added to the environment); ``program=("-c", CODE)`` runs a ``python -c``
-    program that ends in kdc's CLI."""
-    result = subprocess.run([sys.executable, *program, *args], capture_output=True, text=True, timeout=600,
+def kdc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``kdc ARGS`` in a subprocess (``env`` added to the environment)."""
+    result = subprocess.run([sys.executable, "-m", "kdc", *args], capture_output=True, text=True, timeout=600,
                             env=None if env is None else {**os.environ, **env})
     if check and result.returncode != 0:
         raise AssertionError(f"kdc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

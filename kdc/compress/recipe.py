@@ -30,6 +30,7 @@ from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
 from kdc.compress.tasks import Task, task_for
+from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
@@ -69,6 +70,7 @@ class RunConfig:
     crop: bool = False
     #: ``magnitude`` (real images, KD-MRI) or ``complex`` (real and imaginary channels); picks the task with ``task``.
     image: str = "magnitude"
+    teacher_mode: str = "plain"
 
 
 def resolve_device(device: str) -> str:
@@ -130,10 +132,15 @@ def check_role(path: Path, model: nn.Module, task: Task, role: str, *, same_conf
                        f"{model_config(expected)}: the distilled layers are paired by position)")
 
 
-def reusable_checkpoint(task: Task, role: str, source: str | Path) -> Path:
-    """The checkpoint ``--teacher``/``--student`` names, checked to fit the task's ``role``."""
+def reusable_checkpoint(task: Task, role: str, source: str | Path, teacher_mode: str = "plain") -> Path:
+    """The checkpoint ``--teacher``/``--student`` names, checked to fit the task's ``role`` (a teacher, also the
+    run's ``--teacher-mode``: no record counts as plain)."""
     path = resolve_checkpoint(source, role)
-    check_role(path, load_checkpoint(path)[0], task, role, same_config=True)
+    model, meta = load_checkpoint(path)
+    check_role(path, model, task, role, same_config=True)
+    if role == "teacher" and meta.get("teacher_mode", "plain") != teacher_mode:
+        raise KdcError(f"{path}: a teacher trained with --teacher-mode {meta.get('teacher_mode', 'plain')}, "
+                       f"but this run asks for --teacher-mode {teacher_mode}")
     return path
 
 
@@ -209,10 +216,12 @@ class Run:
         extra: Sequence[nn.Module] = (),
         keep_best: bool = True,
         train_set: Sequence[dict] | None = None,
+        meta: dict | None = None,
     ) -> dict:
         """Train ``model`` as ``role`` (resuming if state exists); its best weights land in ``<role>.pt``.
 
-        ``train_set`` replaces the run's training set (e.g. with cached teacher outputs).
+        ``train_set`` replaces the run's training set (e.g. with cached teacher outputs); ``meta`` adds to what the
+        checkpoint records.
         """
         torch.manual_seed(self.config.seed)
         settings = TrainSettings(
@@ -223,14 +232,14 @@ class Run:
             self.config.seed,
             self.config.lr_schedule,
         )
-        stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best, self.task)
+        stage = Stage(role, model, step_loss, {**self.meta, "role": role, **(meta or {})}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)
 
-    def train_supervised(self, role: str) -> dict:
+    def train_supervised(self, role: str, meta: dict | None = None) -> dict:
         """Train a fresh model of the task's ``role`` preset (teacher or student) with L1 to the target."""
         torch.manual_seed(self.config.seed)
         model = build_model(self.task.presets[role])
-        return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]))
+        return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]), meta=meta)
 
     def teacher_targets(
         self, teacher: nn.Module, loss: nn.Module, method: str, cached: bool = True
@@ -281,6 +290,7 @@ def train(config: RunConfig, role: str, resume: bool = False) -> dict[str, dict]
 def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     """``kdc distill``: every KD-MRI stage (finished ones are skipped on resume), then the validation table."""
     build_kd_loss(config.method)  # an unknown method fails before any training
+    train_teacher = get_teacher_mode(config.teacher_mode)
     check_batch_size(config.method, config.batch_size)
     uses_feature_loss = config.pretrain_epochs != 0 or config.feature_weight
     if uses_feature_loss and distributed.world()[1] > 1 and issubclass(KD_LOSSES[config.method], RelationalLoss):
@@ -289,14 +299,17 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     run = Run(config, resume)
     if uses_feature_loss:
         run.check_feature_loss(config.method)
-    reused = {role: reusable_checkpoint(run.task, role, source)
+    reused = {role: reusable_checkpoint(run.task, role, source, config.teacher_mode)
               for role, source in (("teacher", config.teacher), ("student", config.student)) if source}
     with run:
         for role in ("teacher", "student"):
             if role in reused:
                 run.reuse(role, reused[role])
+            elif role == "teacher":
+                train_teacher(run)
             else:
                 run.train_supervised(role)
+        distilled = {"teacher_mode": config.teacher_mode}  # what the distilled students' checkpoints record
         teacher = run.load("teacher").eval().requires_grad_(False)
 
         torch.manual_seed(config.seed)
@@ -314,7 +327,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
 
             run.train(
                 "student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False,
-                train_set=feature_teacher.train_set,
+                train_set=feature_teacher.train_set, meta=distilled,
             )
             kd_student = run.load("student_at")
         imitation = build_kd_loss("imitation")
@@ -330,5 +343,5 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             return loss
 
         run.train("kd_student", kd_student, kd_step, extra=[feature_loss] if config.feature_weight else [],
-                  train_set=kd_teacher.train_set)
+                  train_set=kd_teacher.train_set, meta=distilled)
         return run.evaluate(TABLE_ROLES)
