@@ -85,13 +85,14 @@ def resolve_mask(
         if mask is not None:
             return load_mask(mask, size)
         run_mask = None if mask_dir is None else mask_dir / "mask.npy"
-        if run_mask is not None and run_mask.is_file() and ("acceleration" not in meta or (
-                np.load(run_mask, mmap_mode="r", allow_pickle=False).shape == size)):
-            return load_mask(run_mask, size)
+        if run_mask is not None and run_mask.is_file():
+            trained = load_mask(run_mask)
+            if trained.shape == size or "acceleration" not in meta:
+                return validate_mask(trained, size, source=str(run_mask))
         if "acceleration" not in meta:
             raise ExportError("no mask: pass mask= (--mask FILE.npy) or a checkpoint whose meta has 'acceleration'")
-        seed = meta.get("mask_seed", 0)
-        return cartesian_mask(meta.get("mask_kind", "random"), int(meta["acceleration"]), size, seed=seed)
+        return cartesian_mask(meta.get("mask_kind", "random"), int(meta["acceleration"]), size,
+                              seed=meta.get("mask_seed", 0), center_fraction=meta.get("center_fraction"))
     except ExportError:
         raise
     except KdcError as err:

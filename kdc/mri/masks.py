@@ -145,17 +145,6 @@ def mask_from_kspace(sampled: np.ndarray) -> np.ndarray:
     return (lines if np.count_nonzero(lines) <= 1.01 * np.count_nonzero(sampled) else sampled).astype(np.float32)
 
 
-def sampled_lines(mask: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """``(axis, indices)`` of a 1-D Cartesian mask: ``axis=-1`` when it samples whole columns, ``-2`` whole rows
-    (a fully sampled mask counts as columns); None for a 2-D mask."""
-    mask = np.asarray(mask)
-    columns = sampled_columns(mask)
-    if columns is not None:
-        return -1, columns
-    rows = sampled_columns(mask.T)
-    return None if rows is None else (-2, rows)
-
-
 def sampled_columns(mask: np.ndarray) -> np.ndarray | None:
     """Indices of sampled columns if ``mask`` is 1-D Cartesian along W (all rows equal), else None."""
     mask = np.asarray(mask)
