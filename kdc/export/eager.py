@@ -67,7 +67,8 @@ class TorchReconstructor(Reconstructor):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            output = self.module(*(torch.from_numpy(feeds[name]).to(self.device) for name in self.input_names))
+            output = self.module(*(torch.from_numpy(np.require(feeds[name], requirements="W")).to(self.device)
+                                   for name in self.input_names))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return {self.output_names[0]: output.cpu().numpy()}

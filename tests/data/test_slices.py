@@ -206,6 +206,9 @@ def test_dataloader_workers_read_the_same_items(tmp_path, write_fastmri_multicoi
         write_fastmri_multicoil(tmp_path / "train" / f"{name}.h5", multicoil_volume(slices=3))
     dataset = open_split(tmp_path, "train", 4, image="complex")
     serial = [batch["target"] for batch in torch.utils.data.DataLoader(dataset, batch_size=2)]
-    parallel = [batch["target"] for batch in torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2)]
+    # spawn: earlier tests load onnxruntime/OpenVINO into this process, whose threads do not survive a fork (the
+    # forked worker crashes); spawned workers also prove the dataset pickles without its open h5 handles.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    parallel = [batch["target"] for batch in loader]
     assert len(serial) == 3 and all(torch.equal(a, b) for a, b in zip(serial, parallel))
     assert dataset._handles  # the parent process still has its own handles; workers opened theirs
