@@ -42,7 +42,31 @@ def test_fully_sampled_coil_images_match_the_reference_reconstruction(tmp_path):
     with open_h5(path) as file:
         reader = detect(file)
         assert reader.acquired_mask(file) is None
-        assert reader.geometry(file).voxel_size_mm == (300 / 64, 300 / 64, 6.0)
+        geometry = reader.geometry(file)
+    assert geometry.spacing == (300 / 64, 300 / 64, 6.0) and "no orientation" in geometry.note
+
+
+def orient(path, position, read_dir, phase_dir):
+    """Give every readout of an ISMRMRD file a position and orientation, as a scanner writes them."""
+    with h5py.File(path, "r+") as file:
+        data = file["dataset/data"]
+        heads = data.fields("head")[()]
+        heads["position"], heads["read_dir"], heads["phase_dir"] = position, read_dir, phase_dir
+        rows = data[()]
+        rows["head"] = heads
+        data[...] = rows
+
+
+def test_geometry_comes_from_the_acquisition_headers(tmp_path):
+    path = generate(tmp_path / "oriented.h5", "-a", "1")
+    orient(path, (10.0, -20.0, 30.0), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0))  # a sagittal slice
+    with open_h5(path) as file:
+        geometry = detect(file).geometry(file)
+    pixel = 300 / 64
+    assert geometry.note is None and geometry.spacing == (pixel, pixel, 6.0)
+    assert geometry.row_direction == (0.0, 1.0, 0.0) and geometry.column_direction == (0.0, 0.0, -1.0)
+    # the centre pixel (32, 32) of a centred FFT sits at the slice position
+    np.testing.assert_allclose(geometry.origin, (10.0, -20.0 - 32 * pixel, 30.0 + 32 * pixel))
 
 
 def test_undersampled_file_gives_its_rows_as_the_mask_with_calibration_lines(tmp_path, capsys):
