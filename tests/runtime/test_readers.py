@@ -1,8 +1,5 @@
 """The input readers of kdc reconstruct, on real h5/npy files in the fastMRI, KD-MRI and ISMRMRD layouts."""
 
-import shutil
-import subprocess
-
 import h5py
 import numpy as np
 import pytest
@@ -10,6 +7,7 @@ import pytest
 from kdc.errors import KdcError
 from kdc.mri.fft import fft2, fft2c
 from kdc.runtime.readers import READERS, read_input
+from tests.ismrmrd_files import generate
 
 HEADER = """<?xml version="1.0" encoding="utf-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions><encoding>
@@ -62,12 +60,7 @@ def test_kdmri_volfs_gives_uncentred_kspace_and_reference(tmp_path, write_kdmri,
 
 
 def test_ismrmrd_rows_are_its_sampled_lines(tmp_path):
-    tool = "ismrmrd_generate_cartesian_shepp_logan"
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} not found: install Debian's ismrmrd-tools (make test does, where apt exists)")
-    path = tmp_path / "scan.h5"
-    subprocess.run([tool, "-m", "32", "-c", "4", "-a", "4", "-w", "8", "-o", str(path)], check=True,
-                   capture_output=True)
+    path = generate(tmp_path / "scan.h5", "-m", "32", "-c", "4", "-a", "4", "-w", "8")
     (volume,) = read_input(path)
     assert volume.kspace.shape == (1, 4, 32, 32) and volume.centred and volume.phase_encode_axis == -2
     assert volume.line_axis == -2 and (volume.mask == volume.mask[:, :1]).all() and not volume.mask.all()
