@@ -57,8 +57,19 @@ THREADS = 2
 BATCH = 8
 FORMATS = ("nifti", "dicom", "h5")
 COILS = 8
+#: Prepended to a child's program: prints the peak RSS of its own address space (VmHWM) when it exits. A child's
+#: ru_maxrss would include this parent's RSS, which fork/vfork + exec carries over on Linux.
+PEAK_RSS = """
+import atexit, sys
+def _peak():
+    with open("/proc/self/status") as status:
+        kb = next(line.split()[1] for line in status if line.startswith("VmHWM"))
+    sys.stderr.write(f"peak-rss-kb {kb}\\n")
+atexit.register(_peak)
+"""
+KDC = PEAK_RSS + "import sys\nfrom kdc.cli import app\nsys.argv[0] = 'kdc'\napp()\n"
 #: Read an input and compress its coils, as kdc reconstruct does before the model; prints the seconds.
-PREPARE = """
+PREPARE = PEAK_RSS + """
 import sys, time
 started = time.perf_counter()
 from kdc.runtime.readers import read_input
@@ -112,29 +123,30 @@ def pipeline_seconds(model: rt.Reconstructor, volume: Path, out: Path, formats: 
 
 def command_run(model: Path, volume: Path, out: Path, *options: str) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of ``kdc reconstruct`` in a fresh process."""
-    command = [sys.executable, "-m", "kdc", "reconstruct", str(model), str(volume), "--out", str(out), *options,
+    command = [sys.executable, "-c", KDC, "reconstruct", str(model), str(volume), "--out", str(out), *options,
                "--batch", str(BATCH), "--threads", str(THREADS), "--format", ",".join(FORMATS), "--overwrite"]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"kdc reconstruct failed: {process.stderr.read().decode()}")
-    return seconds, usage.ru_maxrss / 1024
+    if result.returncode != 0:
+        raise SystemExit(f"kdc reconstruct failed: {result.stderr}")
+    return seconds, peak_rss_mb(result.stderr)
+
+
+def peak_rss_mb(stderr: str) -> float:
+    """The peak RSS a child printed through :data:`PEAK_RSS`, in MB."""
+    return int(stderr.rsplit("peak-rss-kb ", 1)[1].split()[0]) / 1024
 
 
 def prepare_run(volume: Path) -> tuple[float, float, float]:
     """Seconds to read and coil-compress ``volume`` (in process, after imports), wall seconds and peak RSS (MB) of
     the fresh process doing it."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", PREPARE, str(volume)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-    output = process.stdout.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run([sys.executable, "-c", PREPARE, str(volume)], capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"reading {volume} failed: {output}")
-    return float(output.split()[-1]), seconds, usage.ru_maxrss / 1024
+    if result.returncode != 0:
+        raise SystemExit(f"reading {volume} failed: {result.stderr}")
+    return float(result.stdout.split()[-1]), seconds, peak_rss_mb(result.stderr)
 
 
 def render(report: dict) -> str:
