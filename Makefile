@@ -25,10 +25,11 @@ test: install deps
 	$(BIN)/python -m pytest -q
 
 # Debian tools the tests use: dciodvfy (dicom3tools) validates written DICOM, cmake/ninja/g++ build examples/cpp,
-# ismrmrd-tools writes real ISMRMRD files and reconstructs them.
+# ismrmrd-tools writes real ISMRMRD files and reconstructs them, bart is the compressed-sensing
+# baseline (`kdc evaluate --cs`).
 # Installed only where missing and apt-get exists; tests that need a tool still missing skip with the reason.
 DEBIAN_TOOLS := dciodvfy:dicom3tools cmake:cmake ninja:ninja-build g++:g++ \
-	ismrmrd_generate_cartesian_shepp_logan:ismrmrd-tools
+	ismrmrd_generate_cartesian_shepp_logan:ismrmrd-tools bart:bart
 deps:
 	@for pair in $(DEBIAN_TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
 		command -v $$tool >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 \

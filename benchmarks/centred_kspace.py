@@ -26,7 +26,7 @@ import numpy as np
 from kdc._io import atomic_path, write_json
 from kdc.data import metrics
 from kdc.data.demo import demo_root
-from kdc.data.h5 import read_volume
+from kdc.data.volumes import read_volume
 from kdc.export import export_model
 from kdc.mri.fft import fft2, fft2c
 from kdc.mri.masks import cartesian_lines

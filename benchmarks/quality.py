@@ -9,6 +9,9 @@ the other seeds (``--teacher``), so the seeds vary the student's and KD student'
     python benchmarks/quality.py --setting cpu                    # demo set (128x128), shared 2-core CPU
     python benchmarks/quality.py --setting gpu --data data/brain  # `make data` set (256x256), CUDA
 
+``--cs`` adds the classical row, compressed sensing with BART (``bart pics`` l1-wavelet, λ tuned once per factor on
+four training slices, scored on every validation slice, cached in ``RUNS/{acc}x/cs.json``); ``--teacher-mode sft``
+trains SFT-KD-Recon's student-friendly teacher instead (use another ``--runs`` and ``--results`` for it).
 Any preset value can be overridden (``--epochs``, ``--seeds``, ...). ``--report-only`` rebuilds the results from
 finished run directories without training. Every seed of a factor must see the same mask, so a dataset without
 ``masks/mask_{acc}x.npy`` is copied under ``--runs`` with the masks ``kdc`` would draw for seed 0.
@@ -33,7 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from kdc._io import atomic_path, write_json
+from kdc.compress.baselines import score_baseline
+from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
 from kdc.compress.recipe import TABLE_ROLES, RunConfig, distill
+from kdc.compress.tasks import RECON
 from kdc.data.formats import inspect_volume
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import dataset_root
@@ -46,8 +52,9 @@ SETTINGS: dict[str, dict] = {
     },
 }
 FACTORS = (4, 5, 8)
+CS = BartCompressedSensing.row
 ROWS = ("zero-filled", *TABLE_ROLES)
-LABELS = {"zero-filled": "ZF", "teacher": "teacher", "student": "student", "kd_student": "KD student"}
+LABELS = {"zero-filled": "ZF", CS: "CS (BART)", "teacher": "teacher", "student": "student", "kd_student": "KD student"}
 STAGE_LINE = re.compile(r" (\w+) epoch \d+/\d+: .*, ([\d.]+) s$")
 
 
@@ -79,7 +86,8 @@ def run_factor(acc: int, args: argparse.Namespace) -> None:
         out = args.runs / f"{acc}x" / f"seed{seed}"
         teacher = None if seed == args.seeds[0] else str(first)
         config = RunConfig(
-            args.data, str(out), acc, args.epochs, args.pretrain_epochs, device=args.device, teacher=teacher, seed=seed
+            args.data, str(out), acc, args.epochs, args.pretrain_epochs, device=args.device, teacher=teacher, seed=seed,
+            teacher_mode=args.teacher_mode,
         )
         started = time.perf_counter()
         distill(config, resume=True)
@@ -88,6 +96,16 @@ def run_factor(acc: int, args: argparse.Namespace) -> None:
         if not timing_path.exists():  # the first call that trained it; a resumed call only re-evaluates
             write_json(timing_path, {"wall_s": wall})
         print(f"{acc}x seed {seed}: done in {wall:.0f} s", flush=True)
+
+
+def cs_row(acc: int, args: argparse.Namespace) -> dict:
+    """The CS row of one factor (same masks as the runs), computed once and kept in ``RUNS/{acc}x/cs.json``."""
+    path = args.runs / f"{acc}x" / "cs.json"
+    if not path.exists():
+        settings = {"acceleration": acc, "mask_kind": "random", "seed": args.seeds[0]}
+        train, val = (RECON.open_split(args.data, split, settings) for split in ("train", "val"))
+        write_json(path, score_baseline(tune_lambda(train), val))
+    return json.loads(path.read_text())
 
 
 def stage_seconds(log_path: Path) -> dict[str, float]:
@@ -107,6 +125,8 @@ def finished(acc: int, args: argparse.Namespace) -> bool:
 def collect(acc: int, args: argparse.Namespace) -> dict:
     """Per-seed metrics, their mean over seeds, timings and the issue's targets for one factor."""
     seeds = {}
+    cs = {CS: cs_row(acc, args)} if args.cs else {}
+    rows = rows_of(args)
     for seed in args.seeds:
         out = args.runs / f"{acc}x" / f"seed{seed}"
         if not (out / "metrics.json").exists():  # cut off before it finished: reported as missing
@@ -115,7 +135,7 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
         table = saved["models"]
         timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
         seeds[seed] = {
-            "models": {row: {m: table[row][m] for m in ("psnr", "ssim")} for row in ROWS},
+            "models": {row: {m: {**table, **cs}[row][m] for m in ("psnr", "ssim")} for row in rows},
             "stage_s": stage_seconds(out / "train.log"),
             "wall_s": round(timing.get("wall_s", float("nan")), 1),
             **({"note": saved["note"]} if "note" in saved else {}),  # how a run was scored, if not as usual
@@ -129,14 +149,21 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
             }
             for metric in ("psnr", "ssim")
         }
-        for row in ROWS
+        for row in rows
     }
-    return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": targets(seeds)}
+    extra = {"cs": {k: cs[CS][k] for k in ("settings", "seconds_per_slice")}} if cs else {}
+    return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": targets(seeds), **extra}
+
+
+def rows_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The table's rows: ZF, CS when asked for, then the networks."""
+    return ("zero-filled", *((CS,) if args.cs else ()), *TABLE_ROLES)
 
 
 def targets(seeds: dict[int, dict]) -> dict:
     """The issue's targets on PSNR: ZF < student < KD < teacher, KD - student >= 0.3 dB, >= 60 % of the gap closed."""
     psnr = {row: float(np.mean([s["models"][row]["psnr"]["mean"] for s in seeds.values()])) for row in ROWS}
+    cs = [s["models"][CS]["psnr"]["mean"] for s in seeds.values() if CS in s["models"]]
     gains = [s["models"]["kd_student"]["psnr"]["mean"] - s["models"]["student"]["psnr"]["mean"] for s in seeds.values()]
     gap = psnr["teacher"] - psnr["student"]
     closed = (psnr["kd_student"] - psnr["student"]) / gap if gap > 0 else float("nan")
@@ -148,6 +175,8 @@ def targets(seeds: dict[int, dict]) -> dict:
         "teacher_student_gap_db": round(gap, 3),
         "gap_closed": round(closed, 3),
         "gap_closed_at_least_60_percent": bool(closed >= 0.6),
+        **({"kd_over_cs_db": round(psnr["kd_student"] - cs[0], 3),
+            "order_zf_cs_student": psnr["zero-filled"] < cs[0] < psnr["student"]} if cs else {}),
     }
 
 
@@ -201,7 +230,7 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         "| model | PSNR (dB) | seed sd | SSIM | seed sd | " + " | ".join(f"PSNR seed {s}" for s in seeds) + " |",
         "|---|" + "---:|" * (4 + len(seeds)),
     ]
-    for row in ROWS:
+    for row in factor["mean"]:
         m = factor["mean"][row]
         per_seed = " | ".join(f"{factor['seeds'][s]['models'][row]['psnr']['mean']:.2f}" for s in seeds)
         lines.append(
@@ -224,6 +253,12 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         wall = factor["seeds"][s]["wall_s"]
         runs.append(f"seed {s}: {stages}" + (f", whole run {wall:.0f} s" if wall == wall else ""))
     lines += [f"Time per stage (training + per-epoch validation): {'; '.join(runs)}.", ""]
+    if "cs" in factor:
+        cs = factor["cs"]
+        lines += [f"CS: bart pics -l1, λ = {cs['settings']['lambda']:g} (tuned on training slices "
+                  f"{cs['settings']['lambda_tuning']['slices']}), {cs['settings']['iterations']} iterations, "
+                  f"{cs['seconds_per_slice']:.2f} s per slice; "
+                  f"KD - CS = {factor['targets']['kd_over_cs_db']:+.2f} dB.", ""]
     for s in seeds:
         if "note" in factor["seeds"][s]:
             lines += [f"Seed {s}: {factor['seeds'][s]['note']}.", ""]
@@ -244,6 +279,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, help="where the run directories go (default runs/quality/SETTING)")
     parser.add_argument("--results", type=Path, default=Path("docs/results/quality"), help="writes .md and .json")
     parser.add_argument("--report-only", action="store_true", help="only collect finished runs")
+    parser.add_argument("--cs", action="store_true", help="add the CS (BART) row (needs the bart command)")
+    parser.add_argument("--teacher-mode", default="plain", help="plain or sft (kdc distill --teacher-mode)")
     args = parser.parse_args(argv)
     for key, value in SETTINGS[args.setting].items():
         if getattr(args, key) is None:
@@ -254,6 +291,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    if args.cs and BartCompressedSensing.missing():
+        sys.exit(f"--cs: {BartCompressedSensing.missing()}")
     args.runs.mkdir(parents=True, exist_ok=True)
     source = args.data
     args.data = with_fixed_masks(args.data, args.factors, args.runs)
@@ -280,7 +319,8 @@ def main(argv: list[str]) -> None:
         "slices": manifest.get("slices", {}),
         "image_size": manifest.get("image_size"),
         "config": {k: v for k, v in dataclasses.asdict(
-            RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device)
+            RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device,
+                      teacher_mode=args.teacher_mode)
         ).items() if k not in ("out", "acceleration", "teacher", "seed", "data")} | {"seeds": args.seeds},
         "total_s": session.get("total_s"),  # None when the training was cut off
         "factors": {f"{acc}": collect(acc, args) for acc in args.factors if finished(acc, args)},

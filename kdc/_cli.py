@@ -18,7 +18,8 @@ EXTRAS = {"torch": "train", "onnx": "train", "onnxscript": "train", "h5py": "tra
 
 
 def user_errors(command: Command) -> Command:
-    """Wrap a command so that :class:`KdcError` and a missing optional dependency exit 1 with one line."""
+    """Wrap a command so that :class:`KdcError`, a missing optional dependency and an operating-system failure
+    (a full disk, a file that cannot be written) exit 1 with one line."""
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> object:
@@ -32,6 +33,10 @@ def user_errors(command: Command) -> Command:
             if top not in EXTRAS:
                 raise
             typer.echo(f"error: this command needs {top}: pip install 'kdc[{EXTRAS[top]}]'", err=True)
+            raise typer.Exit(1) from None
+        except OSError as err:  # writers are atomic: nothing half-written is left behind
+            where = f": {err.filename}" if err.filename else ""
+            typer.echo(f"error: {err.strerror or err}{where}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,10 +1,15 @@
-"""Atomic file writes shared by every stage (standard library only)."""
+"""Atomic file writes and temporary files shared by every stage (standard library only).
+
+Temporary names carry the writer's process id (``.pid<N>.``), so that a later start can remove what a killed
+process left behind (:func:`remove_stale_temps`) without touching the temps of a process still running.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +22,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{pid_tag()}", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -36,26 +41,38 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-#: Suffix of the temporary directories :func:`atomic_directory` builds; ``.NAME.PID.SUFFIX`` beside the target.
-TEMP_DIR_SUFFIX = "kdc-tmp"
+#: The writer's process id inside a temporary name.
+PID_TAG = re.compile(r"\.pid(\d+)\.")
 
 
-def pid_alive(pid: int) -> bool:
+def pid_tag() -> str:
+    """``.pid<N>.``: the part of a temporary name that names this process."""
+    return f".pid{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's process
         return True
     return True
 
 
-def remove_stale_temp_dirs(target: Path) -> None:
-    """Delete temporary directories of ``target`` left by processes that no longer run."""
-    for stale in target.parent.glob(f".{target.name}.*.{TEMP_DIR_SUFFIX}"):
-        pid = stale.name[len(target.name) + 2 :].split(".")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+def remove_stale_temps(directory: str | os.PathLike[str], pattern: str = ".*.tmp") -> list[Path]:
+    """Remove the files and directories matching ``pattern`` in ``directory`` whose name carries the id of a process
+    that no longer runs (left by a kill); return them. Names without a process id are left alone."""
+    removed = []
+    for path in Path(directory).glob(pattern):
+        match = PID_TAG.search(path.name)
+        if match and not _alive(int(match.group(1))):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -63,17 +80,17 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -
     """Yield an empty temporary directory beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     An existing ``path`` is an error unless ``overwrite``; then it is replaced only once the new one is complete.
-    Temporary directories of dead processes are removed first.
+    Temporary directories of ``path`` left by processes that no longer run are removed first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_dirs(target)
+    remove_stale_temps(target.parent, f".{target.name}.pid*.tmp")
     if target.exists() and not overwrite:
         raise FileExistsError(target)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{TEMP_DIR_SUFFIX}"
+    tmp = target.parent / f".{target.name}{pid_tag()}tmp"
+    old = target.parent / f".{target.name}{pid_tag()}old.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    old = target.parent / f".{target.name}.{os.getpid()}.old.{TEMP_DIR_SUFFIX}"
     try:
         yield tmp
         if target.exists():

@@ -21,6 +21,7 @@ SHAPE = (24, 24)
 
 
 def kdc(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``kdc ARGS`` in a subprocess (``env`` added to the environment)."""
     result = subprocess.run([sys.executable, "-m", "kdc", *args], capture_output=True, text=True, timeout=600,
                             env=None if env is None else {**os.environ, **env})
     if check and result.returncode != 0:
@@ -86,6 +87,12 @@ def test_kill_9_then_resume_keeps_finished_epochs(dataset, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert state.exists(), "the first teacher epoch never finished"
+    # What a kill in the middle of atomic writes leaves: temps named after the killed process.
+    (run / "cache").mkdir(exist_ok=True)
+    stale = [run / "state" / f".kd_student.pt.pid{process.pid}.a1.tmp",
+             run / "cache" / f".teacher-at.npy.pid{process.pid}.b2.tmp"]
+    for path in stale:
+        path.write_bytes(b"partial")
 
     result = kdc(*args, check=False)
     assert_user_error(result, "already holds a run", "--resume")
@@ -146,6 +153,7 @@ def test_unknown_method_and_foreign_teacher(dataset, tmp_path):
     fake.write_bytes(b"\x00not torch")
     result = kdc("distill", "--data", str(dataset), "--out", str(tmp_path / "r2"), "--teacher", str(fake), check=False)
     assert_user_error(result, "fake.pt", "not a kdc checkpoint")
+    assert not (tmp_path / "r2").exists()  # nothing blocks the corrected command
 
 
 def test_evaluate_needs_a_run_directory(tmp_path):
@@ -196,3 +204,57 @@ def test_train_at_6x_with_a_centre_fraction_scores_the_fastmri_crop(tmp_path, wr
     table = json.loads(kdc("evaluate", str(run), "--json", str(tmp_path / "t.json")).stdout and
                        (tmp_path / "t.json").read_text())
     assert table["crop"] is True and table["center_fraction"] == 0.07
+
+
+def test_crafted_checkpoint_and_mask_directory_give_one_line_errors(tmp_path):
+    import torch
+
+    student = tmp_path / "student.pt"
+    save_checkpoint(student, build_model("student"), {"role": "student", "acceleration": 4, "image_size": [24, 24]})
+    payload = torch.load(student, weights_only=True)
+    payload["config"] = json.dumps({"arch": "dccnn", "cascades": 5, "convs": 3, "channels": 10**6})
+    torch.save(payload, tmp_path / "crafted.pt")
+    result = kdc("export", str(tmp_path / "crafted.pt"), "--out", str(tmp_path / "x.onnx"), check=False)
+    assert_user_error(result, "crafted.pt", "'channels': 1000000")
+    result = kdc("export", str(student), "--out", str(tmp_path / "x.onnx"), "--mask", str(tmp_path), check=False)
+    assert_user_error(result, str(tmp_path), "mask file not found (it is a directory)")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_empty_images_give_a_one_line_error(dataset, tmp_path):
+    with h5py.File(dataset / "val" / "c.h5", "w") as file:
+        file["volfs"] = np.zeros((0, 0, 5))
+    result = kdc("train", "--model", "student", "--data", str(dataset), "--out", str(tmp_path / "r"), check=False)
+    assert_user_error(result, "c.h5", "0x0 images, expected at least 2x2")
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(tmp_path):
+    """The export's writes fail as on a full disk (a file-size limit: EFBIG, as ENOSPC an OSError)."""
+    student = tmp_path / "student.pt"
+    save_checkpoint(student, build_model("student"), {"role": "student", "acceleration": 4, "image_size": [24, 24]})
+    limit = ("import resource, signal, sys, runpy; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); sys.argv = ['kdc', *sys.argv[1:]]; "
+             "runpy.run_module('kdc', run_name='__main__')")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run([sys.executable, "-c", limit, "export", str(student), "--out", str(out / "s.onnx")],
+                            capture_output=True, text=True, timeout=600)
+    assert_user_error(result, "File too large")
+    assert list(out.iterdir()) == []
+
+
+def test_a_vdsr_student_is_refused_by_evaluate(dataset, tmp_path):
+    run = tmp_path / "run"
+    kdc("train", "--model", "student", "--data", str(dataset), "--out", str(run), "--epochs", "1")
+    save_checkpoint(run / "student.pt", build_model("sr_student"), {"role": "student"})
+    assert_user_error(kdc("evaluate", str(run), check=False), "student.pt", "a VDSR cannot be the student")
+
+
+def test_scoring_images_of_another_size_is_said(dataset, tmp_path, write_kdmri):
+    run = tmp_path / "run"
+    kdc("train", "--model", "student", "--data", str(dataset), "--out", str(run), "--epochs", "1")
+    other = tmp_path / "other"
+    for split, seed in (("train", 0), ("val", 1)):
+        write_kdmri(other / split / "v.h5", make_phantom(2, 32, 32, seed=seed))
+    result = kdc("evaluate", str(run), "--data", str(other))
+    assert "warning: student was trained on 24x24 images; scoring it on 32x32 images" in result.stderr

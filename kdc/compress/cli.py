@@ -30,6 +30,8 @@ LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: co
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
 Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space) or sr (VDSR super-resolution).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
+Image = Annotated[str, typer.Option(
+    help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -39,9 +41,9 @@ def _label(config: RunConfig) -> str:
     """``4x`` or ``SR 2x``: the task's short description of a run's settings."""
     import dataclasses
 
-    from kdc.compress.tasks import get_task
+    from kdc.compress.tasks import task_for
 
-    return get_task(config.task).label(dataclasses.asdict(config))
+    return task_for(dataclasses.asdict(config)).label(dataclasses.asdict(config))
 
 
 def _print_table(table: dict, title: str) -> None:
@@ -65,6 +67,7 @@ def train(
     resume: Resume = False,
     task: Task = "recon",
     scale: Scale = 2,
+    image: Image = "magnitude",
     distributed: Distributed = False,
     center_fraction: CenterFraction = None,
     crop: Crop = False,
@@ -77,7 +80,7 @@ def train(
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
-                              center_fraction=center_fraction, crop=crop)
+                              center_fraction=center_fraction, crop=crop, image=image)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -111,9 +114,12 @@ def distill(
     teacher_cache: Annotated[
         bool, typer.Option(help="Compute the teacher outputs the AT and KD losses need once, in RUN/cache.")
     ] = True,
+    image: Image = "magnitude",
     distributed: Distributed = False,
     center_fraction: CenterFraction = None,
     crop: Crop = False,
+    teacher_mode: Annotated[str, typer.Option(
+        help="How the teacher trains: plain (alone, L1) or sft (SFT-KD-Recon, with student branches).")] = "plain",
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -122,8 +128,8 @@ def distill(
     config = recipe.RunConfig(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
-        feature_weight=feature_weight, student=student, lr_schedule=lr_schedule,
-        center_fraction=center_fraction, crop=crop,
+        feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
+        center_fraction=center_fraction, crop=crop, image=image,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)
@@ -137,6 +143,11 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to score: train or val.")] = "val",
     device: Device = "cpu",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
+    cs: Annotated[bool, typer.Option(
+        help="Add compressed sensing (bart pics, l1-wavelet) as a row; skipped with a note without bart.")] = False,
+    cs_lambda: Annotated[str, typer.Option(
+        help="CS regularisation λ, or auto: the best of a grid on 4 training slices (never on validation).")] = "auto",
+    cs_iterations: Annotated[int, typer.Option(min=1, help="CS iterations (bart pics -i).")] = 100,
 ) -> None:
     """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
     from kdc._io import write_json
@@ -146,9 +157,39 @@ def evaluate(
     settings, task, dataset, models = open_run(run, data, split)
     models = {task.baseline: None, **models}
     table = score_models(models, dataset, resolve_device(device), task)
+    notes = [_cs_row(table, settings, data, dataset, cs_lambda, cs_iterations)] if cs else []
     if json_out:
         write_json(json_out, {"split": split, **task.meta(settings), "models": table})
     _print_table(table, f"{split} split, {task.label(settings)} ({len(dataset)} slices, {run})")
+    for note in notes:
+        typer.echo(note)
+
+
+def _cs_row(table: dict, settings: dict, data: str | None, dataset: object, lam: str, iterations: int) -> str:
+    """Score the CS baseline into ``table`` (λ tuned on the training split for ``auto``); the line to print."""
+    from kdc.compress.baselines import score_baseline
+    from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
+    from kdc.compress.tasks import get_task
+
+    if settings["task"] != "recon":
+        raise KdcError("--cs: compressed sensing reconstructs undersampled k-space (task recon), not task "
+                       f"{settings['task']!r}")
+    missing = BartCompressedSensing.missing()
+    if missing:
+        return f"note: no CS row: {missing}"
+    if lam == "auto":
+        baseline = tune_lambda(get_task("recon").open_split(data or settings["data"], "train", settings),
+                               iterations=iterations)
+    else:
+        try:
+            value = float(lam)
+        except ValueError:
+            raise KdcError(f"--cs-lambda {lam!r}: expected a number or 'auto'") from None
+        baseline = BartCompressedSensing(value, iterations)
+    row = table[BartCompressedSensing.row] = score_baseline(baseline, dataset)
+    return (f"CS: bart pics -l1, λ = {baseline.lam:g}"
+            f"{' (tuned on the training split)' if lam == 'auto' else ''}, {iterations} iterations, "
+            f"{row['seconds_per_slice']:.2f} s per slice")
 
 
 def report(

@@ -19,7 +19,8 @@ METRICS = {"psnr": metrics.psnr, "ssim": metrics.ssim, "nmse": metrics.nmse, "hf
 def predict(
     model: nn.Module | None, dataset: Sequence[dict], device: str = "cpu", batch_size: int = 8, task: Task = RECON
 ):
-    """Yield ``(volume, target, prediction)`` per slice; ``model=None`` gives the task's baseline (its input)."""
+    """Yield ``(volume, target, prediction)`` ``(H, W)`` per slice, magnitudes of complex images; ``model=None``
+    gives the task's baseline (its input)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     if model is not None:
         model.eval().to(device)
@@ -27,8 +28,9 @@ def predict(
         for batch in loader:
             inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             image = task.baseline_image(inputs) if model is None else task.predict(model, inputs)
+            magnitude = task.spec.magnitude
             for volume, target, prediction in zip(batch["volume"], batch["target"], image.cpu()):
-                yield volume, target[0].numpy(), prediction[0].numpy()
+                yield volume, magnitude(target.numpy())[0], magnitude(prediction.numpy())[0]
 
 
 def score(slices: Iterable[tuple[str, np.ndarray, np.ndarray]], names: Iterable[str] = METRICS) -> dict:

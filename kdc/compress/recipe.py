@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
-from kdc._io import write_json
+from kdc._io import remove_stale_temps, write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
-from kdc.compress.tasks import Task, get_task
+from kdc.compress.tasks import Task, task_for
+from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.errors import KdcError
@@ -67,6 +68,9 @@ class RunConfig:
     lr_schedule: str = "cosine"
     center_fraction: float | None = None
     crop: bool = False
+    #: ``magnitude`` (real images, KD-MRI) or ``complex`` (real and imaginary channels); picks the task with ``task``.
+    image: str = "magnitude"
+    teacher_mode: str = "plain"
 
 
 def resolve_device(device: str) -> str:
@@ -95,15 +99,49 @@ def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Seque
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
     try:
-        settings = {"task": RunConfig.task, "scale": RunConfig.scale, **json.loads(settings_path.read_text())}
-        task = get_task(settings["task"])
+        settings = {"task": RunConfig.task, "scale": RunConfig.scale, "image": RunConfig.image,
+                    **json.loads(settings_path.read_text())}
+        task = task_for(settings)
         dataset = task.open_split(data or settings["data"], split, settings)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
-    models = {role: load_checkpoint(run / f"{role}.pt")[0] for role in TABLE_ROLES if (run / f"{role}.pt").exists()}
+    models = {}
+    for role in TABLE_ROLES:
+        if (run / f"{role}.pt").exists():
+            models[role], meta = load_checkpoint(run / f"{role}.pt")
+            check_role(run / f"{role}.pt", models[role], task, role, same_config=False)
+            trained = meta.get("image_size")
+            shape = getattr(dataset, "image_shape", None)
+            if trained and shape and list(shape) != list(trained):
+                log.warning("warning: %s was trained on %s images; scoring it on %s images of %s", role,
+                            "x".join(map(str, trained)), "x".join(map(str, shape)), data or settings["data"])
     if not models:
         raise KdcError(f"{run}: holds no trained model ({', '.join(f'{r}.pt' for r in TABLE_ROLES)})")
     return settings, task, dataset, models
+
+
+def check_role(path: Path, model: nn.Module, task: Task, role: str, *, same_config: bool) -> None:
+    """Refuse a model that cannot be the ``role`` (teacher, or a student) of ``task``: another architecture, or
+    with ``same_config`` another configuration than the task's preset (distilled layers are paired by position)."""
+    expected = build_model(task.presets["teacher" if role == "teacher" else "student"])
+    if type(model) is not type(expected):
+        raise KdcError(f"{path}: a {type(model).__name__} cannot be the {role} of task {task.name!r} "
+                       f"(expected a {type(expected).__name__})")
+    if same_config and model_config(model) != model_config(expected):
+        raise KdcError(f"{path}: a {model_config(model)} cannot be the {role} (expected the preset "
+                       f"{model_config(expected)}: the distilled layers are paired by position)")
+
+
+def reusable_checkpoint(task: Task, role: str, source: str | Path, teacher_mode: str = "plain") -> Path:
+    """The checkpoint ``--teacher``/``--student`` names, checked to fit the task's ``role`` (a teacher, also the
+    run's ``--teacher-mode``: no record counts as plain)."""
+    path = resolve_checkpoint(source, role)
+    model, meta = load_checkpoint(path)
+    check_role(path, model, task, role, same_config=True)
+    if role == "teacher" and meta.get("teacher_mode", "plain") != teacher_mode:
+        raise KdcError(f"{path}: a teacher trained with --teacher-mode {meta.get('teacher_mode', 'plain')}, "
+                       f"but this run asks for --teacher-mode {teacher_mode}")
+    return path
 
 
 class Run:
@@ -114,8 +152,8 @@ class Run:
         self.device = resolve_device(config.device)
         if config.lr_schedule not in LR_SCHEDULES:
             raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
-        self.task = get_task(config.task)
         settings = dataclasses.asdict(config)
+        self.task = task_for(settings)
         self.train_set = self.task.open_split(config.data, "train", settings)
         self.val_set = self.task.open_split(config.data, "val", settings)
         if self.train_set.image_shape != self.val_set.image_shape:
@@ -124,18 +162,7 @@ class Run:
             )
         self.dir = Path(config.out)
         self._check_settings(resume)
-        distributed.barrier()  # every rank has read run.json before rank 0 writes it
         self._handlers: list[logging.Handler] = []  # ranks other than 0 neither write nor log
-        if distributed.is_main():
-            if not (self.dir / "run.json").exists():
-                write_json(self.dir / "run.json", dataclasses.asdict(config))
-            (self.dir / "state").mkdir(parents=True, exist_ok=True)
-            self.task.write_run_files(self.dir, self.train_set)
-            self._handlers = [logging.FileHandler(self.dir / "train.log"), logging.StreamHandler(sys.stderr)]
-            self._handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        for handler in self._handlers:  # the console gets the epoch and validation lines too
-            log.addHandler(handler)
-        log.setLevel(logging.INFO)
         self.meta = {
             **self.task.meta(settings),
             "image_size": list(self.train_set.image_shape),
@@ -159,6 +186,20 @@ class Run:
             raise KdcError(f"{settings_path}: --resume with different settings ({', '.join(changed)})")
 
     def __enter__(self) -> Run:
+        """Create (or reopen) the run directory: nothing is written before, so a refused command leaves nothing."""
+        distributed.barrier()  # every rank has read run.json before rank 0 writes it
+        if distributed.is_main():
+            if not (self.dir / "run.json").exists():
+                write_json(self.dir / "run.json", dataclasses.asdict(self.config))
+            (self.dir / "state").mkdir(parents=True, exist_ok=True)
+            for directory in (self.dir, self.dir / "state", self.dir / "cache"):
+                remove_stale_temps(directory)  # left by a killed run
+            self.task.write_run_files(self.dir, self.train_set)
+            self._handlers = [logging.FileHandler(self.dir / "train.log"), logging.StreamHandler(sys.stderr)]
+            self._handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        for handler in self._handlers:  # the console gets the epoch and validation lines too
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -175,10 +216,12 @@ class Run:
         extra: Sequence[nn.Module] = (),
         keep_best: bool = True,
         train_set: Sequence[dict] | None = None,
+        meta: dict | None = None,
     ) -> dict:
         """Train ``model`` as ``role`` (resuming if state exists); its best weights land in ``<role>.pt``.
 
-        ``train_set`` replaces the run's training set (e.g. with cached teacher outputs).
+        ``train_set`` replaces the run's training set (e.g. with cached teacher outputs); ``meta`` adds to what the
+        checkpoint records.
         """
         torch.manual_seed(self.config.seed)
         settings = TrainSettings(
@@ -189,14 +232,14 @@ class Run:
             self.config.seed,
             self.config.lr_schedule,
         )
-        stage = Stage(role, model, step_loss, {**self.meta, "role": role}, extra, keep_best, self.task)
+        stage = Stage(role, model, step_loss, {**self.meta, "role": role, **(meta or {})}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)
 
-    def train_supervised(self, role: str) -> dict:
+    def train_supervised(self, role: str, meta: dict | None = None) -> dict:
         """Train a fresh model of the task's ``role`` preset (teacher or student) with L1 to the target."""
         torch.manual_seed(self.config.seed)
         model = build_model(self.task.presets[role])
-        return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]))
+        return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]), meta=meta)
 
     def teacher_targets(
         self, teacher: nn.Module, loss: nn.Module, method: str, cached: bool = True
@@ -214,18 +257,8 @@ class Run:
                                 for role in ("student", "teacher"))
             self.task.feature_loss(method)(student, teacher)
 
-    def reuse(self, role: str, source: str) -> None:
-        """Copy a trained ``role`` checkpoint (``--teacher``/``--student``) into the run, refusing a foreign file
-        or a model of another task."""
-        path = resolve_checkpoint(source, role)
-        given, _ = load_checkpoint(path)
-        expected = build_model(self.task.presets[role])
-        if type(given) is not type(expected):
-            raise KdcError(f"{path}: a {type(given).__name__} cannot be the {role} of task "
-                           f"{self.config.task!r} (expected a {type(expected).__name__})")
-        if model_config(given) != model_config(expected):
-            raise KdcError(f"{path}: a {model_config(given)} cannot be the {role} (expected the preset "
-                           f"{model_config(expected)}: the distilled layers are paired by position)")
+    def reuse(self, role: str, path: Path) -> None:
+        """Copy a trained ``role`` checkpoint checked by :func:`reusable_checkpoint` into the run."""
         if distributed.is_main():
             shutil.copyfile(path, self.dir / f"{role}.pt")
         distributed.barrier()
@@ -257,19 +290,26 @@ def train(config: RunConfig, role: str, resume: bool = False) -> dict[str, dict]
 def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     """``kdc distill``: every KD-MRI stage (finished ones are skipped on resume), then the validation table."""
     build_kd_loss(config.method)  # an unknown method fails before any training
+    train_teacher = get_teacher_mode(config.teacher_mode)
     check_batch_size(config.method, config.batch_size)
     uses_feature_loss = config.pretrain_epochs != 0 or config.feature_weight
     if uses_feature_loss and distributed.world()[1] > 1 and issubclass(KD_LOSSES[config.method], RelationalLoss):
         raise KdcError(f"--method {config.method} compares the samples of a batch, which --distributed splits "
                        "across processes: train it in one process, or pick a per-sample method (at, fitnet, fsp)")
-    with Run(config, resume) as run:
-        if uses_feature_loss:
-            run.check_feature_loss(config.method)
-        for role, source in (("teacher", config.teacher), ("student", config.student)):
-            if source:
-                run.reuse(role, source)
+    run = Run(config, resume)
+    if uses_feature_loss:
+        run.check_feature_loss(config.method)
+    reused = {role: reusable_checkpoint(run.task, role, source, config.teacher_mode)
+              for role, source in (("teacher", config.teacher), ("student", config.student)) if source}
+    with run:
+        for role in ("teacher", "student"):
+            if role in reused:
+                run.reuse(role, reused[role])
+            elif role == "teacher":
+                train_teacher(run)
             else:
                 run.train_supervised(role)
+        distilled = {"teacher_mode": config.teacher_mode}  # what the distilled students' checkpoints record
         teacher = run.load("teacher").eval().requires_grad_(False)
 
         torch.manual_seed(config.seed)
@@ -287,7 +327,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
 
             run.train(
                 "student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False,
-                train_set=feature_teacher.train_set,
+                train_set=feature_teacher.train_set, meta=distilled,
             )
             kd_student = run.load("student_at")
         imitation = build_kd_loss("imitation")
@@ -303,5 +343,5 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             return loss
 
         run.train("kd_student", kd_student, kd_step, extra=[feature_loss] if config.feature_weight else [],
-                  train_set=kd_teacher.train_set)
+                  train_set=kd_teacher.train_set, meta=distilled)
         return run.evaluate(TABLE_ROLES)

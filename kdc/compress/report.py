@@ -79,7 +79,8 @@ def reconstruct(task: Task, models: dict[str, torch.nn.Module], item: dict, devi
         images = {task.baseline: task.baseline_image(batch)}
         for role, model in models.items():
             images[role] = task.predict(model.eval().to(device), batch)
-    return {"target": item["target"][0], **{k: v[0, 0].cpu().numpy() for k, v in images.items()}}
+    magnitude = task.spec.magnitude
+    return {"target": magnitude(item["target"])[0], **{k: magnitude(v.cpu().numpy())[0, 0] for k, v in images.items()}}
 
 
 def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out: Path, title: str,

@@ -1,8 +1,10 @@
 """What the recipe needs to know about a task: its data, how to call its models, the baseline row, the taps.
 
-``recon`` is KD-MRI's reconstruction (DC-CNN on undersampled k-space + mask, baseline: the zero-filled image);
-``sr`` is its super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that
-image). Settings are the ``run.json`` dict of a run (:class:`kdc.compress.recipe.RunConfig` as a dict).
+The training side of the tasks of :mod:`kdc.tasks`, registered against the same names. ``recon`` is KD-MRI's
+reconstruction (DC-CNN on undersampled k-space + mask, baseline: the zero-filled image); ``recon_complex`` the same
+with complex images (``--image complex``: real and imaginary channels, exact complex DC); ``sr`` its
+super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that image). Settings are
+the ``run.json`` dict of a run (:class:`kdc.compress.recipe.RunConfig` as a dict).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kdc.errors import KdcError
 from kdc.models.checkpoint import PRESETS
 from kdc.models.dc import DataConsistency
 from kdc.mri.layout import centre_crop
+from kdc.tasks import COMPLEX_RECON, RECON as RECON_SPEC, SUPER_RESOLUTION, TaskSpec, find_task
 
 Batch = dict[str, Any]
 
@@ -30,12 +33,17 @@ Batch = dict[str, Any]
 class Task:
     """Base of the tasks; ``presets`` maps the roles ``teacher`` and ``student`` to model presets."""
 
-    name: ClassVar[str]
+    #: What compress, export and runtime share about the task.
+    spec: ClassVar[TaskSpec]
     #: Table row that scores the network's input without a network.
     baseline: ClassVar[str]
     presets: ClassVar[dict[str, str]]
     #: Number of paired feature taps (``Outputs.features``) of the presets.
     taps: ClassVar[int]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     def feature_loss(self, method: str) -> nn.Module:
         """The ``method`` KD loss; one with trainable parts per tap (FitNet's regressors) is sized for the presets."""
@@ -66,6 +74,17 @@ class Task:
         """The image and the distilled feature maps (teacher and student taps are paired by position)."""
         raise NotImplementedError
 
+    def check_images(self, dataset: Sequence[dict], source: str) -> Sequence[dict]:
+        """``dataset`` if its targets have the task's image channels (``(1, H, W)`` magnitude, ``(2, H, W)`` real and
+        imaginary parts), else a one-line error naming ``source`` and the ``--image`` that fits the data."""
+        channels = np.shape(dataset[0]["target"])[0] if len(dataset) else self.spec.image_channels
+        if channels != self.spec.image_channels:
+            kinds = {1: "magnitude images (1, H, W)", 2: "complex images (2, H, W): real and imaginary parts"}
+            hint = "--image complex" if channels == 2 else "--image magnitude, or complex data (kdc data build --complex)"
+            raise KdcError(f"{source}: 'target' holds {kinds.get(channels, f'{channels} channels')}, but a "
+                           f"{self.spec.image} model needs {kinds[self.spec.image_channels]}; use {hint}")
+        return dataset
+
     def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
         """Files a run directory needs besides checkpoints (none by default)."""
 
@@ -73,15 +92,16 @@ class Task:
 class Reconstruction(Task):
     """DC-CNN from undersampled k-space; taps: conv 3 of 5 (teacher) <-> conv 2 of 3 (student) in every cascade."""
 
-    name = "recon"
+    spec = RECON_SPEC
     baseline = "zero-filled"
     presets = {"teacher": "teacher", "student": "student"}
     taps = PRESETS["student"]["cascades"]
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
-        return open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"],
-                          settings.get("center_fraction"), settings.get("image", "magnitude"),
-                          FASTMRI_CROP if settings.get("crop") else None)
+        dataset = open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"],
+                             settings.get("center_fraction"), self.spec.image,
+                             FASTMRI_CROP if settings.get("crop") else None)
+        return self.check_images(dataset, f"{data} ({split})")
 
     def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         return {"acceleration": settings["acceleration"], "mask_kind": settings["mask_kind"],
@@ -95,7 +115,7 @@ class Reconstruction(Task):
         return _as_target(model(batch["kspace"], batch["mask"]), batch)
 
     def baseline_image(self, batch: Batch) -> torch.Tensor:
-        return _as_target(DataConsistency().zero_filled(batch["kspace"]), batch)
+        return _as_target(DataConsistency(self.spec.image_channels).zero_filled(batch["kspace"]), batch)
 
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
         image, features = model.forward_features(batch["kspace"], batch["mask"])
@@ -113,10 +133,23 @@ def _as_target(image: torch.Tensor, batch: Batch) -> torch.Tensor:
     return centre_crop(image, tuple(batch["target"].shape[-2:])) if "target" in batch else image
 
 
+class ComplexReconstruction(Reconstruction):
+    """Complex DC-CNN (real and imaginary channels) from undersampled k-space of complex images; taps as ``recon``."""
+
+    spec = COMPLEX_RECON
+    presets = {"teacher": "complex_teacher", "student": "complex_student"}
+
+    def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"task": self.name, **super().meta(settings)}
+
+    def label(self, settings: Mapping[str, Any]) -> str:
+        return f"{settings['acceleration']}x complex"
+
+
 class SuperResolution(Task):
     """VDSR from the low-resolution image; taps: conv 6 of 11 (teacher) <-> conv 4 of 7 (student)."""
 
-    name = "sr"
+    spec = SUPER_RESOLUTION
     baseline = "low-res"
     presets = {"teacher": "sr_teacher", "student": "sr_student"}
     taps = 1
@@ -141,7 +174,8 @@ class SuperResolution(Task):
         return Outputs(image, [features[len(model.convs) // 2]], [features])
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), SuperResolution())}
+#: The training side of every task of :mod:`kdc.tasks`, by name.
+TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), ComplexReconstruction(), SuperResolution())}
 RECON = TASKS["recon"]
 
 
@@ -149,3 +183,8 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise KdcError(f"unknown task {name!r}: expected one of {sorted(TASKS)}")
     return TASKS[name]
+
+
+def task_for(settings: Mapping[str, Any]) -> Task:
+    """The task of a run's settings: ``task`` (``--task``) and ``image`` (``--image``, default magnitude)."""
+    return get_task(find_task(settings.get("task", "recon"), settings.get("image", "magnitude")).name)

@@ -180,6 +180,10 @@ def open_split(
                                 "reconstructed, not trained or scored on")
             stats.append(volume_stats(file, reader, info))
             measured = reader.read(file, slice(0, 1)).measured_phase
+        if not measured and image == "complex":
+            raise DataError(f"{info.path}: holds magnitude images ({reader.name}, no measured phase), but a complex "
+                            "model needs complex k-space (fastMRI or ISMRMRD raw data; `kdc data build --complex` "
+                            "simulates it); use --image magnitude")
         if measured and image == "magnitude":
             notice_once(f"phase:{root}", f"{root}: k-space with measured phase ({reader.name}): magnitude models "
                                          "train on the magnitude of its image; k-space is simulated from that "

@@ -6,6 +6,7 @@ import copy
 import functools
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdc.mri.fft import fft2
+from kdc._io import pid_tag, remove_stale_temps
 from kdc.data.lowres import low_resolution
-from kdc.mri.masks import cartesian_mask, load_mask, sampled_columns, validate_mask
 from kdc.errors import KdcError
-from kdc.export.contract import LOWRES_INPUT, build_contract, build_sr_contract
+from kdc.export.contract import build_contract, build_sr_contract
 from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
 from kdc.export.quantize import (
@@ -25,8 +25,13 @@ from kdc.export.quantize import (
 )
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
-from kdc.models.vdsr import VDSR
+from kdc.mri.fft import fft2
+from kdc.mri.masks import cartesian_mask, line_mask_input, load_mask, sampled_lines, validate_mask
+from kdc.mri.simulate import with_smooth_phase
+from kdc.tasks import COMPLEX_RECON, LOWRES_INPUT, RECON, SUPER_RESOLUTION, TaskSpec, task_of_config
 
+#: Prefix of the working directory an export builds and checks its artefact in (under the system temp dir).
+EXPORT_TEMP_PREFIX = "kdc-export"
 #: Checkpoints of a run directory, in the order ``export_model`` picks them.
 RUN_MODELS = ("kd_student", "student", "teacher")
 PARITY_SLICES = 4
@@ -80,13 +85,14 @@ def resolve_mask(
         if mask is not None:
             return load_mask(mask, size)
         run_mask = None if mask_dir is None else mask_dir / "mask.npy"
-        if run_mask is not None and run_mask.is_file() and ("acceleration" not in meta or (
-                np.load(run_mask, mmap_mode="r", allow_pickle=False).shape == size)):
-            return load_mask(run_mask, size)
+        if run_mask is not None and run_mask.is_file():
+            trained = load_mask(run_mask)
+            if trained.shape == size or "acceleration" not in meta:
+                return validate_mask(trained, size, source=str(run_mask))
         if "acceleration" not in meta:
             raise ExportError("no mask: pass mask= (--mask FILE.npy) or a checkpoint whose meta has 'acceleration'")
-        seed = meta.get("mask_seed", 0)
-        return cartesian_mask(meta.get("mask_kind", "random"), int(meta["acceleration"]), size, seed=seed)
+        return cartesian_mask(meta.get("mask_kind", "random"), int(meta["acceleration"]), size,
+                              seed=meta.get("mask_seed", 0), center_fraction=meta.get("center_fraction"))
     except ExportError:
         raise
     except KdcError as err:
@@ -116,21 +122,30 @@ def calibration_images(data: str | Path, size: tuple[int, int], count: int) -> n
         raise ExportError(f"--calibration: {err}") from None
 
 
-def parity_images(images: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
-    """``(n, H, W)`` [0, 1] slices for the parity gate: given, else kdc's real validation slices."""
+def parity_images(images: np.ndarray | None, size: tuple[int, int], task: TaskSpec = RECON) -> np.ndarray:
+    """``(n, H, W)`` slices for the parity gate: given, else kdc's real validation slices in [0, 1]. A complex task
+    takes complex slices, or gives real ones a smooth phase (:func:`kdc.mri.simulate.with_smooth_phase`); a real task
+    refuses complex slices."""
     if images is None:
         from kdc.data.demo import validation_images
 
         images = validation_images(size, PARITY_SLICES)
-    images = np.asarray(images, dtype=np.float32)
+    images = np.asarray(images)
+    if np.iscomplexobj(images) and not task.is_complex:
+        raise ExportError(f"images are complex but the {task.name!r} model reconstructs real images: pass "
+                          "magnitude slices, or export a model trained with --image complex")
     if images.ndim != 3 or images.shape[1:] != size or len(images) == 0:
         raise ExportError(f"parity images must be (count, {size[0]}, {size[1]}), got {images.shape}")
-    return images
+    if task.is_complex:
+        return images.astype(np.complex64) if np.iscomplexobj(images) else with_smooth_phase(images)
+    return images.astype(np.float32)
 
 
-def validation_kspace(images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray) -> np.ndarray:
-    """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of real validation slices."""
-    kspace = fft2(parity_images(images, size)) * mask
+def validation_kspace(
+    images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray, task: TaskSpec = RECON
+) -> np.ndarray:
+    """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of validation slices (see :func:`parity_images`)."""
+    kspace = fft2(parity_images(images, size, task)) * mask
     return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
 
 
@@ -138,8 +153,8 @@ def pick_lowering(dc: str, mask: np.ndarray, fmt: str) -> str:
     name = auto_lowering(mask, fmt) if dc == "auto" else dc
     if name not in LOWERINGS:
         raise ExportError(f"unknown DC lowering {dc!r}: expected auto or one of {sorted(LOWERINGS)}")
-    if LOWERINGS[name].cartesian_only and sampled_columns(mask) is None:
-        raise ExportError(f"--dc {name} needs a 1-D Cartesian mask (whole columns sampled); use matmul or dft")
+    if LOWERINGS[name].cartesian_only and sampled_lines(mask) is None:
+        raise ExportError(f"--dc {name} needs a 1-D Cartesian mask (whole columns or rows sampled); use matmul or dft")
     return name
 
 
@@ -178,7 +193,9 @@ def export_model(
     ``.xml``, ``.pt``/``.ts``, ``.pt2``); a suffix that contradicts it is refused.
     ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
     module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
-    A super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
+    A complex model (``--image complex``) is gated on complex slices (real ``images`` get a smooth phase). The
+    task (:mod:`kdc.tasks`, read from the model's config) decides the graph's inputs and contract: a
+    super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
     (:mod:`kdc.export.quantize`). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
@@ -196,18 +213,17 @@ def export_model(
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:
         images = calibration_images(calibration, size, QUANTIZATION_SLICES if quantize else PARITY_SLICES)
-    if isinstance(model, VDSR):
-        if quantize:
-            raise ExportError("--quantize supports reconstruction (DC-CNN) models only, not super-resolution")
-        graph, feeds, expected, contract, gate_data = prepare_sr(model, meta, size, images, dc, bake_mask, mask)
-    else:
-        graph, feeds, expected, contract, gate_data = prepare_recon(
-            model, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
+    task = model_task(model)
+    if quantize and not TASK_EXPORTS[task.name].quantizable:
+        raise ExportError(f"--quantize supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
+    graph, feeds, expected, contract, gate_data = TASK_EXPORTS[task.name].prepare(
+        model, task, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
     example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
     if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
         example = (example[0].repeat(2, 1, 1, 1), *example[1:])
 
-    with tempfile.TemporaryDirectory(prefix="kdc-export-") as workdir:
+    remove_stale_temps(tempfile.gettempdir(), f"{EXPORT_TEMP_PREFIX}*")  # left by exports that were killed
+    with tempfile.TemporaryDirectory(prefix=f"{EXPORT_TEMP_PREFIX}{pid_tag()}") as workdir:
         artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
         errors = parity_check(artefact, feeds, expected)
         worst = max(errors.values())
@@ -228,27 +244,36 @@ def export_model(
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)
 
 
+def model_task(model: nn.Module) -> TaskSpec:
+    """The task (:mod:`kdc.tasks`) of a model, from its architecture config."""
+    try:
+        return task_of_config(model_config(model))
+    except KdcError as err:
+        raise ExportError(f"cannot export a {type(model).__name__}: {err}") from None
+
+
 def prepare_recon(
-    model: nn.Module, meta: dict[str, Any], mask_dir: Path | None, size: tuple[int, int], images: np.ndarray | None,
-    mask: str | Path | np.ndarray | None, dc: str, bake_mask: bool, fmt: str,
+    model: nn.Module, task: TaskSpec, meta: dict[str, Any], mask_dir: Path | None, size: tuple[int, int],
+    images: np.ndarray | None, mask: str | Path | np.ndarray | None, dc: str, bake_mask: bool, fmt: str,
 ) -> Prepared:
     """DC-CNN: k-space (+ mask) in, the DC layer swapped for the chosen lowering, the mask baked in if asked."""
     mask_array = resolve_mask(mask, mask_dir, meta, size)
     lowering = pick_lowering(dc, mask_array, fmt)
-    columns = sampled_columns(mask_array)
-    mask_tensor = torch.from_numpy(mask_array[None, None, :1] if columns is not None else mask_array[None, None])
+    lines = sampled_lines(mask_array)
+    axis = -1 if lines is None else lines[0]
+    mask_tensor = torch.from_numpy(mask_array[None, None] if lines is None else line_mask_input(mask_array, size, axis))
 
     graph = copy.deepcopy(model)
-    graph.dc = LOWERINGS[lowering](size, mask_array if bake_mask else None)
-    kspace = validation_kspace(images, size, mask_array)
+    graph.dc = LOWERINGS[lowering](size, mask_array if bake_mask else None, task.image_channels, axis)
+    kspace = validation_kspace(images, size, mask_array, task)
     feeds = {"kspace": kspace} if bake_mask else {"kspace": kspace, "mask": mask_tensor.numpy()}
     with torch.no_grad():
         expected = model(torch.from_numpy(kspace), mask_tensor).numpy()
     if bake_mask:
         graph = BakedMask(graph, mask_tensor)
     contract = functools.partial(
-        build_contract, image_size=size, mask=mask_array,
-        mask_input_shape=None if bake_mask else list(mask_tensor.shape), columns=columns, lowering=lowering,
+        build_contract, task=task, image_size=size, mask=mask_array,
+        mask_input_shape=None if bake_mask else list(mask_tensor.shape), lines=lines, lowering=lowering,
         model=describe_model(model, meta), meta=meta,
     )
     gate_data = functools.partial(quantization_data, model, images, size, mask_array, feeds, mask_tensor)
@@ -256,18 +281,18 @@ def prepare_recon(
 
 
 def prepare_sr(
-    model: nn.Module, meta: dict[str, Any], size: tuple[int, int], images: np.ndarray | None, dc: str,
-    bake_mask: bool, mask: str | Path | np.ndarray | None,
+    model: nn.Module, task: TaskSpec, meta: dict[str, Any], mask_dir: Path | None, size: tuple[int, int],
+    images: np.ndarray | None, mask: str | Path | np.ndarray | None, dc: str, bake_mask: bool, fmt: str,
 ) -> Prepared:
     """VDSR: the low-resolution image in (k-space truncation of the parity slices at the trained scale), no DC."""
     if dc != "auto" or bake_mask or mask is not None:
         raise ExportError("a super-resolution model (VDSR) has no data consistency and no mask: "
                           "drop --dc, --bake-mask and --mask")
     scale = meta.get("scale")
-    lowres = low_resolution(parity_images(images, size), int(scale or DEFAULT_SR_SCALE))[:, None]
+    lowres = low_resolution(parity_images(images, size, task), int(scale or DEFAULT_SR_SCALE))[:, None]
     with torch.no_grad():
         expected = model(torch.from_numpy(lowres)).numpy()
-    contract = functools.partial(build_sr_contract, image_size=size, scale=scale,
+    contract = functools.partial(build_sr_contract, task=task, image_size=size, scale=scale,
                                  model=describe_model(model, meta), meta=meta)
     return copy.deepcopy(model), {LOWRES_INPUT: lowres}, expected, contract, None
 
@@ -295,3 +320,20 @@ def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
         config = {"arch": type(model).__name__}
     return {"role": meta.get("role", "unknown"), "config": config,
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+@dataclass(frozen=True)
+class TaskExport:
+    """The export side of a task of :mod:`kdc.tasks`: how to prepare its graph, feeds and contract, and whether
+    ``--quantize`` applies (its gate scores real images against magnitude targets)."""
+
+    prepare: Callable[..., Prepared]
+    quantizable: bool
+
+
+#: Export side of every task, by :class:`kdc.tasks.TaskSpec` name.
+TASK_EXPORTS: dict[str, TaskExport] = {
+    RECON.name: TaskExport(prepare_recon, quantizable=True),
+    COMPLEX_RECON.name: TaskExport(prepare_recon, quantizable=False),
+    SUPER_RESOLUTION.name: TaskExport(prepare_sr, quantizable=False),
+}

@@ -11,19 +11,19 @@ from typing import Any
 import numpy as np
 
 from kdc import __version__
+from kdc.tasks import LOWRES_INPUT, TaskSpec
 
 CONTRACT_VERSION = 1
 KSPACE_LAYOUT = (
-    "(N, 2, H, W) float32: channel 0 real part, channel 1 imaginary part; phase encodes along W (whole columns "
-    "sampled); uncentred (DC term at [0, 0]); orthonormal 2-D FFT of the image; zero outside the sampled columns"
+    "(N, 2, H, W) float32: channel 0 real part, channel 1 imaginary part; whole phase-encode lines sampled (columns "
+    "along W, or rows along H: see the mask input or mask_columns/mask_rows); uncentred (DC term at [0, 0]); "
+    "orthonormal 2-D FFT of the image; zero outside the sampled lines"
 )
 NORMALISATION = (
     "k-space of the image volume scaled so that its fully sampled magnitude maximum is 1 (training used [0, 1] "
     "images); without a fully sampled reference, scale by the maximum of the zero-filled magnitude volume and "
     "multiply the output back"
 )
-#: Graph input of a super-resolution (VDSR) artefact.
-LOWRES_INPUT = "image_lowres"
 LOWRES_LAYOUT = (
     "(N, 1, H, W) float32 magnitude image at the output size H x W, holding only the central 1/scale of k-space "
     "along both axes (a low-resolution acquisition zero-padded in centred k-space, inverse FFT, magnitude)"
@@ -38,12 +38,20 @@ def tensor_spec(name: str, shape: list[int | str], description: str) -> dict[str
     return {"name": name, "shape": shape, "dtype": "float32", "description": description}
 
 
+def output_fields(task: TaskSpec, image_size: tuple[int, int]) -> dict[str, Any]:
+    """The task's name, its ``image`` output (``C`` channels: 1 real, 2 real and imaginary) and ``output_kind``."""
+    shape: list[int | str] = ["N", task.image_channels, *image_size]
+    return {"task": task.name, "outputs": [tensor_spec("image", shape, task.output_description)],
+            "output_kind": task.output_kind}
+
+
 def build_contract(
     *,
+    task: TaskSpec,
     image_size: tuple[int, int],
     mask: np.ndarray,
     mask_input_shape: list[int] | None,
-    columns: np.ndarray | None,
+    lines: tuple[int, np.ndarray] | None,
     lowering: str,
     fmt: str,
     model: dict[str, Any],
@@ -51,37 +59,37 @@ def build_contract(
     parity: dict[str, Any],
     quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the contract; ``mask_input_shape`` is None when the mask is baked into the graph, ``quantization``
-    None for a float32 graph."""
+    """Assemble the contract of a reconstruction; ``mask_input_shape`` is None when the mask is baked into the graph,
+    ``lines`` the ``(axis, indices)`` of a 1-D mask, ``quantization`` None for a float32 graph."""
     height, width = image_size
     inputs = [tensor_spec("kspace", ["N", 2, height, width], "undersampled k-space, see kspace_layout")]
     if mask_input_shape is not None:
         inputs.append(tensor_spec(
             "mask", mask_input_shape,
-            "0/1 sampling mask, uncentred like the k-space; (1, 1, 1, W) marks sampled columns",
+            "0/1 sampling mask, uncentred like the k-space; (1, 1, 1, W) marks sampled columns, (1, 1, H, 1) rows",
         ))
+    baked_lines = None if lines is None or mask_input_shape is not None else lines
     acceleration = meta.get("acceleration", round(mask.size / np.count_nonzero(mask), 3))
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
                         quantization=quantization),
-        "task": "recon",
+        **output_fields(task, image_size),
         "inputs": inputs,
-        "outputs": [tensor_spec("image", ["N", 1, height, width], "reconstructed image, real part, same scale as input")],
         "kspace_layout": KSPACE_LAYOUT,
         "kspace_centred": False,
         "fft_norm": "ortho",
         "normalisation": NORMALISATION,
-        "output_kind": "real part",
         "acceleration": acceleration,
         "mask_kind": meta.get("mask_kind"),
         "dc_lowering": lowering,
         "mask_baked": mask_input_shape is None,
-        "mask_columns": None if columns is None or mask_input_shape is not None else columns.tolist(),
+        "mask_columns": baked_lines[1].tolist() if baked_lines and baked_lines[0] == -1 else None,
+        "mask_rows": baked_lines[1].tolist() if baked_lines and baked_lines[0] == -2 else None,
     }
 
 
 def build_sr_contract(
-    *, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
+    *, task: TaskSpec, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
     parity: dict[str, Any], quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Contract of a super-resolution artefact: one low-resolution image in, one image out, no DC, no mask."""
@@ -89,13 +97,11 @@ def build_sr_contract(
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
                         quantization=quantization),
-        "task": "sr",
+        **output_fields(task, image_size),
         "scale": scale,
         "inputs": [tensor_spec(LOWRES_INPUT, ["N", 1, height, width], "low-resolution image, see input_layout")],
-        "outputs": [tensor_spec("image", ["N", 1, height, width], "super-resolved image, same scale as the input")],
         "input_layout": LOWRES_LAYOUT,
         "normalisation": SR_NORMALISATION,
-        "output_kind": "image (input + predicted detail)",
         "dc_lowering": "none",
     }
 

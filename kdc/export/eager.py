@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from kdc.export.formats import CONTRACT_FILE, quiet_torch
-from kdc.models import VDSR, load_checkpoint
+from kdc.models import load_checkpoint
+from kdc.models.checkpoint import model_config
 from kdc.runtime.bench import Runner
 from kdc.runtime.session import Reconstructor, parse_contract
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.tasks import task_of_config
 
 
 def torch_device(device: str) -> torch.device:
@@ -54,10 +56,14 @@ class TorchReconstructor(Reconstructor):
             else:
                 self.module = torch.jit.load(str(path), map_location=self.device)
         parsed = parse_contract(contract, path)
+        entries = [entry for key in ("inputs", "outputs") for entry in parsed.get(key, []) if isinstance(entry, dict)]
+        # A traced module states no shapes of its own: the contract's shapes stand for the graph's.
+        shapes = {str(entry.get("name")): tuple(d if isinstance(d, int) else None for d in entry.get("shape", []))
+                  for entry in entries}
         names = [str(entry.get("name")) for entry in parsed.get("inputs", []) if isinstance(entry, dict)]
         where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         backend = f"torch {torch.__version__.split('+')[0]} {path.suffix[1:]} {where} f32"
-        super().__init__(path, parsed, names, backend, torch.get_num_threads(), [])
+        super().__init__(path, parsed, names, backend, torch.get_num_threads(), [], shapes)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
@@ -90,7 +96,7 @@ def open_checkpoint(
     if threads:
         torch.set_num_threads(threads)
     shape = (int(size[0]), int(size[1]))
-    if isinstance(model, VDSR):
+    if not task_of_config(model_config(model)).takes_kspace:
         arrays = (example_image(batch, shape),)
     else:
         mask = example_mask(shape[1], float(meta.get("acceleration") or 1))

@@ -19,11 +19,16 @@ from kdc.models.dccnn import DCCNN
 from kdc.models.vdsr import VDSR
 
 FORMAT = "kdc-checkpoint/1"
+#: Largest value of an architecture hyper-parameter (cascades, convs, channels, depth) a checkpoint may give.
+MAX_HYPERPARAMETER = 1024
 ARCHITECTURES: dict[str, type[nn.Module]] = {"dccnn": DCCNN, "vdsr": VDSR}
 #: Named configurations of the paper.
 PRESETS: dict[str, dict[str, Any]] = {
     "teacher": {"arch": "dccnn", "cascades": 5, "convs": 5, "channels": 32},
     "student": {"arch": "dccnn", "cascades": 5, "convs": 3, "channels": 32},
+    # Complex images (real and imaginary channels in and out, exact complex DC): 144,650 and 52,170 parameters.
+    "complex_teacher": {"arch": "dccnn", "cascades": 5, "convs": 5, "channels": 32, "image_channels": 2},
+    "complex_student": {"arch": "dccnn", "cascades": 5, "convs": 3, "channels": 32, "image_channels": 2},
     # MRI super-resolution (VDSR, 64 channels): teacher 11 convolutions, student 7.
     "sr_teacher": {"arch": "vdsr", "depth": 11, "channels": 64},
     "sr_student": {"arch": "vdsr", "depth": 7, "channels": 64},
@@ -49,22 +54,27 @@ def build_model(config: dict[str, Any] | str) -> nn.Module:
     arch = params.pop("arch", None)
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch!r}: expected one of {sorted(ARCHITECTURES)}")
+    bad = {k: v for k, v in params.items() if type(v) is not int or not 1 <= v <= MAX_HYPERPARAMETER}
+    if bad:
+        raise CheckpointError(f"bad config for {arch}: {bad} (each must be an integer from 1 to {MAX_HYPERPARAMETER})")
     try:
         return ARCHITECTURES[arch](**params)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise CheckpointError(f"bad config for {arch}: {err}") from None
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
-    """Recover the config of a model built by :func:`build_model`."""
+    """Recover the config of a model built by :func:`build_model` (``image_channels`` only when not 1, so that the
+    config of a real-image DC-CNN reads as it did before complex models)."""
     if isinstance(model, DCCNN):
         first = model.cascades[0]
-        return {
+        config = {
             "arch": "dccnn",
             "cascades": len(model.cascades),
             "convs": len(first.convs),
             "channels": first.convs[0].out_channels,
         }
+        return config if model.image_channels == 1 else {**config, "image_channels": model.image_channels}
     config = getattr(model, "config", None)
     if config is None:
         raise CheckpointError(f"cannot describe a {type(model).__name__}")
@@ -95,9 +105,40 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(f"{path}: not a kdc checkpoint ({reason}; it is never unpickled)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdc checkpoint (expected format {FORMAT!r})")
-    model = build_model(json.loads(payload["config"]))
+    config, meta = (_json_object(payload, key, path) for key in ("config", "meta"))
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"{path}: 'state_dict' must map names to tensors")
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the config: {err}") from None
-    return model.eval(), json.loads(payload["meta"])
+        with torch.device("meta"):  # shapes only: a config cannot make us allocate more than the file holds
+            check_weights(build_model(config), state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def _json_object(payload: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    """``payload[key]``, a JSON text of an object, parsed."""
+    try:
+        value = json.loads(payload[key])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: '{key}' must be the JSON text of an object")
+    return value
+
+
+def check_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` has exactly ``model``'s weight names and shapes."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        names = "; ".join(filter(None, [missing and f"missing {missing[:3]}",
+                                        unexpected and f"unexpected {unexpected[:3]}"]))
+        raise CheckpointError(f"weights do not match the config: {names}")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape or not state[name].is_floating_point():
+            raise CheckpointError(f"weights do not match the config: {name!r} is {state[name].dtype} "
+                                  f"{tuple(state[name].shape)}, expected {tuple(tensor.shape)}")

@@ -108,21 +108,28 @@ def validate_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, source
         raise MaskError(f"{source}: expected a 2-D (H, W) mask, got shape {mask.shape}")
     if shape is not None and mask.shape != tuple(shape):
         raise MaskError(f"{source}: mask shape {mask.shape} does not match image shape {tuple(shape)}")
-    if not np.all(np.isin(mask, (0, 1))):
-        raise MaskError(f"{source}: mask must hold only 0 and 1")
-    if not mask.any():
-        raise MaskError(f"{source}: mask samples nothing")
+    check_sampling(mask, source)
     return mask.astype(np.float32)
+
+
+def check_sampling(mask: np.ndarray, source: str = "mask") -> None:
+    """Raise :class:`MaskError` unless ``mask`` (any shape) holds only 0 and 1 and samples something."""
+    if np.iscomplexobj(mask) or not np.all(np.isin(mask, (0, 1))):
+        raise MaskError(f"{source}: mask must hold only 0 and 1")
+    if not np.any(mask):
+        raise MaskError(f"{source}: mask samples nothing")
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Load a KD-MRI ``.npy`` mask (uncentred, ``(H, W)``) without unpickling anything."""
     path = Path(path)
+    if not path.is_file():
+        raise MaskError(f"{path}: mask file not found" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         mask = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MaskError(f"{path}: mask file not found") from None
-    except ValueError as err:
+    except OSError as err:
+        raise MaskError(f"{path}: cannot read the mask ({err.strerror or err})") from None
+    except (ValueError, EOFError) as err:
         raise MaskError(f"{path}: not a numeric .npy array ({err})") from None
     return validate_mask(mask, shape, source=str(path))
 
@@ -138,23 +145,55 @@ def mask_from_kspace(sampled: np.ndarray) -> np.ndarray:
     return (lines if np.count_nonzero(lines) <= 1.01 * np.count_nonzero(sampled) else sampled).astype(np.float32)
 
 
-def sampled_lines(mask: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """``(axis, indices)`` of a 1-D Cartesian mask: ``axis=-1`` when it samples whole columns, ``-2`` whole rows
-    (a fully sampled mask counts as columns); None for a 2-D mask."""
-    mask = np.asarray(mask)
-    columns = sampled_columns(mask)
-    if columns is not None:
-        return -1, columns
-    rows = sampled_columns(mask.T)
-    return None if rows is None else (-2, rows)
-
-
 def sampled_columns(mask: np.ndarray) -> np.ndarray | None:
     """Indices of sampled columns if ``mask`` is 1-D Cartesian along W (all rows equal), else None."""
     mask = np.asarray(mask)
     if not np.all(mask == mask[:1]):
         return None
     return np.flatnonzero(mask[0])
+
+
+def sampled_lines(mask: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """``(axis, indices)`` of a 1-D Cartesian ``(H, W)`` mask: axis -1 when it samples whole columns (fastMRI),
+    -2 when it samples whole rows (KD-MRI's brain and cardiac masks); None for a 2-D mask. Columns win a tie."""
+    mask = np.asarray(mask)
+    for axis, view in ((-1, mask), (-2, mask.T)):
+        lines = sampled_columns(view)
+        if lines is not None:
+            return axis, lines
+    return None
+
+
+def line_mask_shape(size: tuple[int, int], axis: int) -> tuple[int, int, int, int]:
+    """Model-input shape of a 1-D mask along ``axis``: ``(1, 1, 1, W)`` for columns, ``(1, 1, H, 1)`` for rows."""
+    shape = [1, 1, 1, 1]
+    shape[axis] = size[axis]
+    return tuple(shape)  # type: ignore[return-value]
+
+
+def line_mask_input(mask: np.ndarray, size: tuple[int, int], axis: int, *, centred: bool = False) -> np.ndarray:
+    """A 1-D mask along ``axis`` given as one line ``(n,)``, ``(H, W)`` or any shape that squeezes to either ->
+    float32 model input of :func:`line_mask_shape`. ``centred=True`` takes a centred mask (DC in the middle)."""
+    mask = np.asarray(mask)
+    length = size[axis]
+    lines, dimension = ("columns", "width") if axis == -1 else ("rows", "height")
+    squeezed = mask.reshape([n for n in mask.shape if n != 1] or [1])
+    if squeezed.shape == (length,):
+        line = squeezed
+    elif squeezed.shape == tuple(size):
+        found = sampled_lines(squeezed)
+        if found is None or found[0] != axis:
+            raise MaskError(f"mask is not 1-D Cartesian along the {lines}: this model samples whole {lines}")
+        line = np.moveaxis(squeezed, axis, -1)[0]
+    else:
+        raise MaskError(f"mask has shape {mask.shape}: expected one line of the image {dimension} {length} "
+                        f"({length},) or the whole {tuple(size)} mask")
+    if np.iscomplexobj(line) or not np.isin(line, (0, 1)).all():
+        raise MaskError("mask must hold only 0 and 1")
+    line = line.astype(np.float32)
+    if centred:
+        line = np.fft.ifftshift(line)
+    return line.reshape(line_mask_shape(size, axis))
 
 
 def acceleration_of(mask: np.ndarray) -> float:

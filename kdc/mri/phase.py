@@ -34,10 +34,15 @@ def imaginary_fraction(kspace: np.ndarray, lines: np.ndarray) -> float | None:
     columns = symmetric_centre(lines)
     if columns is None:
         return None
-    kspace = np.asarray(kspace)
-    height, width = kspace.shape[-2:]
-    ours = kspace[..., columns]
-    mirror = np.conj(kspace[..., (-np.arange(height)) % height, :][..., (-columns) % width])
-    real = float(np.sum(np.abs(ours + mirror) ** 2))
-    imaginary = float(np.sum(np.abs(ours - mirror) ** 2))
+    return centre_imaginary_fraction(np.asarray(kspace)[..., columns], columns, np.size(lines))
+
+
+def centre_imaginary_fraction(centre: np.ndarray, columns: np.ndarray, width: int) -> float | None:
+    """:func:`imaginary_fraction` from the k-space columns ``columns`` (those of :func:`symmetric_centre`) alone,
+    ``(..., H, len(columns))``: callers with a large batch convert only these columns to complex."""
+    height = centre.shape[-2]
+    mirror_columns = np.searchsorted(columns, (-columns) % width)
+    mirror = np.conj(centre[..., (-np.arange(height)) % height, :][..., mirror_columns])
+    real = float(np.sum(np.abs(centre + mirror) ** 2))
+    imaginary = float(np.sum(np.abs(centre - mirror) ** 2))
     return imaginary / (real + imaginary) if real + imaginary > 0 else None

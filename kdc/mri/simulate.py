@@ -20,13 +20,26 @@ def birdcage_maps(coils: int, shape: tuple[int, int], radius: float = 1.5) -> np
     return (maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0))).astype(np.complex64)
 
 
-def smooth_phase(shape: tuple[int, int], rng: np.random.Generator, max_phase: float = np.pi) -> np.ndarray:
-    """``(H, W)`` phase in radians: a random quadratic surface spanning at most ``[-max_phase, max_phase]``, as
-    field inhomogeneity and coil phase make it: smooth, no wraps within a few pixels."""
-    y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
-    terms = np.stack([np.ones_like(x), x, y, x * y, x**2, y**2])
-    surface = np.tensordot(rng.uniform(-1, 1, len(terms)), terms, axes=1)
-    return max_phase * surface / max(float(np.abs(surface).max()), 1e-12)
+#: Peak phase excursion in radians of the default smooth phase.
+DEFAULT_MAX_PHASE = np.pi
+
+
+def smooth_phase(size: tuple[int, int], seed: int = 0, order: int = 2, max_phase: float = DEFAULT_MAX_PHASE) -> np.ndarray:
+    """``(H, W)`` complex64 unit-magnitude array ``exp(i phi)``, ``phi`` a random polynomial of degree ``order``
+    in ``y, x`` in ``[-1, 1]`` scaled so that ``max |phi| = max_phase``."""
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.linspace(-1, 1, size[0]), np.linspace(-1, 1, size[1]), indexing="ij")
+    phi = sum(rng.uniform(-1, 1) * y**i * x**j for i in range(order + 1) for j in range(order + 1 - i))
+    phi = phi * (max_phase / max(float(np.abs(phi).max()), 1e-12))
+    return np.exp(1j * phi).astype(np.complex64)
+
+
+def with_smooth_phase(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``(..., H, W)`` real images -> complex64 images, each slice with its own smooth phase (seeds ``seed + i``)."""
+    images = np.asarray(images, dtype=np.float32)
+    flat = images.reshape(-1, *images.shape[-2:])
+    phased = np.stack([image * smooth_phase(image.shape, seed + i) for i, image in enumerate(flat)])
+    return phased.reshape(images.shape)
 
 
 def complex_coil_images(magnitude: np.ndarray, coils: int, seed: int = 0, phase: bool = True) -> np.ndarray:
@@ -35,5 +48,5 @@ def complex_coil_images(magnitude: np.ndarray, coils: int, seed: int = 0, phase:
     The volume gets one smooth random phase (``phase=False``: none) and ``coils`` birdcage sensitivities.
     """
     shape = magnitude.shape[-2:]
-    image = magnitude * np.exp(1j * smooth_phase(shape, np.random.default_rng(seed))) if phase else magnitude
+    image = magnitude * smooth_phase(shape, seed) if phase else magnitude
     return (image[:, None] * birdcage_maps(coils, shape)[None]).astype(np.complex64)

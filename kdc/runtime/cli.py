@@ -64,16 +64,28 @@ def serve(
     device: Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...).")] = "CPU",
     workers: Annotated[int, typer.Option(help="Inference threads (requests decoded and run at once).")] = 2,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 64.0,
-    max_connections: Annotated[int, typer.Option(help="Concurrent connections before answering 503.")] = 64,
+    max_buffer_mb: Annotated[float, typer.Option(
+        help="Request bodies held in memory at once, received or waiting for inference (503 above).")] = 256.0,
+    max_batch: Annotated[int | None, typer.Option(
+        help="Most slices per request (413 above; default: what fits 1 GiB of inference memory).")] = None,
+    header_timeout: Annotated[float, typer.Option(help="Seconds to send the request headers (408 after).")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds to send the request body (408 after).")] = 60.0,
+    production: Annotated[bool, typer.Option(
+        help="Hide exception details from 500 answers (the log keeps them) and do not serve /openapi.json.")] = False,
     normalise: Annotated[bool, typer.Option(help="Default of the request parameter 'normalise': scale k-space at "
                                                  "scanner scale into the training range and the image back.")] = False,
 ) -> None:
     """Serve models over the KServe v2 / Open Inference Protocol REST API (Triton and OVMS clients work)."""
-    from kdc.runtime.server import run_server
+    from kdc.runtime.server import Limits, run_server
     from kdc.runtime.session import load
 
-    if workers < 1 or max_body_mb <= 0 or max_connections < 1:
-        raise RuntimeModelError("--workers and --max-connections must be >= 1 and --max-body-mb > 0")
+    if workers < 1 or (max_batch is not None and max_batch < 1):
+        raise RuntimeModelError("--workers and --max-batch must be >= 1")
+    if min(max_body_mb, max_buffer_mb, header_timeout, body_timeout) <= 0 or max_buffer_mb < max_body_mb:
+        raise RuntimeModelError("--max-body-mb, --header-timeout and --body-timeout must be > 0 and "
+                                "--max-buffer-mb at least --max-body-mb")
+    limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_buffer_bytes=int(max_buffer_mb * (1 << 20)),
+                    header_timeout=header_timeout, body_timeout=body_timeout)
     loaded = {}
     for path in models:
         if path.stem in loaded:
@@ -84,8 +96,8 @@ def serve(
         loaded[path.stem] = model
         typer.echo(f"serving {path.stem} ({model.backend}) at http://{host}:{port}/v2/models/{path.stem}/infer",
                    err=True)
-    run_server(loaded, host=host, port=port, max_body_bytes=int(max_body_mb * (1 << 20)), workers=workers,
-               max_connections=max_connections, normalise=normalise)
+    run_server(loaded, host=host, port=port, limits=limits, workers=workers, max_batch=max_batch,
+               production=production, normalise=normalise)
 
 
 def triton_repo(

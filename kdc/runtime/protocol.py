@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kdc import __version__
-from kdc.runtime.session import Reconstructor
+from kdc.runtime.session import Reconstructor, TensorSpec
 from kdc.runtime.tensors import RuntimeModelError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -44,6 +44,11 @@ class InferRequest:
     binary: set[str]
     #: The request's ``parameters.normalise``; None: the server's default.
     normalise: bool | None = None
+
+
+def parse_length(text: str) -> int | None:
+    """A byte count written in ASCII digits, else None (``str.isdigit`` also accepts digits that ``int`` refuses)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def datatype(dtype: str) -> str:
@@ -85,14 +90,15 @@ def _tensor(entry: dict[str, Any], name: str, shape: list[int], binary: memoryvi
                                 f"({count * 4} bytes)")
         if offset + size > len(binary):
             raise ProtocolError(f"input {name!r}: binary data ends after {len(binary) - offset} of {size} bytes")
-        return np.frombuffer(binary[offset:offset + size], dtype="<f4").astype(np.float32).reshape(shape), offset + size
+        # A view of the request body, not a copy: inputs are only read.
+        return np.frombuffer(binary[offset:offset + size], dtype="<f4").reshape(shape), offset + size
     data = entry.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"input {name!r}: 'data' must be a list of numbers (or use binary_data_size)")
     try:
         values = np.asarray(data)
-    except ValueError:
-        raise ProtocolError(f"input {name!r}: 'data' is a ragged nested list") from None
+    except (ValueError, RecursionError):
+        raise ProtocolError(f"input {name!r}: 'data' is ragged or nested deeper than the shape") from None
     if values.dtype.kind not in "iuf" or values.dtype == object:
         raise ProtocolError(f"input {name!r}: 'data' must hold only numbers")
     if values.size != count:
@@ -101,18 +107,30 @@ def _tensor(entry: dict[str, Any], name: str, shape: list[int], binary: memoryvi
         return values.astype(np.float32).reshape(shape), offset
 
 
-def decode_request(body: bytes, header_length: str | None, model: Reconstructor) -> InferRequest:
-    """Parse and validate an infer request body against ``model``'s contract."""
+def _check_batch(name: str, shape: list[int], spec: TensorSpec, max_batch: int) -> None:
+    """413 for a batch above ``max_batch``, before the tensor's data is read."""
+    if spec.shape and isinstance(spec.shape[0], str) and shape and shape[0] > max_batch:
+        raise ProtocolError(f"input {name!r}: batch of {shape[0]} exceeds this server's limit of {max_batch} slices "
+                            "per request (--max-batch): split the request", 413)
+
+
+def decode_request(body: bytes | bytearray, header_length: str | None, model: Reconstructor,
+                   max_batch: int | None = None) -> InferRequest:
+    """Parse and validate an infer request body against ``model``'s contract (batches up to ``max_batch``)."""
     view = memoryview(body)
     split = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not a length within the body ({len(body)} bytes)")
-        split = int(header_length)
+        length = parse_length(header_length)
+        if length is None or length > len(body):
+            raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not a length within the body "
+                                f"({len(body)} bytes)")
+        split = length
     try:
         payload = _object(json.loads(bytes(view[:split])), "request")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ProtocolError(f"malformed JSON: {err}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
     entries = payload.get("inputs")
     if not isinstance(entries, list) or not entries:
         raise ProtocolError("request must have a non-empty 'inputs' list")
@@ -125,10 +143,14 @@ def decode_request(body: bytes, header_length: str | None, model: Reconstructor)
             raise ProtocolError(f"unknown input {name!r}: the model takes {model.input_names}")
         if name in feeds:
             raise ProtocolError(f"input {name!r} given twice")
-        expected = datatype(model.inputs[model.input_names.index(name)].dtype)
+        spec = model.inputs[model.input_names.index(name)]
+        expected = datatype(spec.dtype)
         if entry.get("datatype") != expected:
             raise ProtocolError(f"input {name!r}: datatype {entry.get('datatype')!r} is not supported, expected {expected}")
-        feeds[name], offset = _tensor(entry, name, _shape(entry, name), view[split:], offset)
+        shape = _shape(entry, name)
+        if max_batch is not None:
+            _check_batch(name, shape, spec, max_batch)
+        feeds[name], offset = _tensor(entry, name, shape, view[split:], offset)
     if offset != len(body) - split:
         raise ProtocolError(f"{len(body) - split - offset} bytes of binary data belong to no input")
     try:

@@ -26,7 +26,8 @@ from kdc.mri.coils import compress_coils
 from kdc.mri.fft import centred_to_uncentred, ifft2
 from kdc.mri.masks import MaskKind, cartesian_mask, load_mask
 from kdc.runtime.readers import InputError, RawVolume, read_input
-from kdc.runtime.session import Reconstructor, zero_filled_peak
+from kdc.mri.normalise import zero_filled_peak
+from kdc.runtime.session import Reconstructor
 from kdc.runtime.tensors import kspace_channels, mask_columns
 from kdc.runtime.writers import OutputError, OutputVolume, Provenance, WriteOptions, Writer, writers_for
 

@@ -7,22 +7,36 @@ as ``Reconstructor.run(normalise=True)`` does; the runtime's warnings (k-space w
 logged and returned in the response's ``parameters.kdc_warnings``. Bodies above ``max_body_bytes`` are refused
 with 413 before they are parsed (declared length first, then counted while streaming). Decoding, inference and
 encoding run on a bounded thread pool (reconstructors are thread-safe), so the event loop only moves bytes.
-uvicorn caps concurrent connections (503 beyond) and shuts down gracefully on SIGINT/SIGTERM, finishing
-in-flight requests.
+
+Memory is bounded by limits that slow clients cannot exhaust: request bodies held at once (received or waiting for
+inference) share a byte budget (503 beyond it), counted as their bytes arrive, so a client trickling bytes holds
+only what it sent; headers must arrive within ``header_timeout`` and a body within ``body_timeout`` (408, then
+the connection is closed); a batch is capped per model (413). Liveness and metadata never wait for inference.
+uvicorn shuts down gracefully on SIGINT/SIGTERM, finishing in-flight requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import functools
+import json
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kdc.runtime.protocol import (
     HEADER_LENGTH,
@@ -32,6 +46,7 @@ from kdc.runtime.protocol import (
     decode_request,
     encode_response,
     model_metadata,
+    parse_length,
 )
 from kdc.runtime.session import Reconstructor
 from kdc.runtime.triton import triton_config
@@ -39,38 +54,123 @@ from kdc.runtime.triton import triton_config
 log = logging.getLogger("uvicorn.error")  # configured by uvicorn: our lines join its log
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the server (see the module docstring and docs/runtime.md)."""
+
+    max_body_bytes: int = 64 << 20  # one request body (413 above)
+    max_buffer_bytes: int = 256 << 20  # request bodies held at once, received or waiting for inference (503 above)
+    header_timeout: float = 10.0  # seconds to send the request line and headers (408, connection closed)
+    body_timeout: float = 60.0  # seconds to send the whole body (408, connection closed)
+    inference_memory: int = 1 << 30  # working memory of one inference, which sets the default batch cap
+
+
+#: Requests with a body above this size give freed memory back to the system when they are done.
+RELEASE_AFTER_BYTES = 1 << 20
+#: Status codes answered before the body was read to its end: the connection is closed after them.
+CLOSING_STATUSES = (408, 413)
+
+
 def error(message: str, status: int) -> JSONResponse:
-    """A KServe error body: ``{"error": message}``."""
-    return JSONResponse({"error": message}, status_code=status)
+    """A KServe error body: ``{"error": message}``; the connection closes after a 408 or 413."""
+    headers = {"connection": "close"} if status in CLOSING_STATUSES else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProtocolError(f"request body of {declared} bytes exceeds the limit of {limit} bytes", 413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ProtocolError(f"request body exceeds the limit of {limit} bytes", 413)
-    return bytes(body)
+class BodyBudget:
+    """Bytes of request bodies held at once. Used from the event loop only, so it needs no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @contextlib.asynccontextmanager
+    async def receive(self, request: Request, max_bytes: int, timeout: float) -> AsyncIterator[bytearray]:
+        """The request body, counted against the budget as it arrives and until the block ends.
+
+        413 above ``max_bytes``, 503 when the budget is spent, 408 after ``timeout`` seconds, 400 if the client
+        goes away (logged as one line)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and (parse_length(declared) is None or parse_length(declared) > max_bytes):
+            raise ProtocolError(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes", 413)
+        body = bytearray()
+        try:
+            try:
+                await asyncio.wait_for(self._collect(request, body, max_bytes), timeout)
+            except asyncio.TimeoutError:
+                raise ProtocolError(f"request body not received within {timeout:g} s "
+                                    f"({len(body)} bytes arrived)", 408) from None
+            except ClientDisconnect:
+                log.info("client %s disconnected after %d bytes of its request body", _client(request), len(body))
+                raise ProtocolError("client disconnected before the end of its request body") from None
+            yield body
+        finally:
+            self.held -= len(body)
+
+    async def _collect(self, request: Request, body: bytearray, max_bytes: int) -> None:
+        async for chunk in request.stream():
+            if len(body) + len(chunk) > max_bytes:
+                raise ProtocolError(f"request body exceeds the limit of {max_bytes} bytes", 413)
+            if self.held + len(chunk) > self.limit:
+                raise ProtocolError(f"server busy: request bodies in memory would exceed {self.limit} bytes; "
+                                    "retry later", 503)
+            body += chunk  # a bytearray grows in place: no copy of the body at the end
+            self.held += len(chunk)
 
 
-def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 << 20, workers: int = 2,
-               normalise: bool = False) -> FastAPI:
-    """The FastAPI app serving ``models`` (name -> reconstructor)."""
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+
+
+def release_memory() -> None:
+    """Give freed heap pages back to the system (glibc's ``malloc_trim``), so that RSS falls after a big request."""
+    libc_name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None) if libc_name else None
+    if trim is not None:
+        trim(0)
+
+
+def slice_memory(model: Reconstructor) -> int:
+    """Upper estimate of the bytes one slice of a batch costs during inference: its float32 inputs and outputs
+    plus four feature maps of the model's width (64 if the contract does not say) at the contract's image size.
+    Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
+    height, width = model.image_size
+    config = model.contract.get("model", {}).get("config", {})
+    channels = config.get("channels", 64) if isinstance(config, dict) else 64
+    per_slice = sum(math.prod(d for d in spec.shape[1:] if isinstance(d, int))
+                    for spec in (*model.inputs, *model.outputs) if spec.shape and isinstance(spec.shape[0], str))
+    return 4 * (per_slice + 4 * int(channels) * height * width)
+
+
+def default_max_batch(model: Reconstructor, inference_memory: int) -> int:
+    """Slices per request whose :func:`slice_memory` fits ``inference_memory`` bytes (at least 1)."""
+    return max(1, inference_memory // slice_memory(model))
+
+
+def create_app(models: Mapping[str, Reconstructor], *, limits: Limits = Limits(), workers: int = 2,
+               max_batch: int | None = None, production: bool = False, normalise: bool = False) -> FastAPI:
+    """The FastAPI app serving ``models`` (name -> reconstructor).
+
+    ``max_batch`` caps the slices of a request (default: :func:`default_max_batch` of each model).
+    ``production`` hides exception details from 500 bodies (the log keeps them) and does not serve /openapi.json.
+    """
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdc-infer")
     state = {"ready": True}
+    budget = BodyBudget(limits.max_buffer_bytes)
+    batch_caps = {name: max_batch or default_max_batch(model, limits.inference_memory)
+                  for name, model in models.items()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for name, cap in batch_caps.items():
+            log.info("model %s: at most %d slices per request", name, cap)
         yield
         state["ready"] = False
         executor.shutdown(wait=True)
         log.info("inference pool stopped")
 
-    app = FastAPI(title="kdc", version=SERVER_METADATA["version"], lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="kdc", version=SERVER_METADATA["version"], lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None if production else "/openapi.json")
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, err: ProtocolError) -> JSONResponse:
@@ -91,14 +191,16 @@ def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 
             raise ProtocolError(f"model {name!r} has no version {version!r}: versions [{MODEL_VERSION!r}]", 404)
         return models[name]
 
-    def infer_sync(name: str, model: Reconstructor, body: bytes, header_length: str | None) -> Response:
-        request = decode_request(body, header_length, model)
+    def infer_sync(name: str, model: Reconstructor, body: bytearray, header_length: str | None) -> Response:
+        request = decode_request(body, header_length, model, batch_caps[name])
         results, notes = model.run_with_notes(
             request.feeds, normalise=normalise if request.normalise is None else request.normalise)
         for note in notes:
             log.warning("model %s: %s", name, note)
         content, headers = encode_response(name, request, results, notes)
-        return Response(content, headers=headers)
+        # After a big request, hand freed heap back to the system once the answer is sent.
+        cleanup = BackgroundTask(release_memory) if len(body) > RELEASE_AFTER_BYTES else None
+        return Response(content, headers=headers, background=cleanup)
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, object]:
@@ -132,27 +234,81 @@ def create_app(models: Mapping[str, Reconstructor], *, max_body_bytes: int = 64 
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = lookup(name, version)
-        body = await read_body(request, max_body_bytes)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                executor, infer_sync, name, model, body, request.headers.get(HEADER_LENGTH))
-        except ProtocolError:
-            raise
-        except Exception as err:  # a runtime failure: log it, answer 500 with one line
-            log.exception("inference failed on model %s", name)
-            return error(f"inference failed: {type(err).__name__}: {err}", 500)
+        async with budget.receive(request, limits.max_body_bytes, limits.body_timeout) as body:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    executor, infer_sync, name, model, body, request.headers.get(HEADER_LENGTH))
+            except ProtocolError:
+                raise
+            except Exception as err:  # a runtime failure: log it, answer 500 with one line
+                log.exception("inference failed on model %s", name)
+                detail = "see the server log" if production else f"{type(err).__name__}: {err}"
+                return error(f"inference failed: {detail}", 500)
 
     return app
 
 
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol that closes a connection whose request line and headers take longer than
+    ``header_timeout`` seconds, counted from the connection or from the end of the previous response.
+
+    uvicorn has no such timeout: a client trickling header bytes would hold its connection forever. A request
+    that had begun gets a 408; an idle keep-alive connection (no byte sent) is closed silently."""
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.request_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        self.request_begun = self.request_begun or self.header_timer is not None
+        super().data_received(data)
+        if self.cycle is not cycle:  # the headers of a new request are complete
+            self._disarm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self.request_begun = False
+        self.header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+
+    def _disarm_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self.header_timer = None
+        if self.request_begun and not self.transport.is_closing():
+            body = json.dumps({"error": f"request headers not received within {self.header_timeout:g} s"}).encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
+
+
 def run_server(models: Mapping[str, Reconstructor], *, host: str = "127.0.0.1", port: int = 8000,
-               max_body_bytes: int = 64 << 20, workers: int = 2, max_connections: int = 64,
+               limits: Limits = Limits(), workers: int = 2, max_batch: int | None = None, production: bool = False,
                graceful_timeout: float = 30.0, log_level: str = "info", normalise: bool = False) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting, finish in-flight requests (up to ``graceful_timeout`` s)."""
     import uvicorn
 
-    app = create_app(models, max_body_bytes=max_body_bytes, workers=workers, normalise=normalise)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, limit_concurrency=max_connections,
+    app = create_app(models, limits=limits, workers=workers, max_batch=max_batch, production=production,
+                     normalise=normalise)
+    protocol = functools.partial(TimedH11Protocol, header_timeout=limits.header_timeout)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol,  # type: ignore[arg-type]
                             timeout_graceful_shutdown=graceful_timeout)
     uvicorn.Server(config).run()

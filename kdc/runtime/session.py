@@ -15,18 +15,23 @@ import queue
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kdc.errors import KdcError
+from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_shape, validate_mask
 from kdc.mri.normalise import zero_filled_peak
-from kdc.mri.phase import PHASE_WARNING_FRACTION, imaginary_fraction
-from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask, mask_columns
+from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
+from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
+#: What :meth:`Reconstructor.reconstruct` can return.
+OUTPUTS = ("magnitude", "complex")
 PRECISIONS = ("f32", "f16", "bf16")
 #: Short names accepted for onnxruntime execution providers.
 PROVIDER_ALIASES = {
@@ -51,6 +56,11 @@ PRECISION_OPTIONS: dict[str, dict[str, dict[str, str]]] = {
 ONNX_CONTRACT_KEY = "kdc.contract"
 IR_CONTRACT_PATH = ["kdc", "contract"]
 OV_ONNX_CONTRACT_PATH = ["framework", ONNX_CONTRACT_KEY]
+#: Rules on the values of inputs, by input name, beyond dtype, shape and finiteness: ``rule(array, source)``
+#: raises a :class:`kdc.errors.KdcError`. A mask's 1-D Cartesian form is its contract shape ``(1, 1, 1, W)``.
+VALUE_RULES: dict[str, Callable[[np.ndarray, str], None]] = {"mask": check_sampling}
+#: Shape of a graph's tensors by name; None marks a dynamic dimension.
+GraphShapes = Mapping[str, tuple[int | None, ...]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class Reconstructor:
     engine = ""
 
     def __init__(self, path: Path, contract: dict[str, Any], graph_inputs: list[str], backend: str,
-                 threads: int | None, warnings: list[str]) -> None:
+                 threads: int | None, warnings: list[str], graph_shapes: GraphShapes) -> None:
         self.path = path
         self.contract = contract
         self.backend = backend
@@ -111,6 +121,12 @@ class Reconstructor:
             raise RuntimeModelError(
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
             )
+        check_contract(path, contract, self.inputs, self.outputs, graph_shapes)
+        try:
+            #: The task (:mod:`kdc.tasks`) the contract names; contracts from before tasks had names are ``recon``.
+            self.task_spec: TaskSpec = get_task(self.task)
+        except KdcError as err:
+            raise RuntimeModelError(f"{path}: contract {err}; a newer kdc may have written it") from None
 
     @property
     def name(self) -> str:
@@ -131,12 +147,20 @@ class Reconstructor:
 
     @property
     def task(self) -> str:
-        """``recon`` (k-space + mask in) or ``sr`` (super-resolution: ``image_lowres`` in)."""
+        """The contract's task: ``recon``, ``recon_complex`` (k-space + mask in) or ``sr`` (``image_lowres`` in)."""
         return str(self.contract.get("task", "recon"))
 
     @property
     def mask_baked(self) -> bool:
         return "mask" not in self.input_names
+
+    @property
+    def mask_axis(self) -> int | None:
+        """-1 when the model's mask samples whole columns, -2 whole rows, None for a 2-D ``(1, 1, H, W)`` mask."""
+        if self.mask_baked:
+            return -2 if self.contract.get("mask_rows") is not None else -1
+        shape = self.inputs[self.input_names.index("mask")].shape
+        return -2 if shape[-1] == 1 else -1 if shape[-2] == 1 else None
 
     @property
     def role(self) -> str:
@@ -153,6 +177,12 @@ class Reconstructor:
             )
         for spec in self.inputs:
             spec.check(feeds[spec.name])
+        for name, rule in VALUE_RULES.items():
+            if name in feeds:
+                try:
+                    rule(feeds[name], f"input {name!r}")
+                except MaskError as err:
+                    raise RuntimeModelError(str(err)) from None
         return {name: np.ascontiguousarray(feeds[name]) for name in self.input_names}
 
     def run(self, feeds: Mapping[str, np.ndarray], *, normalise: bool = False) -> dict[str, np.ndarray]:
@@ -171,11 +201,11 @@ class Reconstructor:
                        ) -> tuple[dict[str, np.ndarray], list[str]]:
         """:meth:`run`, returning its warnings as lines instead of emitting them (for servers)."""
         feeds = self.check(feeds)
-        if self.task != "recon":
+        if not self.task_spec.takes_kspace:
             if normalise:
                 raise RuntimeModelError(f"normalise applies to reconstruction models; {self.name!r} is {self.task!r}")
             return self._infer(feeds), []
-        notes = [note] if (note := self.phase_note(feeds)) else []
+        notes = [] if self.task_spec.is_complex else [note] if (note := self.phase_note(feeds)) else []
         if not normalise:
             return self._infer(feeds), notes
         scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
@@ -183,8 +213,9 @@ class Reconstructor:
         return {name: array * scale for name, array in results.items()}, notes
 
     def phase_note(self, feeds: Mapping[str, np.ndarray]) -> str | None:
-        """A warning line if the image of the k-space in ``feeds`` has more than 1 % of its energy imaginary, or if
-        the mask misses the DC column (in kdc's uncentred convention: centred k-space given as uncentred)."""
+        """For a model of real images: a warning line if the image of the k-space in ``feeds`` has more than 1 % of
+        its energy imaginary, or if the mask misses the DC column (in kdc's uncentred convention: centred k-space
+        given as uncentred). Row-sampled and 2-D masks are not measured."""
         mask = feeds["mask"] if "mask" in feeds else self.baked_mask()
         if mask.shape[-2] != 1:
             return None
@@ -193,25 +224,35 @@ class Reconstructor:
             return (f"the mask given to model {self.name!r} does not sample the DC column (index 0 of kdc's uncentred "
                     "k-space): if the k-space and mask are centred (fastMRI, scanners), convert them with "
                     "kspace_channels/mask_columns(..., centred=True)")
-        kspace = feeds["kspace"]
-        fraction = imaginary_fraction(kspace[:, 0] + 1j * kspace[:, 1], lines)
+        columns = symmetric_centre(lines)
+        centre = feeds["kspace"][..., columns]  # only the centre becomes complex: batches can be large
+        fraction = centre_imaginary_fraction(centre[:, 0] + 1j * centre[:, 1], columns, lines.size)
         if fraction is None or fraction <= PHASE_WARNING_FRACTION:
             return None
         return (f"model {self.name!r} reconstructs real images, but {fraction:.1%} of the input image's energy is "
                 "imaginary (phase): that part is lost. Check the k-space centring (centred=True for fastMRI/scanner "
                 "k-space) or use a complex model")
 
-    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False) -> np.ndarray:
-        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)`` float32.
+    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False,
+                    output: str = "magnitude") -> np.ndarray:
+        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``.
 
-        ``mask`` may be ``(W,)``, ``(H, W)`` or ``(1, 1, 1, W)``, uncentred. K-space outside the sampled columns is
-        zeroed, as the contract requires. For complex or centred (fastMRI, scanner) k-space use
-        :func:`kdc.runtime.kspace_channels` and :func:`kdc.runtime.mask_columns` with ``centred=True``.
-        ``normalise=True``: see :meth:`run`.
+        ``mask`` is uncentred: one line ``(W,)`` (or ``(H,)`` for a model whose mask samples rows), ``(H, W)``, or the
+        model input shape. K-space outside the sampled lines is zeroed, as the contract requires. For complex or
+        centred (fastMRI, scanner) k-space use :func:`kdc.runtime.kspace_channels` and
+        :func:`kdc.runtime.mask_columns` with ``centred=True``. ``normalise=True``: see :meth:`run`.
+        ``output="magnitude"`` gives float32 (the real image of a magnitude model, ``|x|`` of a complex one);
+        ``output="complex"`` gives complex64 and needs a complex model.
         """
-        if self.task != "recon":
+        if not self.task_spec.takes_kspace:
             raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
                                     f"run({{{self.input_names[0]!r}: ...}})")
+        if output not in OUTPUTS:
+            raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
+        if output == "complex" and not self.task_spec.is_complex:
+            raise RuntimeModelError(f"model {self.name!r} reconstructs real images (output_kind "
+                                    f"{self.contract.get('output_kind')!r}): output='complex' needs a model trained "
+                                    "with --image complex")
         kspace = np.asarray(kspace)
         if np.iscomplexobj(kspace):
             raise RuntimeModelError("kspace is complex: convert it with kdc.runtime.kspace_channels(kspace)")
@@ -219,32 +260,48 @@ class Reconstructor:
             raise RuntimeModelError(f"kspace must hold floats, got dtype {kspace.dtype}")
         kspace = kspace.astype(np.float32, copy=False)
         self.inputs[self.input_names.index("kspace")].check(kspace)
-        width = self.image_size[1]
         if self.mask_baked:
-            columns = self.baked_mask()
-            if mask is not None and not np.array_equal(mask_columns(mask, width), columns):
+            baked = self.baked_mask()
+            if mask is not None and not np.array_equal(self.mask_input(mask), baked):
                 raise RuntimeModelError("this model has its mask baked in and the given mask differs from it")
-            feeds = {"kspace": kspace * columns}
+            feeds = {"kspace": kspace * baked}
         else:
             if mask is None:
                 raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
-            columns = mask_columns(mask, width)
-            feeds = {"kspace": kspace * columns, "mask": columns}
-        return self.run(feeds, normalise=normalise)[self.output_names[0]]
+            mask = self.mask_input(mask)
+            feeds = {"kspace": kspace * mask, "mask": mask}
+        image = self.run(feeds, normalise=normalise)[self.output_names[0]]
+        return self.task_spec.complex_image(image) if output == "complex" else self.task_spec.magnitude(image)
+
+    def mask_input(self, mask: np.ndarray) -> np.ndarray:
+        """A user's uncentred mask (see :meth:`reconstruct`) as this model's mask input, checked."""
+        try:
+            if self.mask_axis is None:
+                return validate_mask(np.asarray(mask).reshape(self.image_size), self.image_size)[None, None]
+            return line_mask_input(mask, self.image_size, self.mask_axis)
+        except (KdcError, ValueError) as err:
+            raise RuntimeModelError(str(err)) from None
 
     def baked_mask(self) -> np.ndarray:
-        """The ``(1, 1, 1, W)`` mask baked into the graph."""
-        mask = np.zeros((1, 1, 1, self.image_size[1]), dtype=np.float32)
-        mask[..., self.contract["mask_columns"]] = 1
+        """The ``(1, 1, 1, W)`` (columns) or ``(1, 1, H, 1)`` (rows) mask baked into the graph."""
+        axis = self.mask_axis
+        mask = np.zeros(line_mask_shape(self.image_size, axis), dtype=np.float32)
+        indices = self.contract["mask_rows" if axis == -2 else "mask_columns"]
+        mask.reshape(-1)[indices] = 1
         return mask
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random undersampled k-space (and a mask at the contract's acceleration) of the model's size; for a
-        super-resolution model, a random image."""
-        if self.task == "sr":
+        task with an image input (super-resolution), a random image."""
+        if not self.task_spec.takes_kspace:
             return {self.input_names[0]: example_image(batch, self.image_size, seed)}
-        mask = self.baked_mask() if self.mask_baked else example_mask(
-            self.image_size[1], float(self.contract.get("acceleration") or 1))
+        if self.mask_baked:
+            mask = self.baked_mask()
+        else:
+            axis = -1 if self.mask_axis is None else self.mask_axis
+            line = example_mask(self.image_size[axis], float(self.contract.get("acceleration") or 1))
+            shape = self.inputs[self.input_names.index("mask")].shape
+            mask = np.ascontiguousarray(np.broadcast_to(line.reshape(line_mask_shape(self.image_size, axis)), shape))
         kspace = example_kspace(batch, self.image_size, mask, seed)
         return {"kspace": kspace} if self.mask_baked else {"kspace": kspace, "mask": mask}
 
@@ -253,6 +310,30 @@ class Reconstructor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
+
+
+def check_contract(path: Path, contract: Mapping[str, Any], inputs: list[TensorSpec], outputs: list[TensorSpec],
+                   graph: GraphShapes) -> None:
+    """Refuse a contract whose ``image_size`` is not two positive integers or whose tensor shapes differ from the
+    graph's, so that a bad file fails at load (``kdc serve`` does not start) rather than at the first request."""
+    size = contract.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(d) is int and d > 0 for d in size)):
+        raise RuntimeModelError(f"{path}: contract 'image_size' must be two positive integers [H, W], got {size!r}")
+    for spec in (*inputs, *outputs):
+        if spec.name not in graph:
+            raise RuntimeModelError(f"{path}: contract tensor {spec.name!r} is not in the graph ({sorted(graph)})")
+        actual = graph[spec.name]
+        # A named (dynamic) contract dimension needs a dynamic graph one; a fixed one, the same size or a dynamic one.
+        if len(actual) != len(spec.shape) or not all(
+                got is None if isinstance(want, str) else type(want) is int and got in (None, want)
+                for want, got in zip(spec.shape, actual)):
+            shown = "(" + ", ".join("?" if d is None else str(d) for d in actual) + ")"
+            raise RuntimeModelError(f"{path}: contract shape of {spec.name!r} {spec.describe()} differs from the "
+                                    f"graph's {shown}")
+    for spec in outputs:
+        if list(spec.shape[-2:]) != size:
+            raise RuntimeModelError(f"{path}: contract 'image_size' {size} differs from the shape of output "
+                                    f"{spec.name!r} {spec.describe()}")
 
 
 def parse_contract(text: str | None, path: Path) -> dict[str, Any]:
@@ -337,14 +418,19 @@ class OrtReconstructor(Reconstructor):
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise RuntimeModelError(f"{path}: onnxruntime cannot load it ({type(err).__name__}: {err})") from None
         active = self.session.get_providers()
+        # Give the CPU arena's memory back after each run: a large batch would otherwise hold its peak for good.
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         contract = parse_contract(self.session.get_modelmeta().custom_metadata_map.get(ONNX_CONTRACT_KEY), path)
         used = [name for name in names if name in active]
         backend = f"onnxruntime {ort.__version__} {'+'.join(used)} {precision}"
+        graph_shapes = {node.name: tuple(d if isinstance(d, int) else None for d in node.shape)
+                        for node in (*self.session.get_inputs(), *self.session.get_outputs())}
         super().__init__(path, contract, [i.name for i in self.session.get_inputs()], backend, threads,
-                         fallback_warnings(log, names, active))
+                         fallback_warnings(log, names, active), graph_shapes)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds, self.run_options)))
 
 
 class OpenVINOReconstructor(Reconstructor):
@@ -378,7 +464,9 @@ class OpenVINOReconstructor(Reconstructor):
         actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         backend = f"openvino {ov.get_version().split('-')[0]} {device} {actual}"
         warnings = [] if actual == precision else [f"asked for {precision}, {device} runs {actual}"]
-        super().__init__(path, contract, graph_inputs, backend, threads, warnings)
+        graph_shapes = {name: tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+                        for port in (*self.compiled.inputs, *self.compiled.outputs) for name in port.get_names()}
+        super().__init__(path, contract, graph_inputs, backend, threads, warnings, graph_shapes)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -10,6 +10,8 @@ import numpy as np
 
 from kdc.errors import KdcError
 from kdc.mri.fft import centred_to_uncentred
+from kdc.mri.layout import to_channels
+from kdc.mri.masks import MaskError, line_mask_input
 
 
 class RuntimeModelError(KdcError):
@@ -30,9 +32,7 @@ def kspace_channels(kspace: np.ndarray, *, centred: bool = False) -> np.ndarray:
         raise RuntimeModelError(f"complex k-space must be (H, W) or (N, H, W), got shape {kspace.shape}")
     if kspace.ndim == 2:
         kspace = kspace[None]
-    if centred:
-        kspace = centred_to_uncentred(kspace)
-    return np.ascontiguousarray(np.stack([kspace.real, kspace.imag], axis=1), dtype=np.float32)
+    return to_channels(centred_to_uncentred(kspace) if centred else kspace)
 
 
 def mask_columns(mask: np.ndarray, width: int, *, centred: bool = False) -> np.ndarray:
@@ -45,14 +45,10 @@ def mask_columns(mask: np.ndarray, width: int, *, centred: bool = False) -> np.n
     if mask.ndim == 0 or mask.shape[-1] != width:
         raise RuntimeModelError(f"mask must end in the image width {width}, got shape {mask.shape}")
     rows = mask.reshape(-1, width)
-    if np.iscomplexobj(rows) or not np.isin(rows, (0, 1)).all():
-        raise RuntimeModelError("mask must hold only 0 and 1")
-    if not (rows == rows[:1]).all():
-        raise RuntimeModelError("mask is not 1-D Cartesian: its rows differ (the model samples whole columns)")
-    row = rows[0].astype(np.float32)
-    if centred:
-        row = np.fft.ifftshift(row)
-    return row.reshape(1, 1, 1, width)
+    try:
+        return line_mask_input(rows, rows.shape, -1, centred=centred)
+    except MaskError as err:
+        raise RuntimeModelError(str(err)) from None
 
 
 def example_mask(width: int, acceleration: float) -> np.ndarray:

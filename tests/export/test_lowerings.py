@@ -7,7 +7,7 @@ import torch
 from kdc.mri.masks import cartesian_mask
 from kdc.export.lowerings import LOWERINGS, MaskedLowering, auto_lowering, dft_matrices
 
-from .helpers import column_mask, tiny_model, undersampled
+from .helpers import column_mask, complex_model, line_mask, phased_undersampled, row_mask, tiny_model, undersampled
 
 SIZES = [(150, 150), (240, 240), (640, 368)]
 
@@ -73,3 +73,25 @@ def test_auto_picks_masked_for_columns_and_a_general_lowering_otherwise():
     assert auto_lowering(general, "onnx") == "matmul"
     assert auto_lowering(general, "openvino") == "matmul"
     assert auto_lowering(general, "torchscript") == "dft"
+
+
+@pytest.mark.parametrize("name", sorted(LOWERINGS))
+@pytest.mark.parametrize("baked", [False, True], ids=["mask-input", "baked"])
+@pytest.mark.parametrize("image", ["magnitude", "complex"])
+@pytest.mark.parametrize("lines", ["columns", "rows"])
+def test_lowering_is_exact_for_complex_images_and_row_masks(name, baked, image, lines):
+    size = (40, 28)
+    model = complex_model() if image == "complex" else tiny_model()
+    mask = row_mask(size) if lines == "rows" else cartesian_mask("random", 4, size, seed=1)
+    kspace = (phased_undersampled if image == "complex" else undersampled)(size, mask, 2)
+    lowered = copy.deepcopy(model)
+    lowered.dc = LOWERINGS[name](size, mask if baked else None, model.image_channels, -2 if lines == "rows" else -1)
+    with torch.no_grad():
+        expected = model(kspace, line_mask(mask))
+        error = (lowered(kspace, line_mask(mask)) - expected).abs().max().item()
+    assert expected.shape == (2, model.image_channels, *size)
+    assert error < 1e-5
+
+
+def test_auto_picks_masked_for_rows():
+    assert auto_lowering(row_mask((32, 24)), "onnx") == "masked"

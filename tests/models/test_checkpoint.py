@@ -63,3 +63,38 @@ def test_unknown_preset_and_architecture():
         build_model("giant")
     with pytest.raises(CheckpointError, match="unknown architecture"):
         build_model({"arch": "unet"})
+
+
+def crafted(tmp_path, **changes):
+    """A checkpoint that ``weights_only`` loads, with ``changes`` to its payload (None deletes a key)."""
+    path = tmp_path / "crafted.pt"
+    save_checkpoint(path, DCCNN(cascades=1, convs=2, channels=4))
+    payload = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        if value is None:
+            del payload[key]
+        else:
+            payload[key] = value
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"config": '{"arch": "dccnn", "cascades": 1, "convs": 2, "channels": 1000000}'}, "each must be an integer from 1"),
+    ({"config": '{"arch": "dccnn", "cascades": 1, "convs": 2, "channels": -4}'}, "{'channels': -4}"),
+    ({"config": '{"arch": "dccnn", "cascades": 1, "convs": 2, "channels": "4"}'}, "{'channels': '4'}"),
+    ({"config": '{"arch": "dccnn", "cascades": 1, "convs": 1, "channels": 4}'}, "at least 2 convolutions"),
+    ({"config": '{"arch": "dccnn", "cascades": 1, "convs": 2, "channels": 64}'}, "expected (64, 1, 3, 3)"),
+    ({"config": "[1, 2]"}, "'config' must be the JSON text of an object"),
+    ({"config": 7}, "'config' must be the JSON text of an object"),
+    ({"meta": "3"}, "'meta' must be the JSON text of an object"),
+    ({"meta": None}, "'meta' must be the JSON text of an object"),
+    ({"state_dict": None}, "'state_dict' must map names to tensors"),
+    ({"state_dict": {"w": 3}}, "'state_dict' must map names to tensors"),
+    ({"state_dict": {}}, "weights do not match the config: missing"),
+])
+def test_crafted_checkpoints_get_one_line_errors(tmp_path, changes, message):
+    path = crafted(tmp_path, **changes)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert message in str(err.value) and "\n" not in str(err.value)

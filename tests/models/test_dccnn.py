@@ -44,3 +44,29 @@ def test_fully_sampled_input_is_returned_unchanged():
 def test_cascade_needs_two_convs():
     with pytest.raises(ValueError, match="at least 2"):
         DCCNN(convs=1)
+
+
+def test_complex_parameter_counts():
+    assert n_params(build_model("complex_teacher")) == 144_650
+    assert n_params(build_model("complex_student")) == 52_170
+
+
+def test_complex_dc_keeps_the_measured_kspace_and_the_phase():
+    """Exact complex DC: the output's k-space equals the measurement on the sampled lines, and the imaginary part is
+    not dropped (it is for a real image)."""
+    torch.manual_seed(0)
+    shape = (24, 20)
+    mask = torch.from_numpy(cartesian_mask("random", 4, shape))[None, None, :1]
+    kspace = torch.randn(2, 2, *shape) * mask
+    complex_image = DCCNN(cascades=2, convs=3, channels=4, image_channels=2)(kspace, mask)
+    assert complex_image.shape == (2, 2, *shape)
+    predicted = torch.fft.fft2(torch.complex(complex_image[:, 0], complex_image[:, 1]), norm="ortho")
+    measured = torch.complex(kspace[:, 0], kspace[:, 1])
+    assert ((predicted - measured) * mask[:, 0]).abs().max() < 1e-5
+    real_image = DCCNN(cascades=2, convs=3, channels=4)(kspace, mask)
+    assert ((torch.fft.fft2(real_image[:, 0], norm="ortho") - measured) * mask[:, 0]).abs().max() > 0.1
+
+
+def test_image_channels_must_be_real_or_complex():
+    with pytest.raises(ValueError, match="image_channels"):
+        DCCNN(image_channels=3)

@@ -55,3 +55,48 @@ def kspace(artefacts) -> np.ndarray:
     images = validation_images(SIZE, 3)
     full = np.fft.fft2(images, norm="ortho") * artefacts.mask
     return np.stack([full.real, full.imag], axis=1).astype(np.float32)
+
+
+def with_contract(source: Path, out: Path, edit) -> Path:
+    """A copy of the exported ONNX ``source`` whose contract is ``edit(contract)`` (edited in place)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(source)
+    entry = next(prop for prop in model.metadata_props if prop.key == "kdc.contract")
+    contract = json.loads(entry.value)
+    edit(contract)
+    entry.value = json.dumps(contract)
+    onnx.save(model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def faulty_onnx(artefacts, tmp_path_factory) -> Path:
+    """A graph with the student's contract that always fails inside onnxruntime: it gathers k-space channel
+    5 x max(mask), out of range, and shape inference cannot see it. The server must answer it with 500."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    height, width = SIZE
+    contract = next(p.value for p in onnx.load(artefacts.student_onnx).metadata_props if p.key == "kdc.contract")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["mask"], ["peak"], keepdims=0),
+         helper.make_node("Mul", ["peak", "five"], ["scaled"]),
+         helper.make_node("Cast", ["scaled"], ["index"], to=TensorProto.INT64),
+         helper.make_node("Reshape", ["index", "single"], ["channel"]),
+         helper.make_node("Gather", ["kspace", "channel"], ["image"], axis=1)],
+        "faulty",
+        [helper.make_tensor_value_info("kspace", TensorProto.FLOAT, ["N", 2, height, width]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 1, width])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, height, width])],
+        [helper.make_tensor("five", TensorProto.FLOAT, [], [5.0]),
+         helper.make_tensor("single", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    helper.set_model_props(model, {"kdc.contract": contract})
+    path = tmp_path_factory.mktemp("faulty") / "faulty.onnx"
+    onnx.save(model, path)
+    return path

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +79,45 @@ def running_server(models: list[Path], log: Path, *options: str) -> Iterator[Ser
         yield server
     finally:
         server.stop()
+
+
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """``VmRSS`` (now) and ``VmHWM`` (peak) of a process, in MiB, from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+@contextlib.contextmanager
+def slow_clients(port: int, count: int, request: bytes, interval: float = 1.0) -> Iterator[list[socket.socket]]:
+    """``count`` connections to 127.0.0.1:``port`` that each send one byte of ``request`` per ``interval`` seconds
+    (a thread drives them) until the block ends or the server closes them; they are closed on exit."""
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for position in range(len(request)):
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.send(request[position:position + 1])
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield sockets
+    finally:
+        stop.set()
+        thread.join()
+        for sock in sockets:
+            sock.close()
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """What the server sends on ``sock`` until it closes the connection; raises TimeoutError after ``timeout`` s."""
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received

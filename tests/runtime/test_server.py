@@ -2,6 +2,9 @@
 
 import json
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +14,8 @@ import pytest
 
 import kdc.runtime as rt
 
-from .helpers import Server, running_server
+from .conftest import SIZE
+from .helpers import SERVE, Server, free_port, process_memory_mb, read_until_closed, running_server, slow_clients
 
 MAX_BODY_MB = 1
 
@@ -123,6 +127,14 @@ def test_binary_tensor_extension(server, local, kspace, artefacts):
     np.testing.assert_array_equal(image, local.reconstruct(kspace, artefacts.mask))
 
 
+def nested(depth):
+    """``[[...[1.0]...]]``: a list nested ``depth`` deep (numpy arrays have at most 64 dimensions)."""
+    value = 1.0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def nan_body(kspace, mask):
     body = infer_body(kspace[:1], mask)
     body["inputs"][0]["data"][5] = float("nan")
@@ -142,6 +154,11 @@ def nan_body(kspace, mask):
     (lambda k, m: json.dumps(infer_body(k[:1], m, name="image")).encode(), 400, "unknown input 'image'"),
     (lambda k, m: json.dumps({"inputs": infer_body(k[:1], m)["inputs"][:1]}).encode(), 400, "missing ['mask']"),
     (nan_body, 400, "contains NaN or infinity"),
+    (lambda k, m: b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    (lambda k, m: json.dumps(infer_body(k[:1], m, data=nested(70))).encode(), 400, "nested deeper"),
+    (lambda k, m: json.dumps(infer_body(k[:1], m * 0.5)).encode(), 400, "mask must hold only 0 and 1"),
+    (lambda k, m: json.dumps(infer_body(k[:1], m * -7)).encode(), 400, "mask must hold only 0 and 1"),
+    (lambda k, m: json.dumps(infer_body(k[:1], m * 0)).encode(), 400, "mask samples nothing"),
 ])
 def test_bad_requests_get_4xx_and_the_server_stays_healthy(server, local, kspace, artefacts, make, status, message):
     response = server.client.post("/v2/models/student/infer", content=make(kspace, artefacts.mask),
@@ -240,3 +257,149 @@ def test_triton_http_client_works_unchanged(server, local, kspace, artefacts):
     with pytest.raises(InferenceServerException, match="missing \\['mask'\\]"):
         client.infer("student", inputs[:1])
     client.close()
+
+
+# b"\xb2" is "²" in latin-1, the encoding of HTTP header values: str.isdigit() accepts it, int() does not.
+@pytest.mark.parametrize("length", [b"\xb2", "\u0661".encode(), b"-1", b"", b"1e3"])
+def test_header_lengths_that_are_not_ascii_digits_get_400(server, local, kspace, artefacts, length):
+    response = server.client.post("/v2/models/student/infer", json=infer_body(kspace[:1], artefacts.mask),
+                                  headers={"Inference-Header-Content-Length": length})
+    assert response.status_code == 400 and "is not a length within the body" in response.json()["error"]
+    assert_healthy(server, kspace, artefacts.mask, local)
+
+
+def test_a_client_leaving_mid_body_is_logged_in_one_line(server, local, kspace, artefacts):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v2/models/student/infer HTTP/1.1\r\nhost: kdc\r\ncontent-length: 100000\r\n\r\n"
+                     + b"{" * 1000)
+        server.client.get("/v2/health/live")  # the body has reached the server
+    for _ in range(100):
+        log = server.log.read_text()
+        if "disconnected after" in log:
+            break
+        threading.Event().wait(0.1)
+    assert "disconnected after" in log and "Traceback" not in log, log[-3000:]
+    assert_healthy(server, kspace, artefacts.mask, local)
+
+
+#: A guarded server: short timeouts, a 2 MB buffer budget, at most 4 slices per request, production mode.
+GUARDS = ("--header-timeout", "2", "--body-timeout", "2", "--max-body-mb", "1", "--max-buffer-mb", "2",
+          "--max-batch", "4", "--production")
+SLOW_HEADERS = b"POST /v2/models/student/infer HTTP/1.1\r\nhost: kdc\r\ncontent-type: application/json\r\n"
+
+
+@pytest.fixture(scope="module")
+def guarded(artefacts, faulty_onnx, tmp_path_factory):
+    log = tmp_path_factory.mktemp("guarded") / "server.log"
+    with running_server([artefacts.student_onnx, faulty_onnx], log, "--threads", "1", *GUARDS) as srv:
+        # The server closes keep-alive connections idle for the (short) header timeout: a pooled connection could be
+        # closed just as a busy machine reuses it, so this client opens a connection per request.
+        srv.client.close()
+        srv.client = httpx.Client(base_url=srv.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
+        yield srv
+
+
+def test_100_slow_clients_neither_lock_out_requests_nor_stay_connected(guarded, local, kspace, artefacts):
+    """100 connections sending header bytes at 1 byte/s: liveness and inference are still answered within a
+    second, and every slow connection gets a 408 and is closed once its header time is up."""
+    with slow_clients(guarded.port, 100, SLOW_HEADERS) as sockets:
+        threading.Event().wait(1.0)  # every slow client has sent a few bytes
+        with httpx.Client(base_url=guarded.url, timeout=1.0) as quick:
+            assert quick.get("/v2/health/live").json() == {"live": True}
+            image = image_of(quick.post("/v2/models/student/infer", json=infer_body(kspace[:1], artefacts.mask)))
+        np.testing.assert_array_equal(image, local.reconstruct(kspace[:1], artefacts.mask))
+        answers = [read_until_closed(sock, timeout=10) for sock in sockets]
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers[:3]
+    assert b"request headers not received within 2 s" in answers[0]
+
+
+def test_stalled_bodies_time_out_and_hold_only_the_bytes_they_sent(guarded, local, kspace, artefacts):
+    header = b"POST /v2/models/student/infer HTTP/1.1\r\nhost: kdc\r\ncontent-length: 900000\r\n\r\n"
+    stalled = [socket.create_connection(("127.0.0.1", guarded.port)) for _ in range(20)]
+    for sock in stalled:
+        sock.sendall(header + b"{" * 1000)
+    # 20 slow bodies hold 20 kB of the 2 MB budget: a legitimate request still passes.
+    image_of(guarded.client.post("/v2/models/student/infer", json=infer_body(kspace[:1], artefacts.mask)))
+    answers = [read_until_closed(sock, timeout=10) for sock in stalled]
+    assert all(answer.startswith(b"HTTP/1.1 408 ") and b"not received within 2 s" in answer for answer in answers)
+    assert_healthy(guarded, kspace, artefacts.mask, local)
+
+
+def test_bodies_beyond_the_buffer_budget_get_503(guarded, local, kspace, artefacts):
+    header = b"POST /v2/models/student/infer HTTP/1.1\r\nhost: kdc\r\ncontent-length: 1000000\r\n\r\n"
+    held = [socket.create_connection(("127.0.0.1", guarded.port)) for _ in range(2)]
+    for sock in held:  # 2 x 0.9 MB of the 2 MB budget, then they stall
+        sock.sendall(header + b" " * 900_000)
+    threading.Event().wait(0.5)
+    response = guarded.client.post("/v2/models/student/infer", content=b" " * 500_000)
+    assert response.status_code == 503 and "server busy" in response.json()["error"]
+    for sock in held:
+        assert read_until_closed(sock, timeout=10).startswith(b"HTTP/1.1 408 ")
+    assert_healthy(guarded, kspace, artefacts.mask, local)
+
+
+def test_batches_above_max_batch_get_413_before_decoding(guarded, local, kspace, artefacts):
+    five = np.concatenate([kspace, kspace[:2]])
+    response = guarded.client.post("/v2/models/student/infer", json=infer_body(five, artefacts.mask))
+    assert response.status_code == 413 and "batch of 5 exceeds this server's limit of 4" in response.json()["error"]
+    image_of(guarded.client.post("/v2/models/student/infer", json=infer_body(five[:4], artefacts.mask)))
+
+
+def test_production_mode_hides_exception_details_and_openapi(guarded, kspace, artefacts):
+    response = guarded.client.post("/v2/models/faulty/infer", json=infer_body(kspace[:2], artefacts.mask))
+    assert response.status_code == 500
+    assert response.json() == {"error": "inference failed: see the server log"}
+    assert "Gather" in guarded.log.read_text()  # the details are in the log
+    assert guarded.client.get("/openapi.json").status_code == 404
+
+
+def test_development_mode_shows_exception_details(faulty_onnx, kspace, artefacts, tmp_path):
+    with running_server([faulty_onnx], tmp_path / "server.log", "--threads", "1") as srv:
+        response = srv.client.post("/v2/models/faulty/infer", json=infer_body(kspace[:2], artefacts.mask))
+        assert response.status_code == 500 and "inference failed: InvalidArgument: " in response.json()["error"]
+        assert srv.client.get("/openapi.json").status_code == 200
+
+
+def test_peak_memory_of_the_largest_request_is_bounded_and_returned(artefacts, local, tmp_path):
+    """The largest body the server takes (16 MB of binary k-space, 1600 slices): peak RSS stays within the body,
+    its answer and the documented per-slice working memory, and falls back once it is answered."""
+    from kdc.runtime.server import slice_memory
+
+    slice_bytes = 2 * SIZE[0] * SIZE[1] * 4
+    batch = (16 << 20) // slice_bytes - 1
+    feeds = local.example_feeds(batch=batch)
+    header = {"inputs": [{"name": name, "shape": list(array.shape), "datatype": "FP32",
+                          "parameters": {"binary_data_size": array.nbytes}} for name, array in feeds.items()],
+              "outputs": [{"name": "image", "parameters": {"binary_data": True}}]}
+    head = json.dumps(header).encode()
+    body = head + b"".join(array.astype("<f4").tobytes() for array in feeds.values())
+    expected = local.run(feeds)["image"]
+    with running_server([artefacts.student_onnx], tmp_path / "server.log", "--threads", "1",
+                        "--max-body-mb", "16") as srv:
+        pid = srv.process.pid
+        before = process_memory_mb(pid)["VmRSS"]
+        for _ in range(2):
+            response = srv.client.post("/v2/models/student/infer", content=body,
+                                       headers={"Inference-Header-Content-Length": str(len(head))})
+            assert response.status_code == 200, response.text
+        body_mb = len(body) / 2**20
+        for _ in range(50):  # the memory goes back in a task that runs once the answer is sent
+            memory = process_memory_mb(pid)
+            if memory["VmRSS"] - before <= 2 * body_mb:
+                break
+            threading.Event().wait(0.1)
+    length = int(response.headers["Inference-Header-Content-Length"])
+    np.testing.assert_array_equal(np.frombuffer(response.content[length:], "<f4").reshape(expected.shape), expected)
+    bound = 3 * body_mb + batch * slice_memory(local) / 2**20
+    assert memory["VmHWM"] - before <= bound, (memory, before, bound)
+    assert memory["VmRSS"] - before <= 2 * body_mb, (memory, before)  # the large request's memory went back
+
+
+def test_serve_refuses_to_start_on_a_contract_that_contradicts_its_graph(artefacts, tmp_path):
+    from .conftest import with_contract
+
+    path = with_contract(artefacts.student_onnx, tmp_path / "edited.onnx", lambda c: c.update(image_size="abc"))
+    result = subprocess.run([sys.executable, "-c", SERVE, str(path), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "'image_size' must be" in result.stderr

@@ -166,12 +166,35 @@ def test_kspace_outside_the_mask_is_zeroed(artefacts, kspace):
     (lambda m, k, mask: m.run({"kspace": k}), "missing ['mask']"),
     (lambda m, k, mask: m.run({"kspace": k.astype(np.float64), "mask": mask[None, None, :1]}), "dtype float64"),
     (lambda m, k, mask: m.run({"kspace": k, "mask": mask[None, None, :1], "x": k}), "unexpected ['x']"),
+    (lambda m, k, mask: m.run({"kspace": k, "mask": mask[None, None, :1] * -7}), "input 'mask': mask must hold only 0"),
+    (lambda m, k, mask: m.run({"kspace": k, "mask": mask[None, None, :1] * 0.5}), "input 'mask': mask must hold only"),
+    (lambda m, k, mask: m.run({"kspace": k, "mask": mask[None, None, :1] * 0}), "input 'mask': mask samples nothing"),
+    (lambda m, k, mask: m.reconstruct(k, mask * 0), "input 'mask': mask samples nothing"),
 ])
 def test_bad_inputs_raise_clear_errors(artefacts, kspace, call, message):
     model = rt.load(artefacts.student_onnx)
     with pytest.raises(rt.RuntimeModelError) as err:
         call(model, kspace, artefacts.mask)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("engine", ["ort", "openvino"])
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.update(image_size="abc"), "'image_size' must be two positive integers [H, W], got 'abc'"),
+    (lambda c: c.update(image_size=[40, -32]), "'image_size' must be two positive integers"),
+    (lambda c: c.update(image_size=[32, 40]), "'image_size' [32, 40] differs from the shape of output 'image'"),
+    (lambda c: c["inputs"][0].update(shape=["N", 2, 32, 40]), "shape of 'kspace' (N, 2, 32, 40) differs from the graph"),
+    (lambda c: c["inputs"][1].update(shape=[1, 1, 32]), "shape of 'mask' (1, 1, 32) differs from the graph's (1, 1, 1, 32)"),
+    (lambda c: c["inputs"][1].update(shape=["N", 1, 1, 32]), "shape of 'mask' (N, 1, 1, 32) differs"),
+    (lambda c: c["outputs"][0].update(name="picture"), "contract tensor 'picture' is not in the graph"),
+])
+def test_contracts_that_contradict_the_graph_are_refused_at_load(artefacts, tmp_path, engine, edit, message):
+    from .conftest import with_contract
+
+    path = with_contract(artefacts.student_onnx, tmp_path / "edited.onnx", edit)
+    with pytest.raises(rt.RuntimeModelError) as err:
+        rt.load(path, engine=engine)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_baked_model_rejects_a_different_mask(artefacts, kspace):

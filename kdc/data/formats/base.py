@@ -152,6 +152,24 @@ def dataset(file: h5py.File, key: str, expected: str, ndim: int, complex_values:
     return data
 
 
+#: dtype kinds of image fields: float as it is, signed and unsigned integers converted to float32.
+IMAGE_KINDS = {"f": "float", "i": "integer", "u": "integer"}
+
+
+def image_dataset(file: h5py.File, key: str, expected: str) -> h5py.Dataset:
+    """The 3-D ``(H, W, slices)`` image field ``key``: real numbers (float, or integers converted to float32 on
+    read), at least 2x2; bool, complex and non-numeric data are refused with one line."""
+    data = dataset(file, key, expected, 3)
+    if data.dtype.kind not in IMAGE_KINDS:
+        hint = "; store its magnitude" if data.dtype.kind == "c" else ""
+        raise DataError(f"{file.filename}: '{key}' holds {data.dtype} data, expected a real (float or integer) "
+                        f"image{hint}")
+    if min(data.shape[:2]) < 2:
+        raise DataError(f"{file.filename}: '{key}' holds {data.shape[0]}x{data.shape[1]} images, expected at least "
+                        "2x2")
+    return data
+
+
 def finite(file: h5py.File, key: str, values: np.ndarray, first_slice: int = 0) -> np.ndarray:
     """``values`` (slices first), unless one of them holds NaN or Inf."""
     # A sum is non-finite when any term is (NaN and Inf propagate), and is cheaper than testing every value.

@@ -1,6 +1,7 @@
 """KD-MRI h5: ``volfs`` (H, W, S) fully sampled magnitude image (the target), ``img_volus_{acc}`` (H, W, S)
 zero-filled image, ``kspace_volus_{acc}`` (H, W, S) complex undersampled k-space, uncentred, orthonormal FFT;
-slices on the last axis. Without ``kspace_volus_{acc}``, the k-space is simulated from ``volfs``."""
+slices on the last axis. Without ``kspace_volus_{acc}``, the k-space is simulated from ``volfs``. ``volfs`` must be
+real numbers (float, or integers converted to float32, e.g. int16 from DICOM) of at least 2x2."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.data.formats.base import RawSlices, Reader, VolumeInfo, dataset, finite, register, slice_start
+from kdc.data.formats.base import RawSlices, Reader, VolumeInfo, finite, image_dataset, register, slice_start
 from kdc.mri.fft import fft2
 from kdc.mri.masks import mask_from_kspace
 
@@ -26,11 +27,11 @@ class KdmriReader(Reader):
         return "volfs" in file
 
     def inspect(self, file: h5py.File) -> VolumeInfo:
-        height, width, slices = dataset(file, "volfs", "(H, W, slices)", 3).shape
+        height, width, slices = image_dataset(file, "volfs", "(H, W, slices)").shape
         return VolumeInfo(file.filename, self.name, slices, (height, width))
 
     def read(self, file: h5py.File, slices: slice, acceleration: int | None = None) -> RawSlices:
-        volfs = dataset(file, "volfs", "(H, W, slices)", 3)
+        volfs = image_dataset(file, "volfs", "(H, W, slices)")
         reference = finite(file, "volfs", np.moveaxis(volfs[:, :, slices], -1, 0), slice_start(slices))
         reference = reference.astype(np.float32)
         key = None if acceleration is None else stored_kspace_key(acceleration)

@@ -72,6 +72,32 @@ def test_bad_files_name_the_file_and_field(tmp_path, arrays, message):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("volfs", "message"),
+    [
+        (np.zeros((0, 0, 5)), r"'volfs' holds 0x0 images, expected at least 2x2"),
+        (np.ones((1, 8, 2)), r"'volfs' holds 1x8 images"),
+        (np.full((4, 4, 2), b"abc"), r"'volfs' holds \|S3 data, expected a real \(float or integer\) image"),
+        (np.ones((4, 4, 2), np.complex64), r"'volfs' holds complex64 data, .*; store its magnitude"),
+        (np.ones((4, 4, 2), bool), r"'volfs' holds bool data"),
+    ],
+)
+def test_images_that_are_not_real_2d_slices_are_refused(tmp_path, volfs, message):
+    path = write_keys(tmp_path / "bad.h5", volfs=volfs)
+    with pytest.raises(DataError, match=message) as err:
+        inspect_volume(path)
+        read_volume(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_integer_images_are_converted_to_float32(tmp_path):
+    volfs = np.arange(4 * 4 * 2, dtype=np.int16).reshape(4, 4, 2)
+    path = write_keys(tmp_path / "int16.h5", volfs=volfs)
+    target = read_volume(path).target
+    assert target.dtype == np.float32
+    np.testing.assert_array_equal(target, np.moveaxis(volfs, -1, 0) / np.float32(volfs.max()))
+
+
 def test_nan_is_reported_with_its_slice(tmp_path):
     volfs = np.ones((4, 4, 3))
     volfs[1, 2, 2] = np.nan

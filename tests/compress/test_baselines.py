@@ -1,0 +1,112 @@
+"""Classical baselines: BART's CFL files, and ``bart pics`` on real demo slices in kdc's k-space convention."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdc.compress.baselines import BASELINES, score_baseline, slice_inputs
+from kdc.compress.baselines.bart import LAMBDA_GRID, BartCompressedSensing, read_cfl, tune_lambda, write_cfl
+from kdc.compress.recipe import RunConfig
+from kdc.data.metrics import psnr
+from kdc.data.slices import open_split
+from kdc.errors import KdcError
+from kdc.models import build_model, save_checkpoint
+from kdc.mri.fft import fft2, ifft2
+from tests.conftest import make_phantom
+from tests.test_cli import assert_user_error, kdc
+
+
+def need_bart() -> None:
+    reason = BartCompressedSensing.missing()
+    if reason:
+        pytest.skip(f"CS baseline not tested: {reason}")
+
+
+def test_cfl_files_are_column_major_complex64(tmp_path):
+    array = np.array([[1, 2 + 1j, 3], [4, 5, 6j]], np.complex64)
+    write_cfl(tmp_path / "a", array)
+    assert (tmp_path / "a.hdr").read_text().splitlines()[1].split() == ["2", "3"] + ["1"] * 14
+    assert np.array_equal(np.fromfile(tmp_path / "a.cfl", np.complex64), [1, 4, 2 + 1j, 5, 3, 6j])
+    assert np.array_equal(read_cfl(tmp_path / "a"), array)
+    (tmp_path / "a.hdr").write_text("# Dimensions\n4 3\n")
+    with pytest.raises(KdcError, match="6 values, header says"):
+        read_cfl(tmp_path / "a")
+
+
+def test_cs_is_registered_and_checks_its_settings():
+    assert BASELINES["cs"] is BartCompressedSensing
+    with pytest.raises(KdcError, match="λ >= 0"):
+        BartCompressedSensing(-1.0)
+
+
+def test_fully_sampled_slice_comes_back_unchanged():
+    """Centring and scaling: kdc's uncentred orthonormal k-space of a real brain slice, every line sampled."""
+    need_bart()
+    image = open_split("demo", "val", 4)[20]["target"][0]
+    out = BartCompressedSensing(lam=0.0, iterations=30).reconstruct(fft2(image.astype(np.complex64)),
+                                                                   np.ones(image.shape))
+    assert np.abs(out - image).max() < 1e-5 * image.max()
+    shifted = np.roll(image, (image.shape[0] // 2, image.shape[1] // 2), (0, 1))
+    assert np.abs(out - shifted).max() > 0.1 * image.max()  # the check would see an image rolled by half
+
+
+def test_cs_beats_zero_filled_on_a_training_slice():
+    need_bart()
+    item = open_split("demo", "train", 4)[50]
+    kspace, mask = slice_inputs(item)
+    target = item["target"][0]
+    cs = BartCompressedSensing(lam=1e-3, iterations=50).reconstruct(kspace, mask)
+    assert psnr(target, cs) > psnr(target, ifft2(kspace).real) + 1.0
+
+
+def test_lambda_is_tuned_on_the_given_slices_and_recorded():
+    need_bart()
+    train = open_split("demo", "train", 4)
+    baseline = tune_lambda(train, slices=1, iterations=10, grid=(1e-3, 10.0))
+    assert baseline.lam == 1e-3  # λ = 10 wipes out the image
+    settings = baseline.settings()
+    assert settings["lambda_tuning"]["slices"] == [0] and settings["iterations"] == 10
+    assert set(settings["lambda_tuning"]["psnr_by_lambda"]) == {"0.001", "10"}
+    row = score_baseline(baseline, open_split("demo", "val", 4), indices=[10, 20])
+    assert row["psnr"]["n"] == 2 and row["seconds_per_slice"] > 0 and row["settings"]["lambda"] == 1e-3
+
+
+@pytest.fixture
+def run_dir(tmp_path, write_kdmri) -> Path:
+    """A run directory with an untrained student, on phantoms of 32x32 (KD-MRI layout)."""
+    data = tmp_path / "data"
+    for split, seed in (("train", 0), ("val", 1)):
+        write_kdmri(data / split / "a.h5", make_phantom(3, 32, 32, seed=seed))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps(dataclasses.asdict(RunConfig(str(data), str(run)))))
+    save_checkpoint(run / "student.pt", build_model("student"), {"role": "student"})
+    return run
+
+
+def test_evaluate_adds_the_cs_row_with_its_settings(run_dir, tmp_path):
+    need_bart()
+    result = kdc("evaluate", str(run_dir), "--cs", "--cs-iterations", "5", "--json", str(tmp_path / "e.json"))
+    assert "| CS (BART pics l1-wavelet) | 0 |" in result.stdout
+    assert "(tuned on the training split), 5 iterations," in result.stdout and " s per slice" in result.stdout
+    row = json.loads((tmp_path / "e.json").read_text())["models"]["CS (BART pics l1-wavelet)"]
+    assert row["psnr"]["n"] == 3 and row["settings"]["iterations"] == 5
+    assert row["settings"]["lambda_tuning"]["split"] == "train"
+    assert row["settings"]["lambda"] in LAMBDA_GRID
+    fixed = kdc("evaluate", str(run_dir), "--cs", "--cs-lambda", "0.01", "--cs-iterations", "5").stdout
+    assert "λ = 0.01," in fixed and "tuned" not in fixed
+    assert_user_error(kdc("evaluate", str(run_dir), "--cs", "--cs-lambda", "much", check=False),
+                      "--cs-lambda 'much'")
+
+
+def test_evaluate_without_bart_notes_the_missing_row(run_dir, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = kdc("evaluate", str(run_dir), "--cs", env={"PATH": str(empty)})
+    assert "CS (BART" not in result.stdout.split("note:")[0]
+    assert "note: no CS row: the bart command is not installed (Debian: apt-get install bart)" in result.stdout

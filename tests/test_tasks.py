@@ -1,0 +1,47 @@
+"""The torch-free task registry (kdc.tasks) that compress, export and runtime share."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kdc.errors import KdcError
+from kdc.tasks import COMPLEX_RECON, RECON, SUPER_RESOLUTION, TASKS, find_task, get_task, task_of_config
+
+
+def test_every_stage_registers_every_task():
+    from kdc.compress.tasks import TASKS as TRAINING
+    from kdc.export.api import TASK_EXPORTS
+
+    assert sorted(TASKS) == sorted(TRAINING) == sorted(TASK_EXPORTS) == ["recon", "recon_complex", "sr"]
+    assert all(TRAINING[name].spec is TASKS[name] for name in TASKS)
+
+
+def test_options_and_model_configs_pick_the_task():
+    assert find_task("recon") is RECON and find_task("recon", "complex") is COMPLEX_RECON
+    assert find_task("sr") is SUPER_RESOLUTION
+    assert task_of_config({"arch": "dccnn", "cascades": 5}) is RECON
+    assert task_of_config({"arch": "dccnn", "image_channels": 2}) is COMPLEX_RECON
+    assert task_of_config({"arch": "vdsr", "depth": 7}) is SUPER_RESOLUTION
+    with pytest.raises(KdcError, match="task 'sr' has magnitude images only"):
+        find_task("sr", "complex")
+    with pytest.raises(KdcError, match="unknown task 'denoise'"):
+        find_task("denoise")
+    with pytest.raises(KdcError, match="unknown task 'x'"):
+        get_task("x")
+
+
+def test_magnitude_and_complex_outputs():
+    images = np.array([[[[3.0]], [[4.0]]]], dtype=np.float32)  # (1, 2, 1, 1): 3 + 4i
+    assert COMPLEX_RECON.magnitude(images).tolist() == [[[[5.0]]]]
+    assert COMPLEX_RECON.complex_image(images).tolist() == [[[[3 + 4j]]]]
+    real = images[:, :1] * -1
+    assert RECON.magnitude(real) is real  # KD-MRI's real part, unchanged
+    with pytest.raises(KdcError, match="no phase"):
+        RECON.complex_image(real)
+
+
+def test_registry_imports_no_torch():
+    code = "import sys, kdc.tasks; assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
