@@ -24,17 +24,15 @@ from kdc._io import atomic_directory, write_json
 from kdc.data.metrics import nmse, psnr, ssim
 from kdc.mri.coils import compress_coils
 from kdc.mri.fft import centred_to_uncentred, ifft2
-from kdc.mri.masks import MaskKind, cartesian_mask, load_mask
+from kdc.mri.masks import MaskKind, cartesian_mask, load_mask, sampled_lines
 from kdc.runtime.readers import InputError, RawVolume, read_input
 from kdc.mri.normalise import zero_filled_peak
 from kdc.runtime.session import Reconstructor
-from kdc.runtime.tensors import kspace_channels, mask_columns
+from kdc.runtime.tensors import kspace_channels
 from kdc.runtime.writers import OutputError, OutputVolume, Provenance, WriteOptions, Writer, writers_for
 
 #: fastMRI's evaluation crop (``--crop``).
 FASTMRI_CROP = (320, 320)
-#: The axis of the lines a model's mask samples (the contract's k-space layout: whole columns).
-MODEL_LINE_AXIS = -1
 METRICS_FILE = "metrics.json"
 
 
@@ -55,14 +53,14 @@ class Settings:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The mask a volume is reconstructed with: uncentred ``(1, 1, 1, W)`` columns and where they came from."""
+    """The mask a volume is reconstructed with: uncentred ``(H, W)`` or the model's baked input, and its origin."""
 
-    columns: np.ndarray
+    mask: np.ndarray
     origin: str
 
     @property
     def acceleration(self) -> float:
-        return float(self.columns.size / max(np.count_nonzero(self.columns), 1))
+        return float(self.mask.size / max(np.count_nonzero(self.mask), 1))
 
 
 @dataclass(frozen=True)
@@ -70,11 +68,13 @@ class ModelView:
     """A volume as the model takes it: one (virtual) coil, uncentred, its lines along the model's mask axis.
 
     ``kspace`` ``(S, H, W)`` complex64; ``acquired`` the ``(H, W)`` uncentred acquired mask or None (fully sampled);
-    ``transposed``: H and W of the file were swapped so that its sampled lines lie along the model's.
+    ``line_axis`` the axis of the sampled lines (-1 columns, -2 rows); ``transposed``: H and W of the file were
+    swapped so that its sampled lines lie along the model's.
     """
 
     kspace: np.ndarray
     acquired: np.ndarray | None
+    line_axis: int
     transposed: bool
 
     @property
@@ -86,36 +86,38 @@ class ModelView:
         return images.swapaxes(-1, -2) if self.transposed else images
 
 
-def model_view(volume: RawVolume) -> ModelView:
+def model_view(volume: RawVolume, line_axis: int | None = None) -> ModelView:
     """Coil-compress ``volume`` to one virtual coil (per volume, from its calibration region), make it uncentred and
-    turn it so that its sampled lines are columns, as the model's mask samples them."""
+    turn it so that its sampled lines lie along ``line_axis``, the model's (None: as they are)."""
     kspace = volume.kspace
     if volume.coils > 1:
         kspace = compress_coils(kspace, volume.mask, centred=volume.centred)
     kspace = centred_to_uncentred(kspace[:, 0]) if volume.centred else kspace[:, 0]
-    transposed = volume.line_axis != MODEL_LINE_AXIS
+    line_axis = volume.line_axis if line_axis is None else line_axis
+    transposed = volume.line_axis != line_axis
     acquired = None if volume.fully_sampled else volume.mask
     if transposed:
         kspace = kspace.swapaxes(-1, -2)
         acquired = None if acquired is None else acquired.T
-    return ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, transposed)
+    return ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, line_axis, transposed)
 
 
 def choose_sampling(volume: RawVolume, view: ModelView, model: Reconstructor, settings: Settings) -> Sampling:
     """``--mask``/``--acc`` for fully sampled input, else the acquired mask, else the model's baked mask."""
-    width = view.matrix[1]
     if settings.mask_file is not None or settings.acceleration is not None:
         if view.acquired is not None:
-            acquired = int(np.count_nonzero(mask_columns(view.acquired, width)))
-            raise InputError(f"{volume.source}: already undersampled ({acquired} of {width} lines acquired); "
-                             "--mask and --acc undersample fully sampled input only")
+            lines = sampled_lines(view.acquired)
+            acquired = (f"{lines[1].size} of {view.matrix[lines[0]]} lines" if lines is not None else
+                        f"{np.count_nonzero(view.acquired)} of {view.acquired.size} samples")
+            raise InputError(f"{volume.source}: already undersampled ({acquired} acquired); --mask and --acc "
+                             "undersample fully sampled input only")
         if settings.mask_file is not None:
-            return Sampling(mask_columns(load_mask(settings.mask_file, view.matrix), width),
-                            f"mask {settings.mask_file.name}")
-        mask = cartesian_mask(settings.mask_kind, settings.acceleration, view.matrix, seed=settings.mask_seed)
-        return Sampling(mask_columns(mask, width), f"{settings.mask_kind} seed {settings.mask_seed}")
+            return Sampling(load_mask(settings.mask_file, view.matrix), f"mask {settings.mask_file.name}")
+        mask = cartesian_mask(settings.mask_kind, settings.acceleration, view.matrix, seed=settings.mask_seed,
+                              axis=view.line_axis)
+        return Sampling(mask, f"{settings.mask_kind} seed {settings.mask_seed}")
     if view.acquired is not None:
-        return Sampling(mask_columns(view.acquired, width), "acquired")
+        return Sampling(view.acquired, "acquired")
     if model.mask_baked:
         return Sampling(model.baked_mask(), "baked")
     raise InputError(f"{volume.source}: k-space is fully sampled: undersample it with --acc N [--mask-kind "
@@ -125,7 +127,7 @@ def choose_sampling(volume: RawVolume, view: ModelView, model: Reconstructor, se
 def check_kind(volume: RawVolume, model: Reconstructor) -> None:
     """Multi-coil data need a complex model: the virtual coil's image has the coils' phase."""
     kind = model.contract.get("output_kind", "real part")
-    if volume.coils > 1 and kind != "complex":
+    if volume.coils > 1 and not model.task_spec.is_complex:
         raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils) needs a complex model "
                          f"(contract output_kind 'complex'); {model.path.name} reconstructs magnitude images "
                          f"(output_kind {kind!r})")
@@ -136,7 +138,7 @@ def check_size(volume: RawVolume, view: ModelView, model: Reconstructor) -> None
     if view.matrix == model.image_size:
         return
     height, width = view.matrix
-    turned = " (rows and columns swapped so that the phase encodes run along W)" if view.transposed else ""
+    turned = " (rows and columns swapped so that its sampled lines run as the model's)" if view.transposed else ""
     flags = " --format openvino" if model.path.suffix == ".xml" else ""
     flags += " --bake-mask" if model.mask_baked else ""
     raise InputError(
@@ -180,17 +182,18 @@ class VolumeResult:
 def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settings) -> VolumeResult:
     """Run one volume through the model in batches, normalised as one volume (the contract's rule)."""
     check_kind(volume, model)
-    view = model_view(volume)
+    view = model_view(volume, model.mask_axis)
     check_size(volume, view, model)
     sampling = choose_sampling(volume, view, model, settings)
-    kspace = kspace_channels(view.kspace) * sampling.columns
+    kspace = kspace_channels(view.kspace) * sampling.mask
     scale = np.float32(zero_filled_peak(kspace) or 1.0)
     kspace /= scale
-    mask = None if model.mask_baked and sampling.origin == "baked" else sampling.columns
+    mask = None if model.mask_baked and sampling.origin == "baked" else sampling.mask
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = np.concatenate([model.reconstruct(kspace[start : start + settings.batch], mask)[:, 0]
+        image = np.concatenate([model.reconstruct(kspace[start : start + settings.batch], mask,
+                                                  output="magnitude")[:, 0]
                                 for start in range(0, volume.slices, settings.batch)])
     seconds = time.perf_counter() - started
     image = view.to_file(np.abs(image) * scale)

@@ -18,6 +18,21 @@ POSITION, READ_DIR, PHASE_DIR = (10.0, -20.0, 30.0), (0.0, 1.0, 0.0), (0.0, 0.0,
 
 
 @pytest.fixture(scope="module")
+def complex_model_file(tmp_path_factory):
+    """A tiny random-weight complex DC-CNN exported at MATRIX x MATRIX (mask input, columns)."""
+    from kdc.export import export_model
+    from kdc.models import save_checkpoint
+    from tests.export.helpers import complex_model
+
+    root = tmp_path_factory.mktemp("complex")
+    meta = {"role": "student", "acceleration": 4, "image_size": [MATRIX, MATRIX], "mask_kind": "random",
+            "mask_seed": 1, "task": "recon_complex"}
+    save_checkpoint(root / "student.pt", complex_model(), meta)
+    export_model(root / "student.pt", root / "complex.onnx")
+    return root / "complex.onnx"
+
+
+@pytest.fixture(scope="module")
 def square_model(artefacts, tmp_path_factory):
     from kdc.export import export_model
 
@@ -80,10 +95,11 @@ def three_d(path):
 
 
 @pytest.mark.parametrize(("coils", "matrix", "edit", "message"), [
-    (8, MATRIX, None, "multi-coil k-space (8 coils) needs a complex model"),
+    (8, MATRIX, None, "multi-coil k-space (8 coils) needs a complex model (contract output_kind 'complex'); "
+                      "student.onnx reconstructs magnitude images"),
     (1, MATRIX, radial, "'dataset/xml' encoding trajectory is 'radial', expected 'cartesian'"),
     (1, MATRIX, three_d, "encodedSpace matrixSize z=16: a 3-D encoding"),
-    (1, 48, None, "k-space matrix 48x48 (rows and columns swapped so that the phase encodes run along W) does not "
+    (1, 48, None, "k-space matrix 48x48 (rows and columns swapped so that its sampled lines run as the model's) does not "
                   "fit student.onnx, exported for 32x32; export the model for this size: kdc export RUN --model "
                   "student --size 48 48 --out student_48x48.onnx"),
 ])
@@ -97,3 +113,27 @@ def test_what_the_model_cannot_take_is_one_line(tmp_path, square_model, coils, m
     assert result.exit_code == 1 and len(errors) == 1 and errors[0].startswith("error: "), result.output
     assert message in errors[0], result.output
     assert not (tmp_path / "out").exists() and not leftovers(tmp_path)
+
+
+def test_multi_coil_scan_through_a_complex_model(tmp_path, complex_model_file):
+    import nibabel as nib
+
+    from kdc.mri.coils import compress_coils
+
+    source = scan(tmp_path / "scan8.h5", 8)
+    out = tmp_path / "out"
+    result = kdc_reconstruct(complex_model_file, source, "--out", out, "-f", "dicom,nifti,h5", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "imaginary" not in result.output  # a complex model keeps the phase: no warning
+    with open_h5(source) as file:
+        reader = detect(file)
+        kspace, mask = reader.read(file, slice(None)).kspace, reader.acquired_mask(file)
+    virtual = compress_coils(kspace, mask, centred=True)[:, 0]
+    model = rt.load(complex_model_file)
+    expected = model.reconstruct(rt.kspace_channels(virtual.swapaxes(-1, -2), centred=True), mask.T, normalise=True,
+                                 output="magnitude")[:, 0].swapaxes(-1, -2)
+    with h5py.File(out / "scan8.h5") as file:
+        np.testing.assert_allclose(file["reconstruction"][()], expected, rtol=1e-4, atol=1e-5 * expected.max())
+    report = dciodvfy(out / "scan8" / "IM_0001.dcm")
+    assert "Error" not in report, report
+    assert nib.load(out / "scan8.nii.gz").shape == (MATRIX, MATRIX, 1)
