@@ -6,7 +6,8 @@ physical coils into the virtual coils that hold most of the signal energy. One v
 single-coil networks take; its image is a coil combination whose magnitude is close to the root sum of squares
 where one coil profile dominates and never above it (Cauchy-Schwarz with unit-norm weights).
 
-k-space here is **uncentred** (DC term at index 0), the order kdc computes in.
+k-space here is **uncentred** (DC term at index 0), the order kdc computes in; :func:`compress_coils` also takes
+centred k-space as stored (the compression is per sample, so it commutes with shifts and FFTs).
 """
 
 from __future__ import annotations
@@ -91,9 +92,13 @@ def apply_compression(kspace: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.matmul(matrix, flat).reshape(*batch, matrix.shape[0], height, width).astype(np.complex64, copy=False)
 
 
-def compress_coils(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: int = 1) -> np.ndarray:
-    """``(S, C, H, W)`` uncentred k-space of one volume -> ``(S, V, H, W)``, compressed with the volume's matrix."""
+def compress_coils(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: int = 1,
+                   centred: bool = False) -> np.ndarray:
+    """``(S, C, H, W)`` k-space of one volume -> ``(S, V, H, W)``, compressed with the volume's matrix; ``mask`` is
+    uncentred whatever the k-space's centring; ``centred=True``: the k-space has its DC term in the middle."""
     if kspace.ndim != 4 or kspace.shape[1] == 0:
         raise CoilError(f"expected (slices, coils, H, W) k-space with at least one coil, got shape {kspace.shape}")
     region = calibration_region(mask, kspace.shape[-2:])
+    if centred:
+        region = np.fft.fftshift(region)
     return apply_compression(kspace, compression_matrix(coil_covariance(kspace, region), virtual))

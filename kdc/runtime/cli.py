@@ -120,8 +120,9 @@ def triton_repo(
 
 def reconstruct(
     model: Annotated[Path, typer.Argument(help="Exported .onnx / OpenVINO .xml model.", show_default=False)],
-    inputs: Annotated[list[Path], typer.Argument(help="fastMRI or KD-MRI .h5 files, or centred complex k-space "
-                                                      ".npy (S, H, W).", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="ISMRMRD, fastMRI (single- or multi-coil) or KD-MRI .h5 files, "
+                                                      "or centred complex k-space .npy (S, H, W).",
+                                                 show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created; refused if it exists).")],
     format: Annotated[list[str] | None, typer.Option(
         "--format", "-f", help="nifti, dicom, h5 (repeat or comma-separate; default nifti).")] = None,

@@ -1,8 +1,9 @@
 """``kdc reconstruct``: input files -> exported model -> image files (NIfTI, DICOM, fastMRI h5) and metrics.
 
-Each input is read by its registered reader (:mod:`kdc.runtime.readers`) one volume at a time, undersampled with
-the acquired mask (or ``--mask`` / ``--acc`` for fully sampled data), normalised as one volume, run through the
-model in batches of slices and handed to every registered writer asked for (:mod:`kdc.runtime.writers`). The
+Each input is read by its registered reader (:mod:`kdc.runtime.readers`) one volume at a time, coil-compressed to
+one virtual coil when it has several (:mod:`kdc.mri.coils`), turned so that its sampled lines are the model's,
+undersampled with the acquired mask (or ``--mask`` / ``--acc`` for fully sampled data), normalised as one volume,
+run through the model in batches of slices and handed to every registered writer asked for (:mod:`kdc.runtime.writers`). The
 whole output directory is built under a temporary name and renamed at the end. numpy and the runtimes only.
 """
 
@@ -21,12 +22,13 @@ import numpy as np
 
 from kdc._io import atomic_directory, write_json
 from kdc.data.metrics import nmse, psnr, ssim
-from kdc.mri.fft import ifft2
-from kdc.mri.masks import MaskKind, cartesian_mask, load_mask
+from kdc.mri.coils import compress_coils
+from kdc.mri.fft import centred_to_uncentred, ifft2
+from kdc.mri.masks import MaskKind, cartesian_mask, load_mask, sampled_lines
 from kdc.runtime.readers import InputError, RawVolume, read_input
 from kdc.mri.normalise import zero_filled_peak
 from kdc.runtime.session import Reconstructor
-from kdc.runtime.tensors import kspace_channels, mask_columns
+from kdc.runtime.tensors import kspace_channels
 from kdc.runtime.writers import OutputError, OutputVolume, Provenance, WriteOptions, Writer, writers_for
 
 #: fastMRI's evaluation crop (``--crop``).
@@ -51,56 +53,99 @@ class Settings:
 
 @dataclass(frozen=True)
 class Sampling:
-    """The mask a volume is reconstructed with: uncentred ``(1, 1, 1, W)`` columns and where they came from."""
+    """The mask a volume is reconstructed with: uncentred ``(H, W)`` or the model's baked input, and its origin."""
 
-    columns: np.ndarray
+    mask: np.ndarray
     origin: str
 
     @property
     def acceleration(self) -> float:
-        return float(self.columns.size / max(np.count_nonzero(self.columns), 1))
+        return float(self.mask.size / max(np.count_nonzero(self.mask), 1))
 
 
-def choose_sampling(volume: RawVolume, model: Reconstructor, settings: Settings) -> Sampling:
+@dataclass(frozen=True)
+class ModelView:
+    """A volume as the model takes it: one (virtual) coil, uncentred, its lines along the model's mask axis.
+
+    ``kspace`` ``(S, H, W)`` complex64; ``acquired`` the ``(H, W)`` uncentred acquired mask or None (fully sampled);
+    ``line_axis`` the axis of the sampled lines (-1 columns, -2 rows); ``transposed``: H and W of the file were
+    swapped so that its sampled lines lie along the model's.
+    """
+
+    kspace: np.ndarray
+    acquired: np.ndarray | None
+    line_axis: int
+    transposed: bool
+
+    @property
+    def matrix(self) -> tuple[int, int]:
+        return int(self.kspace.shape[-2]), int(self.kspace.shape[-1])
+
+    def to_file(self, images: np.ndarray) -> np.ndarray:
+        """``(S, H, W)`` images of this view back in the file's orientation."""
+        return images.swapaxes(-1, -2) if self.transposed else images
+
+
+def model_view(volume: RawVolume, line_axis: int | None = None) -> ModelView:
+    """Coil-compress ``volume`` to one virtual coil (per volume, from its calibration region), make it uncentred and
+    turn it so that its sampled lines lie along ``line_axis``, the model's (None: as they are)."""
+    kspace = volume.kspace
+    if volume.coils > 1:
+        kspace = compress_coils(kspace, volume.mask, centred=volume.centred)
+    kspace = centred_to_uncentred(kspace[:, 0]) if volume.centred else kspace[:, 0]
+    line_axis = volume.line_axis if line_axis is None else line_axis
+    transposed = volume.line_axis != line_axis
+    acquired = None if volume.fully_sampled else volume.mask
+    if transposed:
+        kspace = kspace.swapaxes(-1, -2)
+        acquired = None if acquired is None else acquired.T
+    return ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, line_axis, transposed)
+
+
+def choose_sampling(volume: RawVolume, view: ModelView, model: Reconstructor, settings: Settings) -> Sampling:
     """``--mask``/``--acc`` for fully sampled input, else the acquired mask, else the model's baked mask."""
-    width = volume.matrix[1]
     if settings.mask_file is not None or settings.acceleration is not None:
-        if not volume.fully_sampled:
-            acquired = int(np.count_nonzero(volume.mask))
-            raise InputError(f"{volume.source}: already undersampled ({acquired} of {width} columns acquired); "
-                             "--mask and --acc undersample fully sampled input only")
+        if view.acquired is not None:
+            lines = sampled_lines(view.acquired)
+            acquired = (f"{lines[1].size} of {view.matrix[lines[0]]} lines" if lines is not None else
+                        f"{np.count_nonzero(view.acquired)} of {view.acquired.size} samples")
+            raise InputError(f"{volume.source}: already undersampled ({acquired} acquired); --mask and --acc "
+                             "undersample fully sampled input only")
         if settings.mask_file is not None:
-            return Sampling(mask_columns(load_mask(settings.mask_file, volume.matrix), width),
-                            f"mask {settings.mask_file.name}")
-        mask = cartesian_mask(settings.mask_kind, settings.acceleration, volume.matrix, seed=settings.mask_seed)
-        return Sampling(mask_columns(mask, width), f"{settings.mask_kind} seed {settings.mask_seed}")
-    if not volume.fully_sampled:
-        return Sampling(mask_columns(volume.mask, width, centred=volume.centred), "acquired")
+            return Sampling(load_mask(settings.mask_file, view.matrix), f"mask {settings.mask_file.name}")
+        mask = cartesian_mask(settings.mask_kind, settings.acceleration, view.matrix, seed=settings.mask_seed,
+                              axis=view.line_axis)
+        return Sampling(mask, f"{settings.mask_kind} seed {settings.mask_seed}")
+    if view.acquired is not None:
+        return Sampling(view.acquired, "acquired")
     if model.mask_baked:
         return Sampling(model.baked_mask(), "baked")
     raise InputError(f"{volume.source}: k-space is fully sampled: undersample it with --acc N [--mask-kind "
                      "random|equispaced] or --mask MASK.npy")
 
 
-def check_fits(volume: RawVolume, model: Reconstructor) -> None:
-    """One-line errors for data the model cannot take: multi-coil data for a magnitude model, another matrix."""
-    if volume.coils > 1:
-        kind = model.contract.get("output_kind", "real part")
-        if kind != "complex":
-            raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils) needs a complex model "
-                             f"(contract output_kind 'complex'); {model.path.name} reconstructs magnitude images "
-                             f"(output_kind {kind!r})")
-        raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils): coil compression is not "
-                         "available in kdc reconstruct yet")
-    if volume.matrix != model.image_size:
-        height, width = volume.matrix
-        flags = " --format openvino" if model.path.suffix == ".xml" else ""
-        flags += " --bake-mask" if model.mask_baked else ""
-        raise InputError(
-            f"{volume.source}: k-space matrix {height}x{width} does not fit {model.path.name}, exported for "
-            f"{model.image_size[0]}x{model.image_size[1]}; export the model for this size: kdc export RUN --model "
-            f"{model.role} --size {height} {width}{flags} --out {model.path.stem}_{height}x{width}{model.path.suffix}"
-            " (RUN: the run directory it was exported from)")
+def check_kind(volume: RawVolume, model: Reconstructor) -> None:
+    """Multi-coil data need a complex model: the virtual coil's image has the coils' phase."""
+    kind = model.contract.get("output_kind", "real part")
+    if volume.coils > 1 and not model.task_spec.is_complex:
+        raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils) needs a complex model "
+                         f"(contract output_kind 'complex'); {model.path.name} reconstructs magnitude images "
+                         f"(output_kind {kind!r})")
+
+
+def check_size(volume: RawVolume, view: ModelView, model: Reconstructor) -> None:
+    """One line naming the size the data need and the export command that makes it."""
+    if view.matrix == model.image_size:
+        return
+    height, width = view.matrix
+    turned = " (rows and columns swapped so that its sampled lines run as the model's)" if view.transposed else ""
+    flags = " --format openvino" if model.path.suffix == ".xml" else ""
+    flags += " --bake-mask" if model.mask_baked else ""
+    raise InputError(
+        f"{volume.source}: k-space matrix {height}x{width}{turned} does not fit {model.path.name}, exported for "
+        f"{model.image_size[0]}x{model.image_size[1]}; export the model for this size: kdc export RUN --model "
+        f"{model.role} --size {height} {width}{flags} --out {model.path.stem}_{height}x{width}{model.path.suffix}"
+        " (RUN: the run directory it was exported from)")
 
 
 def centre_crop(images: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
@@ -136,21 +181,27 @@ class VolumeResult:
 
 def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settings) -> VolumeResult:
     """Run one volume through the model in batches, normalised as one volume (the contract's rule)."""
-    check_fits(volume, model)
-    sampling = choose_sampling(volume, model, settings)
-    kspace = kspace_channels(volume.kspace[:, 0], centred=volume.centred) * sampling.columns
+    check_kind(volume, model)
+    view = model_view(volume, model.mask_axis)
+    check_size(volume, view, model)
+    sampling = choose_sampling(volume, view, model, settings)
+    kspace = kspace_channels(view.kspace) * sampling.mask
     scale = np.float32(zero_filled_peak(kspace) or 1.0)
     kspace /= scale
-    mask = None if model.mask_baked and sampling.origin == "baked" else sampling.columns
+    mask = None if model.mask_baked and sampling.origin == "baked" else sampling.mask
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = np.concatenate([model.reconstruct(kspace[start : start + settings.batch], mask)[:, 0]
+        image = np.concatenate([model.reconstruct(kspace[start : start + settings.batch], mask,
+                                                  output="magnitude")[:, 0]
                                 for start in range(0, volume.slices, settings.batch)])
     seconds = time.perf_counter() - started
-    image = np.abs(image) * scale
-    zero_filled = np.abs(ifft2(kspace[:, 0] + 1j * kspace[:, 1])).astype(np.float32) * scale
-    reference, geometry = volume.reference, volume.geometry
+    image = view.to_file(np.abs(image) * scale)
+    zero_filled = view.to_file(np.abs(ifft2(kspace[:, 0] + 1j * kspace[:, 1])).astype(np.float32) * scale)
+    reference = volume.reference
+    if reference is None and view.acquired is None:
+        reference = view.to_file(np.abs(ifft2(view.kspace)).astype(np.float32))
+    geometry = volume.geometry
     if settings.crop:
         image, offset = centre_crop(image, FASTMRI_CROP)
         zero_filled, _ = centre_crop(zero_filled, FASTMRI_CROP)
@@ -159,8 +210,7 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
     provenance = Provenance(model.name, model.role, int(model.contract.get("contract_version", 0)),
                             round(sampling.acceleration, 3), sampling.origin, str(volume.source), model.backend)
     notes = list(dict.fromkeys(str(w.message) for w in caught)) + ([geometry.note] if geometry.note else [])
-    output = OutputVolume(volume.name, np.ascontiguousarray(image, dtype=np.float32), geometry, provenance,
-                          volume.header)
+    output = OutputVolume(volume.name, np.ascontiguousarray(image, dtype=np.float32), geometry, provenance)
     return VolumeResult(output, zero_filled, reference, notes, seconds)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kdc.mri.coils import CoilError, calibration_region, compress_coils
-from kdc.mri.fft import fft2, ifft2
+from kdc.mri.fft import centred_to_uncentred, fft2, fft2c, ifft2
 from kdc.mri.masks import cartesian_mask
 from kdc.mri.simulate import birdcage_maps
 
@@ -45,3 +45,11 @@ def test_bad_coil_counts():
         compress_coils(np.zeros((1, 0, 4, 4), np.complex64))
     with pytest.raises(CoilError, match="3 virtual coil"):
         compress_coils(np.ones((1, 2, 4, 4), np.complex64), virtual=3)
+
+
+def test_centred_kspace_compresses_as_its_uncentred_twin():
+    coils = birdcage_maps(4, (24, 20))[None] * np.random.default_rng(1).random((2, 1, 24, 20))
+    mask = cartesian_mask("equispaced", 4, (24, 20))
+    uncentred = compress_coils(fft2(coils) * mask, mask)
+    centred = compress_coils(fft2c(coils) * np.fft.fftshift(mask), mask, centred=True)
+    np.testing.assert_allclose(centred_to_uncentred(centred), uncentred, atol=1e-5)

@@ -115,7 +115,7 @@ def bad_input(tmp_path, artefacts, fastmri_file):
                  "k-space matrix 64x48 does not fit student.onnx, exported for 40x32; export the model for this size: "
                  "kdc export RUN --model student --size 64 48 --out student_64x48.onnx"),
         "fully sampled": (artefacts.student_onnx, fastmri_file, [], "fully sampled: undersample it with --acc"),
-        "undersampled": (artefacts.student_onnx, under, ["--acc", "4"], "already undersampled (16 of 32 columns"),
+        "undersampled": (artefacts.student_onnx, under, ["--acc", "4"], "already undersampled (16 of 32 lines"),
         "unreadable": (artefacts.student_onnx, tmp_path / "broken.h5", [], "not a readable HDF5 file"),
         "missing": (artefacts.student_onnx, tmp_path / "absent.h5", [], "input file not found"),
         "format": (artefacts.student_onnx, fastmri_file, ["--format", "png"], "unknown output format png"),

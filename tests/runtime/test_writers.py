@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from kdc.runtime.readers import Geometry
+from kdc.mri.geometry import Geometry
 from kdc.runtime.writers import WRITERS, OutputError, OutputVolume, Provenance, WriteOptions, writers_for
 
 GEOMETRY = Geometry(spacing=(0.5, 0.75, 3.0), origin=(-10.0, 20.0, 5.0), row_direction=(0.0, 1.0, 0.0),
@@ -18,7 +18,7 @@ PROVENANCE = Provenance("student", "kd_student", 1, 4.0, "random seed 0", "/data
 @pytest.fixture
 def volume():
     image = np.random.default_rng(0).random((3, 40, 32), dtype=np.float32) * 7
-    return OutputVolume("file1", image, GEOMETRY, PROVENANCE, {"acquisition": "CORPD_FBK"})
+    return OutputVolume("file1", image, GEOMETRY, PROVENANCE)
 
 
 def dciodvfy(path) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.mri.fft import fft2, ifft2c
+from kdc.mri.geometry import Geometry
 
 _SHOWN: set[str] = set()
 
@@ -26,15 +27,6 @@ def notice_once(key: str, message: str) -> None:
     if key not in _SHOWN:
         _SHOWN.add(key)
         print(f"kdc: {message}", file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the pixels are, for writers (DICOM, NIfTI): voxel size (row, column, slice thickness) in mm and the
-    position of each slice along the slice normal in mm; None where the file does not say."""
-
-    voxel_size_mm: tuple[float, float, float] | None = None
-    slice_positions_mm: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +71,8 @@ class Reader:
     name: ClassVar[str]
     #: What identifies the format, for the error listing every format: ``'volfs' (KD-MRI)``.
     signature: ClassVar[str]
+    #: The axis of the phase encodes (the lines a Cartesian acquisition skips): -1 along W, -2 along H.
+    phase_encode_axis: ClassVar[int] = -1
 
     def claims(self, file: h5py.File) -> bool:
         raise NotImplementedError
@@ -95,6 +89,7 @@ class Reader:
         return None
 
     def geometry(self, file: h5py.File) -> Geometry:
+        """Where the pixels of :meth:`read`'s images are; the default geometry (with its note) when unknown."""
         return Geometry()
 
 
@@ -189,16 +184,28 @@ def slice_start(slices: slice) -> int:
     return slices.start or 0
 
 
-def header_geometry(xml: bytes | str, rows: str = "y", slice_positions: tuple[float, ...] | None = None) -> Geometry:
-    """Geometry from an ISMRMRD XML header (fastMRI files carry one too): the encoded space's pixel spacing, whose
-    readout axis is ``x``; ``rows`` names the axis along the image's rows (H)."""
-    import ismrmrd
-
-    try:
-        encoding = ismrmrd.xsd.CreateFromDocument(xml).encoding[0]
-    except Exception as err:  # xsdata raises parser-specific errors
-        raise DataError(f"ISMRMRD XML header is not valid ({type(err).__name__}: {err})") from None
+def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
+    """Voxel size from an ISMRMRD XML header (fastMRI files carry one too): the encoded space's field of view over
+    its matrix, whose readout axis is ``x``; ``rows`` names the axis along the image's rows (H). Orientation and
+    position are not in the XML: the default ones, with a note saying so."""
+    encoding = parse_header(xml).encoding[0]
     fov, matrix = encoding.encodedSpace.fieldOfView_mm, encoding.encodedSpace.matrixSize
     spacing = {"x": fov.x / matrix.x, "y": fov.y / matrix.y}
     columns = "x" if rows == "y" else "y"
-    return Geometry((spacing[rows], spacing[columns], fov.z / max(matrix.z, 1)), slice_positions)
+    thickness = fov.z / max(matrix.z, 1)
+    return Geometry((spacing[rows], spacing[columns], thickness), slice_thickness=thickness,
+                    note="voxel size from the ISMRMRD header; slice positions and orientation are not in the file "
+                         "(slices stacked along z from 0, axial assumed)")
+
+
+def parse_header(xml: bytes | str) -> Any:
+    """The ``ismrmrd.xsd`` header object of an ISMRMRD XML string, else a DataError."""
+    import ismrmrd
+
+    try:
+        header = ismrmrd.xsd.CreateFromDocument(xml)
+    except Exception as err:  # xsdata raises parser-specific errors
+        raise DataError(f"ISMRMRD XML header is not valid ({type(err).__name__}: {err})") from None
+    if not header.encoding:
+        raise DataError("ISMRMRD XML header has no <encoding>")
+    return header

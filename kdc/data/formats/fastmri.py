@@ -16,7 +16,7 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, dataset, finite, header_geometry,
-                                   register, slice_start)
+                                   parse_header, register, slice_start)
 from kdc.mri.masks import mask_from_kspace
 
 
@@ -55,12 +55,20 @@ class FastmriReader(Reader):
         return None if lines.all() else np.fft.ifftshift(mask_from_kspace(np.broadcast_to(lines, (height, width))))
 
     def geometry(self, file: h5py.File) -> Geometry:
+        """Voxel size from ``ismrmrd_header`` when its encoded matrix is the k-space's (readout along H)."""
         if "ismrmrd_header" not in file:
             return Geometry()
+        header = file["ismrmrd_header"][()]
         try:
-            return header_geometry(file["ismrmrd_header"][()], rows="x")
+            matrix = parse_header(header).encoding[0].encodedSpace.matrixSize
+            voxels = header_geometry(header, rows="x")
         except DataError as err:
             raise DataError(f"{file.filename}: 'ismrmrd_header': {err}") from None
+        shape = self._kspace(file).shape[-2:]
+        if (matrix.x, matrix.y) != shape:
+            return Geometry(note=f"ismrmrd_header's encoded matrix {matrix.x}x{matrix.y} is not the k-space's "
+                                 f"{shape[0]}x{shape[1]}: 1 mm voxels assumed")
+        return voxels
 
 
 @register

@@ -6,18 +6,22 @@ Cartesian 2-D encodings only. Each readout goes to the row of its ``kspace_encod
 ``center_sample``; the readout oversampling is removed (image cropped along x to the reconstruction matrix); the
 rows acquired become the mask; parallel-imaging calibration lines are kept; noise, navigator, phase-correction
 and dummy readouts are skipped; repeated readouts of a line (averages) are averaged; only the first repetition,
-contrast, phase and set are read. Images are (phase encode y, readout x), k-space centred.
+contrast, phase and set are read. Images are (phase encode y, readout x), k-space centred. The geometry comes from
+the header (voxel size) and the first readout of each slice (its ``position``, ``read_dir`` along a row,
+``phase_dir`` down a column).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.data.formats.base import Geometry, RawSlices, Reader, VolumeInfo, header_geometry, notice_once, register
+from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, notice_once,
+                                   parse_header, register)
+from kdc.mri.geometry import slab_geometry
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
 SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "rt feedback": 26, "hp feedback": 27,
@@ -45,6 +49,7 @@ class Layout:
 class IsmrmrdReader(Reader):
     name = "ismrmrd"
     signature = "'dataset' with 'xml' and 'data' (ISMRMRD)"
+    phase_encode_axis = -2
 
     def claims(self, file: h5py.File) -> bool:
         return isinstance(file.get("dataset"), h5py.Group)
@@ -84,20 +89,23 @@ class IsmrmrdReader(Reader):
 
     def geometry(self, file: h5py.File) -> Geometry:
         layout = read_layout(file)
-        heads = file["dataset/data"].fields("head")[layout.rows]
-        positions = (heads["position"] * heads["slice_dir"]).sum(axis=1)
-        per_slice = tuple(float(positions[np.flatnonzero(layout.slices == number)[0]])
-                          for number in range(int(layout.slices.max()) + 1))
         try:
-            return header_geometry(layout.xml, rows="y", slice_positions=per_slice)
+            voxels = header_geometry(layout.xml, rows="y")
         except DataError as err:
             raise DataError(f"{file.filename}: 'dataset/xml': {err}") from None
+        heads = file["dataset/data"].fields("head")[layout.rows]
+        first = [int(np.flatnonzero(layout.slices == number)[0]) for number in range(int(layout.slices.max()) + 1)]
+        read, phase = heads["read_dir"][first[0]], heads["phase_dir"][first[0]]
+        if not (np.linalg.norm(read) and np.linalg.norm(phase)):
+            return replace(voxels, note="voxel size from the ISMRMRD header; its acquisitions carry no orientation "
+                                        "(read_dir, phase_dir zero): slices stacked along z from 0, axial assumed")
+        return slab_geometry((layout.shape[0], layout.recon_width), voxels.spacing[:2], voxels.spacing[2],
+                             heads["position"][first].astype(float), read / np.linalg.norm(read),
+                             phase / np.linalg.norm(phase))
 
 
 def read_layout(file: h5py.File) -> Layout:
     """Check the header and the acquisition headers of an ISMRMRD file and place its readouts."""
-    import ismrmrd
-
     name, group = file.filename, file["dataset"]
     if "xml" not in group:
         raise DataError(f"{name}: missing 'dataset/xml' (the ISMRMRD header), found {sorted(group.keys())}")
@@ -105,12 +113,9 @@ def read_layout(file: h5py.File) -> Layout:
         raise DataError(f"{name}: missing 'dataset/data' (the acquisitions), found {sorted(group.keys())}")
     xml = group["xml"][0]
     try:
-        header = ismrmrd.xsd.CreateFromDocument(xml)
-    except Exception as err:  # xsdata raises parser-specific errors
-        raise DataError(f"{name}: 'dataset/xml' is not a valid ISMRMRD header ({type(err).__name__})") from None
-    if not header.encoding:
-        raise DataError(f"{name}: 'dataset/xml' has no <encoding>")
-    encoding = header.encoding[0]
+        encoding = parse_header(xml).encoding[0]
+    except DataError as err:
+        raise DataError(f"{name}: 'dataset/xml': {err}") from None
     trajectory = getattr(encoding.trajectory, "value", encoding.trajectory)
     if trajectory != "cartesian":
         raise DataError(f"{name}: 'dataset/xml' encoding trajectory is {trajectory!r}, expected 'cartesian'")

@@ -1,9 +1,9 @@
-"""Input readers of ``kdc reconstruct``: one registered reader per file layout, one entry point, :func:`read_input`.
+"""Input readers of ``kdc reconstruct``: one registered reader per kind of file, one entry point, :func:`read_input`.
 
-A reader turns a file into :class:`RawVolume` objects: complex k-space slices ``(S, C, H, W)`` in a stated centring,
-the mask that was acquired (when the file says), the fully sampled reference image (when the data allow one) and
-the geometry the writers need. A new layout (ISMRMRD, fastMRI multi-coil, ...) is one module that calls
-:func:`register_reader`; nothing else changes. The interface is documented in docs/reconstruct.md.
+h5 files (KD-MRI, fastMRI single- and multi-coil, ISMRMRD) are read by the format readers that training uses,
+:mod:`kdc.data.formats` (numpy, h5py and ismrmrd only: no torch), through one adapter (:mod:`.formats`); ``.npy``
+k-space has its own reader (:mod:`.npy`). A reader yields :class:`RawVolume` objects, one volume at a time, so that
+memory is bounded by one volume. The interface is documented in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -15,63 +15,24 @@ from pathlib import Path
 import numpy as np
 
 from kdc.errors import KdcError
+from kdc.mri.geometry import Geometry
+from kdc.mri.masks import sampled_lines
 
 
 class InputError(KdcError):
     """An input file that cannot be reconstructed: unreadable, unknown layout, wrong shape or dtype."""
 
 
-#: Orientation used when a file carries none: rows along patient x, columns along patient y (DICOM LPS axes).
-DEFAULT_ROW_DIRECTION = (1.0, 0.0, 0.0)
-DEFAULT_COLUMN_DIRECTION = (0.0, 1.0, 0.0)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the image voxels are, in DICOM patient coordinates (LPS, millimetres).
-
-    ``spacing`` is ``(between rows, between columns, between slices)``: the pixel size along H, along W, and the
-    slice distance. ``origin`` is the centre of the first pixel of the first slice. ``row_direction`` is the
-    direction of increasing column index (along a row, W), ``column_direction`` that of increasing row index (H),
-    as DICOM's ImageOrientationPatient. ``note`` says what was assumed rather than read from the file.
-    """
-
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    row_direction: tuple[float, float, float] = DEFAULT_ROW_DIRECTION
-    column_direction: tuple[float, float, float] = DEFAULT_COLUMN_DIRECTION
-    slice_thickness: float | None = None
-    note: str | None = "no geometry in the input: 1 mm voxels, origin 0, axial orientation assumed"
-
-    @property
-    def normal(self) -> np.ndarray:
-        """Unit vector from one slice to the next."""
-        return np.cross(self.row_direction, self.column_direction)
-
-    def slice_position(self, index: int) -> tuple[float, float, float]:
-        """Centre of the first pixel of slice ``index`` (DICOM ImagePositionPatient)."""
-        position = np.asarray(self.origin) + index * self.spacing[2] * self.normal
-        return (float(position[0]), float(position[1]), float(position[2]))
-
-    def cropped(self, offset: tuple[int, int]) -> Geometry:
-        """The geometry of the image cut out from row ``offset[0]``, column ``offset[1]`` on."""
-        shift = (offset[0] * self.spacing[0] * np.asarray(self.column_direction)
-                 + offset[1] * self.spacing[1] * np.asarray(self.row_direction))
-        origin = tuple(float(v) for v in np.asarray(self.origin) + shift)
-        return Geometry(self.spacing, origin, self.row_direction, self.column_direction, self.slice_thickness,
-                        self.note)
-
-
 @dataclass
 class RawVolume:
     """One volume as a reader delivers it.
 
-    ``kspace``: complex64 ``(S, C, H, W)`` (slices, coils, rows, columns), phase encodes along W, orthonormal FFT
-    scale not required (the runtime normalises each volume). ``centred``: True if the DC term is at
-    ``(H // 2, W // 2)`` (fastMRI, ISMRMRD), False if at ``(0, 0)`` (KD-MRI). ``mask``: ``(W,)`` 0/1 phase-encode
-    columns that were acquired, in the same centring as ``kspace``; None when the file does not say and every
-    column holds data. ``reference``: ``(S, H, W)`` float32 fully sampled magnitude image, or None.
-    ``name``: stem of the output files. ``header``: extra facts for the output (acquisition, field strength, ...).
+    ``kspace``: complex64 ``(S, C, H, W)`` (slices, coils, rows, columns); ``centred``: True if the DC term is at
+    ``(H // 2, W // 2)`` (fastMRI, ISMRMRD, ``.npy``), False if at ``(0, 0)`` (KD-MRI). ``mask``: the ``(H, W)``
+    samples that were acquired, **uncentred**, as :meth:`kdc.data.formats.Reader.acquired_mask` gives it; None when
+    fully sampled. ``reference``: ``(S, H, W)`` float32 stored fully sampled magnitude image, or None.
+    ``phase_encode_axis``: -1 when the phase encodes run along W, -2 along H (ISMRMRD). ``name``: stem of the
+    output files.
     """
 
     source: Path
@@ -81,7 +42,7 @@ class RawVolume:
     mask: np.ndarray | None = None
     reference: np.ndarray | None = None
     geometry: Geometry = field(default_factory=Geometry)
-    header: dict[str, str] = field(default_factory=dict)
+    phase_encode_axis: int = -1
 
     @property
     def slices(self) -> int:
@@ -99,11 +60,17 @@ class RawVolume:
     def fully_sampled(self) -> bool:
         return self.mask is None or bool(np.all(self.mask))
 
+    @property
+    def line_axis(self) -> int:
+        """The axis of the sampled lines: the acquired mask's, else the phase encodes' (-1 columns, -2 rows)."""
+        lines = None if self.fully_sampled else sampled_lines(self.mask)
+        return self.phase_encode_axis if lines is None else lines[0]
+
 
 @dataclass(frozen=True)
 class Reader:
-    """A registered layout: ``claims(path)`` says whether the file is one (cheaply), ``read(path)`` yields its
-    volumes one at a time, so that memory is bounded by one volume."""
+    """A registered kind of file: ``claims(path)`` says whether the file is one (cheaply), ``read(path)`` yields its
+    volumes one at a time."""
 
     name: str
     claims: Callable[[Path], bool]
@@ -114,14 +81,14 @@ READERS: dict[str, Reader] = {}
 
 
 def register_reader(name: str, claims: Callable[[Path], bool], read: Callable[[Path], Iterator[RawVolume]]) -> None:
-    """Register a layout; readers are asked in registration order and the first that claims a file reads it."""
+    """Register a kind of file; readers are asked in registration order and the first that claims a file reads it."""
     if name in READERS:
         raise ValueError(f"reader {name!r} is registered twice")
     READERS[name] = Reader(name, claims, read)
 
 
 def reader_for(path: Path) -> Reader:
-    """The registered reader that claims ``path``, else :class:`InputError` naming the layouts known."""
+    """The registered reader that claims ``path``, else :class:`InputError` naming the kinds known."""
     if not path.is_file():
         raise InputError(f"{path}: input file not found")
     for reader in READERS.values():
@@ -131,7 +98,7 @@ def reader_for(path: Path) -> Reader:
 
 
 def read_input(path: str | Path) -> Iterator[RawVolume]:
-    """The volumes of one input file, read by the reader registered for its layout and checked."""
+    """The volumes of one input file, read by the reader registered for it and checked."""
     path = Path(path)
     for volume in reader_for(path).read(path):
         yield checked(volume)
@@ -144,14 +111,13 @@ def checked(volume: RawVolume) -> RawVolume:
         raise InputError(f"{where}: reader gave k-space {kspace.dtype} {kspace.shape}, expected complex (S, C, H, W)")
     if not np.isfinite(kspace).all():
         raise InputError(f"{where}: k-space holds NaN or infinity")
-    width = kspace.shape[-1]
-    if volume.mask is not None and (volume.mask.shape != (width,) or not np.isin(volume.mask, (0, 1)).all()):
-        raise InputError(f"{where}: mask must be 0/1 of shape ({width},), got {volume.mask.shape}")
+    if volume.mask is not None and (volume.mask.shape != volume.matrix or not np.isin(volume.mask, (0, 1)).all()):
+        raise InputError(f"{where}: mask must be 0/1 of shape {volume.matrix}, got {volume.mask.shape}")
     if volume.reference is not None and volume.reference.shape != (kspace.shape[0], *kspace.shape[-2:]):
         raise InputError(f"{where}: reference {volume.reference.shape} does not match k-space {kspace.shape}")
     return volume
 
 
-# The built-in layouts register themselves, in the order they are asked; imported last because they import the
+# The built-in readers register themselves, in the order they are asked; imported last because they import the
 # names above.
-from kdc.runtime.readers import npy, fastmri, kdmri  # noqa: E402,F401  (registration)
+from kdc.runtime.readers import npy, formats  # noqa: E402,F401  (registration)

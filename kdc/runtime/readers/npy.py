@@ -1,7 +1,7 @@
 """``.npy`` complex k-space ``(S, H, W)`` or ``(H, W)``, centred (DC term in the middle, as scanners store it).
 
-The acquired columns are those holding any non-zero sample; a file whose every column holds data counts as fully
-sampled, and its reference is the magnitude of its inverse FFT. Nothing is unpickled.
+The acquired lines are those holding any non-zero sample (columns or rows, :func:`kdc.mri.masks.mask_from_kspace`);
+a file whose lines all hold data counts as fully sampled. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdc.mri.fft import ifft2c
+from kdc.mri.masks import mask_from_kspace
 from kdc.runtime.readers import InputError, RawVolume, register_reader
 
 
@@ -31,9 +31,9 @@ def read(path: Path) -> Iterator[RawVolume]:
     if peak == (0, 0):
         raise InputError(f"{path}: k-space peaks at [0, 0], so it looks uncentred; kdc reconstruct takes centred "
                          "k-space (DC term in the middle): save np.fft.fftshift(kspace, axes=(-2, -1))")
-    mask = np.any(kspace != 0, axis=(0, 1, 2)).astype(np.float32)
-    reference = np.abs(ifft2c(kspace[:, 0])).astype(np.float32) if mask.all() else None
-    yield RawVolume(path, path.stem, kspace, centred=True, mask=mask, reference=reference)
+    lines = mask_from_kspace(np.any(kspace != 0, axis=(0, 1)))
+    mask = None if lines.all() else np.fft.ifftshift(lines)
+    yield RawVolume(path, path.stem, kspace, centred=True, mask=mask)
 
 
 register_reader("npy", claims, read)

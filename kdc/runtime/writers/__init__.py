@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kdc.errors import KdcError
-from kdc.runtime.readers import Geometry
+from kdc.mri.geometry import Geometry
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ class OutputVolume:
     image: np.ndarray
     geometry: Geometry
     provenance: Provenance
-    header: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

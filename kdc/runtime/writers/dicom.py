@@ -67,8 +67,8 @@ def series_datasets(volume: OutputVolume, bits: int) -> list:
         ds.ManufacturerModelName = f"kdc {kdc.__version__}"[:LO_LENGTH]
         ds.SoftwareVersions = f"kdc {kdc.__version__}"
         ds.DerivationDescription = f"{provenance.describe()} from {Path(provenance.source).name}"[:1024]
-        ds.PatientName = volume.header.get("patient_name", "")
-        ds.PatientID = (volume.header.get("patient_id") or volume.name)[:LO_LENGTH]
+        ds.PatientName = ""
+        ds.PatientID = volume.name[:LO_LENGTH]
         ds.PatientBirthDate = ""
         ds.PatientSex = ""
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame

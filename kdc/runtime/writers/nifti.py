@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from kdc._io import atomic_path
-from kdc.runtime.readers import Geometry
+from kdc.mri.geometry import Geometry
 from kdc.runtime.writers import OutputVolume, WriteOptions, register_writer
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -22,7 +22,7 @@ def affine_of(geometry: Geometry) -> np.ndarray:
     affine = np.eye(4)
     axes = np.stack([np.asarray(geometry.row_direction) * geometry.spacing[1],
                      np.asarray(geometry.column_direction) * geometry.spacing[0],
-                     geometry.normal * geometry.spacing[2]], axis=1)
+                     geometry.slice_axis * geometry.spacing[2]], axis=1)
     affine[:3, :3] = LPS_TO_RAS @ axes
     affine[:3, 3] = LPS_TO_RAS @ np.asarray(geometry.origin)
     return affine

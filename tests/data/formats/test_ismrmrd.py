@@ -1,6 +1,5 @@
 """ISMRMRD files written by Debian's ismrmrd-tools (not by kdc), checked against the tools' own reconstruction."""
 
-import shutil
 import subprocess
 
 import h5py
@@ -10,17 +9,12 @@ import pytest
 from kdc.data import DataError
 from kdc.data.formats import inspect_volume, open_h5, detect, read_slices
 from kdc.mri.fft import ifft2c
-
-GENERATE = "ismrmrd_generate_cartesian_shepp_logan"
-RECON = "ismrmrd_recon_cartesian_2d"
+from tests import ismrmrd_files
+from tests.ismrmrd_files import RECON, edit_header, orient
 
 
 def generate(path, *options):
-    if shutil.which(GENERATE) is None or shutil.which(RECON) is None:
-        pytest.skip(f"{GENERATE}/{RECON} not found: install Debian's ismrmrd-tools (make test does, where apt exists)")
-    subprocess.run([GENERATE, "-m", "64", "-c", "8", "-O", "2", *options, "-o", str(path)], check=True,
-                   capture_output=True)
-    return path
+    return ismrmrd_files.generate(path, "-m", "64", "-c", "8", "-O", "2", *options, tools=(ismrmrd_files.GENERATE, RECON))
 
 
 def rss(raw):
@@ -42,7 +36,20 @@ def test_fully_sampled_coil_images_match_the_reference_reconstruction(tmp_path):
     with open_h5(path) as file:
         reader = detect(file)
         assert reader.acquired_mask(file) is None
-        assert reader.geometry(file).voxel_size_mm == (300 / 64, 300 / 64, 6.0)
+        geometry = reader.geometry(file)
+    assert geometry.spacing == (300 / 64, 300 / 64, 6.0) and "no orientation" in geometry.note
+
+
+def test_geometry_comes_from_the_acquisition_headers(tmp_path):
+    path = generate(tmp_path / "oriented.h5", "-a", "1")
+    orient(path, (10.0, -20.0, 30.0), (0.0, 1.0, 0.0), (0.0, 0.0, -1.0))  # a sagittal slice
+    with open_h5(path) as file:
+        geometry = detect(file).geometry(file)
+    pixel = 300 / 64
+    assert geometry.note is None and geometry.spacing == (pixel, pixel, 6.0)
+    assert geometry.row_direction == (0.0, 1.0, 0.0) and geometry.column_direction == (0.0, 0.0, -1.0)
+    # the centre pixel (32, 32) of a centred FFT sits at the slice position
+    np.testing.assert_allclose(geometry.origin, (10.0, -20.0 - 32 * pixel, 30.0 + 32 * pixel))
 
 
 def test_undersampled_file_gives_its_rows_as_the_mask_with_calibration_lines(tmp_path, capsys):
@@ -57,13 +64,6 @@ def test_undersampled_file_gives_its_rows_as_the_mask_with_calibration_lines(tmp
     acquired = np.abs(raw.kspace).sum(axis=(0, 1, 3)) > 0
     assert np.flatnonzero(acquired).tolist() == expected
     assert "repetition 0 only, of 4" in capsys.readouterr().err
-
-
-def edit_header(path, old, new):
-    with h5py.File(path, "r+") as file:
-        xml = file["dataset/xml"][0].decode()
-        assert old in xml
-        file["dataset/xml"][0] = xml.replace(old, new).encode()
 
 
 @pytest.mark.parametrize(
