@@ -82,7 +82,8 @@ def write_dataset(root: Path, volumes: int, slices: int) -> int:
                 noise = rng.standard_normal((COILS, *SHAPE), np.float32) * 1e-3
                 data[index] = kspace * np.float32(1 + 0.01 * index) + noise
             file["reconstruction_rss"] = np.zeros((slices, 320, 320), np.float32)
-            file["ismrmrd_header"] = FASTMRI_HEADER.format(height=SHAPE[0], width=SHAPE[1])
+            file["ismrmrd_header"] = FASTMRI_HEADER.format(height=SHAPE[0], width=SHAPE[1], last_line=SHAPE[1] - 1,
+                                                           centre_line=SHAPE[1] // 2)
             file.attrs.update({"acquisition": "CORPD_FBK", "max": 1.0, "norm": 1.0})
     return sum(path.stat().st_size for path in (root / "train").glob("*.h5"))
 

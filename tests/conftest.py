@@ -74,7 +74,8 @@ def write_fastmri_multicoil() -> Callable[..., Path]:
         with h5py.File(path, "w") as file:
             file["kspace"] = fft2c(coil_images).astype(np.complex64)
             file["reconstruction_rss"] = np.zeros((len(rss), 320, 320), np.float32)
-            file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width)
+            file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width, last_line=width - 1,
+                                                           centre_line=width // 2)
             file.attrs["acquisition"] = "CORPD_FBK"
             file.attrs["max"] = float(rss.max())
             file.attrs["norm"] = float(np.linalg.norm(rss))
@@ -85,11 +86,14 @@ def write_fastmri_multicoil() -> Callable[..., Path]:
 
 
 FASTMRI_HEADER = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+<experimentalConditions><H1resonanceFrequency_Hz>127000000</H1resonanceFrequency_Hz></experimentalConditions>
+<encoding><encodedSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
 <fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></encodedSpace>
 <reconSpace><matrixSize><x>320</x><y>320</y><z>1</z></matrixSize>
 <fieldOfView_mm><x>140</x><y>140</y><z>4.5</z></fieldOfView_mm></reconSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{last_line}</maximum><center>{centre_line}</center>
+</kspace_encoding_step_1></encodingLimits>
 <trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
 
 

@@ -222,11 +222,14 @@ def write_volume(path: Path, targets: np.ndarray, masks: dict[int, np.ndarray], 
 
 
 FASTMRI_HEADER = """<?xml version="1.0" encoding="utf-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+<experimentalConditions><H1resonanceFrequency_Hz>127000000</H1resonanceFrequency_Hz></experimentalConditions>
+<encoding><encodedSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
 <fieldOfView_mm><x>{height}</x><y>{width}</y><z>1</z></fieldOfView_mm></encodedSpace>
 <reconSpace><matrixSize><x>{height}</x><y>{width}</y><z>1</z></matrixSize>
 <fieldOfView_mm><x>{height}</x><y>{width}</y><z>1</z></fieldOfView_mm></reconSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{last_line}</maximum><center>{centre_line}</center>
+</kspace_encoding_step_1></encodingLimits>
 <trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"""
 
 
@@ -244,7 +247,8 @@ def write_fastmri_volume(path: Path, coil_images: np.ndarray, multicoil: bool) -
         stored = kspace if multicoil else kspace[:, 0]
         file.create_dataset("kspace", data=stored, chunks=(1, *stored.shape[1:]))
         file["reconstruction_rss" if multicoil else "reconstruction_esc"] = centre_crop(rss, (320, 320))
-        file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width)
+        file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width, last_line=width - 1,
+                                                       centre_line=width // 2)
         file.attrs.update({"acquisition": "simulated", "max": float(rss.max()), "norm": float(np.linalg.norm(rss)),
                            "patient_id": path.stem})
 

@@ -178,6 +178,10 @@ def test_complex_multicoil_build_writes_fastmri_files_the_readers_take(tmp_path,
     complex_split = open_split(tmp_path / "mc", "train", 4, image="complex")
     assert complex_split[0]["target"].shape == (2, 24, 20)
     np.testing.assert_array_equal(complex_split.mask, np.load(tmp_path / "mc" / "masks" / "mask_4x.npy"))
+    from kdc.runtime.readers import read_input  # kdc reconstruct reads what kdc data build writes, header included
+
+    volume = next(read_input(path))
+    assert volume.kspace.shape[1:] == (4, 24, 20) and volume.geometry.spacing[:2] == (1.0, 1.0)
 
 
 def test_acceleration_beyond_the_table_is_built_with_its_centre_fraction(tmp_path, volumes):
