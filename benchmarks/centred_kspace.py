@@ -37,10 +37,6 @@ from kdc.runtime.tensors import kspace_channels
 SCANNER_SCALE = 1e-4
 
 
-def channels(kspace: np.ndarray) -> np.ndarray:
-    return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
@@ -59,8 +55,8 @@ def main() -> None:
         model = load(path, threads=2)
         mask = mask_columns(centred_lines, width, centred=True)
         rows = {
-            "kdc (uncentred input)": model.reconstruct(channels(fft2(scanner) * lines), lines, normalise=True),
-            "README, ifftshift only": model.reconstruct(channels(np.fft.ifftshift(centred, axes=(-2, -1))), mask,
+            "kdc (uncentred input)": model.reconstruct(kspace_channels(fft2(scanner) * lines), lines, normalise=True),
+            "README, ifftshift only": model.reconstruct(kspace_channels(np.fft.ifftshift(centred, axes=(-2, -1))), mask,
                                                         normalise=True),
             "README, shift + origin phase": model.reconstruct(kspace_channels(centred, centred=True), mask,
                                                               normalise=True),

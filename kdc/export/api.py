@@ -26,6 +26,7 @@ from kdc.export.quantize import (
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 from kdc.mri.fft import fft2
+from kdc.mri.layout import to_channels
 from kdc.mri.masks import cartesian_mask, line_mask_input, load_mask, sampled_lines, validate_mask
 from kdc.mri.simulate import with_smooth_phase
 from kdc.tasks import COMPLEX_RECON, LOWRES_INPUT, RECON, SUPER_RESOLUTION, TaskSpec, task_of_config
@@ -145,8 +146,7 @@ def validation_kspace(
     images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray, task: TaskSpec = RECON
 ) -> np.ndarray:
     """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of validation slices (see :func:`parity_images`)."""
-    kspace = fft2(parity_images(images, size, task)) * mask
-    return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
+    return to_channels(fft2(parity_images(images, size, task)) * mask)
 
 
 def pick_lowering(dc: str, mask: np.ndarray, fmt: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdc.mri.layout import from_channels
+
 
 def zero_filled_peak(kspace: np.ndarray) -> float:
     """Largest magnitude of the zero-filled images of a volume's k-space (orthonormal inverse FFT; 0 if empty).
@@ -20,5 +22,5 @@ def zero_filled_peak(kspace: np.ndarray) -> float:
     if kspace.size == 0:
         return 0.0
     if not np.iscomplexobj(kspace):
-        kspace = kspace[:, 0] + 1j * kspace[:, 1]
+        kspace = from_channels(kspace)
     return float(np.abs(np.fft.ifft2(kspace, norm="ortho")).max())

@@ -24,9 +24,10 @@ from kdc._io import atomic_directory, write_json
 from kdc.data.metrics import nmse, psnr, ssim
 from kdc.mri.coils import compress_coils
 from kdc.mri.fft import centred_to_uncentred, ifft2
+from kdc.mri.layout import from_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, load_mask, sampled_lines
-from kdc.runtime.readers import InputError, RawVolume, read_input
 from kdc.mri.normalise import zero_filled_peak
+from kdc.runtime.readers import InputError, RawVolume, read_input
 from kdc.runtime.session import Reconstructor
 from kdc.runtime.tensors import kspace_channels
 from kdc.runtime.writers import OutputError, OutputVolume, Provenance, WriteOptions, Writer, writers_for
@@ -197,7 +198,7 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
                                 for start in range(0, volume.slices, settings.batch)])
     seconds = time.perf_counter() - started
     image = view.to_file(np.abs(image) * scale)
-    zero_filled = view.to_file(np.abs(ifft2(kspace[:, 0] + 1j * kspace[:, 1])).astype(np.float32) * scale)
+    zero_filled = view.to_file(np.abs(ifft2(from_channels(kspace))) * scale)
     reference = volume.reference
     if reference is None and view.acquired is None:
         reference = view.to_file(np.abs(ifft2(view.kspace)).astype(np.float32))

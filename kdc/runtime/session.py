@@ -24,6 +24,7 @@ import numpy as np
 
 from kdc.errors import KdcError
 from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_shape, validate_mask
+from kdc.mri.layout import from_channels
 from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
 from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
@@ -226,7 +227,7 @@ class Reconstructor:
                     "kspace_channels/mask_columns(..., centred=True)")
         columns = symmetric_centre(lines)
         centre = feeds["kspace"][..., columns]  # only the centre becomes complex: batches can be large
-        fraction = centre_imaginary_fraction(centre[:, 0] + 1j * centre[:, 1], columns, lines.size)
+        fraction = centre_imaginary_fraction(from_channels(centre), columns, lines.size)
         if fraction is None or fraction <= PHASE_WARNING_FRACTION:
             return None
         return (f"model {self.name!r} reconstructs real images, but {fraction:.1%} of the input image's energy is "

@@ -63,7 +63,7 @@ def example_kspace(batch: int, size: tuple[int, int], mask: np.ndarray, seed: in
     for latency and load tests."""
     images = np.random.default_rng(seed).random((batch, *size), dtype=np.float32)
     kspace = np.fft.fft2(images, norm="ortho") * mask[:, 0]
-    return np.stack([kspace.real, kspace.imag], axis=1).astype(np.float32)
+    return to_channels(kspace)
 
 
 def example_image(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
