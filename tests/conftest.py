@@ -12,6 +12,15 @@ import pytest
 from kdc.mri.fft import fft2, fft2c, ifft2
 
 
+@pytest.fixture(scope="session", autouse=True)
+def volume_stats_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The volume-statistics cache of the tests' datasets: a temporary directory, not ``~/.cache/kdc``."""
+    directory = tmp_path_factory.mktemp("kdc-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDC_CACHE_DIR", str(directory))
+        yield directory
+
+
 def make_phantom(slices: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """``(S, H, W)`` non-negative images: an ellipse of varying size plus texture, zero outside it."""
     rng = np.random.default_rng(seed)

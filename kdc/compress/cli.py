@@ -32,6 +32,9 @@ Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-spa
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
 Image = Annotated[str, typer.Option(
     help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]
+Workers = Annotated[int, typer.Option(
+    min=0, help="DataLoader worker processes reading training slices (0: the training process reads them; 2-8 "
+                "keep a GPU fed with raw multi-coil data).")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -71,6 +74,7 @@ def train(
     distributed: Distributed = False,
     center_fraction: CenterFraction = None,
     crop: Crop = False,
+    workers: Workers = 0,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
@@ -80,7 +84,7 @@ def train(
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
-                              center_fraction=center_fraction, crop=crop, image=image)
+                              center_fraction=center_fraction, crop=crop, image=image, workers=workers)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -120,6 +124,7 @@ def distill(
     crop: Crop = False,
     teacher_mode: Annotated[str, typer.Option(
         help="How the teacher trains: plain (alone, L1) or sft (SFT-KD-Recon, with student branches).")] = "plain",
+    workers: Workers = 0,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -129,7 +134,7 @@ def distill(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
-        center_fraction=center_fraction, crop=crop, image=image,
+        center_fraction=center_fraction, crop=crop, image=image, workers=workers,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

@@ -40,7 +40,7 @@ log = logging.getLogger("kdc")
 #: Models of a finished run, in the order of the paper's table.
 TABLE_ROLES = ("teacher", "student", "kd_student")
 #: Settings that do not change the results (beyond float error); ``--resume`` may change them.
-RUNTIME_SETTINGS = ("out", "device", "teacher_cache")
+RUNTIME_SETTINGS = ("out", "device", "teacher_cache", "workers")
 
 
 @dataclass
@@ -71,6 +71,8 @@ class RunConfig:
     #: ``magnitude`` (real images, KD-MRI) or ``complex`` (real and imaginary channels); picks the task with ``task``.
     image: str = "magnitude"
     teacher_mode: str = "plain"
+    #: DataLoader worker processes reading training slices (0: the training process reads them).
+    workers: int = 0
 
 
 def resolve_device(device: str) -> str:
@@ -231,6 +233,7 @@ class Run:
             self.device,
             self.config.seed,
             self.config.lr_schedule,
+            self.config.workers,
         )
         stage = Stage(role, model, step_loss, {**self.meta, "role": role, **(meta or {})}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)

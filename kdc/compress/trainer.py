@@ -19,6 +19,7 @@ from kdc.compress import distributed
 from kdc.compress.evaluate import predict, score
 from kdc.compress.progress import epoch_progress
 from kdc.compress.tasks import RECON, Task
+from kdc.data.slices import one_thread_per_worker
 from kdc.models.checkpoint import save_checkpoint
 
 #: ``step_loss(batch) -> loss`` for one batch already on the device.
@@ -36,6 +37,7 @@ class TrainSettings:
     device: str = "cpu"
     seed: int = 0
     lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over the stage's steps (see docs/distill.md)
+    workers: int = 0  # DataLoader worker processes (0: slices are read in the training process)
 
 
 #: Learning-rate factor at ``progress`` (steps done / all steps of the stage) for each schedule.
@@ -99,7 +101,8 @@ def train_stage(
         order = torch.randperm(len(train_set), generator=generator).tolist()
         size = settings.batch_size
         shares = [distributed.share(order[i : i + size]) for i in range(0, len(order), size)]
-        loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares])
+        loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares], num_workers=settings.workers,
+                            worker_init_fn=one_thread_per_worker if settings.workers else None)
         total = 0.0
         with epoch_progress(f"{stage.name} epoch {epoch + 1}/{settings.epochs}", len(loader)) as report:
             for step, ((_, weight), batch) in enumerate(zip(shares, loader), 1):

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 import h5py
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from kdc.data.demo import demo_root
 from kdc.data.errors import DataError
 from kdc.data.formats import VolumeInfo, detect, inspect_volume, notice_once, open_h5
-from kdc.data.volumes import VolumeStats, single_coil, target_images, volume_stats
-from kdc.mri.fft import fft2
+from kdc.data.volumes import VolumeStats, cached_volume_stats, single_coil
+from kdc.mri.fft import fft2, ifft2
 from kdc.mri.layout import centre_crop, centre_fit, to_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
 
@@ -76,14 +77,21 @@ class SliceDataset:
         volume_index, slice_index = self._index[index]
         file = self._file(volume_index)
         reader, stats = detect(file), self.stats[volume_index]
-        raw = reader.read(file, slice(slice_index, slice_index + 1), self.acceleration)
+        # NaN and Inf are looked for in the one-coil image and k-space below, not in every coil of the file.
+        raw = reader.read(file, slice(slice_index, slice_index + 1), self.acceleration, check_finite=False)
         scale = np.float32(stats.scale)
-        image = raw.reference[0] / scale if raw.reference is not None else target_images(raw, stats.coil_matrix)[0] / scale
-        if not self.stored_kspace:
-            image = centre_fit(image, self.image_shape)
+        # The file's uncentred (virtual-coil) k-space: the stored undersampling, or the fully sampled acquisition.
+        measured = single_coil(raw, stats.coil_matrix)[0] / scale if self.stored_kspace or raw.reference is None \
+            else None
+        image = raw.reference[0] / scale if raw.reference is not None else ifft2(measured)
+        if not np.isfinite(image.sum() + (0 if measured is None else measured.sum())):
+            raise DataError(f"{file.filename}: slice {slice_index} holds NaN or Inf ({reader.name} data)")
+        if not self.stored_kspace and image.shape != self.image_shape:
+            image, measured = centre_fit(image, self.image_shape), None
         if self.settings.image == "magnitude" and np.iscomplexobj(image):
-            image = np.abs(image)
-        measured = single_coil(raw, stats.coil_matrix)[0] / scale if self.stored_kspace else fft2(image)
+            image, measured = np.abs(image), None
+        if measured is None:  # simulate k-space from the (padded or magnitude) target
+            measured = fft2(image)
         target = centre_crop(image, self.settings.crop or self.image_shape)
         kspace = measured * self.mask
         return {
@@ -118,6 +126,12 @@ class SliceDataset:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handles": OrderedDict()}
+
+
+def one_thread_per_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one BLAS thread per worker process. The workers are the parallelism; BLAS
+    threads on top of them oversubscribe the cores (coil compression's matmul then runs at half the slices/s)."""
+    threadpool_limits(1)
 
 
 def dataset_root(data: str | Path) -> Path:
@@ -178,7 +192,7 @@ def open_split(
             if acquired[-1] is not None and reader.read(file, slice(0, 1)).reference is None:
                 raise DataError(f"{info.path}: undersampled k-space without a fully sampled reference: it can be "
                                 "reconstructed, not trained or scored on")
-            stats.append(volume_stats(file, reader, info))
+            stats.append(cached_volume_stats(file, reader, info))
             measured = reader.read(file, slice(0, 1)).measured_phase
         if not measured and image == "complex":
             raise DataError(f"{info.path}: holds magnitude images ({reader.name}, no measured phase), but a complex "

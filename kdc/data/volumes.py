@@ -3,18 +3,22 @@
 A volume's **target** is its stored fully sampled reference (KD-MRI's ``volfs``) or else the image of its fully
 sampled k-space, coil-compressed to one virtual coil (``kdc.mri.coils``) when it has several coils: a complex
 image. Every volume is scaled by its target's peak magnitude, so that targets lie in [0, 1]. Statistics (that
-scale and the coil compression matrix) are computed once per volume by streaming its slices; slices are then read
-one at a time.
+scale and the coil compression matrix) are computed once per volume by streaming its slices, and kept in a small
+cache file per volume (``$KDC_CACHE_DIR``, default ``~/.cache/kdc``, under ``volume-stats/``) keyed by the file's
+path, size and modification time; slices are then read one at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from kdc._io import atomic_path
 from kdc.data.errors import DataError
 from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, open_h5
 from kdc.mri.coils import apply_compression, calibration_region, coil_covariance, compression_matrix
@@ -62,11 +66,47 @@ def volume_stats(file: h5py.File, reader: Reader, info: VolumeInfo) -> VolumeSta
         for index in range(info.slices):
             covariance += coil_covariance(reader.read(file, slice(index, index + 1)).kspace, region)
         matrix = compression_matrix(covariance)
-    scale = max(float(np.abs(target_images(reader.read(file, slice(index, index + 1)), matrix)).max())
+    checked = matrix is not None  # the covariance pass checked every slice for NaN and Inf
+    scale = max(float(np.abs(target_images(reader.read(file, slice(index, index + 1), check_finite=not checked),
+                                           matrix)).max())
                 for index in range(info.slices))
     if scale <= 0:
         raise DataError(f"{info.path}: target volume is all zero, cannot scale it to [0, 1]")
     return VolumeStats(scale, matrix)
+
+
+#: Bump when what :func:`volume_stats` computes changes: older cache files are then ignored.
+STATS_VERSION = 1
+
+
+def stats_cache_dir() -> Path:
+    """Where volume statistics are cached: ``$KDC_CACHE_DIR/volume-stats``, default ``~/.cache/kdc/volume-stats``."""
+    return Path(os.environ.get("KDC_CACHE_DIR") or Path.home() / ".cache" / "kdc") / "volume-stats"
+
+
+def cached_volume_stats(file: h5py.File, reader: Reader, info: VolumeInfo) -> VolumeStats:
+    """:func:`volume_stats`, read from the cache when this file (path, size, modification time) was seen before.
+
+    A fastMRI-sized split takes minutes to stream; the cache makes every later open (each run, each evaluation)
+    instant. A cache that cannot be read or written is ignored: the statistics are then computed again.
+    """
+    stat = Path(info.path).stat()
+    key = f"{STATS_VERSION}|{Path(info.path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{reader.name}"
+    path = stats_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            matrix = saved["coil_matrix"]
+            return VolumeStats(float(saved["scale"]), matrix if matrix.size else None)
+    except (OSError, KeyError, ValueError):
+        pass
+    stats = volume_stats(file, reader, info)
+    matrix = np.zeros((0, 0), np.complex64) if stats.coil_matrix is None else stats.coil_matrix
+    try:
+        with atomic_path(path) as tmp, tmp.open("wb") as handle:
+            np.savez(handle, scale=np.float64(stats.scale), coil_matrix=matrix)
+    except OSError:
+        pass
+    return stats
 
 
 def read_volume(path: str | Path, acceleration: int | None = None) -> Volume:

@@ -65,7 +65,10 @@ def _dc_block(sampled: np.ndarray) -> np.ndarray:
 
 def coil_covariance(kspace: np.ndarray, region: np.ndarray) -> np.ndarray:
     """``(C, C)`` covariance ``Y Y^H`` of the calibration samples of ``(..., C, H, W)`` k-space; sums over slices."""
-    samples = np.moveaxis(kspace[..., region], -2, 0).reshape(kspace.shape[-3], -1)
+    coils = kspace.shape[-3]
+    # All of k-space (fully sampled data): a reshape, not a 28 MB boolean-indexed copy per fastMRI slice.
+    samples = np.moveaxis(kspace, -3, 0) if region.all() else np.moveaxis(kspace[..., region], -2, 0)
+    samples = samples.reshape(coils, -1)
     return samples @ samples.conj().T
 
 

@@ -9,6 +9,7 @@ roll (a linear phase), so that ``centred_to_uncentred(fft2c(x)) == fft2(x)`` for
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,20 @@ def ifft2c(kspace: Any) -> Any:
     return fft.fftshift(fft.ifft2(fft.ifftshift(kspace, axes), norm="ortho"), axes)
 
 
-def _origin_phase(shape: tuple[int, ...], sign: int) -> np.ndarray:
-    """``exp(sign * 2j*pi * k * (n//2) / n)`` over the last two axes: the k-space of a roll by half the size."""
-    height, width = shape[-2:]
+@lru_cache(maxsize=8)
+def _origin_phase(height: int, width: int, sign: int, dtype: type) -> np.ndarray:
+    """``exp(sign * 2j*pi * k * (n//2) / n)`` over ``(height, width)``: the k-space of a roll by half the size
+    (cached and read-only: training applies it to every slice)."""
     rows = np.exp(sign * 2j * np.pi * np.arange(height) * (height // 2) / height)
     columns = np.exp(sign * 2j * np.pi * np.arange(width) * (width // 2) / width)
-    return rows[:, None] * columns[None, :]
+    ramp = (rows[:, None] * columns[None, :]).astype(dtype)
+    ramp.flags.writeable = False
+    return ramp
+
+
+def _with_origin_phase(kspace: np.ndarray, sign: int) -> np.ndarray:
+    dtype = np.result_type(kspace, np.complex64)
+    return np.multiply(kspace, _origin_phase(*kspace.shape[-2:], sign, dtype.type), dtype=dtype)
 
 
 def centred_to_uncentred(kspace: np.ndarray) -> np.ndarray:
@@ -60,13 +69,9 @@ def centred_to_uncentred(kspace: np.ndarray) -> np.ndarray:
     Moves the DC term to index 0 and undoes the image-centre origin, so a model's image comes back upright.
     Keeps complex64 as complex64. Zeros (unsampled lines) stay zero.
     """
-    kspace = np.asarray(kspace)
-    shifted = np.fft.ifftshift(kspace, axes=(-2, -1))
-    return (shifted * _origin_phase(kspace.shape, -1)).astype(np.result_type(kspace, np.complex64), copy=False)
+    return _with_origin_phase(np.fft.ifftshift(np.asarray(kspace), axes=(-2, -1)), -1)
 
 
 def uncentred_to_centred(kspace: np.ndarray) -> np.ndarray:
     """The inverse of :func:`centred_to_uncentred`: ``fft2(x)`` -> ``fft2c(x)``."""
-    kspace = np.asarray(kspace)
-    ramped = kspace * _origin_phase(kspace.shape, 1)
-    return np.fft.fftshift(ramped, axes=(-2, -1)).astype(np.result_type(kspace, np.complex64), copy=False)
+    return np.fft.fftshift(_with_origin_phase(np.asarray(kspace), 1), axes=(-2, -1))

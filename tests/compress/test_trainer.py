@@ -107,3 +107,16 @@ def test_cosine_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
     train_stage(l1_stage(resumed), train, val, settings, tmp_path / "b")
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_dataloader_workers_train_the_same_weights(tmp_path):
+    """``--workers``: slices read by worker processes give the weights of slices read in the training process."""
+    train, val = tiny_split(8, 0), tiny_split(4, 1)
+    trained = {}
+    for workers in (0, 2):
+        model = fresh_model()
+        train_stage(l1_stage(model), train, val, TrainSettings(epochs=1, lr=1e-2, workers=workers),
+                    tmp_path / str(workers))
+        trained[workers] = model.state_dict()
+    for a, b in zip(trained[0].values(), trained[2].values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -1,3 +1,6 @@
+import os
+
+import h5py
 import numpy as np
 import pytest
 
@@ -6,6 +9,7 @@ from kdc.data.formats.kdmri import KdmriReader
 from kdc.mri.fft import fft2, ifft2
 from kdc.mri.masks import MaskError, cartesian_mask
 from kdc.data.slices import open_split
+from kdc.data.volumes import stats_cache_dir
 from kdc.mri.coils import compress_coils
 from kdc.mri.layout import from_channels
 from tests.conftest import make_phantom
@@ -56,8 +60,8 @@ def test_slices_are_read_one_at_a_time(tmp_path, write_kdmri, phantom, monkeypat
     dataset = open_split(tmp_path, "train", 4)
     reads = []
     real_read = KdmriReader.read
-    monkeypatch.setattr(KdmriReader, "read", lambda self, file, slices, acc=None: reads.append(slices)
-                        or real_read(self, file, slices, acc))
+    monkeypatch.setattr(KdmriReader, "read", lambda self, file, slices, acc=None, **kw: reads.append(slices)
+                        or real_read(self, file, slices, acc, **kw))
     for index in (0, 2, 1):
         assert dataset[index]["slice"] == index
     assert reads == [slice(0, 1), slice(2, 3), slice(1, 2)]  # one slice per item, no volume cache
@@ -212,3 +216,29 @@ def test_dataloader_workers_read_the_same_items(tmp_path, write_fastmri_multicoi
     parallel = [batch["target"] for batch in loader]
     assert len(serial) == 3 and all(torch.equal(a, b) for a, b in zip(serial, parallel))
     assert dataset._handles  # the parent process still has its own handles; workers opened theirs
+
+
+def test_volume_statistics_are_cached_per_version_of_the_file(tmp_path, write_fastmri_multicoil):
+    """Opening a split again reads each volume's scale and coil matrix from the cache; a rewritten file (new
+    modification time) is streamed again."""
+    path = write_fastmri_multicoil(tmp_path / "train" / "a.h5", multicoil_volume())
+    first = open_split(tmp_path, "train", 4, image="complex")
+    cached = sorted(stats_cache_dir().glob("*.npz"))
+    entry = next(file for file in cached if np.isclose(np.load(file)["scale"], first.stats[0].scale))
+    with entry.open("wb") as handle:  # a cache that says twice the scale halves the targets: it is what is read
+        np.savez(handle, scale=np.float64(2 * first.stats[0].scale), coil_matrix=first.stats[0].coil_matrix)
+    again = open_split(tmp_path, "train", 4, image="complex")
+    np.testing.assert_allclose(again[0]["target"], first[0]["target"] / 2, atol=1e-6)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    rewritten = open_split(tmp_path, "train", 4, image="complex")
+    assert rewritten.stats[0].scale == first.stats[0].scale
+
+
+def test_a_slice_that_turns_non_finite_after_opening_is_refused(tmp_path, write_fastmri_multicoil):
+    path = write_fastmri_multicoil(tmp_path / "train" / "a.h5", multicoil_volume())
+    dataset = open_split(tmp_path, "train", 4, image="complex")
+    with h5py.File(path, "r+") as file:  # one sample of one coil of slice 1
+        file["kspace"][1, 2, 5, 5] = np.nan
+    dataset[0]
+    with pytest.raises(DataError, match=r"a\.h5: slice 1 holds NaN or Inf \(fastmri-multicoil data\)"):
+        dataset[1]

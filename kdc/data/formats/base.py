@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.mri.fft import fft2, ifft2c
+from kdc.mri.fft import centred_to_uncentred
 from kdc.mri.geometry import Geometry
 
 _SHOWN: set[str] = set()
@@ -60,9 +60,9 @@ class RawSlices:
         """``kspace`` in kdc's uncentred convention: ``fft2(image)`` of the upright image.
 
         Centred k-space is ``fftshift(fft2(ifftshift(image)))``; shifting k-space alone would return the image
-        rolled by half the field of view, so the image is formed and transformed again (exact for odd sizes too).
+        rolled by half the field of view, so :func:`kdc.mri.fft.centred_to_uncentred` also removes that roll.
         """
-        return fft2(ifft2c(self.kspace)).astype(np.complex64) if self.centred else self.kspace
+        return centred_to_uncentred(self.kspace).astype(np.complex64, copy=False) if self.centred else self.kspace
 
 
 class Reader:
@@ -80,8 +80,12 @@ class Reader:
     def inspect(self, file: h5py.File) -> VolumeInfo:
         raise NotImplementedError
 
-    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None) -> RawSlices:
-        """Slices ``slices`` of the file; ``acceleration`` picks a stored undersampling where a format has several."""
+    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None,
+             check_finite: bool = True) -> RawSlices:
+        """Slices ``slices`` of the file; ``acceleration`` picks a stored undersampling where a format has several.
+
+        ``check_finite=False`` skips the pass that refuses NaN and Inf, for a caller that checks what it derives
+        from the slices instead (a pass over 15-coil k-space costs as much as coil-compressing it)."""
         raise NotImplementedError
 
     def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
@@ -170,8 +174,20 @@ def image_dataset(file: h5py.File, key: str, expected: str) -> h5py.Dataset:
     return data
 
 
-def finite(file: h5py.File, key: str, values: np.ndarray, first_slice: int = 0) -> np.ndarray:
-    """``values`` (slices first), unless one of them holds NaN or Inf."""
+def read_leading(data: h5py.Dataset, slices: slice) -> np.ndarray:
+    """``data[slices]`` along the first axis, read straight into a new array (h5py's indexing zero-fills its output
+    first: one more pass over every 28 MB fastMRI multi-coil slice)."""
+    count = len(range(*slices.indices(data.shape[0])))
+    values = np.empty((count, *data.shape[1:]), data.dtype)
+    if count:
+        data.read_direct(values, np.s_[slices])
+    return values
+
+
+def finite(file: h5py.File, key: str, values: np.ndarray, first_slice: int = 0, check: bool = True) -> np.ndarray:
+    """``values`` (slices first), unless one of them holds NaN or Inf (not looked at with ``check=False``)."""
+    if not check:
+        return values
     # A sum is non-finite when any term is (NaN and Inf propagate), and is cheaper than testing every value.
     bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1).sum(axis=1)))
     if bad.size:

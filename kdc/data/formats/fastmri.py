@@ -16,7 +16,7 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, dataset, finite, header_geometry,
-                                   parse_header, register, slice_start)
+                                   parse_header, read_leading, register, slice_start)
 from kdc.mri.masks import mask_from_kspace
 
 
@@ -39,8 +39,10 @@ class FastmriReader(Reader):
         coils = shape[1] if self.coil_axis else 1
         return VolumeInfo(file.filename, self.name, shape[0], shape[-2:], coils)
 
-    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None) -> RawSlices:
-        kspace = finite(file, "kspace", self._kspace(file)[slices], slice_start(slices))
+    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None,
+             check_finite: bool = True) -> RawSlices:
+        kspace = read_leading(self._kspace(file), slices)
+        kspace = finite(file, "kspace", kspace, slice_start(slices), check_finite)
         if not self.coil_axis:
             kspace = kspace[:, None]
         return RawSlices(kspace.astype(np.complex64, copy=False), True, None, True)

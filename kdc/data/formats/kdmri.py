@@ -30,9 +30,11 @@ class KdmriReader(Reader):
         height, width, slices = image_dataset(file, "volfs", "(H, W, slices)").shape
         return VolumeInfo(file.filename, self.name, slices, (height, width))
 
-    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None) -> RawSlices:
+    def read(self, file: h5py.File, slices: slice, acceleration: int | None = None,
+             check_finite: bool = True) -> RawSlices:
         volfs = image_dataset(file, "volfs", "(H, W, slices)")
-        reference = finite(file, "volfs", np.moveaxis(volfs[:, :, slices], -1, 0), slice_start(slices))
+        reference = finite(file, "volfs", np.moveaxis(volfs[:, :, slices], -1, 0), slice_start(slices),
+                           check_finite)
         reference = reference.astype(np.float32)
         key = None if acceleration is None else stored_kspace_key(acceleration)
         if key is None or key not in file:
@@ -41,7 +43,8 @@ class KdmriReader(Reader):
         if not isinstance(stored, h5py.Dataset) or stored.shape != volfs.shape or stored.dtype.kind != "c":
             raise DataError(f"{file.filename}: '{key}' is {getattr(stored, 'dtype', 'a group')} "
                             f"{getattr(stored, 'shape', '')}, expected complex {volfs.shape}")
-        kspace = finite(file, key, np.moveaxis(stored[:, :, slices], -1, 0), slice_start(slices))
+        kspace = finite(file, key, np.moveaxis(stored[:, :, slices], -1, 0), slice_start(slices),
+                        check_finite)
         return RawSlices(kspace[:, None].astype(np.complex64), False, reference, False)
 
     def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
