@@ -2,7 +2,8 @@
 
 Writes ``--volumes`` files of ``--slices`` slices each in fastMRI's multi-coil layout (``kspace`` (S, 15, 640, 368)
 complex64, centred, contiguous, plus ``reconstruction_rss`` and ``ismrmrd_header``) to a temporary directory
-(default: at least 8 GB), opens the split (one statistics pass per volume: coil compression matrix and scale), then
+(default: at least 8 GB), opens the split twice (the first open streams every volume once for its statistics, coil
+compression matrix and scale; the second reads them from the statistics cache), then
 times a shuffled ``DataLoader`` (batch 4, ``kdc distill``'s default; workers as ``kdc distill --workers`` makes
 them: one BLAS thread each) with 0 and 2 workers over ``--items`` items per setting and image kind,
 sampling the resident memory of the process and its workers together every 50 ms. The dataset is deleted at the end.
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader
 from kdc._io import atomic_path, write_json
 from kdc.data.build import FASTMRI_HEADER
 from kdc.data.demo import validation_images
+from kdc.data.prepare import prepare_dataset
 from kdc.data.slices import one_thread_per_worker, open_split
 from kdc.mri.fft import fft2c
 from kdc.mri.simulate import complex_coil_images
@@ -91,6 +93,28 @@ def write_dataset(root: Path, volumes: int, slices: int) -> int:
     return sum(path.stat().st_size for path in (root / "train").glob("*.h5"))
 
 
+def drop_page_cache() -> bool:
+    """Empty the OS page cache (root on Linux), so that reads come from the disk; False where not allowed."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def read_throughput(files: list[Path], block: int = 64 << 20) -> dict:
+    """Sequential read speed of ``files`` (plain 64 MB reads, no decoding), after dropping the page cache."""
+    drop_page_cache()
+    start, total = time.perf_counter(), 0
+    for path in files:
+        with path.open("rb", buffering=0) as handle:
+            while chunk := handle.read(block):
+                total += len(chunk)
+    seconds = time.perf_counter() - start
+    return {"bytes_read": total, "seconds": round(seconds, 1), "mb_per_s": round(total / seconds / 1e6)}
+
+
 def time_loader(dataset, workers: int, items: int) -> dict:
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
                         worker_init_fn=one_thread_per_worker if workers else None)
@@ -114,40 +138,64 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/data_loading"))
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="kdc-data-loading-", dir=args.tmp))
+    os.environ["KDC_CACHE_DIR"] = str(root / "cache")  # start cold; the second open reads the statistics cache
     try:
         start = time.perf_counter()
         size = write_dataset(root, args.volumes, args.slices)
         write_seconds = time.perf_counter() - start
         print(f"wrote {size / 1e9:.2f} GB in {write_seconds:.0f} s to {root}")
+        disk = {"page_cache_dropped": drop_page_cache(), **read_throughput(sorted((root / "train").glob("*.h5")))}
+        print(f"disk: {disk}")
         rows, open_seconds = [], {}
-        for image in ("complex", "magnitude"):
+        for image, when in (("complex", "first open (statistics pass)"), ("magnitude", "again (statistics cache)")):
             with PeakMemory() as memory:
                 start = time.perf_counter()
                 dataset = open_split(root, "train", 4, image=image)
-                open_seconds[image] = {"seconds": round(time.perf_counter() - start, 1),
-                                       "peak_rss_gb": round(memory.peak / 1e9, 2)}
-            print(f"{image}: opened {len(dataset)} slices in {open_seconds[image]['seconds']} s")
+                open_seconds[when] = {"seconds": round(time.perf_counter() - start, 1),
+                                      "peak_rss_gb": round(memory.peak / 1e9, 2)}
+            print(f"{image}: {when}: {len(dataset)} slices in {open_seconds[when]['seconds']} s")
             for workers in (0, 2):
-                rows.append({"image": image, **time_loader(dataset, workers, args.items)})
+                drop_page_cache()
+                rows.append({"data": f"raw, {COILS} coils", "image": image, **time_loader(dataset, workers, args.items)})
+                print(rows[-1])
+        start = time.perf_counter()
+        prepared = prepare_dataset([root / "train"], root / "prepared", val_volumes=1)
+        prepare_seconds = time.perf_counter() - start
+        prepared_bytes = sum(path.stat().st_size for path in (root / "prepared").rglob("*.h5"))
+        print(f"prepared {prepared['slices']} ({prepared_bytes / 1e9:.2f} GB) in {prepare_seconds:.0f} s")
+        for image in ("complex", "magnitude"):
+            dataset = open_split(root / "prepared", "train", 4, image=image)
+            for workers in (0, 2):
+                rows.append({"data": "prepared, 1 virtual coil", "image": image,
+                             **time_loader(dataset, workers, args.items)})
                 print(rows[-1])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result = {
         "dataset": {"layout": "fastmri-multicoil", "shape": list(SHAPE), "coils": COILS, "volumes": args.volumes,
                     "slices": args.volumes * args.slices, "bytes": size, "write_seconds": round(write_seconds, 1)},
-        "open": open_seconds, "loader": rows, "batch_size": BATCH, "shuffle": True,
+        "disk": disk, "open": open_seconds, "loader": rows, "batch_size": BATCH, "shuffle": True,
+        "prepared": {"seconds": round(prepare_seconds, 1), "bytes": prepared_bytes, "slices": prepared["slices"]},
         "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
                     "platform": platform.platform(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
     write_json(args.out.with_suffix(".json"), result)
+    slice_mb = np.dtype(np.complex64).itemsize * COILS * SHAPE[0] * SHAPE[1] / 1e6
     lines = [
         f"# Data loading: {size / 1e9:.2f} GB fastMRI multi-coil layout ({args.volumes * args.slices} slices, "
         f"{SHAPE[0]}x{SHAPE[1]}, {COILS} coils)", "",
-        "Written by `benchmarks/data_loading.py`: shuffled DataLoader, batch 4 (`kdc distill`'s default), coil compression to one virtual coil, "
-        "4x mask. Peak RSS is the process and its workers together.", "",
-        "| image | workers | slices/s | peak RSS (GB) |", "|---|---|---|---|",
-        *(f"| {r['image']} | {r['workers']} | {r['slices_per_s']} | {r['peak_rss_gb']} |" for r in rows), "",
-        "Opening the split (statistics pass over every slice): "
+        "Written by `benchmarks/data_loading.py`: shuffled DataLoader, batch 4 (`kdc distill`'s default), workers "
+        "as `kdc distill --workers N` makes them, 4x mask. Peak RSS is the process and its workers together.", "",
+        f"Raw rows read the {COILS}-coil files with the page cache dropped first "
+        f"({'done' if disk['page_cache_dropped'] else 'not possible here: partly warm'}), and coil-compress every "
+        f"slice; the disk reads {disk['mb_per_s']} MB/s sequentially, so one {slice_mb:.1f} MB slice costs "
+        f"{slice_mb / disk['mb_per_s'] * 1000:.0f} ms of disk time. Prepared rows read the split "
+        f"`kdc data prepare` wrote once ({prepare_seconds:.0f} s, {prepared_bytes / 1e9:.2f} GB: one virtual coil "
+        "per slice, the same items).", "",
+        "| data | image | workers | slices/s | peak RSS (GB) |", "|---|---|---|---|---|",
+        *(f"| {r['data']} | {r['image']} | {r['workers']} | {r['slices_per_s']} | {r['peak_rss_gb']} |" for r in rows),
+        "",
+        "Opening the split: "
         + ", ".join(f"{k} {v['seconds']} s (peak RSS {v['peak_rss_gb']} GB)" for k, v in open_seconds.items())
         + f". Machine: {os.cpu_count()} CPUs, load average {result['machine']['load_average_at_end']} at the end.",
     ]

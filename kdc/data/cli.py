@@ -76,3 +76,21 @@ def build(
     for record in manifest["volumes"]:
         typer.echo(f"{record['split']:5} {record['file']}: {record['slices']} slices")
     typer.echo(f"wrote {out} ({manifest['slices']['train']} train, {manifest['slices']['val']} val slices)")
+
+
+@data_app.command("prepare")
+@user_errors
+def prepare(
+    raw: Annotated[list[Path], typer.Argument(help="Raw h5 files (fastMRI multi-coil, ISMRMRD) or directories of them.")],
+    out: Annotated[Path, typer.Option(help="Dataset directory to write (ROOT/train, ROOT/val).")],
+    val_volumes: Annotated[int, typer.Option(help="The last N files go to val (split by volume).")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Coil-compress fully sampled raw multi-coil k-space to one virtual coil per volume: a training dataset as
+    fastMRI single-coil files, the coil count times smaller, that trains like the raw files."""
+    from kdc.data.prepare import prepare_dataset
+
+    manifest = prepare_dataset(raw, out, val_volumes, overwrite)
+    for record in manifest["volumes"]:
+        typer.echo(f"{record['split']:5} {record['file']}: {record['slices']} slices, {record['coils']} coil(s) -> 1")
+    typer.echo(f"wrote {out} ({manifest['slices']['train']} train, {manifest['slices']['val']} val slices)")
