@@ -14,7 +14,7 @@ Command = TypeVar("Command", bound=Callable[..., object])
 #: Modules an extra brings, and the extra to install for them.
 EXTRAS = {"torch": "train", "onnx": "train", "onnxscript": "train", "h5py": "train", "nibabel": "train",
           "matplotlib": "train", "onnxruntime": "runtime", "openvino": "runtime", "fastapi": "serve", "uvicorn": "serve",
-          "pydicom": "reconstruct"}
+          "pydicom": "reconstruct", "isal": "reconstruct"}
 
 
 def user_errors(command: Command) -> Command:

@@ -167,13 +167,13 @@ class VolumeResult:
     """What one volume gave: the output volume, its zero-filled image and its reference (None if not known)."""
 
     output: OutputVolume
-    zero_filled: np.ndarray
+    zero_filled: np.ndarray | None  # computed only when there is a reference
     reference: np.ndarray | None
     notes: list[str]
     seconds: float
 
     def metrics(self) -> dict[str, Any] | None:
-        if self.reference is None:
+        if self.reference is None or self.zero_filled is None:
             return None
         return {**volume_metrics(self.reference, self.output.image),
                 "zero_filled": volume_metrics(self.reference, self.zero_filled),
@@ -198,14 +198,15 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
                                 for start in range(0, volume.slices, settings.batch)])
     seconds = time.perf_counter() - started
     image = view.to_file(np.abs(image) * scale)
-    zero_filled = view.to_file(np.abs(ifft2(from_channels(kspace))) * scale)
     reference = volume.reference
     if reference is None and view.acquired is None:
         reference = view.to_file(np.abs(ifft2(view.kspace)).astype(np.float32))
+    # The zero-filled image is only scored (against a reference).
+    zero_filled = None if reference is None else view.to_file(np.abs(ifft2(from_channels(kspace))) * scale)
     geometry = volume.geometry
     if settings.crop:
         image, offset = centre_crop(image, FASTMRI_CROP)
-        zero_filled, _ = centre_crop(zero_filled, FASTMRI_CROP)
+        zero_filled = None if zero_filled is None else centre_crop(zero_filled, FASTMRI_CROP)[0]
         reference = None if reference is None else centre_crop(reference, FASTMRI_CROP)[0]
         geometry = geometry.cropped(offset)
     provenance = Provenance(model.name, model.role, int(model.contract.get("contract_version", 0)),

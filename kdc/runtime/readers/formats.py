@@ -20,7 +20,7 @@ def is_hdf5(path: Path) -> bool:
 def read_h5(path: Path) -> Iterator[RawVolume]:
     with open_h5(path) as file:
         reader = detect(file)
-        raw = reader.read(file, slice(None))
+        raw = reader.read(file, slice(None), check_finite=False)  # read_input checks every volume
         mask = reader.acquired_mask(file)
         geometry = reader.geometry(file)
     yield RawVolume(path, path.stem, raw.kspace, raw.centred, mask, raw.reference, geometry, reader.phase_encode_axis)

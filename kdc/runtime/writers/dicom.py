@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,7 +19,12 @@ import kdc
 from kdc._io import atomic_directory, atomic_path
 from kdc.runtime.writers import OutputError, OutputVolume, WriteOptions, register_writer
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 DICOM_BITS = (12, 16)
+#: What precedes a DICOM file's meta information: a 128-byte preamble (zeros) and the prefix ``DICM``.
+PREAMBLE = bytes(128) + b"DICM"
 #: DICOM LO (long string) values hold at most 64 characters.
 LO_LENGTH = 64
 
@@ -29,10 +35,14 @@ def decimal_string(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.6e}"
 
 
-def series_datasets(volume: OutputVolume, bits: int) -> list:
-    """One pydicom dataset per slice, ready to save."""
+def series_files(volume: OutputVolume, bits: int) -> list[bytes]:
+    """The bytes of one DICOM file (Part 10) per slice.
+
+    The elements the slices share are encoded once; each file adds its own few (UIDs, instance number, position,
+    pixels) in tag order, so that a 48-slice series costs a fraction of encoding 48 whole datasets.
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import generate_uid
 
     if bits not in DICOM_BITS:
         raise OutputError(f"DICOM bits must be one of {DICOM_BITS}, got {bits}")
@@ -40,74 +50,114 @@ def series_datasets(volume: OutputVolume, bits: int) -> list:
     top = (1 << bits) - 1
     peak = float(image.max())
     stored = np.rint(image * (top / peak if peak > 0 else 0.0)).astype(np.uint16)
+    series = _series_template(volume, bits, top)
+    shared = _encoded(series)
+    files = []
+    for index, pixels in enumerate(stored):
+        meta = FileMetaDataset(dict(series.file_meta.items()))
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        own = Dataset()
+        own.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        own.InstanceNumber = index + 1
+        position = volume.geometry.slice_position(index)
+        own.ImagePositionPatient = [decimal_string(v) for v in position]
+        own.SliceLocation = decimal_string(float(np.dot(position, volume.geometry.normal)))
+        own.Rows, own.Columns = pixels.shape
+        own.add_new("PixelData", "OW", np.ascontiguousarray(pixels).tobytes())  # 16 bits allocated: OW
+        elements = {**shared, **_encoded(own)}
+        files.append(PREAMBLE + _meta_bytes(meta) + b"".join(elements[tag] for tag in sorted(elements)))
+    return files
+
+
+def _stream():
+    from pydicom.filebase import DicomBytesIO
+
+    stream = DicomBytesIO()
+    stream.is_little_endian, stream.is_implicit_VR = True, False  # Explicit VR Little Endian
+    return stream
+
+
+def _encoded(ds: Dataset) -> dict:
+    """Each element of ``ds`` encoded alone (Explicit VR Little Endian), by tag."""
+    from pydicom.filewriter import write_data_element
+
+    encoded = {}
+    for element in ds:
+        stream = _stream()
+        write_data_element(stream, element, ds._character_set)
+        encoded[element.tag] = stream.getvalue()
+    return encoded
+
+
+def _meta_bytes(meta) -> bytes:
+    from pydicom.filewriter import write_file_meta_info
+
+    stream = _stream()
+    write_file_meta_info(stream, meta, enforce_standard=True)
+    return stream.getvalue()
+
+
+def _series_template(volume: OutputVolume, bits: int, top: int) -> Dataset:
+    """The elements every slice of the series shares."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
     geometry, provenance = volume.geometry, volume.provenance
     now = datetime.datetime.now()
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    datasets = []
-    for index, pixels in enumerate(stored):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.ImageType = ["DERIVED", "PRIMARY", "OTHER"]
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
-        ds.AccessionNumber = ""
-        ds.Modality = "MR"
-        ds.Manufacturer = "kdc"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "kdc reconstruct"
-        ds.SeriesDescription = provenance.describe()[:LO_LENGTH]
-        ds.ManufacturerModelName = f"kdc {kdc.__version__}"[:LO_LENGTH]
-        ds.SoftwareVersions = f"kdc {kdc.__version__}"
-        ds.DerivationDescription = f"{provenance.describe()} from {Path(provenance.source).name}"[:1024]
-        ds.PatientName = ""
-        ds.PatientID = volume.name[:LO_LENGTH]
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = index + 1
-        ds.PositionReferenceIndicator = ""
-        ds.Laterality = ""
-        ds.PatientPosition = ""
-        ds.ScanningSequence = "RM"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "2D"
-        ds.RepetitionTime = ds.EchoTime = ds.EchoTrainLength = None
-        ds.SliceThickness = decimal_string(geometry.slice_thickness or geometry.spacing[2])
-        ds.SpacingBetweenSlices = decimal_string(geometry.spacing[2])
-        ds.PixelSpacing = [decimal_string(geometry.spacing[0]), decimal_string(geometry.spacing[1])]
-        ds.ImageOrientationPatient = [decimal_string(v) for v in (*geometry.row_direction,
-                                                                  *geometry.column_direction)]
-        ds.ImagePositionPatient = [decimal_string(v) for v in geometry.slice_position(index)]
-        ds.SliceLocation = decimal_string(float(np.dot(geometry.slice_position(index), geometry.normal)))
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = pixels.shape
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-        ds.WindowCenter, ds.WindowWidth = decimal_string((top + 1) / 2), decimal_string(top + 1)
-        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-        datasets.append(ds)
-    return datasets
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = MRImageStorage
+    ds.ImageType = ["DERIVED", "PRIMARY", "OTHER"]
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.Modality = "MR"
+    ds.Manufacturer = "kdc"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "kdc reconstruct"
+    ds.SeriesDescription = provenance.describe()[:LO_LENGTH]
+    ds.ManufacturerModelName = f"kdc {kdc.__version__}"[:LO_LENGTH]
+    ds.SoftwareVersions = f"kdc {kdc.__version__}"
+    ds.DerivationDescription = f"{provenance.describe()} from {Path(provenance.source).name}"[:1024]
+    ds.PatientName = ""
+    ds.PatientID = volume.name[:LO_LENGTH]
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.PositionReferenceIndicator = ""
+    ds.Laterality = ""
+    ds.PatientPosition = ""
+    ds.ScanningSequence = "RM"
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.RepetitionTime = ds.EchoTime = ds.EchoTrainLength = None
+    ds.SliceThickness = decimal_string(geometry.slice_thickness or geometry.spacing[2])
+    ds.SpacingBetweenSlices = decimal_string(geometry.spacing[2])
+    ds.PixelSpacing = [decimal_string(geometry.spacing[0]), decimal_string(geometry.spacing[1])]
+    ds.ImageOrientationPatient = [decimal_string(v) for v in (*geometry.row_direction, *geometry.column_direction)]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.WindowCenter, ds.WindowWidth = decimal_string((top + 1) / 2), decimal_string(top + 1)
+    return ds
 
 
 def write_dicom(volume: OutputVolume, directory: Path, options: WriteOptions) -> list[Path]:
     series = directory / volume.name
     written = []
     with atomic_directory(series) as tmp:
-        for index, ds in enumerate(series_datasets(volume, options.dicom_bits)):
+        for index, data in enumerate(series_files(volume, options.dicom_bits)):
             name = f"IM_{index + 1:04d}.dcm"
             with atomic_path(tmp / name) as part:
-                ds.save_as(part, enforce_file_format=True)
+                part.write_bytes(data)
             written.append(series / name)
     return written
 
