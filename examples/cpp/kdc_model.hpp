@@ -25,6 +25,14 @@ inline void write_floats(const std::string& path, const float* data, size_t coun
     if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename");
 }
 
+// An exception's message on one line (OpenVINO's span several).
+inline std::string one_line(std::string message) {
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    for (char& c : message)
+        if (c == '\n') c = ' ';
+    return message;
+}
+
 // The text after `"key":` in a JSON object (enough for the flat numbers, strings and arrays read here).
 inline std::string json_value(const std::string& json, const std::string& key) {
     const size_t at = json.find("\"" + key + "\"");
@@ -80,6 +88,9 @@ public:
 
 private:
     static std::shared_ptr<ov::Model> read_graph(ov::Core& core, const std::string& path) {
+        const std::string suffix = path.substr(path.find_last_of('.') + 1);
+        if (suffix != "onnx" && suffix != "xml")
+            throw std::runtime_error(path + ": expected an exported kdc model, .onnx or OpenVINO IR .xml");
         if (!std::ifstream(path)) throw std::runtime_error(path + ": cannot open the model");  // not OpenVINO's trace
         return core.read_model(path);
     }

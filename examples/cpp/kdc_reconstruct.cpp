@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
         kdc::write_floats(argv[4], image.data<const float>(), image.get_size());
         std::cerr << "reconstructed " << batch << " slice(s) in " << ms << " ms -> " << argv[4] << "\n";
     } catch (const std::exception& err) {
-        std::cerr << "error: " << err.what() << "\n";
+        std::cerr << "error: " << kdc::one_line(err.what()) << "\n";
         return 1;
     }
     return 0;

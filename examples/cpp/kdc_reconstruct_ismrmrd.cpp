@@ -16,6 +16,8 @@
 #include <ismrmrd/ismrmrd.h>
 #include <ismrmrd/xml.h>
 
+#include <hdf5.h>
+
 #include <algorithm>
 #include <cmath>
 #include <complex>
@@ -108,16 +110,29 @@ bool is_image_readout(ISMRMRD::Acquisition& readout) {
            idx.set == 0;
 }
 
+// libismrmrd opens a file read-write and creates a missing 'dataset' group in it: look first, read-only.
+void check_ismrmrd_file(const std::string& path) {
+    if (!std::ifstream(path)) throw std::runtime_error(path + ": cannot read the file");
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors arrive as return values, not as HDF5's printed trace
+    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) throw std::runtime_error(path + ": not an HDF5 file");
+    const bool found = H5Lexists(file, "dataset", H5P_DEFAULT) > 0 && H5Lexists(file, "dataset/xml", H5P_DEFAULT) > 0 &&
+                       H5Lexists(file, "dataset/data", H5P_DEFAULT) > 0;
+    H5Fclose(file);
+    if (!found) throw std::runtime_error(path + ": not an ISMRMRD file: expected 'dataset/xml' and 'dataset/data'");
+}
+
 Scan read_scan(const std::string& path) {
-    std::ifstream probe(path, std::ios::binary);
-    char signature[8] = {};
-    if (!probe.read(signature, 8)) throw std::runtime_error(path + ": cannot read the file");
-    if (std::string(signature, 8) != "\x89HDF\r\n\x1a\n") throw std::runtime_error(path + ": not an HDF5 file");
+    check_ismrmrd_file(path);
     ISMRMRD::Dataset dataset(path.c_str(), "dataset", false);
-    std::string xml;
-    dataset.readHeader(xml);
     ISMRMRD::IsmrmrdHeader header;
-    ISMRMRD::deserialize(xml.c_str(), header);
+    try {
+        std::string xml;
+        dataset.readHeader(xml);
+        ISMRMRD::deserialize(xml.c_str(), header);
+    } catch (const std::exception& err) {
+        throw std::runtime_error(path + ": 'dataset/xml' is not an ISMRMRD header (" + err.what() + ")");
+    }
     if (header.encoding.empty()) throw std::runtime_error(path + ": 'dataset/xml' has no encoding");
     const ISMRMRD::Encoding& encoding = header.encoding[0];
     if (encoding.trajectory != ISMRMRD::TrajectoryType::CARTESIAN)
@@ -372,7 +387,7 @@ int main(int argc, char** argv) {
         const std::vector<float> images = reconstruct(core, model, argv[2], argc == 5 ? std::stoi(argv[4]) : 0);
         kdc::write_floats(argv[3], images.data(), images.size());
     } catch (const std::exception& err) {
-        std::cerr << "error: " << err.what() << "\n";
+        std::cerr << "error: " << kdc::one_line(err.what()) << "\n";
         return 1;
     }
     return 0;

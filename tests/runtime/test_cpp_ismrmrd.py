@@ -78,6 +78,12 @@ def test_cpp_reconstruction_equals_kdc_reconstruct(program, model_file, tmp_path
         assert np.abs(image[1] - image[0]).max() > 0.1 * image[0].max()
 
 
+def not_ismrmrd(path: Path) -> None:
+    path.unlink()
+    with h5py.File(path, "w") as file:
+        file["kspace"] = np.zeros((1, 4, 4), np.complex64)
+
+
 def radial(path: Path) -> None:
     edit_header(path, "<trajectory>cartesian", "<trajectory>radial")
 
@@ -88,6 +94,7 @@ def three_d(path: Path) -> None:
 
 @pytest.mark.parametrize(("edit", "message"), [
     (None, "missing.h5: cannot read the file"),
+    (not_ismrmrd, "scan.h5: not an ISMRMRD file: expected 'dataset/xml' and 'dataset/data'"),
     (radial, "scan.h5: 'dataset/xml' encoding trajectory is not cartesian"),
     (three_d, "scan.h5: 'dataset/xml' encodedSpace matrixSize z=16: a 3-D encoding, expected 2-D (z=1)"),
 ])
@@ -101,3 +108,6 @@ def test_cpp_bad_scans_are_one_line(program, model_file, tmp_path, edit, message
     assert result.returncode == 1 and lines[-1].startswith("error: ") and message in lines[-1], result.stderr
     assert sum("error" in line.lower() for line in lines) == 1, result.stderr  # no HDF5 or libismrmrd trace
     assert not list(tmp_path.glob("image.f32*"))
+    if edit is not_ismrmrd:  # libismrmrd would have added a 'dataset' group to it
+        with h5py.File(source) as file:
+            assert list(file) == ["kspace"]
