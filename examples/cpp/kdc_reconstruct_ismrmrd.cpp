@@ -168,9 +168,10 @@ Scan read_scan(const std::string& path) {
     std::vector<int> repeats(scan.slices * scan.height, 0);
     const size_t samples = readouts[0].number_of_samples();
     for (ISMRMRD::Acquisition& readout : readouts) {
-        if (readout.active_channels() != scan.coils || readout.number_of_samples() != samples || samples > encoded.x)
+        if (scan.coils == 0 || readout.active_channels() != scan.coils || readout.number_of_samples() != samples ||
+            samples > encoded.x)
             throw std::runtime_error(path + ": 'dataset/data' readouts differ in active_channels or "
-                                     "number_of_samples, or exceed the encoded matrix x=" + std::to_string(encoded.x));
+                                     "number_of_samples, have no coils, or exceed the encoded matrix x=" + std::to_string(encoded.x));
         const long row = long(readout.idx().kspace_encode_step_1) - centre + encoded.y / 2;
         const long offset = long(encoded.x / 2) - long(readout.center_sample());
         if (row < 0 || row >= long(encoded.y) || offset < 0 || offset + long(samples) > long(encoded.x))
