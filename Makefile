@@ -28,14 +28,14 @@ test: install deps
 	$(BIN)/python -m pytest -q tests/runtime
 
 # Debian tools the tests use: dciodvfy (dicom3tools) validates written DICOM, cmake/ninja/g++ build examples/cpp,
-# ismrmrd-tools writes real ISMRMRD files and reconstructs them, bart is the compressed-sensing
-# baseline (`kdc evaluate --cs`).
+# ismrmrd-tools writes real ISMRMRD files and reconstructs them, libismrmrd-dev (a header, not a command) lets
+# examples/cpp read them, bart is the compressed-sensing baseline (`kdc evaluate --cs`).
 # Installed only where missing and apt-get exists; tests that need a tool still missing skip with the reason.
 DEBIAN_TOOLS := dciodvfy:dicom3tools cmake:cmake ninja:ninja-build g++:g++ \
-	ismrmrd_generate_cartesian_shepp_logan:ismrmrd-tools bart:bart
+	ismrmrd_generate_cartesian_shepp_logan:ismrmrd-tools /usr/include/ismrmrd/dataset.h:libismrmrd-dev bart:bart
 deps:
 	@for pair in $(DEBIAN_TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
-		command -v $$tool >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 \
+		command -v $$tool >/dev/null 2>&1 || test -e $$tool || ! command -v apt-get >/dev/null 2>&1 \
 		|| apt-get install -y -qq $$pkg >/dev/null 2>&1 \
 		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$pkg >/dev/null 2>&1; } \
 		|| echo "note: could not install $$pkg ($$tool); the tests that need it will be skipped"; done

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+CPP_EXAMPLE = Path(__file__).parents[2] / "examples" / "cpp"
 SIZE = (40, 32)  # not square, so that H and W cannot be swapped unnoticed
 
 
@@ -100,3 +103,21 @@ def faulty_onnx(artefacts, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("faulty") / "faulty.onnx"
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory) -> Path:
+    """examples/cpp built with g++/CMake/Ninja against the OpenVINO of the pip wheel (and libismrmrd where
+    installed); skip, saying why, where a compiler or build tool is missing."""
+    import openvino
+
+    missing = [tool for tool in ("g++", "cmake", "ninja") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"cannot build examples/cpp: {', '.join(missing)} not installed (`make deps` installs them)")
+    build = tmp_path_factory.mktemp("cpp-build")
+    cmake_dir = Path(openvino.__file__).parent / "cmake"
+    for command in (["cmake", "-S", str(CPP_EXAMPLE), "-B", str(build), "-G", "Ninja", f"-DOpenVINO_DIR={cmake_dir}"],
+                    ["cmake", "--build", str(build)]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return build

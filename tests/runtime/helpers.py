@@ -121,3 +121,17 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
         while chunk := sock.recv(65536):
             received += chunk
     return received
+
+
+def export_complex_model(directory: Path, size: int) -> Path:
+    """A tiny random-weight complex DC-CNN exported as ``directory/complex.onnx`` at ``size`` x ``size`` (mask input,
+    columns), as a multi-coil scan needs."""
+    from kdc.export import export_model
+    from kdc.models import save_checkpoint
+    from tests.export.helpers import complex_model
+
+    meta = {"role": "student", "acceleration": 4, "image_size": [size, size], "mask_kind": "random",
+            "mask_seed": 1, "task": "recon_complex"}
+    save_checkpoint(directory / "student.pt", complex_model(), meta)
+    export_model(directory / "student.pt", directory / "complex.onnx")
+    return directory / "complex.onnx"

@@ -10,6 +10,7 @@ from kdc.data.formats import detect, open_h5
 from kdc.mri.masks import sampled_lines
 from tests.ismrmrd_files import edit_header, generate, orient
 
+from .helpers import export_complex_model
 from .test_reconstruct import kdc_reconstruct, leftovers
 from .test_writers import dciodvfy
 
@@ -20,16 +21,7 @@ POSITION, READ_DIR, PHASE_DIR = (10.0, -20.0, 30.0), (0.0, 1.0, 0.0), (0.0, 0.0,
 @pytest.fixture(scope="module")
 def complex_model_file(tmp_path_factory):
     """A tiny random-weight complex DC-CNN exported at MATRIX x MATRIX (mask input, columns)."""
-    from kdc.export import export_model
-    from kdc.models import save_checkpoint
-    from tests.export.helpers import complex_model
-
-    root = tmp_path_factory.mktemp("complex")
-    meta = {"role": "student", "acceleration": 4, "image_size": [MATRIX, MATRIX], "mask_kind": "random",
-            "mask_seed": 1, "task": "recon_complex"}
-    save_checkpoint(root / "student.pt", complex_model(), meta)
-    export_model(root / "student.pt", root / "complex.onnx")
-    return root / "complex.onnx"
+    return export_complex_model(tmp_path_factory.mktemp("complex"), MATRIX)
 
 
 @pytest.fixture(scope="module")
