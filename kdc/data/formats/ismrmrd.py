@@ -24,8 +24,8 @@ from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, head
 from kdc.mri.geometry import slab_geometry
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
-SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "rt feedback": 26, "hp feedback": 27,
-                 "dummy scan": 28, "surface coil correction": 29, "phase stabilisation ref": 30,
+SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feedback": 26, "dummy scan": 27,
+                 "rt feedback": 28, "surface coil correction": 29, "phase stabilisation ref": 30,
                  "phase stabilisation": 31}
 OTHER_COUNTERS = ("repetition", "contrast", "phase", "set")
 
