@@ -1,4 +1,5 @@
-"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve/reconstruct)."""
+"""The ``kdc`` command: one subcommand per stage (data, train/distill/evaluate, export, bench/serve/reconstruct,
+pretrained)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from kdc._cli import user_errors
 from kdc.compress import cli as compress_cli
 from kdc.data.cli import data_app
 from kdc.export import cli as export_cli
+from kdc.pretrained.cli import pretrained
 from kdc.runtime import cli as runtime_cli
 
 app = typer.Typer(
@@ -26,6 +28,7 @@ for name, command in {
     "serve": runtime_cli.serve,
     "triton-repo": runtime_cli.triton_repo,
     "reconstruct": runtime_cli.reconstruct,
+    "pretrained": pretrained,
 }.items():
     app.command(name)(user_errors(command))
 app.add_typer(data_app, name="data", help="Build datasets of real MRI with retrospective undersampling.")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kdc.errors import KdcError
+from kdc.pretrained import resolve
 
 if TYPE_CHECKING:
     from kdc.compress.recipe import RunConfig
@@ -143,7 +144,8 @@ def distill(
 
 
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run directory written by kdc train or kdc distill.")],
+    run: Annotated[Path, typer.Argument(help="Run directory written by kdc train or kdc distill, or a shipped run "
+                                             "pretrained:<run> (kdc pretrained lists them).")],
     data: Annotated[str | None, typer.Option(help="Dataset to score on (default: the run's).")] = None,
     split: Annotated[str, typer.Option(help="Split to score: train or val.")] = "val",
     device: Device = "cpu",
@@ -159,7 +161,7 @@ def evaluate(
     from kdc.compress.evaluate import evaluate as score_models
     from kdc.compress.recipe import open_run, resolve_device
 
-    settings, task, dataset, models = open_run(run, data, split)
+    settings, task, dataset, models = open_run(resolve(run, "run"), data, split)
     models = {task.baseline: None, **models}
     table = score_models(models, dataset, resolve_device(device), task)
     notes = [_cs_row(table, settings, data, dataset, cs_lambda, cs_iterations)] if cs else []
@@ -198,7 +200,7 @@ def _cs_row(table: dict, settings: dict, data: str | None, dataset: object, lam:
 
 
 def report(
-    run: Annotated[Path, typer.Argument(help="Run directory written by kdc distill or kdc train.")],
+    run: Annotated[Path, typer.Argument(help="Run directory written by kdc distill or kdc train, or pretrained:<run>.")],
     out: Annotated[Path | None, typer.Option(help="PNG to write: reconstructions and residual maps.")] = None,
     slices: Annotated[str | None, typer.Option(
         help="Slices of the split to draw, e.g. 3,10 (default: the two with the most anatomy).")] = None,
@@ -213,7 +215,7 @@ def report(
     from kdc._io import atomic_path
     from kdc.compress.report import report as make_report
 
-    table = make_report(run, out, slices, data, split, device, error_max)
+    table = make_report(resolve(run, "run"), out, slices, data, split, device, error_max)
     if markdown is None:
         typer.echo(table)
     else:

@@ -10,8 +10,11 @@ from typing import Annotated
 
 import typer
 
+from kdc.pretrained import resolve
+
 def export(
-    source: Annotated[Path, typer.Argument(help="Run directory or checkpoint (.pt) to export.")],
+    source: Annotated[Path, typer.Argument(
+        help="Run directory or checkpoint (.pt) to export, or a shipped pretrained:<run>-<role> (or pretrained:<run>).")],
     out: Annotated[Path, typer.Option(help="File to write: .onnx, .xml (OpenVINO IR), .pt/.ts (TorchScript), .pt2.")],
     format: Annotated[str | None, typer.Option(
         "--format", help="onnx, openvino, torchscript or pt2.  [default: from the --out suffix]",
@@ -38,7 +41,7 @@ def export(
     from kdc.export.api import export_model
 
     report = export_model(
-        source, out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
+        resolve(source, "checkpoint"), out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
         tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop, calibration=calibration,
     )
     quantization = report.metadata.get("quantization")

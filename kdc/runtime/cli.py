@@ -11,10 +11,12 @@ from typing import Annotated
 
 import typer
 
+from kdc.pretrained import resolve
 from kdc.runtime.tensors import RuntimeModelError
 
 ModelsArg = Annotated[list[Path], typer.Argument(help="Exported .onnx / OpenVINO .xml files (or .pt checkpoints "
-                                                       "for --runtime torch).", show_default=False)]
+                                                       "for --runtime torch), or shipped pretrained:<run>-<role> "
+                                                       "(their .onnx).", show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", help="Intra-op threads (default: the runtime's).")]
 ProviderOpt = Annotated[list[str] | None, typer.Option(
     "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
@@ -45,7 +47,7 @@ def bench(
     runtimes = [r.strip() for item in runtime or [] for r in item.split(",") if r.strip()] or None
     settings = Settings(threads=threads, batch=batch, warmup=warmup, iterations=iterations, providers=provider,
                         precision=precision, device=device, size=tuple(size) if size and None not in size else None)
-    report = run_bench(models, runtimes, settings)
+    report = run_bench([resolve(path, "onnx") for path in models], runtimes, settings)
     render(report)
     if json_out is not None:
         write_json(json_out, report)
@@ -119,7 +121,8 @@ def triton_repo(
 
 
 def reconstruct(
-    model: Annotated[Path, typer.Argument(help="Exported .onnx / OpenVINO .xml model.", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="Exported .onnx / OpenVINO .xml model, or pretrained:<run>-<role>.",
+                                          show_default=False)],
     inputs: Annotated[list[Path], typer.Argument(help="ISMRMRD, fastMRI (single- or multi-coil) or KD-MRI .h5 files, "
                                                       "or centred complex k-space .npy (S, H, W).",
                                                  show_default=False)],
@@ -157,6 +160,7 @@ def reconstruct(
         raise OutputError(f"{out} exists: choose another --out or pass --overwrite")
     settings = Settings(formats=formats, batch=batch, mask_file=mask, acceleration=acc, mask_kind=mask_kind,
                         mask_seed=mask_seed, crop=crop, overwrite=overwrite, write=WriteOptions(dicom_bits=dicom_bits))
+    model = resolve(model, "onnx")
     loaded = load(model, engine=engine, providers=provider, threads=threads)
     for warning in loaded.warnings:
         typer.echo(f"warning: {model.name}: {warning}", err=True)

@@ -1,0 +1,80 @@
+"""Every command that takes a model takes a pretrained name: export, evaluate, bench, reconstruct, and the maintainer
+path that builds an entry (real checkpoints, real onnxruntime, real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import kdc.runtime as rt
+from kdc.data.demo import validation_images
+from kdc.mri.fft import fft2c
+from kdc.pretrained import DIRECTORY, ROLES, resolve
+from tests.test_cli import kdc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def outputs_agree(first: Path, second: Path) -> float:
+    """Max abs difference of two exported models' outputs on the same example input."""
+    a, b = rt.load(first, threads=1), rt.load(second, threads=1)
+    feeds = a.example_feeds(2)
+    return float(np.abs(a.run(feeds)["image"] - b.run(feeds)["image"]).max())
+
+
+def test_export_of_a_name_gives_the_shipped_onnx(tmp_path):
+    out = tmp_path / "student.onnx"
+    result = kdc("export", "pretrained:demo-4x-kd", "--out", str(out))
+    assert "parity max abs error" in result.stdout
+    assert rt.load(out).role == "kd_student"
+    assert outputs_agree(out, resolve("pretrained:demo-4x-kd", "onnx")) < 1e-5
+
+
+def test_evaluate_reproduces_the_recorded_metrics(tmp_path):
+    kdc("evaluate", "pretrained:demo-4x", "--data", "demo", "--json", str(tmp_path / "table.json"))
+    scored = json.loads((tmp_path / "table.json").read_text())["models"]
+    recorded = json.loads((DIRECTORY / "demo-4x" / "metrics.json").read_text())["models"]
+    for stem in ROLES.values():
+        assert scored[stem]["psnr"]["mean"] == pytest.approx(recorded[stem]["psnr"]["mean"], abs=0.01)
+        assert scored[stem]["ssim"]["mean"] == pytest.approx(recorded[stem]["ssim"]["mean"], abs=1e-4)
+
+
+def test_bench_and_reconstruct_take_names(tmp_path):
+    kdc("bench", "pretrained:demo-4x-teacher", "pretrained:demo-4x-kd", "-n", "3", "--warmup", "0", "--threads", "1",
+        "--json", str(tmp_path / "bench.json"))
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [m["role"] for m in report["results"]] == ["teacher", "kd_student"]
+    assert report["speedups"][0]["teacher"].endswith("demo-4x/teacher.onnx")
+
+    np.save(tmp_path / "brain.npy", fft2c(validation_images((128, 128), 3)).astype(np.complex64))
+    result = kdc("reconstruct", "pretrained:demo-4x-kd", str(tmp_path / "brain.npy"), "--acc", "4",
+                 "--out", str(tmp_path / "recon"))
+    assert "wrote 1 volume(s)" in result.stdout
+    (nifti,) = (tmp_path / "recon").glob("*.nii*")
+    assert nib.load(nifti).shape[:2] == (128, 128)
+
+
+def test_the_maintainer_path_rebuilds_an_entry(tmp_path):
+    """benchmarks/pretrained.py on the shipped run gives the same models, a provenance note and a resolvable name."""
+    into, results = tmp_path / "registry", tmp_path / "pretrained.md"
+    command = [sys.executable, str(REPO / "benchmarks" / "pretrained.py"), str(DIRECTORY / "demo-4x"),
+               "--name", "copy-4x", "--command", "kdc distill --data demo --acc 4", "--description", "a copy",
+               "--data-note", "the demo set", "--into", str(into), "--results", str(results)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    provenance = (into / "copy-4x" / "PROVENANCE.md").read_text()
+    assert "`kdc distill --data demo --acc 4`" in provenance and "| training time |" in provenance
+    assert "| seed | 0 " in provenance
+    assert "`pretrained:copy-4x-kd`" in results.read_text()
+    for role in ROLES:
+        rebuilt = resolve(f"pretrained:copy-4x-{role}", "onnx", root=into)
+        assert outputs_agree(rebuilt, resolve(f"pretrained:demo-4x-{role}", "onnx")) < 1e-5
+
+    refused = subprocess.run([*command[:3], "--name", "copy-4x-kd", *command[5:]], capture_output=True, text=True)
+    assert refused.returncode != 0 and "not ending in a role" in refused.stderr
