@@ -58,7 +58,7 @@ def test_complex_distill_export_and_runtime(complex_dataset, tmp_path):
         assert np.abs(image - target).mean() < np.abs(target).mean()  # a reconstruction, phase included
 
 
-def test_the_image_kind_must_fit_the_data(dataset, complex_dataset, tmp_path):
+def test_the_image_kind_must_fit_the_data(dataset, complex_dataset, tmp_path):  # noqa: F811 (fixture)
     result = kdc("distill", "--image", "complex", "--data", str(dataset), "--out", str(tmp_path / "a"), check=False)
     assert_user_error(result, "a.h5: holds magnitude images", "a complex model needs complex k-space")
     assert not (tmp_path / "a").exists()
