@@ -117,7 +117,7 @@ def read_throughput(files: list[Path], block: int = 64 << 20) -> dict:
 
 def time_loader(dataset, workers: int, items: int) -> dict:
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
-                        worker_init_fn=one_thread_per_worker if workers else None)
+                        worker_init_fn=one_thread_per_worker)
     with PeakMemory() as memory:
         start, count = time.perf_counter(), 0
         for batch in loader:

@@ -102,7 +102,7 @@ def train_stage(
         size = settings.batch_size
         shares = [distributed.share(order[i : i + size]) for i in range(0, len(order), size)]
         loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares], num_workers=settings.workers,
-                            worker_init_fn=one_thread_per_worker if settings.workers else None)
+                            worker_init_fn=one_thread_per_worker)
         total = 0.0
         with epoch_progress(f"{stage.name} epoch {epoch + 1}/{settings.epochs}", len(loader)) as report:
             for step, ((_, weight), batch) in enumerate(zip(shares, loader), 1):

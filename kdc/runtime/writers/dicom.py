@@ -10,6 +10,7 @@ version and the acceleration.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,9 +21,13 @@ from kdc._io import atomic_directory, atomic_path
 from kdc.runtime.writers import OutputError, OutputVolume, WriteOptions, register_writer
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.tag import BaseTag
 
 DICOM_BITS = (12, 16)
+#: Latin-1: what the series' strings are encoded in.
+CHARACTER_SET = "ISO_IR 100"
 #: What precedes a DICOM file's meta information: a 128-byte preamble (zeros) and the prefix ``DICM``.
 PREAMBLE = bytes(128) + b"DICM"
 #: DICOM LO (long string) values hold at most 64 characters.
@@ -35,8 +40,8 @@ def decimal_string(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.6e}"
 
 
-def series_files(volume: OutputVolume, bits: int) -> list[bytes]:
-    """The bytes of one DICOM file (Part 10) per slice.
+def series_files(volume: OutputVolume, bits: int) -> Iterator[bytes]:
+    """The bytes of one DICOM file (Part 10) per slice, slice by slice.
 
     The elements the slices share are encoded once; each file adds its own few (UIDs, instance number, position,
     pixels) in tag order, so that a 48-slice series costs a fraction of encoding 48 whole datasets.
@@ -52,7 +57,6 @@ def series_files(volume: OutputVolume, bits: int) -> list[bytes]:
     stored = np.rint(image * (top / peak if peak > 0 else 0.0)).astype(np.uint16)
     series = _series_template(volume, bits, top)
     shared = _encoded(series)
-    files = []
     for index, pixels in enumerate(stored):
         meta = FileMetaDataset(dict(series.file_meta.items()))
         meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -65,11 +69,10 @@ def series_files(volume: OutputVolume, bits: int) -> list[bytes]:
         own.Rows, own.Columns = pixels.shape
         own.add_new("PixelData", "OW", np.ascontiguousarray(pixels).tobytes())  # 16 bits allocated: OW
         elements = {**shared, **_encoded(own)}
-        files.append(PREAMBLE + _meta_bytes(meta) + b"".join(elements[tag] for tag in sorted(elements)))
-    return files
+        yield PREAMBLE + _meta_bytes(meta) + b"".join(elements[tag] for tag in sorted(elements))
 
 
-def _stream():
+def _stream() -> DicomBytesIO:
     from pydicom.filebase import DicomBytesIO
 
     stream = DicomBytesIO()
@@ -77,19 +80,21 @@ def _stream():
     return stream
 
 
-def _encoded(ds: Dataset) -> dict:
-    """Each element of ``ds`` encoded alone (Explicit VR Little Endian), by tag."""
+def _encoded(ds: Dataset) -> dict[BaseTag, bytes]:
+    """Each element of ``ds`` encoded alone (Explicit VR Little Endian, the series' character set), by tag."""
+    from pydicom.charset import convert_encodings
     from pydicom.filewriter import write_data_element
 
+    encodings = convert_encodings(CHARACTER_SET)
     encoded = {}
     for element in ds:
         stream = _stream()
-        write_data_element(stream, element, ds._character_set)
+        write_data_element(stream, element, encodings)
         encoded[element.tag] = stream.getvalue()
     return encoded
 
 
-def _meta_bytes(meta) -> bytes:
+def _meta_bytes(meta: FileMetaDataset) -> bytes:
     from pydicom.filewriter import write_file_meta_info
 
     stream = _stream()
@@ -110,7 +115,7 @@ def _series_template(volume: OutputVolume, bits: int, top: int) -> Dataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SpecificCharacterSet = CHARACTER_SET
     ds.SOPClassUID = MRImageStorage
     ds.ImageType = ["DERIVED", "PRIMARY", "OTHER"]
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
