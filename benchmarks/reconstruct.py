@@ -107,18 +107,14 @@ def bare_seconds(model: rt.Reconstructor, volume: Path) -> float:
     return time.perf_counter() - started
 
 
-#: Model seconds inside the last :func:`pipeline_seconds` call of each output directory name.
-MODEL_SECONDS: dict[str, float] = {}
-
-
-def pipeline_seconds(model: rt.Reconstructor, volume: Path, out: Path, formats: tuple[str, ...] = FORMATS) -> float:
-    """Wall seconds of ``reconstruct_files``; the model's share of them goes to :data:`MODEL_SECONDS`."""
+def pipeline_seconds(model: rt.Reconstructor, volume: Path, out: Path,
+                     formats: tuple[str, ...] = FORMATS) -> tuple[float, float]:
+    """Wall seconds of ``reconstruct_files`` and the model's seconds inside them."""
     settings = Settings(formats=formats, batch=BATCH, overwrite=True)
     started = time.perf_counter()
     summary = reconstruct_files(model, [volume], out, settings)
     seconds = time.perf_counter() - started
-    MODEL_SECONDS[out.name] = sum(entry["model_seconds"] for entry in summary["volumes"].values())
-    return seconds
+    return seconds, sum(entry["model_seconds"] for entry in summary["volumes"].values())
 
 
 def command_run(model: Path, volume: Path, out: Path, *options: str) -> tuple[float, float]:
@@ -204,16 +200,17 @@ def main() -> None:
         rounds = []
         for _ in range(args.rounds):
             bare = bare_seconds(model, volume)
-            pipeline = pipeline_seconds(model, volume, root / "out")
-            pipeline_h5 = pipeline_seconds(model, volume, root / "out_h5", ("h5",))
+            pipeline, model_seconds = pipeline_seconds(model, volume, root / "out")
+            pipeline_h5, _ = pipeline_seconds(model, volume, root / "out_h5", ("h5",))
             command, rss = command_run(model_path, volume, root / "out_command")
             evaluation, evaluation_rss = command_run(model_path, full, root / "out_evaluation", "--acc", "4")
             multicoil_bare = bare_seconds(complex_model, multicoil)
-            multicoil_pipeline = pipeline_seconds(complex_model, multicoil, root / "out_multicoil")
+            multicoil_pipeline, multicoil_model_seconds = pipeline_seconds(complex_model, multicoil,
+                                                                           root / "out_multicoil")
             multicoil_command, multicoil_rss = command_run(complex_path, multicoil, root / "out_multicoil_command")
             rounds.append((bare, pipeline, pipeline_h5, command, evaluation, multicoil_bare, multicoil_pipeline,
                            multicoil_command, rss, evaluation_rss, multicoil_rss,
-                           MODEL_SECONDS["out"] / pipeline, MODEL_SECONDS["out_multicoil"] / multicoil_pipeline))
+                           model_seconds / pipeline, multicoil_model_seconds / multicoil_pipeline))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     bare, pipeline, pipeline_h5, command, evaluation, multicoil_bare, multicoil_pipeline, multicoil_command = (
