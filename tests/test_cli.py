@@ -113,6 +113,23 @@ def test_resume_with_other_settings_is_refused(dataset, tmp_path):
     assert_user_error(result, "run.json", "different settings (epochs)")
 
 
+def test_distill_with_augmentation_runs_the_live_teacher_and_records_it(dataset, tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    save_checkpoint(teacher, build_model("teacher"), {"role": "teacher"})
+    run = tmp_path / "run"
+    kdc("distill", "--data", str(dataset), "--out", str(run), "--epochs", "1", "--teacher", str(teacher),
+        "--augment", "flip,rot90")
+    assert json.loads((run / "run.json").read_text())["augment"] == "flip,rot90"
+    assert not list(run.glob("cache/*"))  # augmented items change every epoch: nothing to cache
+    assert "| kd_student | 49,285 |" in kdc("evaluate", str(run), "--split", "train").stdout
+
+    assert_user_error(kdc("train", "--model", "student", "--data", str(dataset), "--out", str(tmp_path / "b"),
+                          "--augment", "flip,mirror", check=False), "--augment 'mirror': expected one of")
+    assert_user_error(kdc("train", "--model", "student", "--task", "sr", "--data", str(dataset), "--out",
+                          str(tmp_path / "c"), "--augment", "flip", check=False), "the sr task has no augmentation")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
 def test_missing_data(tmp_path):
     result = kdc("distill", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), check=False)
     assert_user_error(result, "nowhere")

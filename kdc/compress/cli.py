@@ -36,6 +36,9 @@ Image = Annotated[str, typer.Option(
 Workers = Annotated[int, typer.Option(
     min=0, help="DataLoader worker processes reading training slices (0: the training process reads them; 2-8 "
                 "keep a GPU fed with raw multi-coil data).")]
+Augment = Annotated[str, typer.Option(
+    help="Augment the training slices: comma-separated flip, rot90 (k-space is simulated from the transformed "
+         "image with the fixed mask; '' for none).")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -76,6 +79,7 @@ def train(
     center_fraction: CenterFraction = None,
     crop: Crop = False,
     workers: Workers = 0,
+    augment: Augment = "",
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
@@ -85,7 +89,8 @@ def train(
         raise KdcError(f"--model {model!r}: expected 'student' or 'teacher'")
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
-                              center_fraction=center_fraction, crop=crop, image=image, workers=workers)
+                              center_fraction=center_fraction, crop=crop, image=image, workers=workers,
+                              augment=augment)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -126,6 +131,7 @@ def distill(
     teacher_mode: Annotated[str, typer.Option(
         help="How the teacher trains: plain (alone, L1) or sft (SFT-KD-Recon, with student branches).")] = "plain",
     workers: Workers = 0,
+    augment: Augment = "",
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -135,7 +141,7 @@ def distill(
         str(data), str(out), acc, epochs, pretrain_epochs, batch_size, lr, device,
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
-        center_fraction=center_fraction, crop=crop, image=image, workers=workers,
+        center_fraction=center_fraction, crop=crop, image=image, workers=workers, augment=augment,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

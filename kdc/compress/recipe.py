@@ -33,6 +33,7 @@ from kdc.compress.tasks import Task, task_for
 from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
+from kdc.data.augment import Augmenter
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint, model_config
 
@@ -73,6 +74,14 @@ class RunConfig:
     teacher_mode: str = "plain"
     #: DataLoader worker processes reading training slices (0: the training process reads them).
     workers: int = 0
+    #: Comma-separated names of :data:`kdc.data.augment.AUGMENTATIONS` applied to training slices ("": none).
+    augment: str = ""
+
+
+def augmenter(config: RunConfig) -> Augmenter | None:
+    """The training-set augmentation of ``--augment`` (seeded with the run's seed), or None."""
+    names = [name.strip() for name in config.augment.split(",") if name.strip()]
+    return Augmenter(names, config.seed) if names else None
 
 
 def resolve_device(device: str) -> str:
@@ -156,7 +165,7 @@ class Run:
             raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
         settings = dataclasses.asdict(config)
         self.task = task_for(settings)
-        self.train_set = self.task.open_split(config.data, "train", settings)
+        self.train_set = self.task.open_split(config.data, "train", settings, augment=augmenter(config))
         self.val_set = self.task.open_split(config.data, "val", settings)
         if self.train_set.image_shape != self.val_set.image_shape:
             raise KdcError(

@@ -19,6 +19,7 @@ from torch import nn
 
 from kdc._io import atomic_path
 from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
+from kdc.data.augment import Augmenter
 from kdc.data.lowres import open_lowres_split
 from kdc.data.slices import FASTMRI_CROP, open_split
 from kdc.errors import KdcError
@@ -52,7 +53,9 @@ class Task:
         return build_kd_loss(method, cascades=self.taps, student_channels=PRESETS[self.presets["student"]]["channels"],
                              teacher_channels=PRESETS[self.presets["teacher"]]["channels"])
 
-    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
+                   augment: Augmenter | None = None) -> Sequence[dict]:
+        """The task's items of ``data``'s ``split``; ``augment`` transforms them (training only)."""
         raise NotImplementedError
 
     def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,10 +100,11 @@ class Reconstruction(Task):
     presets = {"teacher": "teacher", "student": "student"}
     taps = PRESETS["student"]["cascades"]
 
-    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
+                   augment: Augmenter | None = None) -> Sequence[dict]:
         dataset = open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"],
                              settings.get("center_fraction"), self.spec.image,
-                             FASTMRI_CROP if settings.get("crop") else None)
+                             FASTMRI_CROP if settings.get("crop") else None, augment)
         return self.check_images(dataset, f"{data} ({split})")
 
     def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,7 +158,10 @@ class SuperResolution(Task):
     presets = {"teacher": "sr_teacher", "student": "sr_student"}
     taps = 1
 
-    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any]) -> Sequence[dict]:
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
+                   augment: Augmenter | None = None) -> Sequence[dict]:
+        if augment is not None:
+            raise KdcError(f"--augment {','.join(augment.names)}: the sr task has no augmentation; use --task recon")
         return open_lowres_split(data, split, settings["scale"])
 
     def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:

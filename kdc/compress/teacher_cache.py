@@ -6,7 +6,7 @@ of them, its ``teacher_summary`` (:mod:`kdc.compress.losses`), is computed once 
 written atomically and memory-mapped when read. ``key`` is a SHA-256 of the teacher weights, the dataset (files,
 slice indices, acceleration, mask) and the method, so a change to any of them builds a new file (the stale one is
 removed). The live teacher runs instead when the cache is off, when the loss has no ``teacher_summary`` or when the
-training set is not a :class:`SliceDataset` (whose items depend on their index only: any augmentation breaks that).
+training set's items do not depend on their index alone (not a :class:`SliceDataset`, or one with ``--augment``).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def teacher_targets(
 ) -> TeacherTargets:
     """Cached teacher summaries for ``loss`` when possible (see the module docstring), else the live teacher."""
     summarise = getattr(loss, "teacher_summary", None)
-    if cache_dir is None or summarise is None or not isinstance(train_set, SliceDataset):
+    if cache_dir is None or summarise is None or not (isinstance(train_set, SliceDataset) and train_set.deterministic):
 
         def live(batch: dict) -> Outputs:
             with torch.no_grad():

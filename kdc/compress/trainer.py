@@ -99,6 +99,8 @@ def train_stage(
         generator = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
         torch.manual_seed(settings.seed * 1000 + epoch)
         order = torch.randperm(len(train_set), generator=generator).tolist()
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
         size = settings.batch_size
         shares = [distributed.share(order[i : i + size]) for i in range(0, len(order), size)]
         loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares], num_workers=settings.workers,

@@ -1,8 +1,9 @@
 """``kdc data build``: a KD-MRI h5 dataset from real NIfTI brain volumes, split by volume.
 
-Each volume is reoriented to RAS, cut into 2-D slices along ``axis``, zero-padded (centred) to the image's aspect
-ratio, resampled with antialiasing to ``(H, W)``, stripped of slices with too little foreground and scaled so
-that its maximum is 1. k-space is simulated the way KD-MRI built its data: the uncentred orthonormal FFT of the
+Each volume is reoriented to RAS, cut into 2-D slices along ``axis`` (training volumes along every axis of
+``train_axes``: more, and more varied, training slices from the same few volumes), zero-padded (centred) to the
+image's aspect ratio, resampled with antialiasing to ``(H, W)``, stripped of slices with too little foreground and
+scaled so that its maximum is 1. k-space is simulated the way KD-MRI built its data: the uncentred orthonormal FFT of the
 magnitude image, undersampled retrospectively with one fixed 1-D Cartesian mask per acceleration.
 
 With ``complex_images`` or ``coils > 1`` the volumes are written as fully sampled **fastMRI** files instead
@@ -98,6 +99,8 @@ class BuildSettings:
     val_volumes: int = 1
     min_foreground: float = 0.15
     axis: str = "axial"
+    #: Slice axes of the training volumes (each gives one file per volume); None: ``axis`` alone.
+    train_axes: tuple[str, ...] | None = None
     slices_per_volume: int | None = None
     dtype: str = "float32"
     targets_only: bool = False
@@ -111,6 +114,10 @@ class BuildSettings:
         if self.coils > 1:
             return "fastmri-multicoil"
         return "fastmri" if self.complex_images else "kd-mri"
+
+    def axes(self, split: str) -> tuple[str, ...]:
+        """The slice axes of a ``split``'s volumes: ``train_axes`` for training volumes, else ``axis``."""
+        return tuple(dict.fromkeys(self.train_axes or (self.axis,))) if split == "train" else (self.axis,)
 
 
 def locate_source(name: str) -> Path | None:
@@ -299,7 +306,10 @@ def build_dataset(
         for index, item in enumerate(inputs):
             bar.update(task, description=f"{item.name}")
             split = "val" if index >= len(inputs) - settings.val_volumes else "train"
-            records.append(_build_volume(staging, split, item, masks, settings, settings.seed + index))
+            axes = settings.axes(split)
+            for axis in axes:
+                name = item.name if len(axes) == 1 else f"{item.name}-{axis}"
+                records.append(_build_volume(staging, split, item, name, axis, masks, settings, settings.seed + index))
             bar.advance(task)
         for acc, mask in masks.items():
             (staging / "masks").mkdir(exist_ok=True)
@@ -323,14 +333,19 @@ def _check_settings(settings: BuildSettings, volume_count: int) -> None:
             f"--val-volumes {settings.val_volumes}: expected 1 to {volume_count - 1} of the {volume_count} volume(s), "
             "so that train and val hold different volumes"
         )
+    for option, axis in [("--axis", settings.axis), *(("--train-axis", axis) for axis in settings.train_axes or ())]:
+        if axis not in AXES:
+            raise DataError(f"{option} {axis!r}: expected one of {sorted(AXES)}")
     if min(settings.shape) < 8:
         raise DataError(f"image size {settings.shape}: expected at least 8x8")
 
 
 def _build_volume(
-    root: Path, split: str, item: VolumeInput, masks: dict[int, np.ndarray], settings: BuildSettings, seed: int
+    root: Path, split: str, item: VolumeInput, name: str, axis: str, masks: dict[int, np.ndarray],
+    settings: BuildSettings, seed: int,
 ) -> dict:
-    slices = load_slices(item.path, settings.axis, settings.shape)
+    """Write ``root/split/name.h5``: ``item``'s slices along ``axis``; return its record of ``dataset.json``."""
+    slices = load_slices(item.path, axis, settings.shape)
     if slices.max() <= 0:
         raise DataError(f"{item.path}: volume is all zero")
     kept = select_slices(slices, settings.min_foreground, settings.slices_per_volume)
@@ -339,7 +354,7 @@ def _build_volume(
     targets = slices[kept] / slices[kept].max()
     # Simulate k-space from what is stored, so that a float16 volfs and its k-space agree.
     targets = targets.astype(settings.dtype).astype(np.float32)
-    file = root / split / f"{item.name}.h5"
+    file = root / split / f"{name}.h5"
     file.parent.mkdir(exist_ok=True)
     if settings.layout == "kd-mri":
         write_volume(file, targets, masks, settings.dtype)
@@ -347,8 +362,9 @@ def _build_volume(
         coil_images = complex_coil_images(targets, settings.coils, seed, phase=settings.complex_images)
         write_fastmri_volume(file, coil_images, multicoil=settings.coils > 1)
     return {
-        "name": item.name,
+        "name": name,
         "split": split,
+        "axis": axis,
         "file": file.relative_to(root).as_posix(),
         "origin": item.origin,
         "sha256": sha256(item.path),
@@ -367,6 +383,7 @@ def _manifest(records: list[dict], masks: dict[int, np.ndarray], settings: Build
         "center_fraction": settings.center_fraction,
         "image_size": list(settings.shape),
         "axis": settings.axis,
+        "train_axes": list(settings.axes("train")),
         "min_foreground": settings.min_foreground,
         "foreground_level": FOREGROUND_LEVEL,
         "slices_per_volume": settings.slices_per_volume,

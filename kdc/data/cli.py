@@ -35,6 +35,11 @@ def build(
     seed: Annotated[int, typer.Option(help="Seed of the masks.")] = 0,
     min_foreground: Annotated[float, typer.Option(help="Drop slices with less foreground than this.")] = 0.15,
     axis: Annotated[str, typer.Option(help="Slice axis: axial, coronal or sagittal.")] = "axial",
+    train_axis: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Slice the training volumes along this axis (repeatable; default: --axis); each axis "
+                          "writes one file per volume, e.g. all three for 3x the training slices."),
+    ] = None,
     slices_per_volume: Annotated[
         Optional[int], typer.Option(min=1, help="Keep this many evenly spaced slices per volume (default: all).")
     ] = None,
@@ -65,6 +70,7 @@ def build(
         val_volumes=val_volumes,
         min_foreground=min_foreground,
         axis=axis,
+        train_axes=tuple(train_axis) if train_axis else None,
         slices_per_volume=slices_per_volume,
         dtype=dtype,
         targets_only=targets_only,

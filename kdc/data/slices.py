@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from kdc.data.augment import Augmenter
 from kdc.data.demo import demo_root
 from kdc.data.errors import DataError
 from kdc.data.formats import VolumeInfo, detect, inspect_volume, notice_once, open_h5
@@ -55,7 +56,7 @@ class SliceDataset:
 
     def __init__(self, volumes: Sequence[VolumeInfo], acceleration: int, mask: np.ndarray,
                  stats: Sequence[VolumeStats], settings: SplitSettings = SplitSettings(),
-                 stored_kspace: bool = False) -> None:
+                 stored_kspace: bool = False, augment: Augmenter | None = None) -> None:
         self.files: list[Path] = [info.path for info in volumes]
         self.acceleration = acceleration
         self.mask: np.ndarray = mask
@@ -63,6 +64,7 @@ class SliceDataset:
         self.settings = settings
         self.stats = list(stats)
         self.stored_kspace = stored_kspace
+        self.augment = augment
         lines = sampled_lines(mask)
         mask_input = mask if lines is None else mask[:1] if lines[0] == -1 else mask[:, :1]
         self._mask_input = mask_input[None].astype(np.float32)
@@ -72,6 +74,16 @@ class SliceDataset:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether an item depends on its index alone (no augmentation)."""
+        return self.augment is None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's augmentations (the trainer calls it before every epoch)."""
+        if self.augment is not None:
+            self.augment.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         volume_index, slice_index = self._index[index]
@@ -90,6 +102,8 @@ class SliceDataset:
             image, measured = centre_fit(image, self.image_shape), None
         if self.settings.image == "magnitude" and np.iscomplexobj(image):
             image, measured = np.abs(image), None
+        if self.augment is not None:
+            image, measured = self.augment(image, index), None
         if measured is None:  # simulate k-space from the (padded or magnitude) target
             measured = fft2(image)
         target = centre_crop(image, self.settings.crop or self.image_shape)
@@ -169,6 +183,7 @@ def common_shape(root: Path, volumes: Sequence[VolumeInfo]) -> tuple[int, int]:
 def open_split(
     data: str | Path, split: str, acceleration: int, mask_kind: MaskKind = "random", mask_seed: int = 0,
     center_fraction: float | None = None, image: ImageKind = "magnitude", crop: tuple[int, int] | None = None,
+    augment: Augmenter | None = None,
 ) -> SliceDataset:
     """Slices of ``ROOT/split/*.h5`` undersampled with the dataset's mask ``ROOT/masks/mask_{acc}x.npy``, else the
     mask the files' stored k-space was undersampled with (KD-MRI), else a generated one.
@@ -213,7 +228,9 @@ def open_split(
         raise DataError(f"{root}: volumes with stored undersampled k-space ('kspace_volus_{acceleration}') have "
                         "different slice sizes; they cannot be padded to a common size")
     settings = SplitSettings(image, shape, None if crop is None else (min(crop[0], shape[0]), min(crop[1], shape[1])))
-    return SliceDataset(volumes, acceleration, mask, stats, settings, stored_kspace=stored)
+    if augment is not None:
+        augment.check_shape(shape)
+    return SliceDataset(volumes, acceleration, mask, stats, settings, stored_kspace=stored, augment=augment)
 
 
 def _common_acquired_mask(volumes: Sequence[VolumeInfo], masks: Sequence[np.ndarray | None],

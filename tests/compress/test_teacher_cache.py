@@ -11,6 +11,7 @@ from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
 from kdc.compress.tasks import RECON
 from kdc.compress.teacher_cache import cache_key, teacher_targets
 from kdc.compress.trainer import Stage, TrainSettings, train_stage
+from kdc.data.augment import Augmenter
 from kdc.data.slices import open_split
 from kdc.models import DCCNN, build_model
 from tests.conftest import make_phantom, write_mask_without_dc
@@ -119,7 +120,10 @@ def test_live_teacher_when_the_cache_cannot_serve(data_root, tmp_path):
     not_a_slice_dataset = teacher_targets(
         teacher, build_kd_loss("at"), "at", list(train_set), outputs, tmp_path / "cache", "cpu"
     )
-    for source in (no_summary, not_a_slice_dataset):
+    augmented = teacher_targets(teacher, build_kd_loss("at"), "at",
+                                open_split(data_root, "train", 4, augment=Augmenter(["flip"])), outputs,
+                                tmp_path / "cache", "cpu")
+    for source in (no_summary, not_a_slice_dataset, augmented):
         assert source.cache is None
         batch = next(iter(DataLoader(source.train_set, batch_size=2)))
         assert "teacher" not in batch

@@ -92,6 +92,22 @@ def test_slice_axis(tmp_path, volumes, axis, slices):
     assert manifest["volumes"][0]["slices"] == slices
 
 
+def test_training_volumes_in_every_train_axis(tmp_path, volumes):
+    settings = BuildSettings(shape=(16, 16), train_axes=("axial", "sagittal", "coronal"), min_foreground=0.0,
+                             targets_only=True)
+    manifest = build_dataset(tmp_path / "d", volumes, settings, progress=False)
+
+    files = sorted(p.relative_to(tmp_path / "d").as_posix() for p in (tmp_path / "d").rglob("*.h5"))
+    assert files == [f"train/{name}-{axis}.h5" for name in "ab" for axis in ("axial", "coronal", "sagittal")] + [
+        "val/c.h5"]
+    assert [(r["name"], r["axis"], r["slices"]) for r in manifest["volumes"][:3]] == [
+        ("a-axial", "axial", 14), ("a-sagittal", "sagittal", 22), ("a-coronal", "coronal", 18)]
+    assert manifest["slices"] == {"train": 2 * (14 + 22 + 18), "val": 14}
+    assert manifest["train_axes"] == ["axial", "sagittal", "coronal"] and manifest["axis"] == "axial"
+    sagittal = open_split(tmp_path / "d", "train", 4)  # every orientation is fitted to the one image size
+    assert len(sagittal) == 108 and sagittal.image_shape == (16, 16)
+
+
 def test_sources_are_found_without_importing_their_package(tmp_path, monkeypatch, write_nifti, head):
     package = tmp_path / "site" / "kdcfakebrains"
     (package / "data").mkdir(parents=True)
@@ -130,6 +146,7 @@ def test_duplicate_volume_names_get_a_suffix(tmp_path, volumes):
         (BuildSettings(val_volumes=3), r"--val-volumes 3: expected 1 to 2 of the 3 volume\(s\)"),
         (BuildSettings(accelerations=(4, 6)), r"unknown acceleration 6x"),
         (BuildSettings(axis="oblique"), r"--axis 'oblique'"),
+        (BuildSettings(train_axes=("axial", "oblique")), r"--train-axis 'oblique'"),
         (BuildSettings(dtype="int8"), r"--dtype 'int8'"),
         (BuildSettings(mask_kind="radial"), r"--mask-kind 'radial'"),  # type: ignore[arg-type]
         (BuildSettings(min_foreground=0.99), r"a.nii.gz: no slice has 99% foreground"),
