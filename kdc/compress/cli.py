@@ -37,7 +37,7 @@ Workers = Annotated[int, typer.Option(
     min=0, help="DataLoader worker processes reading training slices (0: the training process reads them; 2-8 "
                 "keep a GPU fed with raw multi-coil data).")]
 Augment = Annotated[str, typer.Option(
-    help="Augment the training slices: comma-separated flip, rot90 (k-space is simulated from the transformed "
+    help="Augment the training slices: comma-separated flip, rot90, scale (k-space is simulated from the transformed "
          "image with the fixed mask; '' for none).")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")

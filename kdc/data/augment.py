@@ -61,6 +61,14 @@ def random_quarter_turns(image: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.rot90(image, k=int(rng.integers(4)))
 
 
+@register("scale")
+def random_intensity_scale(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Multiply the image by a factor drawn uniformly from [0.5, 1]: scaling each volume to a maximum of 1 puts
+    its tissue at a fraction of that maximum set by its few brightest voxels (fat, vessels), which differs between
+    scanners and subjects."""
+    return image * np.float32(rng.uniform(0.5, 1.0))
+
+
 class Augmenter:
     """The named transforms, applied in order to each item with draws seeded by ``(seed, epoch, index)``."""
 

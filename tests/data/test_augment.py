@@ -27,12 +27,19 @@ def test_draws_depend_on_seed_epoch_and_index_only():
 
 
 def test_unknown_names_and_shapes_a_transform_cannot_take_are_refused():
-    with pytest.raises(DataError, match=r"--augment 'mirror': expected one of \['flip', 'rot90'\]"):
+    with pytest.raises(DataError, match=r"--augment 'mirror': expected one of \['flip', 'rot90', 'scale'\]"):
         Augmenter(["flip", "mirror"])
     with pytest.raises(DataError, match="--augment rot90: needs square images, the data has 24x20"):
         Augmenter(["rot90"]).check_shape((24, 20))
     Augmenter(["flip"]).check_shape((24, 20))
-    assert sorted(AUGMENTATIONS) == ["flip", "rot90"]
+    assert sorted(AUGMENTATIONS) == ["flip", "rot90", "scale"]
+
+
+def test_scale_multiplies_the_image_by_a_factor_between_a_half_and_one():
+    image = np.full((4, 4), 0.8, dtype=np.float32)
+    factors = [Augmenter(["scale"], seed=0)(image, index)[0, 0] / 0.8 for index in range(200)]
+    assert 0.5 <= min(factors) < 0.55 and 0.95 < max(factors) <= 1.0
+    assert Augmenter(["scale"])(image, 0).dtype == np.float32
 
 
 def test_augmented_items_simulate_kspace_from_the_transformed_image(tmp_path, write_kdmri, phantom):

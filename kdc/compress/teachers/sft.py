@@ -50,10 +50,15 @@ class StudentFriendlyLoss(nn.Module):
 
     Example::
 
+        >>> import torch
+        >>> from kdc.models import build_model
         >>> teacher, student = build_model("teacher"), build_model("student")
         >>> sft_loss = StudentFriendlyLoss(student)  # trains student.cascades[1:] along with the teacher
-        >>> loss = sft_loss(teacher, kspace, mask, target)  # (B, 2, H, W), (1, 1, 1, W), (B, 1, H, W)
+        >>> kspace, mask, target = torch.randn(2, 2, 16, 16), torch.ones(1, 1, 1, 16), torch.rand(2, 1, 16, 16)
+        >>> loss = sft_loss(teacher, kspace, mask, target)
         >>> loss.backward()  # gradients for the teacher and the branches
+        >>> all(p.grad is not None for p in student.cascades[1].parameters())
+        True
     """
 
     def __init__(self, student: DCCNN, branch_weight: float = 1.0, imitation_weight: float = 1.0) -> None:
