@@ -104,6 +104,13 @@ def resolve(source: str | os.PathLike[str], artefact: Artefact, root: Path = DIR
     return path
 
 
+def model_name(source: str | os.PathLike[str]) -> str:
+    """What a served or listed model is called: ``<run>-<role>`` for a pretrained name, else the file name without
+    its suffix."""
+    text = os.fspath(source)
+    return text.removeprefix(PREFIX) if is_pretrained(text) else Path(text).stem
+
+
 def listing(root: Path = DIRECTORY) -> list[dict[str, Any]]:
     """One row per shipped model: name, role, image size, acceleration, params, file sizes, validation PSNR/SSIM and
     the provenance note, read from each run's index entry and metrics.json."""

@@ -11,12 +11,13 @@ from typing import Annotated
 
 import typer
 
-from kdc.pretrained import resolve
+from kdc.pretrained import model_name, resolve
 from kdc.runtime.tensors import RuntimeModelError
 
 ModelsArg = Annotated[list[Path], typer.Argument(help="Exported .onnx / OpenVINO .xml files (or .pt checkpoints "
                                                        "for --runtime torch), or shipped pretrained:<run>-<role> "
-                                                       "(their .onnx).", show_default=False)]
+                                                       "(their .onnx; their .pt with --runtime torch).",
+                                          show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", help="Intra-op threads (default: the runtime's).")]
 ProviderOpt = Annotated[list[str] | None, typer.Option(
     "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
@@ -47,7 +48,8 @@ def bench(
     runtimes = [r.strip() for item in runtime or [] for r in item.split(",") if r.strip()] or None
     settings = Settings(threads=threads, batch=batch, warmup=warmup, iterations=iterations, providers=provider,
                         precision=precision, device=device, size=tuple(size) if size and None not in size else None)
-    report = run_bench([resolve(path, "onnx") for path in models], runtimes, settings)
+    artefact = "checkpoint" if runtimes == ["torch"] else "onnx"  # a pretrained name's .pt for torch alone
+    report = run_bench([resolve(path, artefact) for path in models], runtimes, settings)
     render(report)
     if json_out is not None:
         write_json(json_out, report)
@@ -55,8 +57,9 @@ def bench(
 
 
 def serve(
-    models: Annotated[list[Path], typer.Argument(help="Exported .onnx / .xml models; each is served under its file "
-                                                      "name without suffix.", show_default=False)],
+    models: Annotated[list[Path], typer.Argument(help="Exported .onnx / .xml models, each served under its file name "
+                                                      "without suffix, or pretrained:<run>-<role> (served as "
+                                                      "<run>-<role>).", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to bind (use 0.0.0.0 deliberately).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
@@ -89,15 +92,15 @@ def serve(
     limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_buffer_bytes=int(max_buffer_mb * (1 << 20)),
                     header_timeout=header_timeout, body_timeout=body_timeout)
     loaded = {}
-    for path in models:
-        if path.stem in loaded:
-            raise RuntimeModelError(f"two models are named {path.stem!r}: rename one of the files")
+    for source in models:
+        name, path = model_name(source), resolve(source, "onnx")
+        if name in loaded:
+            raise RuntimeModelError(f"two models are named {name!r}: rename one of the files")
         model = load(path, engine=engine, providers=provider, threads=threads, precision=precision, device=device)
         for warning in model.warnings:
             typer.echo(f"warning: {path.name}: {warning}", err=True)
-        loaded[path.stem] = model
-        typer.echo(f"serving {path.stem} ({model.backend}) at http://{host}:{port}/v2/models/{path.stem}/infer",
-                   err=True)
+        loaded[name] = model
+        typer.echo(f"serving {name} ({model.backend}) at http://{host}:{port}/v2/models/{name}/infer", err=True)
     run_server(loaded, host=host, port=port, limits=limits, workers=workers, max_batch=max_batch,
                production=production, normalise=normalise)
 

@@ -28,6 +28,21 @@ def outputs_agree(first: Path, second: Path) -> float:
     return float(np.abs(a.run(feeds)["image"] - b.run(feeds)["image"]).max())
 
 
+def test_serve_takes_names_and_serves_them_as_run_and_role(tmp_path):
+    from tests.runtime.helpers import running_server
+
+    with running_server(["pretrained:demo-4x-kd"], tmp_path / "server.log", "--threads", "1") as server:
+        meta = server.client.get("/v2/models/demo-4x-kd").json()
+        assert meta["name"] == "demo-4x-kd"
+        local = rt.load(resolve("pretrained:demo-4x-kd", "onnx"), threads=1)
+        feeds = local.example_feeds(1)
+        body = {"inputs": [{"name": name, "shape": list(value.shape), "datatype": "FP32",
+                            "data": value.ravel().tolist()} for name, value in feeds.items()]}
+        output = server.client.post("/v2/models/demo-4x-kd/infer", json=body).json()["outputs"][0]
+    served = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+    np.testing.assert_array_equal(served, local.run(feeds)["image"])
+
+
 def test_export_of_a_name_gives_the_shipped_onnx(tmp_path):
     out = tmp_path / "student.onnx"
     result = kdc("export", "pretrained:demo-4x-kd", "--out", str(out))
@@ -51,6 +66,10 @@ def test_bench_and_reconstruct_take_names(tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     assert [m["role"] for m in report["results"]] == ["teacher", "kd_student"]
     assert report["speedups"][0]["teacher"].endswith("demo-4x/teacher.onnx")
+    kdc("bench", "pretrained:demo-4x-kd", "--runtime", "torch", "-n", "2", "--warmup", "0", "--threads", "1",
+        "--json", str(tmp_path / "torch.json"))  # torch alone runs the checkpoint
+    (torch_row,) = json.loads((tmp_path / "torch.json").read_text())["results"]
+    assert torch_row["model"].endswith("demo-4x/kd_student.pt") and torch_row["runtime"] == "torch"
 
     np.save(tmp_path / "brain.npy", fft2c(validation_images((128, 128), 3)).astype(np.complex64))
     result = kdc("reconstruct", "pretrained:demo-4x-kd", str(tmp_path / "brain.npy"), "--acc", "4",
