@@ -91,6 +91,3 @@ class Augmenter:
         for name in self.names:
             image = AUGMENTATIONS[name].transform(image, rng)
         return np.ascontiguousarray(image)
-
-    def __repr__(self) -> str:
-        return f"Augmenter({list(self.names)}, seed={self.seed})"

@@ -1,10 +1,10 @@
 """``kdc data build``: a KD-MRI h5 dataset from real NIfTI brain volumes, split by volume.
 
 Each volume is reoriented to RAS, cut into 2-D slices along ``axis`` (training volumes along every axis of
-``train_axes``: more, and more varied, training slices from the same few volumes), zero-padded (centred) to the
+``train_axes``: more training slices from the same few volumes), zero-padded (centred) to the
 image's aspect ratio, resampled with antialiasing to ``(H, W)``, stripped of slices with too little foreground and
-scaled so that its maximum is 1. k-space is simulated the way KD-MRI built its data: the uncentred orthonormal FFT of the
-magnitude image, undersampled retrospectively with one fixed 1-D Cartesian mask per acceleration.
+scaled so that its maximum is 1. k-space is simulated the way KD-MRI built its data: the uncentred orthonormal FFT
+of the magnitude image, undersampled retrospectively with one fixed 1-D Cartesian mask per acceleration.
 
 With ``complex_images`` or ``coils > 1`` the volumes are written as fully sampled **fastMRI** files instead
 (``kspace`` centred, ``(S, C, H, W)`` for several coils): each volume's magnitude slices get one smooth random

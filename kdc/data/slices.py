@@ -92,9 +92,10 @@ class SliceDataset:
         # NaN and Inf are looked for in the one-coil image and k-space below, not in every coil of the file.
         raw = reader.read(file, slice(slice_index, slice_index + 1), self.acceleration, check_finite=False)
         scale = np.float32(stats.scale)
-        # The file's uncentred (virtual-coil) k-space: the stored undersampling, or the fully sampled acquisition.
-        measured = single_coil(raw, stats.coil_matrix)[0] / scale if self.stored_kspace or raw.reference is None \
-            else None
+        # The file's uncentred (virtual-coil) k-space: the stored undersampling (unless augmentation re-simulates it
+        # from the reference), or the fully sampled acquisition.
+        stored = self.stored_kspace and self.augment is None
+        measured = single_coil(raw, stats.coil_matrix)[0] / scale if stored or raw.reference is None else None
         image = raw.reference[0] / scale if raw.reference is not None else ifft2(measured)
         if not np.isfinite(image.sum() + (0 if measured is None else measured.sum())):
             raise DataError(f"{file.filename}: slice {slice_index} holds NaN or Inf ({reader.name} data)")
