@@ -3,8 +3,9 @@
 For each acceleration (4x, 5x, 8x) and seed, ``kdc distill`` trains (or, on a second call, resumes and reuses) the
 teacher, the student alone and the KD student, then the validation table of zero-filled, teacher, student and KD
 student (PSNR and SSIM, mean ± sd over the val slices) goes to ``docs/results/quality.{md,json}``, one section per
-setting, with the command, the machine and the time of every stage. The teacher of the first seed is reused for
-the other seeds (``--teacher``), so the seeds vary the student's and KD student's weights and data order only.
+setting, with the command, the machine and the time of every stage. Every seed trains its own teacher;
+``--shared-teacher`` reuses the first seed's (``--teacher``), so that the seeds vary the students only.
+``--augment`` is ``kdc distill --augment`` for every stage.
 
     python benchmarks/quality.py --setting cpu                    # demo set (128x128), shared 2-core CPU
     python benchmarks/quality.py --setting gpu --data data/brain  # `make data` set (256x256), CUDA
