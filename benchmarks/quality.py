@@ -5,7 +5,9 @@ teacher, the student alone and the KD student, then the validation table of zero
 student (PSNR and SSIM, mean ± sd over the val slices) goes to ``docs/results/quality.{md,json}``, one section per
 setting, with the command, the machine and the time of every stage. Every seed trains its own teacher;
 ``--shared-teacher`` reuses the first seed's (``--teacher``), so that the seeds vary the students only.
-``--augment`` is ``kdc distill --augment`` for every stage.
+``--augment`` is ``kdc distill --augment`` for every stage, ``--precision`` its ``--precision``. ``--jobs`` cells
+(factor, seed) train at once in their own processes; each cell resumes from its run directory, so a table cut off in
+one session is finished by the same command in the next.
 
     python benchmarks/quality.py --setting cpu                    # demo set (128x128), shared 2-core CPU
     python benchmarks/quality.py --setting gpu --data data/brain  # `make data` set (256x256), CUDA
@@ -41,22 +43,25 @@ from kdc.compress.baselines import score_baseline
 from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
 from kdc.compress.recipe import TABLE_ROLES, RunConfig, distill
 from kdc.compress.tasks import RECON
+from kdc.compress.trainer import HISTORY
 from kdc.data.formats import inspect_volume
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import dataset_root
 
 SETTINGS: dict[str, dict] = {
-    "cpu": {"data": "demo", "epochs": 2, "pretrain_epochs": 1, "seeds": [0], "device": "cpu", "jobs": 1, "threads": 1},
+    "cpu": {"data": "demo", "epochs": 2, "pretrain_epochs": 1, "seeds": [0], "device": "cpu", "jobs": 1, "threads": 1,
+            "precision": "auto"},
+    # Every cell (factor, seed) at once: these small models leave one GPU mostly idle (benchmarks/gpu_sprint.sh).
     "gpu": {
-        "data": "data/brain", "epochs": 16, "pretrain_epochs": 4, "seeds": [0, 1, 2], "device": "cuda", "jobs": 3,
-        "threads": 1,
+        "data": "data/brain", "epochs": 16, "pretrain_epochs": 4, "seeds": [0, 1, 2], "device": "cuda", "jobs": 9,
+        "threads": 1, "precision": "bf16",
     },
 }
 FACTORS = (4, 5, 8)
 CS = BartCompressedSensing.row
 ROWS = ("zero-filled", *TABLE_ROLES)
 LABELS = {"zero-filled": "ZF", CS: "CS (BART)", "teacher": "teacher", "student": "student", "kd_student": "KD student"}
-STAGE_LINE = re.compile(r" (\w+) epoch \d+/\d+: .*, ([\d.]+) s$")
+STAGE_LINE = re.compile(r" (\w+) epoch \d+/\d+: .*, ([\d.]+) s$")  # train.log of runs from before history.jsonl
 
 
 def with_fixed_masks(data: str, factors: list[int], runs: Path) -> str:
@@ -77,18 +82,19 @@ def with_fixed_masks(data: str, factors: list[int], runs: Path) -> str:
     return str(copy)
 
 
-def run_factor(acc: int, args: argparse.Namespace) -> None:
-    """Every seed of one factor, each with its own teacher (``--shared-teacher``: the first seed's, for all)."""
+def run_cells(cells: list[tuple[int, int]], args: argparse.Namespace) -> None:
+    """Train (or resume) the runs of ``cells`` (``(acc, seed)``) one after the other in this process; a cell's run
+    directory holds its finished stages, so a killed table continues where it stopped."""
     import torch
 
     torch.set_num_threads(args.threads)  # collation of batches is slow with idle threads spinning
-    first = args.runs / f"{acc}x" / f"seed{args.seeds[0]}"
-    for seed in args.seeds:
+    for acc, seed in cells:
         out = args.runs / f"{acc}x" / f"seed{seed}"
+        first = args.runs / f"{acc}x" / f"seed{args.seeds[0]}"
         teacher = str(first) if args.shared_teacher and seed != args.seeds[0] else None
         config = RunConfig(
             args.data, str(out), acc, args.epochs, args.pretrain_epochs, device=args.device, teacher=teacher, seed=seed,
-            teacher_mode=args.teacher_mode, augment=args.augment,
+            teacher_mode=args.teacher_mode, augment=args.augment, precision=args.precision,
         )
         started = time.perf_counter()
         distill(config, resume=True)
@@ -97,6 +103,14 @@ def run_factor(acc: int, args: argparse.Namespace) -> None:
         if not timing_path.exists():  # the first call that trained it; a resumed call only re-evaluates
             write_json(timing_path, {"wall_s": wall})
         print(f"{acc}x seed {seed}: done in {wall:.0f} s", flush=True)
+
+
+def work_units(args: argparse.Namespace) -> list[list[tuple[int, int]]]:
+    """The cells each worker process trains: one cell each (every seed has its own teacher), or one factor's seeds
+    in order (``--shared-teacher``: the later seeds wait for the first seed's teacher)."""
+    if args.shared_teacher:
+        return [[(acc, seed) for seed in args.seeds] for acc in args.factors]
+    return [[(acc, seed)] for acc in args.factors for seed in args.seeds]
 
 
 def cs_row(acc: int, args: argparse.Namespace) -> dict:
@@ -109,13 +123,16 @@ def cs_row(acc: int, args: argparse.Namespace) -> dict:
     return json.loads(path.read_text())
 
 
-def stage_seconds(log_path: Path) -> dict[str, float]:
-    """Seconds per stage, summed over the epochs logged in ``train.log``."""
+def stage_seconds(run: Path) -> dict[str, float]:
+    """Seconds per stage, summed over the epochs of the run's ``history.jsonl`` (older runs: ``train.log``)."""
     seconds: dict[str, float] = {}
-    for line in log_path.read_text().splitlines():
-        match = STAGE_LINE.search(line)
-        if match:
-            seconds[match[1]] = seconds.get(match[1], 0.0) + float(match[2])
+    if (run / HISTORY).exists():
+        epochs = [json.loads(line) for line in (run / HISTORY).read_text().splitlines()]
+        stages = [(epoch["stage"], epoch["seconds"]) for epoch in epochs]
+    else:
+        stages = [(m[1], float(m[2])) for m in map(STAGE_LINE.search, (run / "train.log").read_text().splitlines()) if m]
+    for stage, value in stages:
+        seconds[stage] = seconds.get(stage, 0.0) + value
     return {stage: round(value, 1) for stage, value in seconds.items()}
 
 
@@ -137,7 +154,7 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
         timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
         seeds[seed] = {
             "models": {row: {m: {**table, **cs}[row][m] for m in ("psnr", "ssim")} for row in rows},
-            "stage_s": stage_seconds(out / "train.log"),
+            "stage_s": stage_seconds(out),
             "wall_s": round(timing.get("wall_s", float("nan")), 1),
             **({"note": saved["note"]} if "note" in saved else {}),  # how a run was scored, if not as usual
         }
@@ -281,7 +298,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="epochs of the teacher, student and KD stages")
     parser.add_argument("--pretrain-epochs", type=int, help="epochs of attention-transfer pre-training")
     parser.add_argument("--device")
-    parser.add_argument("--jobs", type=int, help="factors trained in parallel processes")
+    parser.add_argument("--jobs", type=int, help="cells (factor, seed) trained in parallel processes")
+    parser.add_argument("--precision", help="kdc distill --precision: bf16, fp32 or auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
     parser.add_argument("--runs", type=Path, help="where the run directories go (default runs/quality/SETTING)")
     parser.add_argument("--results", type=Path, default=Path("docs/results/quality"), help="writes .md and .json")
@@ -312,7 +330,7 @@ def main(argv: list[str]) -> None:
         write_json(session_path, session)
         started = time.perf_counter()
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            for future in [pool.submit(run_factor, acc, args) for acc in args.factors]:
+            for future in [pool.submit(run_cells, cells, args) for cells in work_units(args)]:
                 future.result()
         write_json(session_path, {**session, "total_s": round(time.perf_counter() - started, 1)})
     if not session_path.exists():
@@ -330,7 +348,7 @@ def main(argv: list[str]) -> None:
         "image_size": manifest.get("image_size"),
         "config": {k: v for k, v in dataclasses.asdict(
             RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device,
-                      teacher_mode=args.teacher_mode, augment=args.augment)
+                      teacher_mode=args.teacher_mode, augment=args.augment, precision=args.precision)
         ).items() if k not in ("out", "acceleration", "teacher", "seed", "data")} | {
             "seeds": args.seeds, "teacher_per_seed": not args.shared_teacher},
         "total_s": session.get("total_s"),  # None when the training was cut off

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from kdc.compress.precision import cpu_has_native_bf16
 from kdc.models import build_model, save_checkpoint
 from tests.conftest import make_phantom
 
@@ -57,7 +58,9 @@ def test_distill_with_a_given_teacher_then_evaluate(dataset, tmp_path):
     # Not a terminal: plain progress lines and the per-epoch validation lines on the console.
     assert "student epoch 1/1: step 1/2, loss " in result.stderr and " steps/s" in result.stderr
     assert "kd_student epoch 1/1: step 2/2, loss " in result.stderr
-    assert "kd_student epoch 1/1: train loss " in result.stderr and "val PSNR " in result.stderr
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"  # --precision auto, stated in the log
+    assert f"precision {precision} on cpu" in result.stderr
+    assert f"kd_student epoch 1/1 ({precision}): train loss " in result.stderr and "val PSNR " in result.stderr
     for row in ("| zero-filled |", "| teacher | 141,765 |", "| student | 49,285 |", "| kd_student | 49,285 |"):
         assert row in out
     names = {p.name for p in run.iterdir()}

@@ -39,6 +39,9 @@ Workers = Annotated[int, typer.Option(
 Augment = Annotated[str, typer.Option(
     help="Augment the training slices: comma-separated flip, rot90, scale (k-space is simulated from the transformed "
          "image with the fixed mask; '' for none).")]
+Precision = Annotated[str, typer.Option(
+    help="bf16 (convolutions in bfloat16, channels_last; data consistency and losses in float32), fp32, or auto: "
+         "bf16 where the CPU (AMX-BF16/AVX512-BF16) or GPU has native bfloat16, else fp32. Recorded in run.json.")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -80,6 +83,7 @@ def train(
     crop: Crop = False,
     workers: Workers = 0,
     augment: Augment = "",
+    precision: Precision = "auto",
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
@@ -90,7 +94,7 @@ def train(
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
                               center_fraction=center_fraction, crop=crop, image=image, workers=workers,
-                              augment=augment)
+                              augment=augment, precision=precision)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -132,6 +136,7 @@ def distill(
         help="How the teacher trains: plain (alone, L1) or sft (SFT-KD-Recon, with student branches).")] = "plain",
     workers: Workers = 0,
     augment: Augment = "",
+    precision: Precision = "auto",
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -142,6 +147,7 @@ def distill(
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
         center_fraction=center_fraction, crop=crop, image=image, workers=workers, augment=augment,
+        precision=precision,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

@@ -29,6 +29,7 @@ from kdc._io import remove_stale_temps, write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
+from kdc.compress.precision import resolve_precision
 from kdc.compress.tasks import Task, task_for
 from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
@@ -76,6 +77,8 @@ class RunConfig:
     workers: int = 0
     #: Comma-separated names of :data:`kdc.data.augment.AUGMENTATIONS` applied to training slices ("": none).
     augment: str = ""
+    #: ``bf16``, ``fp32`` or ``auto`` (:mod:`kdc.compress.precision`); run.json records what ``auto`` resolved to.
+    precision: str = "auto"
 
 
 def augmenter(config: RunConfig) -> Augmenter | None:
@@ -161,6 +164,7 @@ class Run:
     def __init__(self, config: RunConfig, resume: bool = False) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        config.precision = resolve_precision(config.precision, self.device)
         if config.lr_schedule not in LR_SCHEDULES:
             raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
         settings = dataclasses.asdict(config)
@@ -188,9 +192,10 @@ class Run:
             return
         if not resume:
             raise KdcError(f"{self.dir}: already holds a run; pass --resume to continue it or choose another --out")
-        # Settings added since the run was written count as their defaults, except the learning-rate schedule:
-        # runs from before --lr-schedule trained with a constant lr.
-        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)} | {"lr_schedule": "constant"}
+        # Settings added since the run was written count as their defaults, except the learning-rate schedule and
+        # the precision: runs from before --lr-schedule trained with a constant lr, from before --precision in fp32.
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)} | {"lr_schedule": "constant",
+                                                                                 "precision": "fp32"}
         saved = {**defaults, **json.loads(settings_path.read_text())}
         changed = sorted(k for k in current if k not in RUNTIME_SETTINGS and saved.get(k) != current[k])
         if changed:
@@ -211,6 +216,9 @@ class Run:
         for handler in self._handlers:  # the console gets the epoch and validation lines too
             log.addHandler(handler)
         log.setLevel(logging.INFO)
+        log.info("precision %s on %s%s", self.config.precision, self.device,
+                 " (bfloat16 convolutions, channels_last; data consistency and losses in float32)"
+                 if self.config.precision == "bf16" else "")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,6 +251,7 @@ class Run:
             self.config.seed,
             self.config.lr_schedule,
             self.config.workers,
+            self.config.precision,
         )
         stage = Stage(role, model, step_loss, {**self.meta, "role": role, **(meta or {})}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)

@@ -74,7 +74,7 @@ class Task:
         raise NotImplementedError
 
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
-        """The image and the distilled feature maps (teacher and student taps are paired by position)."""
+        """The image and the distilled feature maps (teacher and student taps are paired by position), float32."""
         raise NotImplementedError
 
     def check_images(self, dataset: Sequence[dict], source: str) -> Sequence[dict]:
@@ -124,7 +124,7 @@ class Reconstruction(Task):
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
         image, features = model.forward_features(batch["kspace"], batch["mask"])
         layer = len(model.cascades[0].convs) // 2
-        return Outputs(_as_target(image, batch), [taps[layer] for taps in features], features)
+        return Outputs(_as_target(image, batch), [taps[layer] for taps in features], features).float()
 
     def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
         with atomic_path(run_dir / "mask.npy") as tmp, open(tmp, "wb") as f:
@@ -178,7 +178,7 @@ class SuperResolution(Task):
 
     def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
         image, features = model.forward_features(batch["image"])
-        return Outputs(image, [features[len(model.convs) // 2]], [features])
+        return Outputs(image, [features[len(model.convs) // 2]], [features]).float()
 
 
 #: The training side of every task of :mod:`kdc.tasks`, by name.

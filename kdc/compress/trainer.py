@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from kdc._io import atomic_path
 from kdc.compress import distributed
 from kdc.compress.evaluate import predict, score
+from kdc.compress.precision import autocast, prepare_model
 from kdc.compress.progress import epoch_progress
 from kdc.compress.tasks import RECON, Task
 from kdc.data.slices import one_thread_per_worker
@@ -25,6 +26,8 @@ from kdc.models.checkpoint import save_checkpoint
 #: ``step_loss(batch) -> loss`` for one batch already on the device.
 StepLoss = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 log = logging.getLogger("kdc")
+#: File in the run directory with one JSON line per finished epoch: stage, losses, validation, where the time went.
+HISTORY = "history.jsonl"
 
 
 @dataclass
@@ -38,6 +41,7 @@ class TrainSettings:
     seed: int = 0
     lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over the stage's steps (see docs/distill.md)
     workers: int = 0  # DataLoader worker processes (0: slices are read in the training process)
+    precision: str = "fp32"  # "bf16": convolutions autocast to bfloat16, channels_last (kdc.compress.precision)
 
 
 #: Learning-rate factor at ``progress`` (steps done / all steps of the stage) for each schedule.
@@ -77,7 +81,7 @@ def train_stage(
     """
     state_path = run_dir / "state" / f"{stage.name}.pt"
     schedule = LR_SCHEDULES[settings.lr_schedule]
-    model = stage.model.to(settings.device)
+    model = prepare_model(stage.model.to(settings.device), settings.precision)
     params = [p for m in (model, *stage.extra) for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     step_loss = distributed.data_parallel(stage.step_loss, [model, *stage.extra])
@@ -105,23 +109,30 @@ def train_stage(
         shares = [distributed.share(order[i : i + size]) for i in range(0, len(order), size)]
         loader = DataLoader(train_set, batch_sampler=[items for items, _ in shares], num_workers=settings.workers,
                             worker_init_fn=one_thread_per_worker)
-        total = 0.0
+        total, step_seconds = 0.0, 0.0
         with epoch_progress(f"{stage.name} epoch {epoch + 1}/{settings.epochs}", len(loader)) as report:
             for step, ((_, weight), batch) in enumerate(zip(shares, loader), 1):
+                step_started = time.perf_counter()
                 progress = (epoch * len(loader) + step - 1) / (settings.epochs * len(loader))
                 for group in optimizer.param_groups:
                     group["lr"] = settings.lr * schedule(progress)
-                loss = step_loss(_to_device(batch, settings.device)) * weight
+                with autocast(settings.precision, settings.device):
+                    loss = step_loss(_to_device(batch, settings.device)) * weight
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item()
+                total += loss.item()  # waits for the device, so the step's time is all in step_seconds
+                step_seconds += time.perf_counter() - step_started
                 report(step, total / step)
+        train_seconds = time.perf_counter() - started
         total = distributed.mean(total)
         if not distributed.is_main():
             distributed.barrier()  # rank 0 validates and writes
             continue
-        metrics = score(predict(model, val_set, settings.device, task=stage.task), ("psnr", "ssim"))
+        validation_started = time.perf_counter()
+        with autocast(settings.precision, settings.device):
+            metrics = score(predict(model, val_set, settings.device, task=stage.task), ("psnr", "ssim"))
+        validation_seconds = time.perf_counter() - validation_started
         if not stage.keep_best or metrics["psnr"]["mean"] > best["psnr"]["mean"]:
             best = metrics
             save_checkpoint(run_dir / f"{stage.name}.pt", model, {**stage.meta, "metrics": best, "epochs": epoch + 1})
@@ -137,9 +148,17 @@ def train_stage(
                 tmp,
             )
         distributed.barrier()
+        record = {"stage": stage.name, "epoch": epoch + 1, "precision": settings.precision,
+                  "train_loss": total / max(len(loader), 1), "val_psnr": metrics["psnr"]["mean"],
+                  "val_ssim": metrics["ssim"]["mean"], "steps": len(loader),
+                  "seconds": time.perf_counter() - started, "step_seconds": step_seconds,
+                  "data_seconds": train_seconds - step_seconds, "validation_seconds": validation_seconds}
+        with open(run_dir / HISTORY, "a") as history:  # one whole line per finished epoch
+            history.write(json.dumps(record) + "\n")
         log.info(
-            "%s epoch %d/%d: train loss %.4g, val PSNR %.2f dB, SSIM %.4f, %.1f s",
-            stage.name, epoch + 1, settings.epochs, total / max(len(loader), 1),
-            metrics["psnr"]["mean"], metrics["ssim"]["mean"], time.perf_counter() - started,
+            "%s epoch %d/%d (%s): train loss %.4g, val PSNR %.2f dB, SSIM %.4f, %.1f s (steps %.1f s, data %.1f s, "
+            "validation %.1f s)", stage.name, epoch + 1, settings.epochs, settings.precision, record["train_loss"],
+            record["val_psnr"], record["val_ssim"], record["seconds"], step_seconds, record["data_seconds"],
+            validation_seconds,
         )
     return best

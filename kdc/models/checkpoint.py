@@ -87,7 +87,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "format": FORMAT,
         "config": json.dumps(model_config(model)),
         "meta": json.dumps(meta or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # channels_last too
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

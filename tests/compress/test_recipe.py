@@ -19,12 +19,14 @@ def test_run_from_before_lr_schedule_resumes_with_constant_only(tmp_path, write_
     out = tmp_path / "run"
     out.mkdir()
     old = dataclasses.asdict(RunConfig(str(data), str(out)))
-    del old["lr_schedule"]
+    del old["lr_schedule"], old["precision"]
     (out / "run.json").write_text(json.dumps(old))
 
     with pytest.raises(KdcError, match="lr_schedule"):
-        Run(RunConfig(str(data), str(out)), resume=True)
-    with Run(RunConfig(str(data), str(out), lr_schedule="constant"), resume=True) as run:
+        Run(RunConfig(str(data), str(out), precision="fp32"), resume=True)
+    with pytest.raises(KdcError, match="precision"):  # a run from before --precision trained in float32
+        Run(RunConfig(str(data), str(out), lr_schedule="constant", precision="bf16"), resume=True)
+    with Run(RunConfig(str(data), str(out), lr_schedule="constant", precision="fp32"), resume=True) as run:
         assert run.config.lr_schedule == "constant"
     with pytest.raises(KdcError, match="--lr-schedule 'step'"):
         Run(RunConfig(str(data), str(tmp_path / "other"), lr_schedule="step"))

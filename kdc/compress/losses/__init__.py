@@ -30,6 +30,12 @@ class Outputs(NamedTuple):
     features: list[torch.Tensor]
     hidden: Sequence[Sequence[torch.Tensor]] = ()  # hidden[cascade][conv], input side first (FSP)
 
+    def float(self) -> Outputs:
+        """The same outputs in float32, so that losses compare (and caches store) float32 whatever the forward ran
+        in (``--precision bf16`` computes convolutions in bfloat16); a no-op for float32 outputs."""
+        return Outputs(self.image.float(), [f.float() for f in self.features],
+                       [[f.float() for f in taps] for taps in self.hidden])
+
 
 KD_LOSSES: dict[str, type[nn.Module]] = {}
 LossClass = TypeVar("LossClass", bound=type[nn.Module])
