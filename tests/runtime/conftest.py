@@ -51,13 +51,24 @@ def artefacts(tmp_path_factory) -> Artefacts:
 
 
 @pytest.fixture(scope="session")
-def kspace(artefacts) -> np.ndarray:
-    """Undersampled k-space ``(3, 2, H, W)`` of real MRI slices (kdc's validation images), as float32."""
+def images() -> np.ndarray:
+    """Three real MRI slices ``(3, H, W)`` (kdc's validation images)."""
     from kdc.data.demo import validation_images
 
-    images = validation_images(SIZE, 3)
-    full = np.fft.fft2(images, norm="ortho") * artefacts.mask
+    return validation_images(SIZE, 3)
+
+
+@pytest.fixture(scope="session")
+def full_kspace(images) -> np.ndarray:
+    """Fully sampled uncentred k-space ``(3, 2, H, W)`` float32 of :func:`images`."""
+    full = np.fft.fft2(images, norm="ortho")
     return np.stack([full.real, full.imag], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def kspace(artefacts, full_kspace) -> np.ndarray:
+    """Undersampled k-space ``(3, 2, H, W)`` of real MRI slices (kdc's validation images), as float32."""
+    return full_kspace * artefacts.mask
 
 
 def with_contract(source: Path, out: Path, edit) -> Path:

@@ -13,6 +13,7 @@ import kdc.runtime as rt
 from kdc.models import load_checkpoint
 from kdc.runtime.session import captured_stderr, fallback_warnings
 
+from .conftest import SIZE
 from .helpers import BLOCK_TORCH
 
 
@@ -152,6 +153,39 @@ def test_kspace_outside_the_mask_is_zeroed(artefacts, kspace):
     model = rt.load(artefacts.student_onnx)
     noisy = kspace + (1 - artefacts.mask) * 5.0
     np.testing.assert_array_equal(model.reconstruct(noisy, artefacts.mask), model.reconstruct(kspace, artefacts.mask))
+
+
+@pytest.mark.parametrize("name", ["student_onnx", "student_xml", "baked_onnx"])
+def test_run_zeroes_fully_sampled_kspace_outside_the_mask(artefacts, kspace, full_kspace, images, name):
+    """A scanner integrator sends fully sampled k-space and the mask to apply: run() (the one place the Python
+    API, kdc serve and kdc reconstruct go through) gives the pixels, and so the PSNR, of pre-masked k-space."""
+    from kdc.data.metrics import psnr
+
+    model = rt.load(getattr(artefacts, name), threads=1)
+    feeds = {} if model.mask_baked else {"mask": rt.mask_columns(artefacts.mask, 32)}
+    masked = model.run({**feeds, "kspace": kspace})["image"]
+    full = model.run({**feeds, "kspace": full_kspace})["image"]
+    np.testing.assert_array_equal(full, masked)
+    assert psnr(images, full[:, 0]) == psnr(images, masked[:, 0]) > 15  # random weights: about 19 dB
+    scaled = model.run({**feeds, "kspace": full_kspace * 3000}, normalise=True)["image"]
+    np.testing.assert_allclose(scaled / 3000, model.run({**feeds, "kspace": kspace}, normalise=True)["image"],
+                               rtol=1e-4, atol=1e-6 * np.abs(masked).max())
+
+
+@pytest.mark.parametrize("name", ["student_onnx", "student_xml"])
+@pytest.mark.parametrize("normalise,hint", [(False, "into the training range (normalise)"),
+                                            (True, "exceeds float32's range")])
+def test_outputs_with_nan_are_refused_in_one_line(artefacts, name, normalise, hint):
+    """Finite k-space of 3e38 overflows float32 inside the model: one error line and no numpy warning, never NaN
+    pixels."""
+    model = rt.load(getattr(artefacts, name), threads=1)
+    huge = np.full((1, 2, *SIZE), 3e38, dtype=np.float32) * artefacts.mask
+    with warnings.catch_warnings(), pytest.raises(rt.RuntimeModelError) as err:
+        warnings.simplefilter("error")
+        model.reconstruct(huge, artefacts.mask, normalise=normalise)
+    message = str(err.value)
+    assert "NaN or infinite values of 1280 in output 'image'" in message and "largest magnitude 3e+38" in message
+    assert hint in message and "\n" not in message
 
 
 @pytest.mark.parametrize("call,message", [
