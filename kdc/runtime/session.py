@@ -31,6 +31,10 @@ from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace
 from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
+#: What :func:`load` reads: ONNX (onnxruntime or OpenVINO) and OpenVINO IR.
+MODEL_SUFFIXES = (".onnx", ".xml")
+#: PyTorch files (checkpoints, TorchScript, torch.export), which only ``kdc export`` and ``kdc bench`` read.
+TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".ckpt")
 #: What :meth:`Reconstructor.reconstruct` can return.
 OUTPUTS = ("magnitude", "complex")
 PRECISIONS = ("f32", "f16", "bf16")
@@ -527,6 +531,11 @@ def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: 
     path = Path(path)
     if not path.is_file():
         raise RuntimeModelError(f"{path}: model file not found")
+    if path.suffix in TORCH_SUFFIXES:
+        raise RuntimeModelError(f"{path}: a PyTorch file, which the runtime does not run: export the checkpoint "
+                                f"(kdc export {path} --out {path.with_suffix('.onnx').name}) and use the .onnx")
+    if path.suffix not in MODEL_SUFFIXES:
+        raise RuntimeModelError(f"{path}: not an exported model: expected {' or '.join(MODEL_SUFFIXES)}")
     engine = engine or ("openvino" if path.suffix == ".xml" else "ort")
     if engine not in ENGINES:
         raise RuntimeModelError(f"unknown engine {engine!r}: expected one of {list(ENGINES)}")
@@ -537,6 +546,7 @@ def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: 
     if engine == "openvino":
         return OpenVINOReconstructor(path, device=device, threads=threads, precision=precision, config=options)
     if path.suffix != ".onnx":
-        raise RuntimeModelError(f"{path}: onnxruntime loads .onnx files; use engine='openvino' for OpenVINO IR")
+        raise RuntimeModelError(f"{path}: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino "
+                                "engine")
     return OrtReconstructor(path, providers=providers, threads=threads, precision=precision,
                             provider_options=options)

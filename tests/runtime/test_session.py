@@ -250,6 +250,22 @@ def test_bad_load_options(artefacts, kwargs, message):
         rt.load(artefacts.student_onnx, **kwargs)
 
 
+@pytest.mark.parametrize("name,engine,message", [
+    ("student.pt", None, "student.pt: a PyTorch file, which the runtime does not run: export the checkpoint (kdc "
+                         "export {path} --out student.onnx) and use the .onnx"),
+    ("student.pt", "openvino", "a PyTorch file"),
+    ("scan.h5", None, "scan.h5: not an exported model: expected .onnx or .xml"),
+    ("student.xml", "ort", "student.xml: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino engine"),
+])
+def test_files_of_other_kinds_are_named_without_api_only_words(tmp_path, name, engine, message):
+    """Messages that the CLI shows too: they name the file's kind and the next step, not engine='...'."""
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 16)
+    with pytest.raises(rt.RuntimeModelError) as err:
+        rt.load(path, engine=engine)
+    assert message.format(path=path) in str(err.value) and "engine=" not in str(err.value)
+
+
 def test_files_that_are_not_kdc_models(tmp_path, artefacts):
     with pytest.raises(rt.RuntimeModelError, match="not found"):
         rt.load(tmp_path / "missing.onnx")
