@@ -38,6 +38,8 @@ TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".ckpt")
 #: What :meth:`Reconstructor.reconstruct` can return.
 OUTPUTS = ("magnitude", "complex")
 PRECISIONS = ("f32", "f16", "bf16")
+#: Tensor dtypes a contract may declare (kdc exports float32 inputs and outputs, quantized models too).
+DTYPES = ("float32",)
 #: Short names accepted for onnxruntime execution providers.
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -77,8 +79,22 @@ class TensorSpec:
     dtype: str = "float32"
 
     @classmethod
-    def from_contract(cls, entry: Mapping[str, Any]) -> TensorSpec:
-        return cls(str(entry["name"]), tuple(entry["shape"]), str(entry.get("dtype", "float32")))
+    def from_contract(cls, entry: Any, path: Path, where: str) -> TensorSpec:
+        """The tensor ``where`` (e.g. ``inputs[0]``) of the contract of ``path``, its fields checked: a name, a
+        shape of positive integers and dimension names, a supported dtype; else one line naming the field."""
+        if not isinstance(entry, dict):
+            raise RuntimeModelError(f"{path}: contract {where} must be an object, got {shown(entry)}")
+        name, shape, dtype = entry.get("name"), entry.get("shape"), entry.get("dtype", "float32")
+        if not isinstance(name, str) or not name:
+            raise RuntimeModelError(f"{path}: contract {where} 'name' must be a non-empty string, got {shown(name)}")
+        if not isinstance(shape, list) or not shape or not all(
+                (type(d) is int and d > 0) or (isinstance(d, str) and d) for d in shape):
+            raise RuntimeModelError(f"{path}: contract {where} ({name!r}) 'shape' must be a list of positive integers "
+                                    f"and dimension names, got {shown(shape)}")
+        if dtype not in DTYPES:
+            raise RuntimeModelError(f"{path}: contract {where} ({name!r}) 'dtype' is {shown(dtype)}, expected one of "
+                                    f"{list(DTYPES)}")
+        return cls(name, tuple(shape), dtype)
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == len(self.shape) and all(
@@ -117,11 +133,7 @@ class Reconstructor:
         self.threads = threads
         #: Problems found while loading, e.g. nodes that fell back from a GPU to the CPU.
         self.warnings = warnings
-        try:
-            self.inputs = [TensorSpec.from_contract(entry) for entry in contract["inputs"]]
-            self.outputs = [TensorSpec.from_contract(entry) for entry in contract["outputs"]]
-        except (KeyError, TypeError) as err:
-            raise RuntimeModelError(f"{path}: malformed kdc contract ({type(err).__name__}: {err})") from None
+        self.inputs, self.outputs = (contract_tensors(path, contract, key) for key in ("inputs", "outputs"))
         if sorted(self.input_names) != sorted(graph_inputs):
             raise RuntimeModelError(
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
@@ -337,6 +349,20 @@ class Reconstructor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a crafted contract must not flood an error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def contract_tensors(path: Path, contract: Mapping[str, Any], key: str) -> list[TensorSpec]:
+    """The contract's ``inputs`` or ``outputs`` (``key``), each checked by :meth:`TensorSpec.from_contract`."""
+    entries = contract.get(key)
+    if not isinstance(entries, list) or not entries:
+        raise RuntimeModelError(f"{path}: contract {key!r} must be a non-empty list of tensors, got {shown(entries)}")
+    return [TensorSpec.from_contract(entry, path, f"{key}[{index}]") for index, entry in enumerate(entries)]
 
 
 def zero_outside(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -424,11 +424,16 @@ def test_peak_memory_of_the_largest_request_is_bounded_and_returned(artefacts, l
     assert memory["VmRSS"] - before <= 2 * body_mb, (memory, before)  # the large request's memory went back
 
 
-def test_serve_refuses_to_start_on_a_contract_that_contradicts_its_graph(artefacts, tmp_path):
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.update(image_size="abc"), "'image_size' must be"),
+    # served, this answered 500 on metadata and infer
+    (lambda c: c["inputs"][0].update(dtype="object"), "edited.onnx: contract inputs[0] ('kspace') 'dtype' is 'object'"),
+])
+def test_serve_refuses_to_start_on_a_contract_that_contradicts_its_graph(artefacts, tmp_path, edit, message):
     from .conftest import with_contract
 
-    path = with_contract(artefacts.student_onnx, tmp_path / "edited.onnx", lambda c: c.update(image_size="abc"))
+    path = with_contract(artefacts.student_onnx, tmp_path / "edited.onnx", edit)
     result = subprocess.run([sys.executable, "-c", SERVE, str(path), "--port", str(free_port())],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "'image_size' must be" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr

@@ -221,6 +221,17 @@ def test_bad_inputs_raise_clear_errors(artefacts, kspace, call, message):
     (lambda c: c["inputs"][1].update(shape=[1, 1, 32]), "shape of 'mask' (1, 1, 32) differs from the graph's (1, 1, 1, 32)"),
     (lambda c: c["inputs"][1].update(shape=["N", 1, 1, 32]), "shape of 'mask' (N, 1, 1, 32) differs"),
     (lambda c: c["outputs"][0].update(name="picture"), "contract tensor 'picture' is not in the graph"),
+    (lambda c: c["inputs"][0].update(dtype="object"),
+     "contract inputs[0] ('kspace') 'dtype' is 'object', expected one of ['float32']"),
+    (lambda c: c["outputs"][0].update(dtype="float64"), "contract outputs[0] ('image') 'dtype' is 'float64'"),
+    (lambda c: c["inputs"][1].update(shape=[1, 1, 1.5, 32]),
+     "contract inputs[1] ('mask') 'shape' must be a list of positive integers and dimension names, got [1, 1, 1.5, 32]"),
+    (lambda c: c["inputs"][0].update(shape="N2HW"), "inputs[0] ('kspace') 'shape' must be a list"),
+    (lambda c: c["inputs"][0].update(shape=[True, 2, 40, 32]), "inputs[0] ('kspace') 'shape' must be a list"),
+    (lambda c: c["inputs"][0].update(name=["kspace"]), "contract inputs[0] 'name' must be a non-empty string"),
+    (lambda c: c["inputs"].__setitem__(0, "kspace"), "contract inputs[0] must be an object, got 'kspace'"),
+    (lambda c: c.pop("outputs"), "contract 'outputs' must be a non-empty list of tensors, got None"),
+    (lambda c: c.update(inputs={"x" * 500: 1}), "got {'xxxxxxxx"),
 ])
 def test_contracts_that_contradict_the_graph_are_refused_at_load(artefacts, tmp_path, engine, edit, message):
     from .conftest import with_contract
@@ -229,6 +240,7 @@ def test_contracts_that_contradict_the_graph_are_refused_at_load(artefacts, tmp_
     with pytest.raises(rt.RuntimeModelError) as err:
         rt.load(path, engine=engine)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(str(path)) and len(str(err.value)) < len(str(path)) + 200
 
 
 def test_baked_model_rejects_a_different_mask(artefacts, kspace):
