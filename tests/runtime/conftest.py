@@ -119,11 +119,19 @@ def faulty_onnx(artefacts, tmp_path_factory) -> Path:
     return path
 
 
-def cpp_build_steps() -> str:
-    """The bash block of examples/cpp/README.md's Build section, as a user copies it."""
-    match = re.search(r"## Build\n.*?```bash\n(.*?)```", (CPP_EXAMPLE / "README.md").read_text(), re.S)
-    assert match, "examples/cpp/README.md has no Build block"
+def cpp_readme_block(section: str) -> str:
+    """The first bash block of ``section`` (e.g. ``Build``) of examples/cpp/README.md, as a user copies it."""
+    match = re.search(rf"## {section}\n.*?```bash\n(.*?)```", (CPP_EXAMPLE / "README.md").read_text(), re.S)
+    assert match, f"examples/cpp/README.md has no bash block under {section}"
     return match.group(1)
+
+
+def fresh_clone_environment() -> dict[str, str]:
+    """This process's environment with the virtual environment not activated (its bin not on PATH), as in a fresh
+    clone's shell."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != venv_bin)
+    return {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": path}
 
 
 @pytest.fixture(scope="session")
@@ -137,10 +145,7 @@ def cpp_build(tmp_path_factory) -> Path:
     clone = tmp_path_factory.mktemp("clone")
     (clone / "examples").symlink_to(CPP_EXAMPLE.parent)
     (clone / ".venv").symlink_to(sys.prefix)
-    venv_bin = (Path(sys.prefix) / "bin").resolve()
-    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != venv_bin)
-    environment = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": path}
-    result = subprocess.run(["bash", "-e", "-c", cpp_build_steps()], cwd=clone, env=environment, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(["bash", "-e", "-c", cpp_readme_block("Build")], cwd=clone, env=fresh_clone_environment(),
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return clone / "build" / "cpp"
