@@ -167,7 +167,8 @@ def reconstruct(
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists: choose another --out or pass --overwrite")
     settings = Settings(formats=formats, batch=batch, mask_file=mask, acceleration=acc, mask_kind=mask_kind,
-                        mask_seed=mask_seed, center_fraction=center_fraction, crop=crop, overwrite=overwrite, write=WriteOptions(dicom_bits=dicom_bits))
+                        mask_seed=mask_seed, center_fraction=center_fraction, crop=crop, overwrite=overwrite,
+                        write=WriteOptions(dicom_bits=dicom_bits))
     model = resolve(model, "onnx")
     check_argument_order(model, inputs)
     loaded = load(model, engine=engine, providers=provider, threads=threads)

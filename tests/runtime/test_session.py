@@ -225,7 +225,8 @@ def test_bad_inputs_raise_clear_errors(artefacts, kspace, call, message):
      "contract inputs[0] ('kspace') 'dtype' is 'object', expected one of ['float32']"),
     (lambda c: c["outputs"][0].update(dtype="float64"), "contract outputs[0] ('image') 'dtype' is 'float64'"),
     (lambda c: c["inputs"][1].update(shape=[1, 1, 1.5, 32]),
-     "contract inputs[1] ('mask') 'shape' must be a list of positive integers and dimension names, got [1, 1, 1.5, 32]"),
+     "contract inputs[1] ('mask') 'shape' must be a list of positive integers and dimension names, got "
+     "[1, 1, 1.5, 32]"),
     (lambda c: c["inputs"][0].update(shape="N2HW"), "inputs[0] ('kspace') 'shape' must be a list"),
     (lambda c: c["inputs"][0].update(shape=[True, 2, 40, 32]), "inputs[0] ('kspace') 'shape' must be a list"),
     (lambda c: c["inputs"][0].update(name=["kspace"]), "contract inputs[0] 'name' must be a non-empty string"),
@@ -267,7 +268,8 @@ def test_bad_load_options(artefacts, kwargs, message):
                          "export {path} --out student.onnx) and use the .onnx"),
     ("student.pt", "openvino", "a PyTorch file"),
     ("scan.h5", None, "scan.h5: not an exported model: expected .onnx or .xml"),
-    ("student.xml", "ort", "student.xml: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino engine"),
+    ("student.xml", "ort",
+     "student.xml: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino engine"),
 ])
 def test_files_of_other_kinds_are_named_without_api_only_words(tmp_path, name, engine, message):
     """Messages that the CLI shows too: they name the file's kind and the next step, not engine='...'."""
