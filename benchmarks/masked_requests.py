@@ -91,7 +91,8 @@ def main() -> None:
                                      for a in answers])
             rows[case] = {"status": sorted({a.status_code for a in answers}),
                           "psnr": metrics.psnr(targets, images), "ssim": metrics.ssim(targets, images),
-                          "kdc_warnings": sorted({a.json().get("parameters", {}).get("kdc_warnings", "") for a in answers})}
+                          "kdc_warnings": sorted({a.json().get("parameters", {}).get("kdc_warnings", "")
+                                                  for a in answers})}
         huge = np.full((1, 2, height, width), 3e38, dtype=np.float32) * mask
         answer = request(client, name, huge, mask_input)
         rows["finite k-space of 3e38 + mask"] = {"status": [answer.status_code], "answer": answer.text[:300]}
@@ -103,7 +104,7 @@ def main() -> None:
              f"{height}x{width}, random 4x mask)", "",
              "Re-run: `.venv/bin/python benchmarks/masked_requests.py`", "",
              "| request | HTTP | PSNR (dB) | SSIM |", "|---|---:|---:|---:|",
-             f"| zero-filled (no model) | | {report['zero_filled']['psnr']:.2f} | {report['zero_filled']['ssim']:.4f} |"]
+             "| zero-filled (no model) | | {psnr:.2f} | {ssim:.4f} |".format(**report["zero_filled"])]
     for case, row in rows.items():
         scores = f"{row['psnr']:.2f} | {row['ssim']:.4f}" if "psnr" in row else " | "
         lines.append(f"| {case} | {', '.join(map(str, row['status']))} | {scores} |")
