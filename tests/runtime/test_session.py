@@ -172,6 +172,17 @@ def test_run_zeroes_fully_sampled_kspace_outside_the_mask(artefacts, kspace, ful
                                rtol=1e-4, atol=1e-6 * np.abs(masked).max())
 
 
+def test_masking_copies_only_kspace_that_needs_it(artefacts, kspace, full_kspace):
+    from kdc.runtime.session import zero_outside
+
+    mask = rt.mask_columns(artefacts.mask, 32)
+    assert zero_outside(kspace, mask) is kspace  # a large pre-masked request costs no copy
+    np.testing.assert_array_equal(zero_outside(full_kspace, mask), kspace)
+    rows = np.ascontiguousarray(np.swapaxes(full_kspace, -1, -2)[..., :32, :])  # (N, 2, 32, 32): a row mask
+    row_mask = mask.reshape(1, 1, 32, 1)
+    np.testing.assert_array_equal(zero_outside(rows, row_mask), rows * row_mask)
+
+
 @pytest.mark.parametrize("name", ["student_onnx", "student_xml"])
 @pytest.mark.parametrize("normalise,hint", [(False, "into the training range (normalise)"),
                                             (True, "exceeds float32's range")])
