@@ -40,6 +40,7 @@ def imaginary_fraction(kspace: np.ndarray, lines: np.ndarray) -> float | None:
 def centre_imaginary_fraction(centre: np.ndarray, columns: np.ndarray, width: int) -> float | None:
     """:func:`imaginary_fraction` from the k-space columns ``columns`` (those of :func:`symmetric_centre`) alone,
     ``(..., H, len(columns))``: callers with a large batch convert only these columns to complex."""
+    centre = np.asarray(centre, dtype=np.complex128)  # float32 squares overflow above 1.8e19
     height = centre.shape[-2]
     mirror_columns = np.searchsorted(columns, (-columns) % width)
     mirror = np.conj(centre[..., (-np.arange(height)) % height, :][..., mirror_columns])

@@ -143,6 +143,9 @@ def reconstruct(
                                                          "this acceleration (4, 5, 8).")] = None,
     mask_kind: Annotated[str, typer.Option(help="Mask of --acc: random or equispaced.")] = "random",
     mask_seed: Annotated[int, typer.Option(help="Seed of the --acc mask.")] = 0,
+    center_fraction: Annotated[float | None, typer.Option(
+        help="Fraction of central lines the --acc mask samples (default 0.08/0.06/0.04 at 4/5/8x; needed for "
+             "other accelerations).")] = None,
     crop: Annotated[bool, typer.Option(help="Write the central 320x320 (fastMRI's evaluation crop).")] = False,
     dicom_bits: Annotated[int, typer.Option(help="Stored bits of DICOM pixels: 12 or 16.")] = 12,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
@@ -158,15 +161,32 @@ def reconstruct(
         raise RuntimeModelError(f"--mask-kind {mask_kind!r}: expected one of {list(MASK_KINDS)}")
     if mask is not None and acc is not None:
         raise RuntimeModelError("give --mask or --acc, not both")
+    if center_fraction is not None and acc is None:
+        raise RuntimeModelError("--center-fraction shapes the mask of --acc: give --acc too")
     writers_for(list(formats))
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists: choose another --out or pass --overwrite")
     settings = Settings(formats=formats, batch=batch, mask_file=mask, acceleration=acc, mask_kind=mask_kind,
-                        mask_seed=mask_seed, crop=crop, overwrite=overwrite, write=WriteOptions(dicom_bits=dicom_bits))
+                        mask_seed=mask_seed, center_fraction=center_fraction, crop=crop, overwrite=overwrite,
+                        write=WriteOptions(dicom_bits=dicom_bits))
     model = resolve(model, "onnx")
+    check_argument_order(model, inputs)
     loaded = load(model, engine=engine, providers=provider, threads=threads)
     for warning in loaded.warnings:
         typer.echo(f"warning: {model.name}: {warning}", err=True)
     summary = reconstruct_files(loaded, inputs, out, settings, progress=lambda line: typer.echo(line, err=True))
     metrics = " and " + METRICS_FILE if any("psnr" in v for v in summary["volumes"].values()) else ""
     typer.echo(f"wrote {len(summary['volumes'])} volume(s) to {out} ({', '.join(formats)}{metrics})")
+
+
+def check_argument_order(model: Path, inputs: list[Path]) -> None:
+    """One line when ``kdc reconstruct``'s MODEL is a file an input reader claims: a scan, likely swapped with the
+    model."""
+    from kdc.runtime.readers import READERS
+    from kdc.runtime.session import MODEL_SUFFIXES
+
+    if model.suffix in MODEL_SUFFIXES or not model.is_file() or not any(r.claims(model) for r in READERS.values()):
+        return
+    models = [path for path in inputs if path.suffix in MODEL_SUFFIXES]
+    swapped = f" (here: kdc reconstruct {models[0]} {model} ...)" if models else ""
+    raise RuntimeModelError(f"{model} is a scan, not a model: usage: kdc reconstruct MODEL SCAN... --out DIR{swapped}")

@@ -49,6 +49,7 @@ from kdc.runtime.protocol import (
     parse_length,
 )
 from kdc.runtime.session import Reconstructor
+from kdc.runtime.tensors import RuntimeModelError
 from kdc.runtime.triton import triton_config
 
 log = logging.getLogger("uvicorn.error")  # configured by uvicorn: our lines join its log
@@ -193,8 +194,11 @@ def create_app(models: Mapping[str, Reconstructor], *, limits: Limits = Limits()
 
     def infer_sync(name: str, model: Reconstructor, body: bytearray, header_length: str | None) -> Response:
         request = decode_request(body, header_length, model, batch_caps[name])
-        results, notes = model.run_with_notes(
-            request.feeds, normalise=normalise if request.normalise is None else request.normalise)
+        try:
+            results, notes = model.run_with_notes(
+                request.feeds, normalise=normalise if request.normalise is None else request.normalise)
+        except RuntimeModelError as err:  # valid JSON the model cannot answer, e.g. outputs with NaN: never NaN JSON
+            raise ProtocolError(str(err), 422) from None
         for note in notes:
             log.warning("model %s: %s", name, note)
         content, headers = encode_response(name, request, results, notes)

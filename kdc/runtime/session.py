@@ -31,9 +31,15 @@ from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace
 from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
+#: What :func:`load` reads: ONNX (onnxruntime or OpenVINO) and OpenVINO IR.
+MODEL_SUFFIXES = (".onnx", ".xml")
+#: PyTorch files (checkpoints, TorchScript, torch.export), which only ``kdc export`` and ``kdc bench`` read.
+TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".ckpt")
 #: What :meth:`Reconstructor.reconstruct` can return.
 OUTPUTS = ("magnitude", "complex")
 PRECISIONS = ("f32", "f16", "bf16")
+#: Tensor dtypes a contract may declare (kdc exports float32 inputs and outputs, quantized models too).
+DTYPES = ("float32",)
 #: Short names accepted for onnxruntime execution providers.
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -73,8 +79,22 @@ class TensorSpec:
     dtype: str = "float32"
 
     @classmethod
-    def from_contract(cls, entry: Mapping[str, Any]) -> TensorSpec:
-        return cls(str(entry["name"]), tuple(entry["shape"]), str(entry.get("dtype", "float32")))
+    def from_contract(cls, entry: Any, path: Path, where: str) -> TensorSpec:
+        """The tensor ``where`` (e.g. ``inputs[0]``) of the contract of ``path``, its fields checked: a name, a
+        shape of positive integers and dimension names, a supported dtype; else one line naming the field."""
+        if not isinstance(entry, dict):
+            raise RuntimeModelError(f"{path}: contract {where} must be an object, got {shown(entry)}")
+        name, shape, dtype = entry.get("name"), entry.get("shape"), entry.get("dtype", "float32")
+        if not isinstance(name, str) or not name:
+            raise RuntimeModelError(f"{path}: contract {where} 'name' must be a non-empty string, got {shown(name)}")
+        if not isinstance(shape, list) or not shape or not all(
+                (type(d) is int and d > 0) or (isinstance(d, str) and d) for d in shape):
+            raise RuntimeModelError(f"{path}: contract {where} ({name!r}) 'shape' must be a list of positive integers "
+                                    f"and dimension names, got {shown(shape)}")
+        if dtype not in DTYPES:
+            raise RuntimeModelError(f"{path}: contract {where} ({name!r}) 'dtype' is {shown(dtype)}, expected one of "
+                                    f"{list(DTYPES)}")
+        return cls(name, tuple(shape), dtype)
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == len(self.shape) and all(
@@ -113,11 +133,7 @@ class Reconstructor:
         self.threads = threads
         #: Problems found while loading, e.g. nodes that fell back from a GPU to the CPU.
         self.warnings = warnings
-        try:
-            self.inputs = [TensorSpec.from_contract(entry) for entry in contract["inputs"]]
-            self.outputs = [TensorSpec.from_contract(entry) for entry in contract["outputs"]]
-        except (KeyError, TypeError) as err:
-            raise RuntimeModelError(f"{path}: malformed kdc contract ({type(err).__name__}: {err})") from None
+        self.inputs, self.outputs = (contract_tensors(path, contract, key) for key in ("inputs", "outputs"))
         if sorted(self.input_names) != sorted(graph_inputs):
             raise RuntimeModelError(
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
@@ -189,9 +205,12 @@ class Reconstructor:
     def run(self, feeds: Mapping[str, np.ndarray], *, normalise: bool = False) -> dict[str, np.ndarray]:
         """Validate and run: input name -> array in, output name -> array out.
 
-        ``normalise=True`` treats the batch as one volume at scanner scale: the model sees it scaled so that its
-        zero-filled magnitude peaks at 1 (the training range) and the outputs are scaled back. A reconstruction
-        model given k-space whose image has phase warns (:class:`PhaseWarning`) with the measured share.
+        K-space outside the mask (given or baked) is zeroed first, as the contract requires, so fully sampled
+        k-space may be sent with the mask to apply. ``normalise=True`` treats the batch as one volume at scanner
+        scale: the model sees it scaled so that its zero-filled magnitude peaks at 1 (the training range) and the
+        outputs are scaled back. A reconstruction model given k-space whose image has phase warns
+        (:class:`PhaseWarning`) with the measured share. Outputs with NaN or infinity raise
+        :class:`RuntimeModelError`.
         """
         results, notes = self.run_with_notes(feeds, normalise=normalise)
         for note in notes:
@@ -202,16 +221,37 @@ class Reconstructor:
                        ) -> tuple[dict[str, np.ndarray], list[str]]:
         """:meth:`run`, returning its warnings as lines instead of emitting them (for servers)."""
         feeds = self.check(feeds)
+        notes: list[str] = []
+        scale = np.float32(1.0)
         if not self.task_spec.takes_kspace:
             if normalise:
                 raise RuntimeModelError(f"normalise applies to reconstruction models; {self.name!r} is {self.task!r}")
-            return self._infer(feeds), []
-        notes = [] if self.task_spec.is_complex else [note] if (note := self.phase_note(feeds)) else []
-        if not normalise:
-            return self._infer(feeds), notes
-        scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
+        else:
+            feeds["kspace"] = zero_outside(feeds["kspace"], feeds["mask"] if "mask" in feeds else self.baked_mask())
+            if not self.task_spec.is_complex and (note := self.phase_note(feeds)):
+                notes.append(note)
+            if normalise:
+                with np.errstate(over="ignore", invalid="ignore"):  # a peak beyond float32: outputs refused below
+                    scale = np.float32(zero_filled_peak(feeds["kspace"]) or 1.0)
+        if scale == 1:
+            return self.finite(self._infer(feeds), feeds, normalise), notes
         results = self._infer({**feeds, "kspace": feeds["kspace"] / scale})
-        return {name: array * scale for name, array in results.items()}, notes
+        return self.finite({name: array * scale for name, array in results.items()}, feeds, normalise), notes
+
+    def finite(self, results: dict[str, np.ndarray], feeds: Mapping[str, np.ndarray], normalised: bool
+               ) -> dict[str, np.ndarray]:
+        """``results``, unless an output holds NaN or infinity (from finite input, values beyond float32's range
+        inside the model): then one line naming the count, never NaN pixels."""
+        for name, array in results.items():
+            bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+            if bad:
+                largest = max(float(np.abs(value).max(initial=0)) for value in feeds.values())
+                hint = ("its image exceeds float32's range; scale the input down" if normalised else
+                        "scale the input into the training range" + " (normalise)" * self.task_spec.takes_kspace)
+                raise RuntimeModelError(
+                    f"model {self.name!r} gave {bad} NaN or infinite values of {array.size} in output {name!r} from "
+                    f"finite input (largest magnitude {largest:.3g}): {hint}")
+        return results
 
     def phase_note(self, feeds: Mapping[str, np.ndarray]) -> str | None:
         """For a model of real images: a warning line if the image of the k-space in ``feeds`` has more than 1 % of
@@ -239,8 +279,8 @@ class Reconstructor:
         """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``.
 
         ``mask`` is uncentred: one line ``(W,)`` (or ``(H,)`` for a model whose mask samples rows), ``(H, W)``, or the
-        model input shape. K-space outside the sampled lines is zeroed, as the contract requires. For complex or
-        centred (fastMRI, scanner) k-space use :func:`kdc.runtime.kspace_channels` and
+        model input shape. K-space outside the sampled lines is zeroed (:meth:`run`). For complex or centred
+        (fastMRI, scanner) k-space use :func:`kdc.runtime.kspace_channels` and
         :func:`kdc.runtime.mask_columns` with ``centred=True``. ``normalise=True``: see :meth:`run`.
         ``output="magnitude"`` gives float32 (the real image of a magnitude model, ``|x|`` of a complex one);
         ``output="complex"`` gives complex64 and needs a complex model.
@@ -262,15 +302,13 @@ class Reconstructor:
         kspace = kspace.astype(np.float32, copy=False)
         self.inputs[self.input_names.index("kspace")].check(kspace)
         if self.mask_baked:
-            baked = self.baked_mask()
-            if mask is not None and not np.array_equal(self.mask_input(mask), baked):
+            if mask is not None and not np.array_equal(self.mask_input(mask), self.baked_mask()):
                 raise RuntimeModelError("this model has its mask baked in and the given mask differs from it")
-            feeds = {"kspace": kspace * baked}
+            feeds = {"kspace": kspace}
         else:
             if mask is None:
                 raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
-            mask = self.mask_input(mask)
-            feeds = {"kspace": kspace * mask, "mask": mask}
+            feeds = {"kspace": kspace, "mask": self.mask_input(mask)}
         image = self.run(feeds, normalise=normalise)[self.output_names[0]]
         return self.task_spec.complex_image(image) if output == "complex" else self.task_spec.magnitude(image)
 
@@ -311,6 +349,30 @@ class Reconstructor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a crafted contract must not flood an error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def contract_tensors(path: Path, contract: Mapping[str, Any], key: str) -> list[TensorSpec]:
+    """The contract's ``inputs`` or ``outputs`` (``key``), each checked by :meth:`TensorSpec.from_contract`."""
+    entries = contract.get(key)
+    if not isinstance(entries, list) or not entries:
+        raise RuntimeModelError(f"{path}: contract {key!r} must be a non-empty list of tensors, got {shown(entries)}")
+    return [TensorSpec.from_contract(entry, path, f"{key}[{index}]") for index, entry in enumerate(entries)]
+
+
+def zero_outside(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``kspace`` ``(N, 2, H, W)`` zeroed outside the 0/1 ``mask`` (a model input shape), as the contract requires:
+    the array itself when it already is (pre-masked input costs no copy), else a masked copy (fully sampled
+    k-space sent with a mask, as a scanner integrator would)."""
+    unsampled = mask[0] == 0
+    if not any(np.any(np.where(unsampled, image, 0)) for image in kspace):
+        return kspace
+    return kspace * mask
 
 
 def check_contract(path: Path, contract: Mapping[str, Any], inputs: list[TensorSpec], outputs: list[TensorSpec],
@@ -495,6 +557,11 @@ def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: 
     path = Path(path)
     if not path.is_file():
         raise RuntimeModelError(f"{path}: model file not found")
+    if path.suffix in TORCH_SUFFIXES:
+        raise RuntimeModelError(f"{path}: a PyTorch file, which the runtime does not run: export the checkpoint "
+                                f"(kdc export {path} --out {path.with_suffix('.onnx').name}) and use the .onnx")
+    if path.suffix not in MODEL_SUFFIXES:
+        raise RuntimeModelError(f"{path}: not an exported model: expected {' or '.join(MODEL_SUFFIXES)}")
     engine = engine or ("openvino" if path.suffix == ".xml" else "ort")
     if engine not in ENGINES:
         raise RuntimeModelError(f"unknown engine {engine!r}: expected one of {list(ENGINES)}")
@@ -505,6 +572,7 @@ def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: 
     if engine == "openvino":
         return OpenVINOReconstructor(path, device=device, threads=threads, precision=precision, config=options)
     if path.suffix != ".onnx":
-        raise RuntimeModelError(f"{path}: onnxruntime loads .onnx files; use engine='openvino' for OpenVINO IR")
+        raise RuntimeModelError(f"{path}: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino "
+                                "engine")
     return OrtReconstructor(path, providers=providers, threads=threads, precision=precision,
                             provider_options=options)

@@ -46,6 +46,21 @@ def test_cpp_output_equals_the_runtime(program, artefacts, kspace, tmp_path, nam
         assert error <= TOLERANCE
 
 
+def test_readme_run_steps_work_as_written_after_the_build(cpp_build):
+    """examples/cpp/README.md's first Run block, from the clone root the Build steps ran in (.venv not activated)."""
+    from .conftest import cpp_readme_block, fresh_clone_environment
+
+    clone = cpp_build.parents[1]
+    result = subprocess.run(["bash", "-e", "-c", cpp_readme_block("Run")], cwd=clone, env=fresh_clone_environment(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    model = rt.load(clone / "student.onnx")
+    kspace = np.fromfile(clone / "kspace.f32", dtype=np.float32).reshape(2, 2, *model.image_size)
+    mask = np.fromfile(clone / "mask.f32", dtype=np.float32)
+    image = np.fromfile(clone / "image.f32", dtype=np.float32).reshape(2, 1, *model.image_size)
+    assert np.abs(image - model.reconstruct(kspace, mask)).max() <= TOLERANCE
+
+
 def test_cpp_errors_are_one_line(program, artefacts, kspace, tmp_path):
     result = run_program(program, artefacts.student_onnx, kspace, None, tmp_path)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == \

@@ -120,11 +120,23 @@ def bad_input(tmp_path, artefacts, fastmri_file):
         "missing": (artefacts.student_onnx, tmp_path / "absent.h5", [], "input file not found"),
         "format": (artefacts.student_onnx, fastmri_file, ["--format", "png"], "unknown output format png"),
         "both masks": (artefacts.student_onnx, fastmri_file, ["--acc", "4", "--mask", "m.npy"], "not both"),
+        "swapped": (fastmri_file, artefacts.student_onnx, [],
+                    f"{fastmri_file} is a scan, not a model: usage: kdc reconstruct MODEL SCAN... --out DIR (here: "
+                    f"kdc reconstruct {artefacts.student_onnx} {fastmri_file} ...)"),
+        "checkpoint": (artefacts.student_pt, fastmri_file, [],
+                       f"{artefacts.student_pt}: a PyTorch file, which the runtime does not run: export the checkpoint "
+                       f"(kdc export {artefacts.student_pt} --out student.onnx) and use the .onnx"),
+        "acceleration": (artefacts.student_onnx, fastmri_file, ["--acc", "3"],
+                         "unknown acceleration 3x: expected one of [4, 5, 8], or give its centre fraction "
+                         "(--center-fraction"),
+        "centre fraction alone": (artefacts.student_onnx, fastmri_file, ["--center-fraction", "0.1"],
+                                  "--center-fraction shapes the mask of --acc: give --acc too"),
     }
 
 
 @pytest.mark.parametrize("case", ["multi-coil", "size", "fully sampled", "undersampled", "unreadable", "missing",
-                                  "format", "both masks"])
+                                  "format", "both masks", "swapped", "checkpoint", "acceleration",
+                                  "centre fraction alone"])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, artefacts, fastmri_file, case):
     model, source, options, message = bad_input(tmp_path, artefacts, fastmri_file)[case]
     out = tmp_path / "out"
@@ -133,6 +145,43 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, artefacts, fastmri_f
     assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
     assert message in result.output
     assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_center_fraction_gives_any_acceleration_its_mask(tmp_path, artefacts, fastmri_file):
+    """--acc 3 asks for its centre fraction: --center-fraction is an option of kdc reconstruct."""
+    out = tmp_path / "out"
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--acc", "3", "--center-fraction",
+                             "0.1", "--mask-seed", "2", "--format", "h5")
+    assert result.exit_code == 0, result.output
+    with h5py.File(fastmri_file) as file:
+        kspace = file["kspace"][()]
+    mask = cartesian_mask("random", 3, SIZE, seed=2, center_fraction=0.1)
+    expected = np.abs(rt.load(artefacts.student_onnx).reconstruct(rt.kspace_channels(kspace, centred=True), mask,
+                                                                  normalise=True)[:, 0])
+    with h5py.File(out / "file1000.h5") as file:
+        np.testing.assert_allclose(file["reconstruction"][()], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options,warned", [(["--acc", "8"], True), (["--acc", "4"], False)])
+def test_acc_other_than_the_trained_one_is_said_once(tmp_path, artefacts, fastmri_file, options, warned):
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", tmp_path / "out", *options)
+    assert result.exit_code == 0, result.output
+    line = "warning: student.onnx was trained at 4x, --acc 8 samples at 8x: expect a worse image than a model " \
+           "trained at 8x gives\n"
+    assert result.output.count("trained at 4x") == warned and (line in result.output) == warned
+
+
+def test_acquired_mask_far_from_the_trained_acceleration_gets_a_note(tmp_path, artefacts, fastmri_file):
+    with h5py.File(fastmri_file) as file:
+        kspace = file["kspace"][()]
+    for name, step in (("eight.h5", 8), ("three.h5", 3)):  # 8x: noted; 3.2x: within the slack of a 4x model
+        with h5py.File(tmp_path / name, "w") as file:
+            file["kspace"], file["mask"] = kspace, (np.arange(SIZE[1]) % step == 0).astype(np.float32)
+    result = kdc_reconstruct(artefacts.student_onnx, tmp_path / "eight.h5", tmp_path / "three.h5", "--out",
+                             tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "note: eight: student.onnx was trained at 4x, the acquired mask samples at 8x" in result.output
+    assert result.output.count("trained at 4x") == 1
 
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path, artefacts, fastmri_file):

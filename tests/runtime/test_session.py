@@ -13,6 +13,7 @@ import kdc.runtime as rt
 from kdc.models import load_checkpoint
 from kdc.runtime.session import captured_stderr, fallback_warnings
 
+from .conftest import SIZE
 from .helpers import BLOCK_TORCH
 
 
@@ -154,6 +155,50 @@ def test_kspace_outside_the_mask_is_zeroed(artefacts, kspace):
     np.testing.assert_array_equal(model.reconstruct(noisy, artefacts.mask), model.reconstruct(kspace, artefacts.mask))
 
 
+@pytest.mark.parametrize("name", ["student_onnx", "student_xml", "baked_onnx"])
+def test_run_zeroes_fully_sampled_kspace_outside_the_mask(artefacts, kspace, full_kspace, images, name):
+    """A scanner integrator sends fully sampled k-space and the mask to apply: run() (the one place the Python
+    API, kdc serve and kdc reconstruct go through) gives the pixels, and so the PSNR, of pre-masked k-space."""
+    from kdc.data.metrics import psnr
+
+    model = rt.load(getattr(artefacts, name), threads=1)
+    feeds = {} if model.mask_baked else {"mask": rt.mask_columns(artefacts.mask, 32)}
+    masked = model.run({**feeds, "kspace": kspace})["image"]
+    full = model.run({**feeds, "kspace": full_kspace})["image"]
+    np.testing.assert_array_equal(full, masked)
+    assert psnr(images, full[:, 0]) == psnr(images, masked[:, 0]) > 15  # random weights: about 19 dB
+    scaled = model.run({**feeds, "kspace": full_kspace * 3000}, normalise=True)["image"]
+    np.testing.assert_allclose(scaled / 3000, model.run({**feeds, "kspace": kspace}, normalise=True)["image"],
+                               rtol=1e-4, atol=1e-6 * np.abs(masked).max())
+
+
+def test_masking_copies_only_kspace_that_needs_it(artefacts, kspace, full_kspace):
+    from kdc.runtime.session import zero_outside
+
+    mask = rt.mask_columns(artefacts.mask, 32)
+    assert zero_outside(kspace, mask) is kspace  # a large pre-masked request costs no copy
+    np.testing.assert_array_equal(zero_outside(full_kspace, mask), kspace)
+    rows = np.ascontiguousarray(np.swapaxes(full_kspace, -1, -2)[..., :32, :])  # (N, 2, 32, 32): a row mask
+    row_mask = mask.reshape(1, 1, 32, 1)
+    np.testing.assert_array_equal(zero_outside(rows, row_mask), rows * row_mask)
+
+
+@pytest.mark.parametrize("name", ["student_onnx", "student_xml"])
+@pytest.mark.parametrize("normalise,hint", [(False, "into the training range (normalise)"),
+                                            (True, "exceeds float32's range")])
+def test_outputs_with_nan_are_refused_in_one_line(artefacts, name, normalise, hint):
+    """Finite k-space of 3e38 overflows float32 inside the model: one error line and no numpy warning, never NaN
+    pixels."""
+    model = rt.load(getattr(artefacts, name), threads=1)
+    huge = np.full((1, 2, *SIZE), 3e38, dtype=np.float32) * artefacts.mask
+    with warnings.catch_warnings(), pytest.raises(rt.RuntimeModelError) as err:
+        warnings.simplefilter("error")
+        model.reconstruct(huge, artefacts.mask, normalise=normalise)
+    message = str(err.value)
+    assert "NaN or infinite values of 1280 in output 'image'" in message and "largest magnitude 3e+38" in message
+    assert hint in message and "\n" not in message
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda m, k, mask: m.reconstruct(k), "takes a mask"),
     (lambda m, k, mask: m.reconstruct(k[:, :1], mask), "shape (3, 1, 40, 32), expected (N, 2, 40, 32)"),
@@ -187,6 +232,18 @@ def test_bad_inputs_raise_clear_errors(artefacts, kspace, call, message):
     (lambda c: c["inputs"][1].update(shape=[1, 1, 32]), "shape of 'mask' (1, 1, 32) differs from the graph's (1, 1, 1, 32)"),
     (lambda c: c["inputs"][1].update(shape=["N", 1, 1, 32]), "shape of 'mask' (N, 1, 1, 32) differs"),
     (lambda c: c["outputs"][0].update(name="picture"), "contract tensor 'picture' is not in the graph"),
+    (lambda c: c["inputs"][0].update(dtype="object"),
+     "contract inputs[0] ('kspace') 'dtype' is 'object', expected one of ['float32']"),
+    (lambda c: c["outputs"][0].update(dtype="float64"), "contract outputs[0] ('image') 'dtype' is 'float64'"),
+    (lambda c: c["inputs"][1].update(shape=[1, 1, 1.5, 32]),
+     "contract inputs[1] ('mask') 'shape' must be a list of positive integers and dimension names, got "
+     "[1, 1, 1.5, 32]"),
+    (lambda c: c["inputs"][0].update(shape="N2HW"), "inputs[0] ('kspace') 'shape' must be a list"),
+    (lambda c: c["inputs"][0].update(shape=[True, 2, 40, 32]), "inputs[0] ('kspace') 'shape' must be a list"),
+    (lambda c: c["inputs"][0].update(name=["kspace"]), "contract inputs[0] 'name' must be a non-empty string"),
+    (lambda c: c["inputs"].__setitem__(0, "kspace"), "contract inputs[0] must be an object, got 'kspace'"),
+    (lambda c: c.pop("outputs"), "contract 'outputs' must be a non-empty list of tensors, got None"),
+    (lambda c: c.update(inputs={"x" * 500: 1}), "got {'xxxxxxxx"),
 ])
 def test_contracts_that_contradict_the_graph_are_refused_at_load(artefacts, tmp_path, engine, edit, message):
     from .conftest import with_contract
@@ -195,6 +252,7 @@ def test_contracts_that_contradict_the_graph_are_refused_at_load(artefacts, tmp_
     with pytest.raises(rt.RuntimeModelError) as err:
         rt.load(path, engine=engine)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(str(path)) and len(str(err.value)) < len(str(path)) + 200
 
 
 def test_baked_model_rejects_a_different_mask(artefacts, kspace):
@@ -214,6 +272,23 @@ def test_baked_model_rejects_a_different_mask(artefacts, kspace):
 def test_bad_load_options(artefacts, kwargs, message):
     with pytest.raises(rt.RuntimeModelError, match=message):
         rt.load(artefacts.student_onnx, **kwargs)
+
+
+@pytest.mark.parametrize("name,engine,message", [
+    ("student.pt", None, "student.pt: a PyTorch file, which the runtime does not run: export the checkpoint (kdc "
+                         "export {path} --out student.onnx) and use the .onnx"),
+    ("student.pt", "openvino", "a PyTorch file"),
+    ("scan.h5", None, "scan.h5: not an exported model: expected .onnx or .xml"),
+    ("student.xml", "ort",
+     "student.xml: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino engine"),
+])
+def test_files_of_other_kinds_are_named_without_api_only_words(tmp_path, name, engine, message):
+    """Messages that the CLI shows too: they name the file's kind and the next step, not engine='...'."""
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 16)
+    with pytest.raises(rt.RuntimeModelError) as err:
+        rt.load(path, engine=engine)
+    assert message.format(path=path) in str(err.value) and "engine=" not in str(err.value)
 
 
 def test_files_that_are_not_kdc_models(tmp_path, artefacts):
