@@ -344,7 +344,8 @@ def main(argv: list[str]) -> None:
         "machine": session["machine"],
         "data": source,
         "volumes": volumes,
-        "slices": manifest.get("slices", {}),
+        "slices": manifest.get("slices") or {split: sum(inspect_volume(Path(args.data) / split / f"{name}.h5").slices
+                                                       for name in names) for split, names in volumes.items()},
         "image_size": manifest.get("image_size"),
         "config": {k: v for k, v in dataclasses.asdict(
             RunConfig(source, "", 0, args.epochs, args.pretrain_epochs, device=args.device,
