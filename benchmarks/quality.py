@@ -130,7 +130,8 @@ def stage_seconds(run: Path) -> dict[str, float]:
         epochs = [json.loads(line) for line in (run / HISTORY).read_text().splitlines()]
         stages = [(epoch["stage"], epoch["seconds"]) for epoch in epochs]
     else:
-        stages = [(m[1], float(m[2])) for m in map(STAGE_LINE.search, (run / "train.log").read_text().splitlines()) if m]
+        lines = (run / "train.log").read_text().splitlines()
+        stages = [(m[1], float(m[2])) for m in map(STAGE_LINE.search, lines) if m]
     for stage, value in stages:
         seconds[stage] = seconds.get(stage, 0.0) + value
     return {stage: round(value, 1) for stage, value in seconds.items()}

@@ -3,8 +3,9 @@
 
 At ``bf16`` only the operations autocast lowers (convolutions, matrix products) run in bfloat16; data consistency
 stays in float32/complex64 because every cascade's residual sum (float32 input + bfloat16 convolution) promotes
-back to float32 before the FFTs, and the losses see float32 images and features (:meth:`kdc.compress.losses.Outputs.float`). Weights, the
-optimiser's state and checkpoints stay float32, so a checkpoint trained at ``bf16`` exports and runs like any other.
+back to float32 before the FFTs, and the losses see float32 images and features
+(:meth:`kdc.compress.losses.Outputs.float`). Weights, the optimiser's state and checkpoints stay float32, so a
+checkpoint trained at ``bf16`` exports and runs like any other.
 ``auto`` picks ``bf16`` where the hardware has native bfloat16 (a CPU with AMX-BF16 or AVX512-BF16, a CUDA device
 with bf16 support) and ``fp32`` elsewhere.
 """

@@ -62,7 +62,8 @@ def test_bf16_run_records_its_precision_writes_float32_checkpoints_and_refuses_a
 
     assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
     epochs = [json.loads(line) for line in (out / HISTORY).read_text().splitlines()]
-    assert [(e["stage"], e["epoch"], e["precision"]) for e in epochs] == [("student", 1, "bf16"), ("student", 2, "bf16")]
+    assert [(e["stage"], e["epoch"], e["precision"]) for e in epochs] == [("student", 1, "bf16"),
+                                                                       ("student", 2, "bf16")]
     for epoch in epochs:
         assert epoch["step_seconds"] + epoch["data_seconds"] + epoch["validation_seconds"] <= epoch["seconds"] * 1.01
         assert np.isfinite(epoch["val_psnr"]) and epoch["steps"] == 1
