@@ -20,7 +20,7 @@ from kdc._io import write_json
 from kdc.data.build import staging_dir
 from kdc.data.errors import DataError
 from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, inspect_volume, notices_after_success, open_h5
-from kdc.data.formats.base import header_text, parse_header
+from kdc.data.formats.base import header_text, parse_header, printable
 from kdc.data.volumes import cached_volume_stats
 from kdc.mri.coils import apply_compression
 from kdc.mri.fft import uncentred_to_centred
@@ -95,10 +95,6 @@ def checked_header(file: h5py.File) -> bytes | None:
         raise DataError(f"{file.filename}: 'ismrmrd_header': {err}") from None
     return header
 
-
-def printable(path: Path | str) -> str:
-    """``path`` as valid UTF-8 text: bytes of a file name that are not UTF-8 written as ``\\xNN``."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def prepare_dataset(inputs: Sequence[Path], out: Path, val_volumes: int = 1, overwrite: bool = False) -> dict:

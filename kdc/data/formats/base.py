@@ -177,6 +177,12 @@ def refuse_outside_data(file: h5py.File) -> None:
         raise DataError(f"{file.filename}: {problem}: kdc reads only data stored in the file itself")
 
 
+def printable(path: str | Path) -> str:
+    """``path`` as valid UTF-8 text, for messages, attributes and manifests: the bytes of a file name that are not
+    UTF-8 (which Python keeps as lone surrogates, unwritable as UTF-8) become ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def detect(file: h5py.File) -> Reader:
     """The reader that claims ``file``, else a DataError listing what each format needs."""
     for reader in READERS.values():
@@ -267,12 +273,6 @@ def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
     position are not in the XML: the default ones, with a note saying so."""
     encoding = parse_header(xml).encoding[0]
     fov, matrix = encoding.encodedSpace.fieldOfView_mm, encoding.encodedSpace.matrixSize
-    for axis in "xyz":
-        size = getattr(fov, axis)
-        if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
-            raise DataError(f"encodedSpace fieldOfView_mm {axis}={size}, expected a finite size above 0 mm")
-    if not (matrix.x > 0 and matrix.y > 0):
-        raise DataError(f"encodedSpace matrixSize {matrix.x}x{matrix.y}, expected sizes above 0")
     spacing = {"x": fov.x / matrix.x, "y": fov.y / matrix.y}
     columns = "x" if rows == "y" else "y"
     thickness = fov.z / max(matrix.z, 1)
@@ -308,4 +308,11 @@ def parse_header(xml: bytes | str) -> Any:
         raise DataError(f"ISMRMRD XML header is not valid ({type(err).__name__}: {err})") from None
     if not header.encoding:
         raise DataError("ISMRMRD XML header has no <encoding>")
+    encoded = header.encoding[0].encodedSpace
+    for axis in "xyz":
+        size = getattr(encoded.fieldOfView_mm, axis)
+        if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
+            raise DataError(f"encodedSpace fieldOfView_mm {axis}={size}, expected a finite size above 0 mm")
+    if not (encoded.matrixSize.x > 0 and encoded.matrixSize.y > 0):
+        raise DataError(f"encodedSpace matrixSize {encoded.matrixSize.x}x{encoded.matrixSize.y}, expected sizes above 0")
     return header
