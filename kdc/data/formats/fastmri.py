@@ -53,8 +53,8 @@ class FastmriReader(Reader):
         height, width = self._kspace(file).shape[-2:]
         stored = file["mask"]
         if not isinstance(stored, h5py.Dataset) or stored.shape != (width,):
-            raise DataError(f"{file.filename}: 'mask' has shape {getattr(stored, 'shape', 'of a group')}, expected "
-                            f"({width},) phase encodes")
+            found = f"has shape {stored.shape}" if isinstance(stored, h5py.Dataset) else "is a group"
+            raise DataError(f"{file.filename}: 'mask' {found}, expected ({width},) phase encodes")
         values = stored[()]
         try:
             check_sampling(values, f"{file.filename}: 'mask'")

@@ -23,8 +23,8 @@ def stored_kspace(file: h5py.File, key: str, volfs: h5py.Dataset) -> h5py.Datase
     """The complex ``kspace_volus_{acc}`` dataset ``key``, of ``volfs``'s shape, else a DataError."""
     stored = file[key]
     if not isinstance(stored, h5py.Dataset) or stored.shape != volfs.shape or stored.dtype.kind != "c":
-        raise DataError(f"{file.filename}: '{key}' is {getattr(stored, 'dtype', 'a group')} "
-                        f"{getattr(stored, 'shape', '')}, expected complex {volfs.shape}")
+        found = f"{stored.dtype} {stored.shape}" if isinstance(stored, h5py.Dataset) else "a group"
+        raise DataError(f"{file.filename}: '{key}' is {found}, expected complex {volfs.shape}")
     check_dataset(f"{file.filename}: '{key}'", stored)
     return stored
 
