@@ -15,9 +15,9 @@ def test_the_input_limit_is_kdc_max_input_bytes(tmp_path, monkeypatch):
     path = fastmri(tmp_path / "scan.h5", coils=3)  # 2 x 3 x 40 x 32 complex64: 61,440 bytes
     assert max_input_bytes() == DEFAULT_MAX_INPUT_BYTES
     assert inspect_volume(path).slices == 2
-    monkeypatch.setenv("KDC_MAX_INPUT_BYTES", "60K")
+    monkeypatch.setenv("KDC_MAX_INPUT_BYTES", "50K")
     with pytest.raises(DataError, match=r"scan.h5: 'kspace' declares 2 x 3 x 40 x 32 values \(61.4 kB in memory\), "
-                                        r"above the input limit of 61.4 kB; raise KDC_MAX_INPUT_BYTES"):
+                                        r"above the input limit of 51.2 kB; raise KDC_MAX_INPUT_BYTES"):
         inspect_volume(path)
     monkeypatch.setenv("KDC_MAX_INPUT_BYTES", "61440")
     assert inspect_volume(path).coils == 3
