@@ -122,34 +122,28 @@ def _(path: Path) -> None:
     edit_xml(path, "ISMRM Synthetic Imaging Lab", "&lol9;")
 
 
-@crafted("ismrmrd-recon-matrix-0", "dataset/xml")
-def _(path: Path) -> None:
-    ismrmrd(path)
-    edit_xml(path, r"(<reconSpace>\s*<matrixSize>\s*<x>)\d+", r"\g<1>0")
+RECON_X = r"(<reconSpace>\s*<matrixSize>\s*<x>)\d+"
+ENCODED_FOV_X = r"(<encodedSpace>.*?<fieldOfView_mm>\s*<x>)[^<]+"
+#: Header edits, each a crafted kind: (regular expression, replacement) of the XML header.
+HEADER_EDITS = {
+    "ismrmrd-recon-matrix-0": (RECON_X, r"\g<1>0"),
+    "ismrmrd-recon-matrix-negative": (RECON_X, r"\g<1>-32"),
+    "ismrmrd-fov-0": (ENCODED_FOV_X, r"\g<1>0"),
+    "ismrmrd-fov-nan": (ENCODED_FOV_X, r"\g<1>NaN"),
+    "ismrmrd-matrix-16384": (r"(<encodedSpace>\s*<matrixSize>\s*<x>)\d+(</x>\s*<y>)\d+", r"\g<1>16384\g<2>16384"),
+}
 
 
-@crafted("ismrmrd-recon-matrix-negative", "dataset/xml")
-def _(path: Path) -> None:
-    ismrmrd(path)
-    edit_xml(path, r"(<reconSpace>\s*<matrixSize>\s*<x>)\d+", r"\g<1>-32")
+def header_edit(pattern: str, replacement: str) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        ismrmrd(path)
+        edit_xml(path, pattern, replacement)
+
+    return make
 
 
-@crafted("ismrmrd-fov-0", "dataset/xml")
-def _(path: Path) -> None:
-    ismrmrd(path)
-    edit_xml(path, r"(<encodedSpace>.*?<fieldOfView_mm>\s*<x>)[^<]+", r"\g<1>0")
-
-
-@crafted("ismrmrd-fov-nan", "dataset/xml")
-def _(path: Path) -> None:
-    ismrmrd(path)
-    edit_xml(path, r"(<encodedSpace>.*?<fieldOfView_mm>\s*<x>)[^<]+", r"\g<1>NaN")
-
-
-@crafted("ismrmrd-matrix-16384", "dataset/xml")
-def _(path: Path) -> None:
-    ismrmrd(path)
-    edit_xml(path, r"(<encodedSpace>\s*<matrixSize>\s*<x>)\d+(</x>\s*<y>)\d+", r"\g<1>16384\g<2>16384")
+for _kind, _edit in HEADER_EDITS.items():
+    crafted(_kind, "dataset/xml")(header_edit(*_edit))
 
 
 @crafted("ismrmrd-3e6-acquisitions", "dataset/data")
