@@ -94,3 +94,16 @@ def test_a_file_name_that_is_not_utf8_is_read_and_written(artefacts, tmp_path):
     result = CliRunner().invoke(app, ["data", "prepare", str(odd), "--out", str(tmp_path / "prepared")])
     assert result.exit_code == 0, result.output
     assert "train a\\xff.h5: 2 slices" in result.stdout
+
+
+def test_a_refused_file_gets_its_error_without_the_readers_notices(artefacts, tmp_path):
+    """The reader says it reads repetition 0 only, of 4, once the file is read; a file it refuses (here after
+    placing the repetitions: no coils) gets its one line alone."""
+    from tests.crafted_files import edit_heads
+    from tests.ismrmrd_files import generate
+
+    path = generate(tmp_path / "reps.h5", "-m", "32", "-c", "2", "-a", "1", "-r", "4")
+    edit_heads(path, lambda heads: heads.__setitem__("active_channels", 0))
+    result = CliRunner().invoke(app, ["reconstruct", str(artefacts.student_onnx), str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        f"error: {path}: 'dataset/data' active_channels is [0]: expected one coil count above 0"]
