@@ -238,6 +238,18 @@ def _(path: Path) -> None:
         file.create_virtual_dataset("kspace", layout)
 
 
+@crafted("fastmri-kspace-dangling-link", "kspace")
+def _(path: Path) -> None:
+    with h5py.File(path, "w") as file:
+        file["kspace"] = h5py.SoftLink("/nowhere")
+
+
+@crafted("fastmri-kspace-no-samples", "kspace")
+def _(path: Path) -> None:
+    with h5py.File(path, "w") as file:
+        file["kspace"] = np.zeros((2, 0, WIDTH), np.complex64)
+
+
 @crafted("fastmri-header-billion-laughs", "ismrmrd_header")
 def _(path: Path) -> None:
     laughs = VALID_HEADER.replace('<?xml version="1.0"?>', BILLION_LAUGHS).replace("<encoding>",
@@ -303,6 +315,11 @@ def _(path: Path) -> None:
 @crafted("npy-truncated", "truncated")
 def _(path: Path) -> None:
     npy_header(path, {"descr": "<c8", "fortran_order": False, "shape": (2, HEIGHT, WIDTH)}, bytes(100))
+
+
+@crafted("npy-negative-shape", "expected complex k-space")
+def _(path: Path) -> None:
+    npy_header(path, {"descr": "<c8", "fortran_order": False, "shape": (-1, WIDTH)}, bytes(8 * WIDTH))
 
 
 @crafted("npy-no-samples", "expected complex k-space")

@@ -155,6 +155,13 @@ def refuse_outside_data(file: h5py.File) -> None:
     itself (an external storage pointing at ``/etc/passwd`` would otherwise be read as k-space)."""
     seen = 0
 
+    def resolves(name: str) -> bool:
+        try:
+            file[name]
+        except KeyError:
+            return False
+        return True
+
     def check(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> str | None:
         nonlocal seen
         seen += 1
@@ -164,6 +171,8 @@ def refuse_outside_data(file: h5py.File) -> None:
             return f"'{name}' is an external link to {link.filename}:{link.path}"
         if not isinstance(link, (h5py.HardLink, h5py.SoftLink)):
             return f"'{name}' is a user-defined link"
+        if isinstance(link, h5py.SoftLink) and not resolves(name):
+            return f"'{name}' is a soft link to {link.path}, which does not exist"
         if isinstance(link, h5py.HardLink):
             item = file.get(name)
             if isinstance(item, h5py.Dataset) and item.external:

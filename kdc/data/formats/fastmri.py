@@ -32,7 +32,10 @@ class FastmriReader(Reader):
         return isinstance(data, h5py.Dataset) and (data.ndim == 4) == self.coil_axis
 
     def _kspace(self, file: h5py.File) -> h5py.Dataset:
-        return dataset(file, "kspace", self.expected, 4 if self.coil_axis else 3, complex_values=True)
+        kspace = dataset(file, "kspace", self.expected, 4 if self.coil_axis else 3, complex_values=True)
+        if 0 in kspace.shape[1:]:
+            raise DataError(f"{file.filename}: 'kspace' has shape {kspace.shape}: no samples, expected {self.expected}")
+        return kspace
 
     def inspect(self, file: h5py.File) -> VolumeInfo:
         shape = self._kspace(file).shape

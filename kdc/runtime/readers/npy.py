@@ -37,7 +37,7 @@ def declared_array(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         except (ValueError, SyntaxError, EOFError) as err:
             raise InputError(f"{path}: not a numeric .npy array ({err})") from None
         data_start = handle.tell()
-    if dtype.kind != "c" or len(shape) not in (2, 3) or 0 in shape:
+    if dtype.kind != "c" or len(shape) not in (2, 3) or min(shape) < 1:
         raise InputError(f"{path}: expected complex k-space (S, H, W) or (H, W), got {dtype} {shape}")
     check_declared(f"{path}: .npy header", shape, max(COMPLEX64, dtype.itemsize))
     declared, stored = math.prod(shape) * dtype.itemsize, path.stat().st_size - data_start
