@@ -22,9 +22,8 @@ CRAFTED: dict[str, Callable[[Path], Path]] = {}
 FIELDS: dict[str, str] = {}
 #: Size of the valid files the crafted ones start from: the runtime tests' model size (H, W).
 HEIGHT, WIDTH = 40, 32
-BILLION_LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
-                  + "".join(f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10 if n > 1 else "&lol;" * 10}">' for n in range(1, 10))
-                  + "]>")
+BILLION_LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol0 "lol">'
+                  + "".join(f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10)) + "]>")
 
 
 def crafted(kind: str, field: str) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
@@ -194,7 +193,8 @@ def header_of(xml: str) -> np.ndarray:
 
 
 VALID_HEADER = ('<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><experimentalConditions>'
-                "<H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions><encoding><encodedSpace>"
+                "<H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz></experimentalConditions><encoding>"
+                "<encodedSpace>"
                 f"<matrixSize><x>{HEIGHT}</x><y>{WIDTH}</y><z>1</z></matrixSize><fieldOfView_mm><x>200</x><y>160</y>"
                 "<z>5</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>32</x><y>32</y><z>1</z>"
                 "</matrixSize><fieldOfView_mm><x>160</x><y>160</y><z>5</z></fieldOfView_mm></reconSpace>"
@@ -252,8 +252,8 @@ def _(path: Path) -> None:
 
 @crafted("fastmri-header-billion-laughs", "ismrmrd_header")
 def _(path: Path) -> None:
-    laughs = VALID_HEADER.replace('<?xml version="1.0"?>', BILLION_LAUGHS).replace("<encoding>",
-                                                                                    "<version>&lol9;</version><encoding>")
+    laughs = VALID_HEADER.replace('<?xml version="1.0"?>', BILLION_LAUGHS)
+    laughs = laughs.replace("<encoding>", "<version>&lol9;</version><encoding>")
     fastmri(path, coils=3, ismrmrd_header=header_of(laughs))
 
 

@@ -67,7 +67,8 @@ def test_files_declaring_gigabytes_are_refused_without_allocating(corpus, artefa
     Before: 2.8 to 6.7 GB each, or a MemoryError traceback."""
     runs = [arguments(command, corpus[kind], artefacts.student_onnx, corpus, tmp_path / "out")
             for kind in DECLARING_GIGABYTES for command in ("reconstruct", "prepare") if not kind.startswith("npy")]
-    runs.append(arguments("reconstruct", corpus["npy-header-7.28TiB"], artefacts.student_onnx, corpus, tmp_path / "out"))
+    runs.append(arguments("reconstruct", corpus["npy-header-7.28TiB"], artefacts.student_onnx, corpus,
+                          tmp_path / "out"))
 
     def cap_address_space() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
@@ -104,6 +105,7 @@ def test_a_refused_file_gets_its_error_without_the_readers_notices(artefacts, tm
 
     path = generate(tmp_path / "reps.h5", "-m", "32", "-c", "2", "-a", "1", "-r", "4")
     edit_heads(path, lambda heads: heads.__setitem__("active_channels", 0))
-    result = CliRunner().invoke(app, ["reconstruct", str(artefacts.student_onnx), str(path), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(app, ["reconstruct", str(artefacts.student_onnx), str(path), "--out",
+                                      str(tmp_path / "o")])
     assert result.exit_code == 1 and result.stderr.splitlines() == [
         f"error: {path}: 'dataset/data' active_channels is [0]: expected one coil count above 0"]

@@ -130,6 +130,7 @@ def register(reader: type[Reader]) -> type[Reader]:
 
 #: Links :func:`open_h5` looks at before refusing a file as too complex to check.
 MAX_LINKS = 10_000
+INSIDE_ONLY = ": kdc reads only data stored in the file itself"
 
 
 def open_h5(path: str | Path) -> h5py.File:
@@ -166,24 +167,25 @@ def refuse_outside_data(file: h5py.File) -> None:
         nonlocal seen
         seen += 1
         if seen > MAX_LINKS:
-            return f"holds more than {MAX_LINKS} objects"
+            return f"holds more than {MAX_LINKS} objects, more than an MRI file has"
         if isinstance(link, h5py.ExternalLink):
-            return f"'{name}' is an external link to {link.filename}:{link.path}"
+            return f"'{name}' is an external link to {link.filename}:{link.path}{INSIDE_ONLY}"
         if not isinstance(link, (h5py.HardLink, h5py.SoftLink)):
-            return f"'{name}' is a user-defined link"
+            return f"'{name}' is a user-defined link{INSIDE_ONLY}"
         if isinstance(link, h5py.SoftLink) and not resolves(name):
             return f"'{name}' is a soft link to {link.path}, which does not exist"
         if isinstance(link, h5py.HardLink):
             item = file.get(name)
             if isinstance(item, h5py.Dataset) and item.external:
-                return f"'{name}' keeps its data in external file(s) {[entry[0] for entry in item.external]}"
+                files = [entry[0] for entry in item.external]
+                return f"'{name}' keeps its data in external file(s) {files}{INSIDE_ONLY}"
             if isinstance(item, h5py.Dataset) and item.is_virtual:
-                return f"'{name}' is a virtual dataset (its data are in other files)"
+                return f"'{name}' is a virtual dataset (its data are in other files){INSIDE_ONLY}"
         return None
 
     problem = file.visititems_links(check)
     if problem:
-        raise DataError(f"{file.filename}: {problem}: kdc reads only data stored in the file itself")
+        raise DataError(f"{file.filename}: {problem}")
 
 
 def printable(path: str | Path) -> str:
@@ -322,6 +324,7 @@ def parse_header(xml: bytes | str) -> Any:
         size = getattr(encoded.fieldOfView_mm, axis)
         if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
             raise DataError(f"encodedSpace fieldOfView_mm {axis}={size}, expected a finite size above 0 mm")
-    if not (encoded.matrixSize.x > 0 and encoded.matrixSize.y > 0):
-        raise DataError(f"encodedSpace matrixSize {encoded.matrixSize.x}x{encoded.matrixSize.y}, expected sizes above 0")
+    matrix = encoded.matrixSize
+    if not (matrix.x > 0 and matrix.y > 0):
+        raise DataError(f"encodedSpace matrixSize {matrix.x}x{matrix.y}, expected sizes above 0")
     return header

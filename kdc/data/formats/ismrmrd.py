@@ -195,9 +195,9 @@ def place_readouts(file: h5py.File) -> Layout:
     if encoded.z != 1:
         raise DataError(f"{name}: 'dataset/xml' encodedSpace matrixSize z={encoded.z}: a 3-D encoding, expected 2-D "
                         "(z=1)")
-    if not (encoded.x > 0 and encoded.y > 0 and 0 < recon.x <= encoded.x):
-        raise DataError(f"{name}: 'dataset/xml' encodedSpace matrixSize {encoded.x}x{encoded.y}, reconSpace x="
-                        f"{recon.x}: expected sizes above 0, reconSpace x at most encodedSpace x")
+    if not 0 < recon.x <= encoded.x:
+        raise DataError(f"{name}: 'dataset/xml' reconSpace matrixSize x={recon.x}, expected 1 to the encodedSpace's "
+                        f"x={encoded.x}")
     data = acquisitions(file)
     if data.shape[0] == 0:
         raise DataError(f"{name}: 'dataset/data' holds no acquisitions")
