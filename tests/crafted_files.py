@@ -123,13 +123,15 @@ def _(path: Path) -> None:
 
 RECON_X = r"(<reconSpace>\s*<matrixSize>\s*<x>)\d+"
 ENCODED_FOV_X = r"(<encodedSpace>.*?<fieldOfView_mm>\s*<x>)[^<]+"
+ENCODED_MATRIX = r"(<encodedSpace>\s*<matrixSize>\s*<x>)\d+(</x>\s*<y>)\d+"
 #: Header edits, each a crafted kind: (regular expression, replacement) of the XML header.
 HEADER_EDITS = {
     "ismrmrd-recon-matrix-0": (RECON_X, r"\g<1>0"),
     "ismrmrd-recon-matrix-negative": (RECON_X, r"\g<1>-32"),
     "ismrmrd-fov-0": (ENCODED_FOV_X, r"\g<1>0"),
     "ismrmrd-fov-nan": (ENCODED_FOV_X, r"\g<1>NaN"),
-    "ismrmrd-matrix-16384": (r"(<encodedSpace>\s*<matrixSize>\s*<x>)\d+(</x>\s*<y>)\d+", r"\g<1>16384\g<2>16384"),
+    "ismrmrd-matrix-16384": (ENCODED_MATRIX, r"\g<1>16384\g<2>16384"),  # 4.3 GB: above the input limit
+    "ismrmrd-matrix-8192": (ENCODED_MATRIX, r"\g<1>8192\g<2>8192"),  # 1.1 GB, of which the readouts fill 33 kB
 }
 
 

@@ -17,9 +17,9 @@ from kdc.cli import app
 from tests.crafted_files import CRAFTED, FIELDS, fastmri
 
 #: Kinds that declare gigabytes (or terabytes) in a file of at most 1 MB.
-DECLARING_GIGABYTES = ("ismrmrd-matrix-16384", "ismrmrd-3e6-acquisitions", "fastmri-kspace-unwritten-1.9GB",
-                       "fastmri-multicoil-7GB", "fastmri-multicoil-188GB", "kdmri-gzip-bomb-0.9GB",
-                       "npy-header-7.28TiB")
+DECLARING_GIGABYTES = ("ismrmrd-matrix-16384", "ismrmrd-matrix-8192", "ismrmrd-3e6-acquisitions",
+                       "fastmri-kspace-unwritten-1.9GB", "fastmri-multicoil-7GB", "fastmri-multicoil-188GB",
+                       "kdmri-gzip-bomb-0.9GB", "npy-header-7.28TiB")
 H5_KINDS = [kind for kind in CRAFTED if not kind.startswith("npy")]
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, header_text,
                                    notice_once, parse_header, register)
-from kdc.data.formats.limits import COMPLEX64, check_dataset, check_declared
+from kdc.data.formats.limits import COMPLEX64, MAX_EXPANSION, check_dataset, check_declared, check_stored
 from kdc.mri.geometry import slab_geometry
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
@@ -240,8 +240,10 @@ def place_readouts(file: h5py.File) -> Layout:
         raise DataError(f"{name}: 'dataset/data' center_sample places readouts outside the encoded matrix "
                         f"x={encoded.x}")
     numbers, slices = np.unique(heads["idx"]["slice"], return_inverse=True)
-    check_declared(f"{name}: 'dataset/xml' with 'dataset/data'", (len(numbers), int(coils[0]), encoded.y, encoded.x),
-                   COMPLEX64)
+    where = f"{name}: 'dataset/xml' with 'dataset/data'"
+    grid = check_declared(where, (len(numbers), int(coils[0]), encoded.y, encoded.x), COMPLEX64)
+    check_stored(where, grid, rows.size * int(coils[0]) * int(samples[0]) * COMPLEX64,
+                 f"the readouts fill less than 1/{MAX_EXPANSION} of the encoded matrix")
     check_slices_sample_the_same_lines(name, numbers, slices, lines, encoded.y)
     first = np.unique(slices, return_index=True)[1]
     return Layout(rows, slices.astype(np.int64), lines, offsets, int(samples[0]), int(coils[0]),

@@ -66,12 +66,16 @@ def check_declared(where: str, shape: Sequence[int], itemsize: int = COMPLEX64) 
     return nbytes
 
 
-def check_stored(where: str, declared: int, stored: int) -> None:
-    """Refuse data declaring ``declared`` bytes that stores only ``stored``: unwritten chunks or a compression bomb."""
+#: Why data declaring far more than it stores is refused, and what to do about a genuine file.
+UNSTORED = (f"unwritten data or a decompression bomb (kdc reads data compressed at most {MAX_EXPANSION}:1; repack it "
+            "with `h5repack -f NONE` if it is genuine)")
+
+
+def check_stored(where: str, declared: int, stored: int, reason: str = UNSTORED) -> None:
+    """Refuse data declaring ``declared`` bytes that stores only ``stored`` (unwritten chunks, a compression bomb, a
+    matrix that its samples barely fill), saying ``reason``."""
     if declared > EXPANSION_FLOOR and stored * MAX_EXPANSION < declared:
-        raise DataError(f"{where} declares {size_text(declared)} but stores {size_text(stored)}: unwritten data or a "
-                        f"decompression bomb (kdc reads data compressed at most {MAX_EXPANSION}:1; repack it with "
-                        "`h5repack -f NONE` if it is genuine)")
+        raise DataError(f"{where} declares {size_text(declared)} but stores {size_text(stored)}: {reason}")
 
 
 def check_dataset(where: str, data: h5py.Dataset, shape: Sequence[int] | None = None,
