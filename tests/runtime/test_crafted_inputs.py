@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,24 +25,30 @@ H5_KINDS = [kind for kind in CRAFTED if not kind.startswith("npy")]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict[str, Path]:
-    """Every crafted file, and ``valid``: a fully sampled multi-coil file for ``prepare`` to pair them with."""
+def corpus(tmp_path_factory) -> Callable[[str], Path]:
+    """``corpus(kind)``: the crafted file of ``kind``, written on first use (a kind whose tools are missing skips
+    alone); ``corpus("valid")``: a fully sampled multi-coil file for ``prepare`` to pair them with."""
     directory = tmp_path_factory.mktemp("crafted")
-    files = {kind: make(directory) for kind, make in CRAFTED.items()}
-    files["valid"] = fastmri(directory / "valid.h5", coils=3)
-    return files
+    files: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in files:
+            files[kind] = fastmri(directory / "valid.h5", coils=3) if kind == "valid" else CRAFTED[kind](directory)
+        return files[kind]
+
+    return get
 
 
-def arguments(command: str, path: Path, model: Path, corpus: dict[str, Path], out: Path) -> list[str]:
+def arguments(command: str, path: Path, model: Path, corpus: Callable[[str], Path], out: Path) -> list[str]:
     if command == "reconstruct":
         return ["reconstruct", str(model), str(path), "--out", str(out)]
-    return ["data", "prepare", str(path), str(corpus["valid"]), "--out", str(out)]
+    return ["data", "prepare", str(path), str(corpus("valid")), "--out", str(out)]
 
 
 @pytest.mark.parametrize(("command", "kind"), [("reconstruct", kind) for kind in CRAFTED]
                          + [("prepare", kind) for kind in H5_KINDS])
 def test_a_crafted_file_is_refused_in_one_line_naming_file_and_field(command, kind, corpus, artefacts, tmp_path):
-    path = corpus[kind]
+    path = corpus(kind)
     result = CliRunner().invoke(app, arguments(command, path, artefacts.student_onnx, corpus, tmp_path / "out"))
     assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
     lines = result.stderr.splitlines()
@@ -65,9 +72,9 @@ def test_files_declaring_gigabytes_are_refused_without_allocating(corpus, artefa
     h5py and onnxruntime costs (~170 MB), far below the smallest declared size (0.9 GB); the child's address space
     is capped at 2 GiB so that a reader allocating what a file declares fails here rather than loading the machine.
     Before: 2.8 to 6.7 GB each, or a MemoryError traceback."""
-    runs = [arguments(command, corpus[kind], artefacts.student_onnx, corpus, tmp_path / "out")
+    runs = [arguments(command, corpus(kind), artefacts.student_onnx, corpus, tmp_path / "out")
             for kind in DECLARING_GIGABYTES for command in ("reconstruct", "prepare") if not kind.startswith("npy")]
-    runs.append(arguments("reconstruct", corpus["npy-header-7.28TiB"], artefacts.student_onnx, corpus,
+    runs.append(arguments("reconstruct", corpus("npy-header-7.28TiB"), artefacts.student_onnx, corpus,
                           tmp_path / "out"))
 
     def cap_address_space() -> None:
