@@ -37,3 +37,13 @@ def edit_header(path: Path, old: str, new: str) -> None:
         xml = file["dataset/xml"][0].decode()
         assert old in xml
         file["dataset/xml"][0] = xml.replace(old, new).encode()
+
+
+def slices_from_repetitions(path: Path) -> None:
+    """Make each repetition of a ``-r N`` file a slice of its own: an N-slice 2-D scan."""
+    with h5py.File(path, "r+") as file:
+        data = file["dataset/data"]
+        rows = data[()]
+        counters = rows["head"]["idx"]
+        counters["slice"], counters["repetition"] = counters["repetition"], 0
+        data[...] = rows

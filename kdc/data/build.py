@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
+import math
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ import numpy as np
 import kdc
 from kdc._io import write_json
 from kdc.data.errors import DataError
+from kdc.data.formats.limits import check_declared, check_stored
 from kdc.data.resize import fit_images
 from kdc.mri.fft import fft2, fft2c, ifft2
 from kdc.mri.layout import centre_crop
@@ -185,8 +187,11 @@ def load_slices(path: Path, axis: str, shape: tuple[int, int]) -> np.ndarray:
     if axis not in AXES:
         raise DataError(f"--axis {axis!r}: expected one of {sorted(AXES)}")
     try:
-        image = nib.as_closest_canonical(nib.load(path))
-        data = image.get_fdata(dtype=np.float32)
+        image = nib.load(path)  # the header only: the voxels are read below, once their size is checked
+        declared = math.prod(image.shape) * image.get_data_dtype().itemsize
+        check_declared(f"{path}: NIfTI header", image.shape, itemsize=4)
+        check_stored(f"{path}: NIfTI voxels", declared, path.stat().st_size)
+        data = nib.as_closest_canonical(image).get_fdata(dtype=np.float32)
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as err:
         raise DataError(f"{path}: not a readable NIfTI volume ({err})") from None
     while data.ndim > 3 and data.shape[-1] == 1:

@@ -19,7 +19,8 @@ import numpy as np
 from kdc._io import write_json
 from kdc.data.build import staging_dir
 from kdc.data.errors import DataError
-from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, inspect_volume, open_h5
+from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, inspect_volume, notices_after_success, open_h5
+from kdc.data.formats.base import header_text, parse_header, printable
 from kdc.data.volumes import cached_volume_stats
 from kdc.mri.coils import apply_compression
 from kdc.mri.fft import uncentred_to_centred
@@ -54,8 +55,14 @@ def virtual_coil_slices(file: h5py.File, reader: Reader, info: VolumeInfo) -> It
 
 
 def prepare_volume(source: Path, target: Path) -> dict:
-    """Write ``source``'s virtual-coil volume to ``target``; return its manifest record."""
-    info = inspect_volume(source)
+    """Write ``source``'s virtual-coil volume to ``target``; return its manifest record (the reader's notices are
+    said once the volume is written, so that a refused file gets its one-line error alone)."""
+    with notices_after_success():
+        return write_virtual_coil_volume(source, target, inspect_volume(source))
+
+
+def write_virtual_coil_volume(source: Path, target: Path, info: VolumeInfo) -> dict:
+    """:func:`prepare_volume` of a volume inspected as ``info``: fully sampled raw k-space, a valid header."""
     with open_h5(source) as file:
         reader = detect(file)
         if not reader.read(file, slice(0, 1)).measured_phase:
@@ -63,17 +70,31 @@ def prepare_volume(source: Path, target: Path) -> dict:
         if reader.acquired_mask(file) is not None:
             raise DataError(f"{source}: undersampled k-space ({reader.name}): training needs fully sampled volumes "
                             "(`kdc reconstruct` takes undersampled files)")
+        header = checked_header(file)
         target.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(target, "w") as out:
             kspace = out.create_dataset("kspace", (info.slices, *info.image_shape), np.complex64,
                                         chunks=(1, *info.image_shape))
             for index, values in enumerate(virtual_coil_slices(file, reader, info)):
                 kspace[index] = values
-            if "ismrmrd_header" in file:
-                out["ismrmrd_header"] = file["ismrmrd_header"][()]
-            out.attrs.update({"kdc_source": str(source), "kdc_source_format": reader.name, "coils": info.coils})
-    return {"file": target.name, "source": str(source), "format": reader.name, "slices": info.slices,
-            "coils": info.coils, "shape": list(info.image_shape)}
+            if header is not None:
+                out["ismrmrd_header"] = header
+            out.attrs.update({"kdc_source": printable(source), "kdc_source_format": reader.name, "coils": info.coils})
+    return {"file": printable(target.name), "source": printable(source), "format": reader.name,
+            "slices": info.slices, "coils": info.coils, "shape": list(info.image_shape)}
+
+
+def checked_header(file: h5py.File) -> bytes | None:
+    """The source's ``ismrmrd_header`` once it parses as an ISMRMRD header (never copied unchecked), or None."""
+    if "ismrmrd_header" not in file:
+        return None
+    header = header_text(file, "ismrmrd_header")
+    try:
+        parse_header(header)
+    except DataError as err:
+        raise DataError(f"{file.filename}: 'ismrmrd_header': {err}") from None
+    return header
+
 
 
 def prepare_dataset(inputs: Sequence[Path], out: Path, val_volumes: int = 1, overwrite: bool = False) -> dict:

@@ -92,7 +92,8 @@ def cached_volume_stats(file: h5py.File, reader: Reader, info: VolumeInfo) -> Vo
     """
     stat = Path(info.path).stat()
     key = f"{STATS_VERSION}|{Path(info.path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{reader.name}"
-    path = stats_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()  # file names need not be UTF-8
+    path = stats_cache_dir() / f"{digest}.npz"
     try:
         with np.load(path, allow_pickle=False) as saved:
             matrix = saved["coil_matrix"]

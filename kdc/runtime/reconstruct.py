@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from kdc._io import atomic_directory, write_json
+from kdc.data.formats import printable
 from kdc.data.metrics import nmse, psnr, ssim
 from kdc.mri.coils import compress_coils
 from kdc.mri.fft import centred_to_uncentred, ifft2
@@ -224,7 +225,7 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
         reference = None if reference is None else centre_crop(reference, FASTMRI_CROP)[0]
         geometry = geometry.cropped(offset)
     provenance = Provenance(model.name, model.role, int(model.contract.get("contract_version", 0)),
-                            round(sampling.acceleration, 3), sampling.origin, str(volume.source), model.backend)
+                            round(sampling.acceleration, 3), sampling.origin, printable(volume.source), model.backend)
     notes = list(dict.fromkeys(str(w.message) for w in caught)) + ([geometry.note] if geometry.note else [])
     if settings.acceleration is None and (note := acceleration_note(model, sampling.acceleration,
                                                                     f"the {sampling.origin} mask", ACCELERATION_SLACK)):

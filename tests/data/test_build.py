@@ -7,7 +7,7 @@ import pytest
 
 from kdc.data import DataError, build
 from kdc.errors import KdcError
-from kdc.data.build import BuildSettings, Source, VolumeInput, build_dataset, resolve_inputs
+from kdc.data.build import BuildSettings, Source, VolumeInput, build_dataset, load_slices, resolve_inputs
 from kdc.mri.fft import fft2, ifft2, ifft2c
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import open_split
@@ -209,3 +209,30 @@ def test_acceleration_beyond_the_table_is_built_with_its_centre_fraction(tmp_pat
     mask = np.load(tmp_path / "six" / "masks" / "mask_6x.npy")
     assert np.fft.fftshift(mask[0])[28:32].all() and 5 < mask.size / mask.sum() < 7  # 4 = round(60 * 0.07)
     assert manifest["center_fraction"] == 0.07 and len(open_split(tmp_path / "six", "val", 6)) > 0
+
+
+def nifti_of_zeros(path, shape):
+    """A gzip NIfTI of float32 zeros of ``shape``, compressed a slice at a time (never held in memory)."""
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    with gzip.open(path, "wb", compresslevel=9) as file:
+        file.write(header.binaryblock + b"\0" * 4)  # vox_offset 352
+        for _ in range(shape[-1]):
+            file.write(bytes(4 * shape[0] * shape[1]))
+    return path
+
+
+def test_nifti_sizes_are_checked_from_the_header_before_reading(tmp_path, monkeypatch):
+    bomb = nifti_of_zeros(tmp_path / "bomb.nii.gz", (512, 512, 160))  # 168 MB of zeros in 160 kB
+    with pytest.raises(DataError, match=r"bomb.nii.gz: NIfTI voxels declares 168 MB but stores 1\d\d kB: unwritten "
+                                        "data or a decompression bomb"):
+        load_slices(bomb, "axial", (32, 32))
+    monkeypatch.setenv("KDC_MAX_INPUT_BYTES", "1M")
+    with pytest.raises(DataError, match=r"bomb.nii.gz: NIfTI header declares 512 x 512 x 160 values \(168 MB in "
+                                        r"memory\), above the input limit of 1.05 MB"):
+        load_slices(bomb, "axial", (32, 32))

@@ -7,7 +7,8 @@ points. See docs/formats.md.
 # Registration order is detection order.
 from kdc.data.formats import kdmri, fastmri, ismrmrd  # noqa: F401,I001  (registers the readers)
 from kdc.data.formats.base import (READERS, Geometry, RawSlices, Reader, VolumeInfo, detect, inspect_volume,
-                                   notice_once, open_h5, read_slices)
+                                   notice_once, notices_after_success, open_h5, printable,
+                                   read_slices)
 
 __all__ = ["READERS", "Geometry", "RawSlices", "Reader", "VolumeInfo", "detect", "inspect_volume", "notice_once",
-           "open_h5", "read_slices"]
+           "notices_after_success", "open_h5", "printable", "read_slices"]

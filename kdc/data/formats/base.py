@@ -7,7 +7,10 @@ need. It reads any range of slices on request, so that datasets never hold a who
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,17 +19,36 @@ import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
+from kdc.data.formats.limits import check_dataset
 from kdc.mri.fft import centred_to_uncentred
 from kdc.mri.geometry import Geometry
 
 _SHOWN: set[str] = set()
+#: Notices held back by :func:`notices_after_success` blocks, innermost last.
+_HELD: list[dict[str, str]] = []
 
 
 def notice_once(key: str, message: str) -> None:
-    """Print ``kdc: message`` on stderr the first time ``key`` is seen in this process."""
-    if key not in _SHOWN:
+    """Print ``kdc: message`` on stderr the first time ``key`` is seen in this process (inside a
+    :func:`notices_after_success` block: when the block succeeds)."""
+    if _HELD:
+        _HELD[-1].setdefault(key, message)
+    elif key not in _SHOWN:
         _SHOWN.add(key)
         print(f"kdc: {message}", file=sys.stderr)
+
+
+@contextmanager
+def notices_after_success() -> Iterator[None]:
+    """Hold the notices of a read back until it succeeds, so that a refused file gets its one-line error alone."""
+    held: dict[str, str] = {}
+    _HELD.append(held)
+    try:
+        yield
+    finally:
+        _HELD.remove(held)
+    for key, message in held.items():
+        notice_once(key, message)
 
 
 @dataclass(frozen=True)
@@ -106,15 +128,70 @@ def register(reader: type[Reader]) -> type[Reader]:
     return reader
 
 
+#: Links :func:`open_h5` looks at before refusing a file as too complex to check.
+MAX_LINKS = 10_000
+INSIDE_ONLY = ": kdc reads only data stored in the file itself"
+
+
 def open_h5(path: str | Path) -> h5py.File:
-    """Open an h5 file for reading; a missing or unreadable file is a :class:`DataError`."""
+    """Open an h5 file for reading; a missing or unreadable file, or one that reaches outside itself
+    (:func:`refuse_outside_data`), is a :class:`DataError`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return h5py.File(path, "r")
+        file = h5py.File(path, "r")
     except OSError as err:
         raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+    try:
+        refuse_outside_data(file)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def refuse_outside_data(file: h5py.File) -> None:
+    """Refuse external links, external raw storage and virtual datasets: what a reader reads must be in the file
+    itself (an external storage pointing at ``/etc/passwd`` would otherwise be read as k-space)."""
+    seen = 0
+
+    def resolves(name: str) -> bool:
+        try:
+            file[name]
+        except KeyError:
+            return False
+        return True
+
+    def check(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> str | None:
+        nonlocal seen
+        seen += 1
+        if seen > MAX_LINKS:
+            return f"holds more than {MAX_LINKS} objects, more than an MRI file has"
+        if isinstance(link, h5py.ExternalLink):
+            return f"'{name}' is an external link to {link.filename}:{link.path}{INSIDE_ONLY}"
+        if not isinstance(link, (h5py.HardLink, h5py.SoftLink)):
+            return f"'{name}' is a user-defined link{INSIDE_ONLY}"
+        if isinstance(link, h5py.SoftLink) and not resolves(name):
+            return f"'{name}' is a soft link to {link.path}, which does not exist"
+        if isinstance(link, h5py.HardLink):
+            item = file.get(name)
+            if isinstance(item, h5py.Dataset) and item.external:
+                files = [entry[0] for entry in item.external]
+                return f"'{name}' keeps its data in external file(s) {files}{INSIDE_ONLY}"
+            if isinstance(item, h5py.Dataset) and item.is_virtual:
+                return f"'{name}' is a virtual dataset (its data are in other files){INSIDE_ONLY}"
+        return None
+
+    problem = file.visititems_links(check)
+    if problem:
+        raise DataError(f"{file.filename}: {problem}")
+
+
+def printable(path: str | Path) -> str:
+    """``path`` as valid UTF-8 text, for messages, attributes and manifests: the bytes of a file name that are not
+    UTF-8 (which Python keeps as lone surrogates, unwritable as UTF-8) become ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def detect(file: h5py.File) -> Reader:
@@ -128,7 +205,7 @@ def detect(file: h5py.File) -> Reader:
 
 def inspect_volume(path: str | Path) -> VolumeInfo:
     """Format, slice count, image shape and coil count of an h5 file, from its header."""
-    with open_h5(path) as file:
+    with notices_after_success(), open_h5(path) as file:
         info = replace(detect(file).inspect(file), path=Path(path))
     if info.slices == 0:
         raise DataError(f"{path}: volume has no slices")
@@ -153,6 +230,7 @@ def dataset(file: h5py.File, key: str, expected: str, ndim: int, complex_values:
                         f"got {getattr(data, 'shape', None) or 'a group'}")
     if complex_values and data.dtype.kind != "c":
         raise DataError(f"{file.filename}: '{key}' is {data.dtype}, expected complex")
+    check_dataset(f"{file.filename}: '{key}'", data)
     return data
 
 
@@ -214,6 +292,23 @@ def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
                          "(slices stacked along z from 0, axial assumed)")
 
 
+def header_text(file: h5py.File, key: str) -> bytes:
+    """The XML string stored in ``key``: a scalar or one-element string dataset (fixed or variable length), else a
+    DataError; its declared size is checked first."""
+    data = file[key]
+    if not (isinstance(data, h5py.Dataset) and data.size == 1 and data.dtype.kind in "SUO"):
+        raise DataError(f"{file.filename}: '{key}' must hold one XML string, got "
+                        f"{f'{data.dtype} {data.shape}' if isinstance(data, h5py.Dataset) else 'a group'}")
+    check_dataset(f"{file.filename}: '{key}'", data, itemsize=1)
+    value = data[()].reshape(-1)[0] if data.shape else data[()]
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes) or not value.strip():
+        found = "an empty string" if isinstance(value, bytes) else type(value).__name__
+        raise DataError(f"{file.filename}: '{key}' holds {found}, expected the ISMRMRD XML header")
+    return value
+
+
 def parse_header(xml: bytes | str) -> Any:
     """The ``ismrmrd.xsd`` header object of an ISMRMRD XML string, else a DataError."""
     import ismrmrd
@@ -224,4 +319,12 @@ def parse_header(xml: bytes | str) -> Any:
         raise DataError(f"ISMRMRD XML header is not valid ({type(err).__name__}: {err})") from None
     if not header.encoding:
         raise DataError("ISMRMRD XML header has no <encoding>")
+    encoded = header.encoding[0].encodedSpace
+    for axis in "xyz":
+        size = getattr(encoded.fieldOfView_mm, axis)
+        if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
+            raise DataError(f"encodedSpace fieldOfView_mm {axis}={size}, expected a finite size above 0 mm")
+    matrix = encoded.matrixSize
+    if not (matrix.x > 0 and matrix.y > 0):
+        raise DataError(f"encodedSpace matrixSize {matrix.x}x{matrix.y}, expected sizes above 0")
     return header

@@ -16,8 +16,8 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, dataset, finite, header_geometry,
-                                   parse_header, read_leading, register, slice_start)
-from kdc.mri.masks import mask_from_kspace
+                                   header_text, parse_header, read_leading, register, slice_start)
+from kdc.mri.masks import MaskError, check_sampling, mask_from_kspace
 
 
 class FastmriReader(Reader):
@@ -32,7 +32,10 @@ class FastmriReader(Reader):
         return isinstance(data, h5py.Dataset) and (data.ndim == 4) == self.coil_axis
 
     def _kspace(self, file: h5py.File) -> h5py.Dataset:
-        return dataset(file, "kspace", self.expected, 4 if self.coil_axis else 3, complex_values=True)
+        kspace = dataset(file, "kspace", self.expected, 4 if self.coil_axis else 3, complex_values=True)
+        if 0 in kspace.shape[1:]:
+            raise DataError(f"{file.filename}: 'kspace' has shape {kspace.shape}: no samples, expected {self.expected}")
+        return kspace
 
     def inspect(self, file: h5py.File) -> VolumeInfo:
         shape = self._kspace(file).shape
@@ -51,16 +54,24 @@ class FastmriReader(Reader):
         if "mask" not in file:
             return None
         height, width = self._kspace(file).shape[-2:]
-        lines = np.asarray(file["mask"][()]).astype(bool)
-        if lines.shape != (width,):
-            raise DataError(f"{file.filename}: 'mask' has shape {lines.shape}, expected ({width},) phase encodes")
+        stored = file["mask"]
+        if not isinstance(stored, h5py.Dataset) or stored.shape != (width,):
+            found = f"has shape {stored.shape}" if isinstance(stored, h5py.Dataset) else "is a group"
+            raise DataError(f"{file.filename}: 'mask' {found}, expected ({width},) phase encodes")
+        values = stored[()]
+        try:
+            check_sampling(values, f"{file.filename}: 'mask'")
+        except (MaskError, TypeError) as err:  # TypeError: strings, compounds
+            raise DataError(str(err) if isinstance(err, MaskError) else
+                            f"{file.filename}: 'mask' holds {stored.dtype} data, expected 0 and 1") from None
+        lines = values.astype(bool)
         return None if lines.all() else np.fft.ifftshift(mask_from_kspace(np.broadcast_to(lines, (height, width))))
 
     def geometry(self, file: h5py.File) -> Geometry:
         """Voxel size from ``ismrmrd_header`` when its encoded matrix is the k-space's (readout along H)."""
         if "ismrmrd_header" not in file:
             return Geometry()
-        header = file["ismrmrd_header"][()]
+        header = header_text(file, "ismrmrd_header")
         try:
             matrix = parse_header(header).encoding[0].encodedSpace.matrixSize
             voxels = header_geometry(header, rows="x")

@@ -13,14 +13,17 @@ the header (voxel size) and the first readout of each slice (its ``position``, `
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import h5py
 import numpy as np
 
 from kdc.data.errors import DataError
-from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, notice_once,
-                                   parse_header, register)
+from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, header_text,
+                                   notice_once, parse_header, register)
+from kdc.data.formats.limits import COMPLEX64, MAX_EXPANSION, check_dataset, check_declared, check_stored
 from kdc.mri.geometry import slab_geometry
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
@@ -28,6 +31,13 @@ SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feed
                  "rt feedback": 28, "surface coil correction": 29, "phase stabilisation ref": 30,
                  "phase stabilisation": 31}
 OTHER_COUNTERS = ("repetition", "contrast", "phase", "set")
+#: Fields of an acquisition header the reader uses, and of its ``idx`` counters.
+HEAD_FIELDS = ("flags", "number_of_samples", "active_channels", "center_sample", "encoding_space_ref", "position",
+               "read_dir", "phase_dir", "idx")
+COUNTERS = ("kspace_encode_step_1", "slice", *OTHER_COUNTERS)
+#: Acquisitions read from ``dataset/data`` at a time: whole records (headers and samples), in blocks, because
+#: reading the header field alone leaks the samples HDF5 converts on the way (~ the file's size per read).
+BLOCK_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,13 @@ class Layout:
     shape: tuple[int, int]  # (phase encodes, encoded readout)
     recon_width: int
     xml: bytes
+    positions: np.ndarray  # (S, 3) position of the first readout of each slice
+    read_dir: np.ndarray  # (3,) of the first readout of the first slice
+    phase_dir: np.ndarray
+
+    @property
+    def slice_count(self) -> int:
+        return len(self.positions)
 
 
 @register
@@ -56,22 +73,22 @@ class IsmrmrdReader(Reader):
 
     def inspect(self, file: h5py.File) -> VolumeInfo:
         layout = read_layout(file)
-        return VolumeInfo(file.filename, self.name, int(layout.slices.max()) + 1,
-                          (layout.shape[0], layout.recon_width), layout.coils)
+        return VolumeInfo(file.filename, self.name, layout.slice_count, (layout.shape[0], layout.recon_width),
+                          layout.coils)
 
     def read(self, file: h5py.File, slices: slice, acceleration: int | None = None,
              check_finite: bool = True) -> RawSlices:
         layout = read_layout(file)
-        wanted = np.arange(int(layout.slices.max()) + 1)[slices]
+        wanted = np.arange(layout.slice_count)[slices]
         kspace = np.zeros((len(wanted), layout.coils, *layout.shape), np.complex64)
         counts = np.zeros((len(wanted), layout.shape[0]), np.int32)
-        position = {int(number): index for index, number in enumerate(wanted)}
-        keep = np.flatnonzero(np.isin(layout.slices, wanted))
-        data = file["dataset/data"]
-        for row, slice_number, line, offset in zip(layout.rows[keep], layout.slices[keep], layout.lines[keep],
-                                                    layout.offsets[keep]):
-            samples = np.asarray(data[int(row)]["data"]).view(np.complex64).reshape(layout.coils, layout.samples)
-            index = position[int(slice_number)]
+        position = np.full(layout.slice_count, -1)
+        position[wanted] = np.arange(len(wanted))
+        keep = np.flatnonzero(position[layout.slices] >= 0)
+        for values, slice_number, line, offset in zip(records(file["dataset/data"], layout.rows[keep]),
+                                                       layout.slices[keep], layout.lines[keep], layout.offsets[keep]):
+            samples = values.view(np.complex64).reshape(layout.coils, layout.samples)
+            index = position[slice_number]
             kspace[index, :, line, offset : offset + layout.samples] += samples
             counts[index, line] += 1
         kspace /= np.maximum(counts, 1)[:, None, :, None]
@@ -94,25 +111,79 @@ class IsmrmrdReader(Reader):
             voxels = header_geometry(layout.xml, rows="y")
         except DataError as err:
             raise DataError(f"{file.filename}: 'dataset/xml': {err}") from None
-        heads = file["dataset/data"].fields("head")[layout.rows]
-        first = [int(np.flatnonzero(layout.slices == number)[0]) for number in range(int(layout.slices.max()) + 1)]
-        read, phase = heads["read_dir"][first[0]], heads["phase_dir"][first[0]]
+        read, phase = layout.read_dir, layout.phase_dir
         if not (np.linalg.norm(read) and np.linalg.norm(phase)):
             return replace(voxels, note="voxel size from the ISMRMRD header; its acquisitions carry no orientation "
                                         "(read_dir, phase_dir zero): slices stacked along z from 0, axial assumed")
+        if not (np.isfinite(layout.positions).all() and np.isfinite(read).all() and np.isfinite(phase).all()):
+            raise DataError(f"{file.filename}: 'dataset/data' position, read_dir or phase_dir is not finite")
         return slab_geometry((layout.shape[0], layout.recon_width), voxels.spacing[:2], voxels.spacing[2],
-                             heads["position"][first].astype(float), read / np.linalg.norm(read),
-                             phase / np.linalg.norm(phase))
+                             layout.positions, read / np.linalg.norm(read), phase / np.linalg.norm(phase))
+
+
+def records(data: h5py.Dataset, rows: np.ndarray) -> Iterator[np.ndarray]:
+    """The float32 samples of acquisitions ``rows`` (ascending), read in blocks of whole records."""
+    index = 0
+    while index < len(rows):
+        start = int(rows[index])
+        stop = min(start + BLOCK_ROWS, int(rows[-1]) + 1)
+        block = data[start:stop]["data"]
+        while index < len(rows) and rows[index] < stop:
+            yield np.asarray(block[int(rows[index]) - start], np.float32)
+            index += 1
+
+
+#: Layouts of open files, so that reading slice after slice places the readouts once.
+_LAYOUTS: dict[int, Layout] = {}
 
 
 def read_layout(file: h5py.File) -> Layout:
+    """:func:`place_readouts` of ``file``, computed once per open file."""
+    key = id(file)
+    if key not in _LAYOUTS:
+        layout = place_readouts(file)
+        _LAYOUTS[key] = layout
+        weakref.finalize(file, _LAYOUTS.pop, key, None)
+    return _LAYOUTS[key]
+
+
+def acquisitions(file: h5py.File) -> h5py.Dataset:
+    """``dataset/data`` if it is a 1-D array of ISMRMRD acquisitions (``head``, ``data`` float32 samples)."""
+    name, group = file.filename, file["dataset"]
+    if "data" not in group:
+        raise DataError(f"{name}: missing 'dataset/data' (the acquisitions), found {sorted(group.keys())}")
+    data = group["data"]
+    expected = "expected a 1-D array of ISMRMRD acquisitions (compound 'head', 'data')"
+    if not isinstance(data, h5py.Dataset):
+        raise DataError(f"{name}: 'dataset/data' is a group, {expected}")
+    fields = data.dtype.fields or {}
+    head = fields["head"][0] if "head" in fields else None
+    if (data.ndim != 1 or head is None or "data" not in fields or not set(HEAD_FIELDS) <= set(head.names or ())
+            or not set(COUNTERS) <= set(head["idx"].names or ())
+            or h5py.check_vlen_dtype(fields["data"][0]) != np.float32):
+        raise DataError(f"{name}: 'dataset/data' is {data.dtype.str if data.dtype.fields is None else 'a compound'} "
+                        f"{data.shape}, {expected}")
+    check_dataset(f"{name}: 'dataset/data'", data, itemsize=1)
+    return data
+
+
+def read_heads(data: h5py.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The acquisition headers of ``data`` and the number of float32 values in each one's samples, in one pass."""
+    heads = np.empty(data.shape, data.dtype["head"])
+    lengths = np.empty(data.shape, np.int64)
+    for start in range(0, data.shape[0], BLOCK_ROWS):
+        block = data[start : start + BLOCK_ROWS]
+        heads[start : start + len(block)] = block["head"]
+        lengths[start : start + len(block)] = [len(samples) for samples in block["data"]]
+    return heads, lengths
+
+
+def place_readouts(file: h5py.File) -> Layout:
     """Check the header and the acquisition headers of an ISMRMRD file and place its readouts."""
     name, group = file.filename, file["dataset"]
     if "xml" not in group:
         raise DataError(f"{name}: missing 'dataset/xml' (the ISMRMRD header), found {sorted(group.keys())}")
-    if "data" not in group:
-        raise DataError(f"{name}: missing 'dataset/data' (the acquisitions), found {sorted(group.keys())}")
-    xml = group["xml"][0]
+    xml = header_text(file, "dataset/xml")
     try:
         encoding = parse_header(xml).encoding[0]
     except DataError as err:
@@ -124,9 +195,13 @@ def read_layout(file: h5py.File) -> Layout:
     if encoded.z != 1:
         raise DataError(f"{name}: 'dataset/xml' encodedSpace matrixSize z={encoded.z}: a 3-D encoding, expected 2-D "
                         "(z=1)")
-    heads = group["data"].fields("head")[()]
-    if heads.size == 0:
+    if not 0 < recon.x <= encoded.x:
+        raise DataError(f"{name}: 'dataset/xml' reconSpace matrixSize x={recon.x}, expected 1 to the encodedSpace's "
+                        f"x={encoded.x}")
+    data = acquisitions(file)
+    if data.shape[0] == 0:
         raise DataError(f"{name}: 'dataset/data' holds no acquisitions")
+    heads, lengths = read_heads(data)
     flags = heads["flags"].astype(np.uint64)
     kept = np.ones(heads.size, dtype=bool)
     for bit in SKIPPED_FLAGS.values():
@@ -140,17 +215,20 @@ def read_layout(file: h5py.File) -> Layout:
     rows = np.flatnonzero(kept)
     if rows.size == 0:
         raise DataError(f"{name}: 'dataset/data' holds no image readouts (all noise, navigator or calibration scans)")
-    heads = heads[rows]
+    heads, lengths = heads[rows], lengths[rows]
     coils = np.unique(heads["active_channels"])
     if coils.size != 1 or coils[0] == 0:
         raise DataError(f"{name}: 'dataset/data' active_channels is {sorted(coils.tolist())}: expected one coil count "
                         "above 0")
     samples = np.unique(heads["number_of_samples"])
-    if samples.size != 1 or samples[0] > encoded.x:
+    if samples.size != 1 or not 0 < samples[0] <= encoded.x:
         raise DataError(f"{name}: 'dataset/data' number_of_samples is {sorted(samples.tolist())}, expected one value "
-                        f"up to the encoded matrix x={encoded.x} (inconsistent matrix sizes)")
-    if recon.x > encoded.x:
-        raise DataError(f"{name}: 'dataset/xml' reconSpace x={recon.x} exceeds encodedSpace x={encoded.x}")
+                        f"from 1 to the encoded matrix x={encoded.x} (inconsistent matrix sizes)")
+    short = np.flatnonzero(lengths != 2 * int(coils[0]) * int(samples[0]))
+    if short.size:
+        raise DataError(f"{name}: 'dataset/data' acquisition {int(rows[short[0]])} holds {int(lengths[short[0]])} "
+                        f"values, expected {int(coils[0])} channels x {int(samples[0])} samples x 2 (re, im) "
+                        f"({short.size} acquisition(s) in all)")
     limits = encoding.encodingLimits.kspace_encoding_step_1
     centre = limits.center if limits is not None and limits.center is not None else encoded.y // 2
     lines = heads["idx"]["kspace_encode_step_1"].astype(np.int64) - centre + encoded.y // 2
@@ -161,13 +239,30 @@ def read_layout(file: h5py.File) -> Layout:
     if offsets.min() < 0 or (offsets + samples[0]).max() > encoded.x:
         raise DataError(f"{name}: 'dataset/data' center_sample places readouts outside the encoded matrix "
                         f"x={encoded.x}")
-    return Layout(rows, _numbered(heads["idx"]["slice"]), lines, offsets, int(samples[0]), int(coils[0]),
-                  (int(encoded.y), int(encoded.x)), int(recon.x), xml)
+    numbers, slices = np.unique(heads["idx"]["slice"], return_inverse=True)
+    where = f"{name}: 'dataset/xml' with 'dataset/data'"
+    grid = check_declared(where, (len(numbers), int(coils[0]), encoded.y, encoded.x), COMPLEX64)
+    check_stored(where, grid, rows.size * int(coils[0]) * int(samples[0]) * COMPLEX64,
+                 f"the readouts fill less than 1/{MAX_EXPANSION} of the encoded matrix")
+    check_slices_sample_the_same_lines(name, numbers, slices, lines, encoded.y)
+    first = np.unique(slices, return_index=True)[1]
+    return Layout(rows, slices.astype(np.int64), lines, offsets, int(samples[0]), int(coils[0]),
+                  (int(encoded.y), int(encoded.x)), int(recon.x), xml, heads["position"][first].astype(float),
+                  heads["read_dir"][first[0]].astype(float), heads["phase_dir"][first[0]].astype(float))
 
 
-def _numbered(slices: np.ndarray) -> np.ndarray:
-    """Slice counters renumbered 0..S-1 in order (counters may skip values)."""
-    return np.unique(slices, return_inverse=True)[1].astype(np.int64)
+def check_slices_sample_the_same_lines(name: str, numbers: np.ndarray, slices: np.ndarray, lines: np.ndarray,
+                                       height: int) -> None:
+    """Refuse slices that acquire fewer lines than the others: the volume has one mask, the lines any slice holds
+    (every readout given its own slice would otherwise read as fully sampled)."""
+    acquired = np.zeros((len(numbers), height), dtype=bool)
+    acquired[slices, lines] = True
+    per_slice, union = acquired.sum(axis=1), int(acquired.any(axis=0).sum())
+    short = np.flatnonzero(per_slice < union)
+    if short.size:
+        raise DataError(f"{name}: 'dataset/data' slice {int(numbers[short[0]])} holds {int(per_slice[short[0]])} of "
+                        f"the {union} lines (kspace_encode_step_1) the slices acquire in all ({short.size} of "
+                        f"{len(numbers)} slices hold fewer): expected every slice to sample the same lines")
 
 
 def remove_oversampling(kspace: np.ndarray, width: int) -> np.ndarray:

@@ -10,12 +10,23 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import RawSlices, Reader, VolumeInfo, finite, image_dataset, register, slice_start
+from kdc.data.formats.limits import check_dataset
 from kdc.mri.fft import fft2
 from kdc.mri.masks import mask_from_kspace
 
 
 def stored_kspace_key(acceleration: int) -> str:
     return f"kspace_volus_{acceleration}"
+
+
+def stored_kspace(file: h5py.File, key: str, volfs: h5py.Dataset) -> h5py.Dataset:
+    """The complex ``kspace_volus_{acc}`` dataset ``key``, of ``volfs``'s shape, else a DataError."""
+    stored = file[key]
+    if not isinstance(stored, h5py.Dataset) or stored.shape != volfs.shape or stored.dtype.kind != "c":
+        found = f"{stored.dtype} {stored.shape}" if isinstance(stored, h5py.Dataset) else "a group"
+        raise DataError(f"{file.filename}: '{key}' is {found}, expected complex {volfs.shape}")
+    check_dataset(f"{file.filename}: '{key}'", stored)
+    return stored
 
 
 @register
@@ -39,10 +50,7 @@ class KdmriReader(Reader):
         key = None if acceleration is None else stored_kspace_key(acceleration)
         if key is None or key not in file:
             return RawSlices(fft2(reference)[:, None].astype(np.complex64), False, reference, False)
-        stored = file[key]
-        if not isinstance(stored, h5py.Dataset) or stored.shape != volfs.shape or stored.dtype.kind != "c":
-            raise DataError(f"{file.filename}: '{key}' is {getattr(stored, 'dtype', 'a group')} "
-                            f"{getattr(stored, 'shape', '')}, expected complex {volfs.shape}")
+        stored = stored_kspace(file, key, volfs)
         kspace = finite(file, key, np.moveaxis(stored[:, :, slices], -1, 0), slice_start(slices),
                         check_finite)
         return RawSlices(kspace[:, None].astype(np.complex64), False, reference, False)
@@ -53,7 +61,7 @@ class KdmriReader(Reader):
         key = None if acceleration is None else stored_kspace_key(acceleration)
         if key is None or key not in file:
             return None
-        stored = file[key]
+        stored = stored_kspace(file, key, image_dataset(file, "volfs", "(H, W, slices)"))
         sampled = np.zeros(stored.shape[:2], dtype=bool)
         for index in range(stored.shape[-1]):
             sampled |= stored[:, :, index] != 0

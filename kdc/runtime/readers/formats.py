@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from kdc.data.formats import detect, open_h5
+from kdc.data.formats import detect, notices_after_success, open_h5
 from kdc.runtime.readers import RawVolume, register_reader
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -18,7 +18,7 @@ def is_hdf5(path: Path) -> bool:
 
 
 def read_h5(path: Path) -> Iterator[RawVolume]:
-    with open_h5(path) as file:
+    with notices_after_success(), open_h5(path) as file:
         reader = detect(file)
         raw = reader.read(file, slice(None), check_finite=False)  # read_input checks every volume
         mask = reader.acquired_mask(file)
