@@ -70,7 +70,8 @@ def test_espirit_matches_bart_ecalib(source, tmp_path):
     assert (support == bart_support).mean() > 0.98
     both = support & bart_support
     assert correlation(maps, bart_maps)[both].mean() > 0.99
-    assert np.quantile(np.abs(values - bart_values), 0.99) < 1e-3  # the same eigenvalue maps, but for a few pixels
+    difference = np.abs(values - bart_values)  # the same eigenvalue maps, but for a few pixels
+    assert np.median(difference) < 1e-4 and np.quantile(difference, 0.99) < 0.01
 
 
 def test_sense_operators_are_adjoint_and_combine_undoes_expand_inside_the_support():
@@ -92,8 +93,10 @@ def test_sense_operators_are_adjoint_and_combine_undoes_expand_inside_the_suppor
 def test_espirit_refuses_calibration_it_cannot_use():
     _, coils = brain_coils(4)
     kspace = fft2(coils)
-    with pytest.raises(CoilError, match="calibration region 4x128 is smaller than the 6x6 kernel"):
-        espirit_maps(kspace, cartesian_mask("random", 4, kspace.shape[-2:], center_fraction=0.03, axis=-2))
+    mask = np.zeros(kspace.shape[-2:])
+    mask[[0, 1, -2, -1]] = 1  # four rows around DC
+    with pytest.raises(CoilError, match="calibration region 4x24 is smaller than the 6x6 kernel"):
+        espirit_maps(kspace, mask)
     with pytest.raises(CoilError, match="no signal"):
         espirit_maps(np.zeros_like(kspace))
     with pytest.raises(CoilError, match=r"expected \(coils, H, W\)"):
