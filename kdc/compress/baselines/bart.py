@@ -68,7 +68,7 @@ def bart_missing() -> str | None:
 
 
 def run_bart(folder: Path, label: str, threads: int, *arguments: str) -> None:
-    """``bart ARGUMENTS`` in ``folder`` with ``threads`` OpenMP threads; a one-line error naming ``label`` on failure."""
+    """``bart ARGUMENTS`` in ``folder`` with ``threads`` OpenMP threads; a one-line error naming ``label``."""
     command = ["bart", *arguments]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
