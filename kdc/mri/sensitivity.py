@@ -38,16 +38,18 @@ BLOCK_PIXELS = 1 << 15
 
 def calibration_block(kspace: np.ndarray, mask: np.ndarray | None = None, size: int = CALIBRATION) -> np.ndarray:
     """The centred ``(C, h, w)`` fully sampled block around DC of uncentred ``(C, H, W)`` k-space, ``h, w`` at most
-    ``size`` (``mask=None``: fully sampled)."""
+    ``size`` and of the parity of ``H, W`` (``mask=None``: fully sampled)."""
     region = np.fft.fftshift(calibration_region(mask, kspace.shape[-2:]))
     centred = np.fft.fftshift(kspace, axes=(-2, -1))
     centre = [n // 2 for n in region.shape]
     extents = []
     for axis, line in ((0, region[:, centre[1]]), (1, region[centre[0], :])):
+        # Extents of the line count's parity, as BART picks them: as many lines on either side of DC.
         extent = min(size, line.size)
+        extent -= (extent - line.size) % 2
         while extent > 0 and not line[centre[axis] - extent // 2 : centre[axis] - extent // 2 + extent].all():
-            extent -= 1
-        extents.append(extent)
+            extent -= 2
+        extents.append(max(extent, 0))
     top, left = (c - e // 2 for c, e in zip(centre, extents))
     block = centred[:, top : top + extents[0], left : left + extents[1]]
     if not region[top : top + extents[0], left : left + extents[1]].all():

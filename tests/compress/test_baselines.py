@@ -74,6 +74,13 @@ def test_cs_beats_zero_filled_on_a_training_slice():
     assert psnr(target, cs) > psnr(target, ifft2(kspace).real) + 1.0
 
 
+def test_baseline_images_are_cropped_like_the_targets():
+    """A run trained with --crop scores cropped targets; the baseline reconstructs the whole field of view."""
+    need_bart()
+    row = score_baseline(BartCompressedSensing(1e-3, 5), open_split("demo", "val", 4, crop=(96, 96)), indices=[20])
+    assert row["psnr"]["n"] == 1 and row["psnr"]["mean"] > 15
+
+
 def test_lambda_is_tuned_on_the_given_slices_and_recorded():
     need_bart()
     train = open_split("demo", "train", 4)
@@ -153,6 +160,9 @@ def test_sense_cs_beats_cs_on_the_virtual_coil_of_a_multicoil_file(multicoil_dat
     single = BartCompressedSensing(1e-3, 30, real=False).reconstruct(virtual, mask)
     sense = BartSenseCompressedSensing(1e-3, 30).reconstruct(kspace, mask)
     assert psnr(target, sense) > psnr(target, single) + 3.0
+    own_maps = BartSenseCompressedSensing(1e-3, 30, maps="kdc")
+    assert abs(psnr(target, own_maps.reconstruct(kspace, mask)) - psnr(target, sense)) < 0.3  # kdc's ESPIRiT
+    assert own_maps.settings()["sensitivity"] == "ESPIRiT (kdc)"
     assert psnr(target, single) > psnr(target, root_sum_of_squares(ifft2(kspace))) - 1.0
     [(volume, scored_target, image, seconds)] = reconstruct_slices(BartSenseCompressedSensing(1e-3, 30), val, [0])
     assert volume == "a" and np.array_equal(scored_target, target) and psnr(target, image) == psnr(target, sense)

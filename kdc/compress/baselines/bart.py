@@ -31,7 +31,10 @@ from kdc.compress.baselines import Baseline, reconstruct_slices, register_baseli
 from kdc.data.metrics import psnr
 from kdc.errors import KdcError
 from kdc.mri.fft import uncentred_to_centred
+from kdc.mri.sensitivity import espirit_maps
 
+#: Where SENSE-CS's coil sensitivities come from: ``bart ecalib -m 1`` or kdc's numpy ESPIRiT.
+SENSE_MAPS = ("ecalib", "kdc")
 #: λ values :func:`tune_lambda` tries (``pics -r``), on BART's own data scaling.
 LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 BART_DIMS = 16  # every CFL header lists BART's 16 dimensions
@@ -122,23 +125,27 @@ class BartCompressedSensing(Baseline):
 class BartSenseCompressedSensing(Baseline):
     """SENSE-CS: ``bart ecalib -m 1`` (ESPIRiT maps from the calibration lines), then
     ``bart pics -S -R W:7:0:λ -i iterations`` on every coil; the magnitude of the SENSE image, which matches the
-    root sum of squares of the fully sampled coils (fastMRI's target) since the maps have unit norm."""
+    root sum of squares of the fully sampled coils (fastMRI's target) since the maps have unit norm.
+    ``maps="kdc"``: kdc's own ESPIRiT maps (:func:`kdc.mri.sensitivity.espirit_maps`) instead of ``ecalib``'s."""
 
     row = "SENSE-CS (BART ecalib + pics l1-wavelet)"
     multicoil = True
 
     def __init__(self, lam: float = 1e-3, iterations: int = 100, tuning: dict | None = None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, maps: str = "ecalib") -> None:
         _check_settings("SENSE-CS", lam, iterations, threads)
-        self.lam, self.iterations, self.tuning, self.threads = lam, iterations, tuning, threads
+        if maps not in SENSE_MAPS:
+            raise KdcError(f"SENSE-CS: maps {maps!r}: expected one of {SENSE_MAPS}")
+        self.lam, self.iterations, self.tuning, self.threads, self.maps = lam, iterations, tuning, threads, maps
 
     @classmethod
     def missing(cls) -> str | None:
         return bart_missing()
 
     def settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {"tool": "bart ecalib -m 1 + bart pics", "regularisation": "l1-wavelet",
-                                    "lambda": self.lam, "iterations": self.iterations, "sensitivity": "ESPIRiT",
+        tool = "bart ecalib -m 1 + bart pics" if self.maps == "ecalib" else "kdc espirit_maps + bart pics"
+        settings: dict[str, Any] = {"tool": tool, "regularisation": "l1-wavelet", "lambda": self.lam,
+                                    "iterations": self.iterations, "sensitivity": f"ESPIRiT ({self.maps})",
                                     "threads": self.threads}
         return settings | ({"lambda_tuning": self.tuning} if self.tuning else {})
 
@@ -154,7 +161,10 @@ class BartSenseCompressedSensing(Baseline):
             # BART's k-space is (x, y, z, coils), centred.
             write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(kspace * mask), 0, -1)[:, :, None])
             write_cfl(folder / "pattern", np.fft.fftshift(mask))
-            run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", "kspace", "sens")
+            if self.maps == "ecalib":
+                run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", "kspace", "sens")
+            else:
+                write_cfl(folder / "sens", np.moveaxis(espirit_maps(kspace * mask, mask), 0, -1)[:, :, None])
             run_bart(folder, "SENSE-CS", self.threads, "pics", "-d", "0", "-S", "-R", f"W:7:0:{self.lam}",
                      "-i", str(self.iterations), "-p", "pattern", "kspace", "sens", "image")
             return np.abs(read_cfl(folder / "image")).astype(np.float32)
@@ -162,15 +172,16 @@ class BartSenseCompressedSensing(Baseline):
 
 def tune_lambda(
     dataset: Sequence[dict], slices: int = 4, iterations: int = 100, grid: Sequence[float] = LAMBDA_GRID,
-    baseline: type[BartCompressedSensing] | type[BartSenseCompressedSensing] = BartCompressedSensing,
+    baseline: type[BartCompressedSensing] | type[BartSenseCompressedSensing] = BartCompressedSensing, **options: Any,
 ) -> BartCompressedSensing | BartSenseCompressedSensing:
     """The ``baseline`` (CS or SENSE-CS) with the λ of ``grid`` that gives the best mean PSNR on ``slices`` evenly
-    spaced slices of ``dataset`` — the training split: λ is never tuned on the slices it is scored on."""
+    spaced slices of ``dataset`` — the training split: λ is never tuned on the slices it is scored on. ``options``
+    go to the baseline (e.g. ``real``, ``maps``)."""
     indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(slices, len(dataset)))})
     scores = {}
     for lam in grid:
-        pairs = reconstruct_slices(baseline(lam, iterations), dataset, indices)
+        pairs = reconstruct_slices(baseline(lam, iterations, **options), dataset, indices)
         scores[lam] = float(np.mean([psnr(target, image) for _, target, image, _ in pairs]))
     best = max(scores, key=scores.__getitem__)
     tuning = {"split": "train", "slices": indices, "psnr_by_lambda": {f"{k:g}": round(v, 3) for k, v in scores.items()}}
-    return baseline(best, iterations, tuning)
+    return baseline(best, iterations, tuning, **options)
