@@ -205,16 +205,19 @@ def _cs_row(table: dict, settings: dict, data: str | None, dataset: SliceDataset
         except ValueError:
             raise KdcError(f"--cs-lambda {lam!r}: expected a number or 'auto'") from None
     multicoil = any(stats.coil_matrix is not None for stats in dataset.stats)
+    train = get_task("recon").open_split(data or settings["data"], "train", settings) if lam == "auto" else None
     lines = []
     for baseline_class in (BartCompressedSensing, *([BartSenseCompressedSensing] if multicoil else [])):
-        if lam == "auto":
-            train = get_task("recon").open_split(data or settings["data"], "train", settings)
+        if train is not None:
             baseline = tune_lambda(train, iterations=iterations, baseline=baseline_class)
         else:
             baseline = baseline_class(value, iterations)
         row = table[baseline_class.row] = score_baseline(baseline, dataset)
-        tool = "SENSE-CS: bart ecalib -m 1 + pics -R W:7:0:λ" if baseline.multicoil else "CS: bart pics -l1"
-        target = "; target: RSS of the fully sampled coils (fastMRI's), not the virtual coil" * baseline.multicoil
+        if baseline.multicoil:
+            tool = "SENSE-CS: bart ecalib -m 1 + pics -R W:7:0:λ"
+            target = "; target: RSS of the fully sampled coils (fastMRI's), not the virtual coil"
+        else:
+            tool, target = "CS: bart pics -l1", ""
         lines.append(f"{tool}, λ = {baseline.lam:g}{' (tuned on the training split)' if lam == 'auto' else ''}, "
                      f"{iterations} iterations, {row['seconds_per_slice']:.2f} s per slice{target}")
     return "\n".join(lines)

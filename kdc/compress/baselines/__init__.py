@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from kdc.errors import KdcError
 from kdc.mri.coils import root_sum_of_squares
 from kdc.mri.fft import ifft2
 from kdc.mri.layout import centre_crop
+
+if TYPE_CHECKING:
+    from kdc.data.slices import SliceDataset
 
 
 class Baseline:
@@ -72,7 +75,7 @@ def slice_inputs(item: dict) -> tuple[np.ndarray, np.ndarray]:
     return complex_kspace, np.broadcast_to(np.asarray(item["mask"])[0], complex_kspace.shape)
 
 
-def multicoil_inputs(dataset: Any, index: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+def multicoil_inputs(dataset: SliceDataset, index: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """Slice ``index`` of a :class:`kdc.data.slices.SliceDataset` with every coil: ``(volume, target, kspace, mask)``,
     ``kspace`` the undersampled uncentred ``(C, H, W)`` k-space on the item's scale and ``target`` the root sum of
     squares of the fully sampled coils, cropped as the item's target."""
