@@ -13,7 +13,8 @@ that the maps' combination with the first principal component (kdc's virtual coi
 Speed: ``W(x)`` is a trigonometric polynomial of degree ``kernel - 1`` in each direction (a product of two
 kernel-sized sums), so it is computed exactly on a ``2k x 2k`` grid and evaluated on the image grid from its
 ``(2k - 1)^2`` Fourier coefficients, in blocks of rows; only the per-pixel ``(C, C)`` eigen-decomposition runs at
-full resolution.
+full resolution, and only where ``||W(x)||_F`` (a bound on the largest eigenvalue) reaches ``crop``. The eigenvalue
+map is exact where it reaches ``crop`` and 0 where the bound rules that out.
 
 k-space is kdc's: uncentred (DC at index 0), orthonormal FFT (:mod:`kdc.mri.fft`). Maps are ``(C, H, W)``
 complex64, unit norm over the coils inside the support (``sum_c |S_c|^2 = 1``) and zero outside.
@@ -98,7 +99,8 @@ def espirit_maps(kspace: np.ndarray, mask: np.ndarray | None = None, kernel: int
                  eigenvalues: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``(C, H, W)`` coil sensitivities of one slice of uncentred ``(C, H, W)`` k-space by ESPIRiT (one set of maps);
     ``mask`` (uncentred, ``None`` = fully sampled) locates the calibration region. ``eigenvalues=True`` also returns
-    the ``(H, W)`` largest eigenvalue (BART's eigenvalue map; the maps are zero where it is below ``crop``)."""
+    the ``(H, W)`` largest eigenvalue (BART's eigenvalue map; the maps are zero where it is below ``crop``; 0 where
+    its bound ``||W(x)||_F`` is already below ``crop``)."""
     kspace = np.asarray(kspace)
     if kspace.ndim != 3 or kspace.shape[0] == 0:
         raise CoilError(f"ESPIRiT: expected (coils, H, W) k-space with at least one coil, got shape {kspace.shape}")
@@ -112,13 +114,16 @@ def espirit_maps(kspace: np.ndarray, mask: np.ndarray | None = None, kernel: int
     largest = np.zeros((height, width), np.float32)
     rows = max(1, BLOCK_PIXELS // width)
     for top in range(0, height, rows):
-        operator = np.einsum("xj,yjab->yxab", along_w, along_h[top : top + rows])
-        values, vectors = np.linalg.eigh(operator)
+        block_rows = along_h[top : top + rows]
+        operator = np.matmul(along_w, block_rows.reshape(*block_rows.shape[:2], -1)).reshape(-1, coils, coils)
+        # ||W||_F bounds the largest eigenvalue: pixels below the crop (background) need no eigen-decomposition.
+        candidates = np.flatnonzero(np.linalg.norm(operator, axis=(-2, -1)) >= crop)
+        values, vectors = np.linalg.eigh(operator[candidates])
         vector = vectors[..., -1]
         virtual = vector @ reference  # the map's combination with the first principal component
         vector *= np.exp(-1j * np.angle(virtual))[..., None]
-        maps[top : top + rows] = vector
-        largest[top : top + rows] = values[..., -1]
+        maps[top : top + rows].reshape(-1, coils)[candidates] = vector
+        largest[top : top + rows].reshape(-1)[candidates] = values[..., -1]
     maps[largest < crop] = 0
     maps = np.ascontiguousarray(maps.transpose(2, 0, 1))
     return (maps, largest) if eigenvalues else maps
