@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kdc.compress.baselines.bart import read_cfl, write_cfl
+from kdc.compress.baselines.bart import read_cfl, run_bart, write_cfl
 from kdc.data.formats import read_slices
 from kdc.data.slices import open_split
 from kdc.mri.coils import CoilError, root_sum_of_squares
@@ -36,8 +35,7 @@ def bart_ecalib(kspace: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarra
     if shutil.which("bart") is None:
         pytest.skip("bart not installed (Debian: apt-get install bart): ESPIRiT not compared with bart ecalib")
     write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(kspace), 0, -1)[:, :, None])
-    subprocess.run(["bart", "ecalib", "-m", "1", "kspace", "sens", "values"], cwd=folder, check=True,
-                   capture_output=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    run_bart(folder, "ecalib", 1, "ecalib", "-m", "1", "kspace", "sens", "values")
     maps = np.moveaxis(read_cfl(folder / "sens").reshape(*kspace.shape[1:], kspace.shape[0]), -1, 0)
     return maps, read_cfl(folder / "values").real.reshape(kspace.shape[1:])
 
