@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +104,8 @@ def test_espirit_refuses_calibration_it_cannot_use():
         espirit_maps(np.zeros_like(kspace))
     with pytest.raises(CoilError, match=r"expected \(coils, H, W\)"):
         espirit_maps(kspace[0])
+
+
+def test_sensitivities_need_numpy_only():
+    code = "import sys, kdc.mri.sensitivity; print(sorted({'torch', 'scipy', 'h5py', 'kdc.data'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
