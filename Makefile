@@ -12,6 +12,9 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
+	# fastMRI's own evaluate.py, to test kdc's metrics against (tests/data/test_metrics.py); --no-deps: its
+	# package pulls torchvision, pytorch-lightning and pandas, which the metric functions do not use.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fastmri==0.3.0
 	touch $@
 
 install: $(VENV)/.installed

@@ -12,6 +12,7 @@ from kdc.pretrained import resolve
 
 if TYPE_CHECKING:
     from kdc.compress.recipe import RunConfig
+    from kdc.data.slices import SliceDataset
 
 Data = Annotated[str, typer.Option(help="Dataset directory (ROOT/train, ROOT/val) or 'demo' for the shipped set.")]
 Acc = Annotated[int, typer.Option("--acc", help="Acceleration factor: 4, 5, 8, or any with --center-fraction.")]
@@ -184,10 +185,12 @@ def evaluate(
         typer.echo(note)
 
 
-def _cs_row(table: dict, settings: dict, data: str | None, dataset: object, lam: str, iterations: int) -> str:
-    """Score the CS baseline into ``table`` (λ tuned on the training split for ``auto``); the line to print."""
+def _cs_row(table: dict, settings: dict, data: str | None, dataset: SliceDataset, lam: str,
+            iterations: int) -> str:
+    """Score the CS baseline into ``table`` (λ tuned on the training split for ``auto``), and SENSE-CS too where the
+    data has several coils; the lines to print."""
     from kdc.compress.baselines import score_baseline
-    from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
+    from kdc.compress.baselines.bart import BartCompressedSensing, BartSenseCompressedSensing, tune_lambda
     from kdc.compress.tasks import get_task
 
     if settings["task"] != "recon":
@@ -196,19 +199,28 @@ def _cs_row(table: dict, settings: dict, data: str | None, dataset: object, lam:
     missing = BartCompressedSensing.missing()
     if missing:
         return f"note: no CS row: {missing}"
-    if lam == "auto":
-        baseline = tune_lambda(get_task("recon").open_split(data or settings["data"], "train", settings),
-                               iterations=iterations)
-    else:
+    if lam != "auto":
         try:
             value = float(lam)
         except ValueError:
             raise KdcError(f"--cs-lambda {lam!r}: expected a number or 'auto'") from None
-        baseline = BartCompressedSensing(value, iterations)
-    row = table[BartCompressedSensing.row] = score_baseline(baseline, dataset)
-    return (f"CS: bart pics -l1, λ = {baseline.lam:g}"
-            f"{' (tuned on the training split)' if lam == 'auto' else ''}, {iterations} iterations, "
-            f"{row['seconds_per_slice']:.2f} s per slice")
+    multicoil = any(stats.coil_matrix is not None for stats in dataset.stats)
+    train = get_task("recon").open_split(data or settings["data"], "train", settings) if lam == "auto" else None
+    lines = []
+    for baseline_class in (BartCompressedSensing, *([BartSenseCompressedSensing] if multicoil else [])):
+        if train is not None:
+            baseline = tune_lambda(train, iterations=iterations, baseline=baseline_class)
+        else:
+            baseline = baseline_class(value, iterations)
+        row = table[baseline_class.row] = score_baseline(baseline, dataset)
+        if baseline.multicoil:
+            tool = "SENSE-CS: bart ecalib -m 1 + pics -R W:7:0:λ"
+            target = "; target: RSS of the fully sampled coils (fastMRI's), not the virtual coil"
+        else:
+            tool, target = "CS: bart pics -l1", ""
+        lines.append(f"{tool}, λ = {baseline.lam:g}{' (tuned on the training split)' if lam == 'auto' else ''}, "
+                     f"{iterations} iterations, {row['seconds_per_slice']:.2f} s per slice{target}")
+    return "\n".join(lines)
 
 
 def report(

@@ -4,6 +4,12 @@ PSNR and SSIM use ``data_range = gt.max()`` over the whole volume; SSIM is sciki
 ``structural_similarity`` with its defaults (7x7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance,
 mean over the windows that fit in the image), averaged over slices. HFEN is Ravishankar & Bresler's
 ``||LoG(pred) - LoG(gt)|| / ||LoG(gt)||`` with MATLAB's ``fspecial('log', 15, 1.5)`` and symmetric borders.
+
+:func:`fastmri_evaluate` is fastMRI's ``evaluate.py`` for one volume: both volumes centre-cropped to the target's
+width squared, then MSE, NMSE, PSNR and SSIM as above; with :func:`fastmri_target` (the root sum of squares of the
+fully sampled coils, cropped to 320x320, fastMRI's ``reconstruction_rss``) as the target, kdc's numbers sit beside
+fastMRI's. They agree with fastMRI's own functions to float32 rounding (fastMRI computes float32 data in float32,
+kdc in float64; tests/data/test_metrics.py).
 """
 
 from __future__ import annotations
@@ -11,10 +17,15 @@ from __future__ import annotations
 import numpy as np
 
 from kdc.data.errors import DataError
+from kdc.mri.coils import root_sum_of_squares
+from kdc.mri.fft import ifft2
+from kdc.mri.layout import centre_crop
 
 SSIM_WINDOW = 7
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+#: fastMRI's evaluation crop: ``reconstruction_rss`` is the central 320x320 of the RSS image.
+FASTMRI_CROP = (320, 320)
 
 
 def _pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,3 +105,30 @@ def hfen(gt: np.ndarray, pred: np.ndarray) -> float:
     kernel = log_kernel()
     edges_gt = filter2d(gt, kernel)
     return float(np.linalg.norm(filter2d(pred, kernel) - edges_gt) / np.linalg.norm(edges_gt))
+
+
+def mse(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Mean squared error."""
+    gt, pred = _pair(gt, pred)
+    return float(np.mean((gt - pred) ** 2))
+
+
+def fastmri_target(kspace: np.ndarray, crop: tuple[int, int] = FASTMRI_CROP) -> np.ndarray:
+    """fastMRI's multi-coil target from fully sampled uncentred ``(..., C, H, W)`` k-space: the root sum of squares
+    of the coil images, centre-cropped to ``crop`` (``reconstruction_rss``)."""
+    return centre_crop(root_sum_of_squares(ifft2(kspace)), crop)
+
+
+def fastmri_evaluate(target: np.ndarray, reconstruction: np.ndarray) -> dict[str, float]:
+    """One volume scored as fastMRI's ``evaluate.py`` scores it: both ``(S, H, W)`` volumes centre-cropped to
+    ``(W, W)`` of the target, then MSE, NMSE, PSNR and SSIM with the volume's maximum as data range."""
+    target, reconstruction = np.asarray(target), np.asarray(reconstruction)
+    if target.ndim != 3:
+        raise DataError(f"fastMRI evaluation: expected an (S, H, W) target volume, got shape {target.shape}")
+    side = target.shape[-1]
+    if reconstruction.ndim != 3 or min(reconstruction.shape[-2:]) < side or target.shape[-2] < side:
+        raise DataError(f"fastMRI evaluation: cannot crop target {target.shape} and reconstruction "
+                        f"{reconstruction.shape} to {side}x{side}")
+    target, reconstruction = centre_crop(target, (side, side)), centre_crop(reconstruction, (side, side))
+    return {"mse": mse(target, reconstruction), "nmse": nmse(target, reconstruction),
+            "psnr": psnr(target, reconstruction), "ssim": ssim(target, reconstruction)}

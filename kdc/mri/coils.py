@@ -105,3 +105,9 @@ def compress_coils(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: 
     if centred:
         region = np.fft.fftshift(region)
     return apply_compression(kspace, compression_matrix(coil_covariance(kspace, region), virtual))
+
+
+def root_sum_of_squares(coil_images: np.ndarray, axis: int = -3) -> np.ndarray:
+    """Root sum of squares over the coil axis (fastMRI's ``rss``): the multi-coil magnitude image, fastMRI's target
+    when computed from the fully sampled coils."""
+    return np.sqrt(np.sum(np.abs(coil_images) ** 2, axis=axis))

@@ -7,7 +7,8 @@ from scipy import ndimage
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 from kdc.data import DataError
-from kdc.data.metrics import filter2d, hfen, log_kernel, nmse, psnr, ssim
+from kdc.data.metrics import fastmri_evaluate, fastmri_target, filter2d, hfen, log_kernel, nmse, psnr, ssim
+from kdc.mri.fft import fft2
 
 
 @pytest.fixture
@@ -78,3 +79,50 @@ def test_mismatched_shapes_are_refused():
 def test_metrics_need_neither_torch_nor_scipy():
     code = "import sys, kdc.data.metrics; print(sorted({'torch', 'scipy', 'h5py'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def fastmri_functions() -> dict:
+    """fastMRI's own ``evaluate.mse/nmse/psnr/ssim`` and ``data.transforms.center_crop``, run from the installed
+    package's source (``pip install --no-deps fastmri``: its package imports torch, pandas and runstats, which these
+    functions do not use, so only their definitions are executed)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+    from typing import Optional, Tuple
+
+    spec = importlib.util.find_spec("fastmri")
+    if spec is None or spec.origin is None:
+        pytest.skip("fastmri not installed (make install runs pip install --no-deps fastmri): "
+                    "kdc's metrics not compared with fastMRI's evaluate")
+    package = Path(spec.origin).parent
+    namespace = {"np": np, "Optional": Optional, "Tuple": Tuple, "torch": type("torch", (), {"Tensor": np.ndarray}),
+                 "peak_signal_noise_ratio": peak_signal_noise_ratio, "structural_similarity": structural_similarity}
+    for source, names in ((package / "evaluate.py", {"mse", "nmse", "psnr", "ssim"}),
+                          (package / "data" / "transforms.py", {"center_crop"})):
+        tree = ast.parse(source.read_text())
+        definitions = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
+        assert {node.name for node in definitions} == names, f"{source}: fastMRI changed"
+        exec(compile(ast.Module(definitions, type_ignores=[]), str(source), "exec"), namespace)
+    return namespace
+
+
+def test_fastmri_evaluate_matches_fastmris_own_code_on_an_rss_target(phantom):
+    """A 4-coil volume wider than the crop: kdc's RSS target and scores against fastMRI's functions, which score
+    float32 volumes (as fastMRI's h5 files hold them) in float32."""
+    fastmri = fastmri_functions()
+    rng = np.random.default_rng(0)
+    images = phantom(3, 40, 36)[:, None] * (1 + rng.random((1, 4, 1, 1)))
+    kspace = fft2(images * np.exp(1j * rng.random(images.shape)))
+    target = fastmri_target(kspace, crop=(32, 24)).astype(np.float32)
+    rss = np.sqrt((np.abs(images) ** 2).sum(axis=1))
+    np.testing.assert_allclose(target, fastmri["center_crop"](rss, (32, 24)), rtol=1e-5, atol=1e-6)
+    reconstruction = (rss + rng.normal(scale=0.05, size=rss.shape)).astype(np.float32)  # uncropped: 40x36
+    ours = fastmri_evaluate(target, reconstruction)
+    gt = fastmri["center_crop"](target, (24, 24))  # evaluate.py: both cropped to the target's width squared
+    cropped = fastmri["center_crop"](reconstruction, (24, 24))
+    assert ours["psnr"] == pytest.approx(fastmri["psnr"](gt, cropped), abs=1e-4)
+    assert ours["ssim"] == pytest.approx(float(fastmri["ssim"](gt, cropped)[0]), abs=1e-5)
+    assert ours["nmse"] == pytest.approx(float(fastmri["nmse"](gt, cropped)), rel=1e-5)
+    assert ours["mse"] == pytest.approx(float(fastmri["mse"](gt, cropped)), rel=1e-5)
+    with pytest.raises(DataError, match=r"cannot crop target \(3, 32, 24\) and reconstruction \(3, 20, 20\)"):
+        fastmri_evaluate(target, reconstruction[:, :20, :20])

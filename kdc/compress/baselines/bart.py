@@ -9,6 +9,10 @@ as kdc's targets are and as its networks assume (they output the real part); on 
 gave 0.3 dB more than the unconstrained magnitude. BART runs with one OpenMP thread by default
 (``threads``): with its default of every core it took 6-9 s instead of 0.8 s per 128x128 slice on a loaded 2-core
 machine, and a benchmark runs slices in parallel processes instead.
+
+SENSE-CS (``sense-cs``, multi-coil data): ``bart ecalib -m 1`` estimates ESPIRiT maps from the calibration lines
+(:mod:`kdc.mri.sensitivity` is kdc's own numpy ESPIRiT, compared with it in docs/results/sensitivities.md) and
+``bart pics -R W:7:0:λ`` reconstructs one image from every coil; k-space goes in as ``(x, y, 1, coils)``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from kdc.compress.baselines import Baseline, reconstruct_slices, register_baseli
 from kdc.data.metrics import psnr
 from kdc.errors import KdcError
 from kdc.mri.fft import uncentred_to_centred
+from kdc.mri.sensitivity import espirit_maps
 
+#: Where SENSE-CS's coil sensitivities come from: ``bart ecalib -m 1`` or kdc's numpy ESPIRiT.
+SENSE_MAPS = ("ecalib", "kdc")
 #: λ values :func:`tune_lambda` tries (``pics -r``), on BART's own data scaling.
 LAMBDA_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 BART_DIMS = 16  # every CFL header lists BART's 16 dimensions
@@ -56,27 +63,47 @@ def read_cfl(stem: Path) -> np.ndarray:
     return data.reshape(dims, order="F")
 
 
+def bart_missing() -> str | None:
+    """Why ``bart`` cannot run here, or ``None``."""
+    if shutil.which("bart") is None:
+        return "the bart command is not installed (Debian: apt-get install bart)"
+    return None
+
+
+def run_bart(folder: Path, label: str, threads: int, *arguments: str) -> None:
+    """``bart ARGUMENTS`` in ``folder`` with ``threads`` OpenMP threads; a one-line error naming ``label``."""
+    command = ["bart", *arguments]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise KdcError(f"{label}: {' '.join(command)} failed: {(done.stderr or done.stdout).strip()}")
+
+
+def _check_settings(label: str, lam: float, iterations: int, threads: int) -> None:
+    if lam < 0 or iterations < 1 or threads < 1:
+        raise KdcError(f"{label}: expected λ >= 0, iterations >= 1 and threads >= 1, got λ={lam}, "
+                       f"iterations={iterations}, threads={threads}")
+
+
 @register_baseline("cs")
 class BartCompressedSensing(Baseline):
-    """``bart pics -S -c -l1 -r λ -i iterations`` on one coil with a sensitivity of one; a real image."""
+    """``bart pics -S -c -l1 -r λ -i iterations`` on one coil with a sensitivity of one; a real image
+    (``real=False``: no ``-c``, the magnitude of the complex image, for a virtual coil with measured phase)."""
 
     row = "CS (BART pics l1-wavelet)"
 
-    def __init__(self, lam: float = 1e-3, iterations: int = 100, tuning: dict | None = None, threads: int = 1) -> None:
-        if lam < 0 or iterations < 1 or threads < 1:
-            raise KdcError(f"CS: expected λ >= 0, iterations >= 1 and threads >= 1, got λ={lam}, "
-                           f"iterations={iterations}, threads={threads}")
-        self.lam, self.iterations, self.tuning, self.threads = lam, iterations, tuning, threads
+    def __init__(self, lam: float = 1e-3, iterations: int = 100, tuning: dict | None = None, threads: int = 1,
+                 real: bool = True) -> None:
+        _check_settings("CS", lam, iterations, threads)
+        self.lam, self.iterations, self.tuning, self.threads, self.real = lam, iterations, tuning, threads, real
 
     @classmethod
     def missing(cls) -> str | None:
-        if shutil.which("bart") is None:
-            return "the bart command is not installed (Debian: apt-get install bart)"
-        return None
+        return bart_missing()
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"tool": "bart pics", "regularisation": "l1-wavelet", "lambda": self.lam,
-                                    "iterations": self.iterations, "real_constraint": True, "coils": 1,
+                                    "iterations": self.iterations, "real_constraint": self.real, "coils": 1,
                                     "sensitivity": "ones", "threads": self.threads}
         return settings | ({"lambda_tuning": self.tuning} if self.tuning else {})
 
@@ -88,25 +115,73 @@ class BartCompressedSensing(Baseline):
             write_cfl(folder / "kspace", uncentred_to_centred(np.asarray(kspace) * mask))
             write_cfl(folder / "pattern", np.fft.fftshift(mask))
             write_cfl(folder / "sens", np.ones(kspace.shape, np.complex64))
-            command = ["bart", "pics", "-d", "0", "-S", "-c", "-l1", "-r", str(self.lam), "-i", str(self.iterations),
-                       "-p", "pattern", "kspace", "sens", "image"]
-            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-            done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                raise KdcError(f"CS: {' '.join(command)} failed: {(done.stderr or done.stdout).strip()}")
-            return read_cfl(folder / "image").real.astype(np.float32)
+            run_bart(folder, "CS", self.threads, "pics", "-d", "0", "-S", *(["-c"] if self.real else []), "-l1",
+                     "-r", str(self.lam), "-i", str(self.iterations), "-p", "pattern", "kspace", "sens", "image")
+            image = read_cfl(folder / "image")
+            return (image.real if self.real else np.abs(image)).astype(np.float32)
+
+
+@register_baseline("sense-cs")
+class BartSenseCompressedSensing(Baseline):
+    """SENSE-CS: ``bart ecalib -m 1`` (ESPIRiT maps from the calibration lines), then
+    ``bart pics -S -R W:7:0:λ -i iterations`` on every coil; the magnitude of the SENSE image, which matches the
+    root sum of squares of the fully sampled coils (fastMRI's target) since the maps have unit norm.
+    ``maps="kdc"``: kdc's own ESPIRiT maps (:func:`kdc.mri.sensitivity.espirit_maps`) instead of ``ecalib``'s."""
+
+    row = "SENSE-CS (BART ecalib + pics l1-wavelet)"
+    multicoil = True
+
+    def __init__(self, lam: float = 1e-3, iterations: int = 100, tuning: dict | None = None,
+                 threads: int = 1, maps: str = "ecalib") -> None:
+        _check_settings("SENSE-CS", lam, iterations, threads)
+        if maps not in SENSE_MAPS:
+            raise KdcError(f"SENSE-CS: maps {maps!r}: expected one of {SENSE_MAPS}")
+        self.lam, self.iterations, self.tuning, self.threads, self.maps = lam, iterations, tuning, threads, maps
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return bart_missing()
+
+    def settings(self) -> dict[str, Any]:
+        tool = "bart ecalib -m 1 + bart pics" if self.maps == "ecalib" else "kdc espirit_maps + bart pics"
+        settings: dict[str, Any] = {"tool": tool, "regularisation": "l1-wavelet", "lambda": self.lam,
+                                    "iterations": self.iterations, "sensitivity": f"ESPIRiT ({self.maps})",
+                                    "threads": self.threads}
+        return settings | ({"lambda_tuning": self.tuning} if self.tuning else {})
+
+    def reconstruct(self, kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Magnitude ``(H, W)`` from undersampled uncentred ``(C, H, W)`` k-space and its ``(H, W)`` mask."""
+        if self.missing():
+            raise KdcError(f"SENSE-CS: {self.missing()}")
+        kspace = np.asarray(kspace)
+        if kspace.ndim != 3:
+            raise KdcError(f"SENSE-CS: expected (coils, H, W) k-space, got shape {kspace.shape}")
+        with tempfile.TemporaryDirectory(prefix="kdc-bart-") as tmp:
+            folder = Path(tmp)
+            # BART's k-space is (x, y, z, coils), centred.
+            write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(kspace * mask), 0, -1)[:, :, None])
+            write_cfl(folder / "pattern", np.fft.fftshift(mask))
+            if self.maps == "ecalib":
+                run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", "kspace", "sens")
+            else:
+                write_cfl(folder / "sens", np.moveaxis(espirit_maps(kspace * mask, mask), 0, -1)[:, :, None])
+            run_bart(folder, "SENSE-CS", self.threads, "pics", "-d", "0", "-S", "-R", f"W:7:0:{self.lam}",
+                     "-i", str(self.iterations), "-p", "pattern", "kspace", "sens", "image")
+            return np.abs(read_cfl(folder / "image")).astype(np.float32)
 
 
 def tune_lambda(
-    dataset: Sequence[dict], slices: int = 4, iterations: int = 100, grid: Sequence[float] = LAMBDA_GRID
-) -> BartCompressedSensing:
-    """The CS baseline with the λ of ``grid`` that gives the best mean PSNR on ``slices`` evenly spaced slices of
-    ``dataset`` — the training split: λ is never tuned on the slices it is scored on."""
+    dataset: Sequence[dict], slices: int = 4, iterations: int = 100, grid: Sequence[float] = LAMBDA_GRID,
+    baseline: type[BartCompressedSensing] | type[BartSenseCompressedSensing] = BartCompressedSensing, **options: Any,
+) -> BartCompressedSensing | BartSenseCompressedSensing:
+    """The ``baseline`` (CS or SENSE-CS) with the λ of ``grid`` that gives the best mean PSNR on ``slices`` evenly
+    spaced slices of ``dataset`` — the training split: λ is never tuned on the slices it is scored on. ``options``
+    go to the baseline (e.g. ``real``, ``maps``)."""
     indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, min(slices, len(dataset)))})
     scores = {}
     for lam in grid:
-        pairs = reconstruct_slices(BartCompressedSensing(lam, iterations), dataset, indices)
+        pairs = reconstruct_slices(baseline(lam, iterations, **options), dataset, indices)
         scores[lam] = float(np.mean([psnr(target, image) for _, target, image, _ in pairs]))
     best = max(scores, key=scores.__getitem__)
     tuning = {"split": "train", "slices": indices, "psnr_by_lambda": {f"{k:g}": round(v, 3) for k, v in scores.items()}}
-    return BartCompressedSensing(best, iterations, tuning)
+    return baseline(best, iterations, tuning, **options)
