@@ -287,7 +287,8 @@ def build_dataset(
         for acc in settings.accelerations
     }
     records = []
-    with staging_dir(Path(out), overwrite, [item.path for item in inputs]) as staging, Progress(disable=not progress, transient=True) as bar:
+    reads = [item.path for item in inputs]
+    with staging_dir(Path(out), overwrite, reads) as staging, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("building", total=len(inputs))
         for index, item in enumerate(inputs):
             bar.update(task, description=f"{item.name}")
