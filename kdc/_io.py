@@ -147,7 +147,7 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False, r
     tmp.mkdir()
     try:
         if mark:
-            (tmp / OUTPUT_MARKER).write_text(f"written by: {_command()}\n")
+            (tmp / OUTPUT_MARKER).write_bytes(os.fsencode(f"written by: {_command()}\n"))  # file names as given
         yield tmp
         if target.exists():
             os.replace(target, old)
@@ -174,8 +174,9 @@ def check_replaceable(target: Path, reads: Iterable[Path]) -> None:
 
 def _command() -> str:
     """This process's command line, ``kdc ...`` when it is the kdc CLI."""
-    program = Path(sys.argv[0]).name
-    return shlex.join(["kdc" if program in ("kdc", "__main__.py") else program, *sys.argv[1:]])
+    program = Path(sys.argv[0])
+    kdc = program.name == "kdc" or program.parts[-2:] == ("kdc", "__main__.py")
+    return shlex.join(["kdc" if kdc else program.name, *sys.argv[1:]])
 
 
 def _empty_directory(path: Path) -> bool:

@@ -220,6 +220,20 @@ def test_an_input_name_of_250_characters_gives_outputs_that_fit(tmp_path, artefa
     assert len(names) == 3 and all(len(name) <= 255 and name.startswith("n" * 200) for name in names)
 
 
+def test_a_file_name_that_is_not_utf8_is_written_in_every_format(tmp_path, artefacts, fastmri_file):
+    import shutil
+
+    name = os.fsdecode(b"scan\xff")
+    source = shutil.copy(fastmri_file, tmp_path / f"{name}.h5")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "kdc", "reconstruct", artefacts.student_onnx, source, "--out", out,
+                             "--acc", "4", "-f", "h5,dicom,nifti"], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out / f"{name}.h5") as file:
+        assert file.attrs["source"].endswith("scan\ufffd.h5")
+    assert os.fsencode(source) in (out / ".kdc-output").read_bytes()
+
+
 @contextlib.contextmanager
 def tiny_filesystem(path, size="48k"):
     """A tmpfs of ``size`` at ``path``: a full disk for real; skip where mounting is not allowed."""
