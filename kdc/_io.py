@@ -108,10 +108,7 @@ def remove_stale_temps(directory: str | os.PathLike[str], pattern: str = ".*.tmp
     for path in Path(directory).glob(pattern):
         match = PID_TAG.search(path.name)
         if match and not _alive(int(match.group(1))):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove(path)
             removed.append(path)
     return removed
 
@@ -130,10 +127,11 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False, r
                      mark: bool = True) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    ``mark`` writes :data:`OUTPUT_MARKER` into it. An existing ``path`` (other than an empty directory) is a
-    FileExistsError unless ``overwrite``; then it is replaced once the new one is complete, and only if kdc made it
-    (it holds the marker) and it holds none of ``reads`` (the command's inputs): else :class:`OverwriteError`.
-    Temporaries of processes that no longer run are removed from the parent directory first.
+    An existing ``path`` (other than an empty directory) is a FileExistsError unless ``overwrite``; then it is
+    replaced once the new one is complete, but never if it holds one of ``reads`` (the command's inputs), and only
+    if kdc made it (it holds :data:`OUTPUT_MARKER`), else :class:`OverwriteError`. ``mark`` writes the marker; a
+    directory without it (``mark=False``: one inside an output, such as a DICOM series, or package data) is kdc's
+    own and replaced without looking for it. Temporaries of dead processes in the parent directory go first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +139,9 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False, r
     if target.exists() and not _empty_directory(target):
         if not overwrite:
             raise FileExistsError(target)
-        check_replaceable(target, reads)
+        check_replaceable(target, reads, mark)
     tmp, old = temp_path(target), temp_path(target, "old.")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     tmp.mkdir()
     try:
         if mark:
@@ -153,20 +151,28 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False, r
             os.replace(target, old)
         os.replace(tmp, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(tmp)
+        _remove(old)
 
 
-def check_replaceable(target: Path, reads: Iterable[Path]) -> None:
-    """Raise :class:`OverwriteError` unless kdc made ``target`` (a directory holding :data:`OUTPUT_MARKER`) and it
-    holds none of ``reads``."""
+def _remove(path: Path) -> None:
+    """Remove the file or directory tree ``path``, if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def check_replaceable(target: Path, reads: Iterable[Path], marked: bool = True) -> None:
+    """Raise :class:`OverwriteError` if ``target`` holds one of ``reads``, or if ``marked`` and kdc did not make it
+    (it is no directory holding :data:`OUTPUT_MARKER`)."""
     resolved = target.resolve()
     for read in reads:
         where = Path(read).resolve()
         if where == resolved or resolved in where.parents:
             raise OverwriteError(f"{target}: holds {read}, which this command reads; overwriting would delete it: "
                                  "choose another output")
-    if not (target.is_dir() and (target / OUTPUT_MARKER).is_file()):
+    if marked and not (target.is_dir() and (target / OUTPUT_MARKER).is_file()):
         what = "a directory" if target.is_dir() else "a file"
         raise OverwriteError(f"{target}: {what} kdc did not write (no {OUTPUT_MARKER} in it); overwrite replaces "
                              "only kdc's own outputs: choose another output, or remove it yourself")

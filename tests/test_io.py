@@ -92,6 +92,10 @@ def test_overwrite_replaces_only_what_kdc_wrote_and_never_an_input(tmp_path):
     (tmp_path / "empty").mkdir()
     with atomic_directory(tmp_path / "empty") as tmp:  # an empty directory holds nothing to lose
         (tmp / "x").write_bytes(b"")
+    (tmp_path / "own").write_bytes(b"package data")  # unmarked: kdc's own, replaced whole, even a file
+    with atomic_directory(tmp_path / "own", overwrite=True, mark=False) as tmp:
+        (tmp / "x").write_bytes(b"")
+    assert [p.name for p in (tmp_path / "own").iterdir()] == ["x"] and not temps(tmp_path)
 
 
 def test_long_names_are_cut_to_fit_with_a_hash(tmp_path):
