@@ -61,8 +61,8 @@ class Geometry:
             sizes["SliceThickness"] = (self.slice_thickness,)
         for name, values in sizes.items():
             if not all(0 < value <= MAX_VOXEL_MM for value in values):  # False for NaN too
-                return (f"{name} {_listed(values)} mm: expected voxel sizes > 0 and <= {MAX_VOXEL_MM:g} mm "
-                        "(from the file's field of view and matrix)")
+                source = "from the file's field of view and matrix" if name == "PixelSpacing" else "as the file says"
+                return f"{name} {_listed(values)} mm: expected voxel sizes > 0 and <= {MAX_VOXEL_MM:g} mm ({source})"
         directions = {"row direction": self.row_direction, "column direction": self.column_direction,
                       "slice direction": self.slice_direction or self.normal}
         for name, vector in {"ImagePositionPatient": self.origin, **directions}.items():

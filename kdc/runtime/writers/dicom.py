@@ -3,8 +3,10 @@
 Each series gets new study, series and frame-of-reference UIDs; pixels are the image rescaled to unsigned integers
 of 12 or 16 stored bits, the series' maximum at the top value (one factor per series, so slices compare; MR images
 carry no Modality LUT, so the factor is not stored: NIfTI and h5 keep the float values), with pixel spacing, slice
-thickness, orientation and position from the geometry and a series description naming the model, its contract
-version and the acceleration.
+thickness, orientation and position from the geometry (refused when impossible:
+:func:`kdc.runtime.writers.placed`) and a series description naming the model, its contract version and the
+acceleration. Strings from file names are made valid for their value representation (:func:`long_string`,
+:func:`short_text`), in Latin-1 or else UTF-8.
 """
 
 from __future__ import annotations
