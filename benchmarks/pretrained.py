@@ -119,7 +119,7 @@ def build_entry(run: Path, name: str, args: argparse.Namespace, into: Path) -> N
     seconds = training_seconds(run / "train.log")
     models: dict[str, dict] = {}
     image_size = None
-    with atomic_directory(into / name, overwrite=True) as tmp:
+    with atomic_directory(into / name, overwrite=True, mark=False) as tmp:  # package data: no output marker
         for file in RUN_FILES:
             shutil.copy2(run / file, tmp / file)
         for role, stem in ROLES.items():

@@ -19,9 +19,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import kdc
-from kdc._io import write_json
+from kdc._io import atomic_directory, write_json
 from kdc.data.errors import DataError
 from kdc.data.formats.limits import check_declared, check_stored
 from kdc.data.resize import fit_images
@@ -274,24 +271,13 @@ def sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an empty directory beside ``out``; it replaces ``out`` only if the block succeeds."""
-    if out.exists() and any(out.iterdir()) and not overwrite:
+def staging_dir(out: Path, overwrite: bool, reads: Sequence[Path] = ()) -> Iterator[Path]:
+    """Yield an empty directory beside ``out``; it replaces ``out`` only if the block succeeds. ``--overwrite``
+    replaces only a dataset kdc wrote, and never one holding ``reads`` (the inputs)."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise DataError(f"--out {out}: directory exists and is not empty; pass --overwrite or choose another")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with atomic_directory(out, overwrite=overwrite, reads=reads) as staging:
         yield staging
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_dataset(
@@ -306,7 +292,8 @@ def build_dataset(
         for acc in settings.accelerations
     }
     records = []
-    with staging_dir(Path(out), overwrite) as staging, Progress(disable=not progress, transient=True) as bar:
+    reads = [item.path for item in inputs]
+    with staging_dir(Path(out), overwrite, reads) as staging, Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("building", total=len(inputs))
         for index, item in enumerate(inputs):
             bar.update(task, description=f"{item.name}")

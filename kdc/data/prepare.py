@@ -104,7 +104,7 @@ def prepare_dataset(inputs: Sequence[Path], out: Path, val_volumes: int = 1, ove
         raise DataError(f"--val-volumes {val_volumes}: expected 1 to {len(files) - 1} of the {len(files)} file(s), "
                         "so that train and val hold different volumes")
     records = []
-    with staging_dir(out, overwrite) as staging:
+    with staging_dir(out, overwrite, files) as staging:
         for index, source in enumerate(files):
             split = "val" if index >= len(files) - val_volumes else "train"
             records.append({"split": split, **prepare_volume(source, staging / split / f"{source.stem}.h5")})

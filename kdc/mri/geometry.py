@@ -15,6 +15,8 @@ Vector = tuple[float, float, float]
 DEFAULT_ROW_DIRECTION: Vector = (1.0, 0.0, 0.0)
 DEFAULT_COLUMN_DIRECTION: Vector = (0.0, 1.0, 0.0)
 NO_GEOMETRY = "no geometry in the input: 1 mm voxels, origin 0, axial orientation assumed"
+#: Largest voxel size taken as real (mm): no scanner's voxel is 10 m; larger ones come from a broken header.
+MAX_VOXEL_MM = 1e4
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,36 @@ class Geometry:
         """Centre of the first pixel of slice ``index`` (DICOM ImagePositionPatient)."""
         return _vector(np.asarray(self.origin) + index * self.spacing[2] * self.slice_axis)
 
+    def problem(self) -> str | None:
+        """What makes the geometry impossible to write (DICOM PixelSpacing, NIfTI pixdim and affine), or None: voxel
+        sizes must be positive, finite and at most :data:`MAX_VOXEL_MM`; position and directions finite, the
+        directions of non-zero length."""
+        sizes = {"PixelSpacing": self.spacing[:2], "SpacingBetweenSlices": self.spacing[2:]}
+        if self.slice_thickness is not None:
+            sizes["SliceThickness"] = (self.slice_thickness,)
+        for name, values in sizes.items():
+            if not all(0 < value <= MAX_VOXEL_MM for value in values):  # False for NaN too
+                source = "from the file's field of view and matrix" if name == "PixelSpacing" else "as the file says"
+                return f"{name} {_listed(values)} mm: expected voxel sizes > 0 and <= {MAX_VOXEL_MM:g} mm ({source})"
+        directions = {"row direction": self.row_direction, "column direction": self.column_direction,
+                      "slice direction": self.slice_direction or self.normal}
+        for name, vector in {"ImagePositionPatient": self.origin, **directions}.items():
+            if not np.isfinite(vector).all():
+                return f"{name} {_listed(vector)}: expected finite values"
+        for name, vector in directions.items():
+            if not np.linalg.norm(vector) > 0:
+                return f"{name} {_listed(vector)}: expected a direction, got length 0"
+        return None
+
     def cropped(self, offset: tuple[int, int]) -> Geometry:
         """The geometry of the image cut out from row ``offset[0]``, column ``offset[1]`` on."""
         shift = (offset[0] * self.spacing[0] * np.asarray(self.column_direction)
                  + offset[1] * self.spacing[1] * np.asarray(self.row_direction))
         return replace(self, origin=_vector(np.asarray(self.origin) + shift))
+
+
+def _listed(values: Sequence[float] | np.ndarray) -> str:
+    return "[" + ", ".join(f"{float(value):g}" for value in values) + "]"
 
 
 def _vector(values: Sequence[float] | np.ndarray) -> Vector:

@@ -10,6 +10,7 @@ whole output directory is built under a temporary name and renamed at the end. n
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import time
 import warnings
@@ -31,7 +32,8 @@ from kdc.mri.normalise import zero_filled_peak
 from kdc.runtime.readers import InputError, RawVolume, read_input
 from kdc.runtime.session import Reconstructor
 from kdc.runtime.tensors import kspace_channels
-from kdc.runtime.writers import OutputError, OutputVolume, Provenance, WriteOptions, Writer, writers_for
+from kdc.runtime.writers import (OutputError, OutputVolume, Provenance, WriteOptions, Writer, file_stem,
+                                 writers_for)
 
 #: Relative difference between a measured mask's acceleration and the model's trained one above which a volume
 #: gets a note: random masks vary with their seed (fastMRI's 4x: 3.3x to 4.9x over 200 seeds at width 368).
@@ -253,7 +255,8 @@ def reconstruct_files(model: Reconstructor, inputs: list[Path], out: Path, setti
         if note := acceleration_note(model, settings.acceleration, f"--acc {settings.acceleration}"):
             progress(f"warning: {note}")
     try:
-        with atomic_directory(out, overwrite=settings.overwrite) as directory:
+        reads = [*inputs, Path(model.path), *([settings.mask_file] if settings.mask_file else [])]
+        with atomic_directory(out, overwrite=settings.overwrite, reads=reads) as directory:
             for number, path in enumerate(inputs, 1):
                 for volume in read_input(path):
                     summary["volumes"][volume.name] = write_volume(volume, model, settings, writers, directory,
@@ -273,7 +276,8 @@ def reconstruct_files(model: Reconstructor, inputs: list[Path], out: Path, setti
 def write_volume(volume: RawVolume, model: Reconstructor, settings: Settings, writers: list[Writer],
                  directory: Path, counter: str, progress: Callable[[str], None]) -> dict[str, Any]:
     """Reconstruct one volume, write it in every format and report one progress line; return its summary entry."""
-    if any(directory.glob(f"{volume.name}.*")) or (directory / volume.name).exists():
+    stem = file_stem(volume.name)
+    if any(directory.glob(f"{glob.escape(stem)}.*")) or (directory / stem).exists():
         raise InputError(f"{volume.source}: another input already wrote outputs named {volume.name!r}")
     started = time.perf_counter()
     result = reconstruct_volume(volume, model, settings)

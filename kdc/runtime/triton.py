@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from kdc._io import atomic_directory
 from kdc.runtime.session import Reconstructor, load
 from kdc.runtime.tensors import RuntimeModelError
 
@@ -89,7 +89,8 @@ def write_triton_repo(model_path: str | os.PathLike[str], repo: str | os.PathLik
                       threads: int | None = None, overwrite: bool = False) -> Path:
     """Write ``repo/name/{config.pbtxt, 1/model.onnx}`` from an exported ``.onnx``; return the model directory.
 
-    The model directory appears whole or not at all; an existing one is replaced only with ``overwrite``.
+    The model directory appears whole or not at all; an existing one is replaced only with ``overwrite``,
+    and only if kdc wrote it (:func:`kdc._io.atomic_directory`).
     """
     model_path = Path(model_path)
     if model_path.suffix != ".onnx":
@@ -101,18 +102,8 @@ def write_triton_repo(model_path: str | os.PathLike[str], repo: str | os.PathLik
         raise RuntimeModelError(f"{target} already exists (pass overwrite / --overwrite to replace it)")
     config = render_pbtxt(triton_config(model, name, max_batch_size=max_batch_size, instances=instances, kind=kind,
                                         threads=threads))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    staged.chmod(0o755)  # mkdtemp makes it private; Triton may run as another user
-    try:
+    with atomic_directory(target, overwrite=overwrite, reads=[model_path]) as staged:
         (staged / "1").mkdir()
         shutil.copyfile(model_path, staged / "1" / "model.onnx")
         (staged / "config.pbtxt").write_text(config)
-        old = staged.with_name(staged.name + ".old")
-        if target.exists():
-            target.rename(old)
-        staged.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     return target

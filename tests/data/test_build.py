@@ -42,7 +42,7 @@ def test_build_writes_kdmri_files_split_by_volume(tmp_path, volumes):
     manifest = build_dataset(out, volumes, SMALL, progress=False)
 
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "dataset.json", "masks/mask_4x.npy", "masks/mask_8x.npy", "train/a.h5", "train/b.h5", "val/c.h5",
+        ".kdc-output", "dataset.json", "masks/mask_4x.npy", "masks/mask_8x.npy", "train/a.h5", "train/b.h5", "val/c.h5",
     ]
     for acc in (4, 8):
         mask = np.load(out / "masks" / f"mask_{acc}x.npy")

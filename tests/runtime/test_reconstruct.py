@@ -3,8 +3,11 @@
 import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -46,7 +49,8 @@ def test_fastmri_file_to_every_format_equals_the_model(tmp_path, artefacts, fast
                              "-f", "h5", "--acc", "4", "--batch", "3", "--threads", "1")
     assert result.exit_code == 0, result.output
     assert "[1/1] file1000.h5: 4 slices 40x32" in result.output and "-> nifti, dicom, h5" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["file1000", "file1000.h5", "file1000.nii.gz", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".kdc-output", "file1000", "file1000.h5", "file1000.nii.gz",
+                                                     "metrics.json"]
     with h5py.File(fastmri_file) as file:
         kspace = file["kspace"][()]
     mask = cartesian_mask("random", 4, SIZE, seed=0)
@@ -186,13 +190,97 @@ def test_acquired_mask_far_from_the_trained_acceleration_gets_a_note(tmp_path, a
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path, artefacts, fastmri_file):
     out = tmp_path / "out"
-    (out / "old").mkdir(parents=True)
+    result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--acc", "4", "-f", "h5")
+    assert result.exit_code == 0, result.output
     result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--acc", "4")
     assert result.exit_code == 1 and "exists: choose another --out or pass --overwrite" in result.output
     result = kdc_reconstruct(artefacts.student_onnx, fastmri_file, "--out", out, "--acc", "4", "--overwrite")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["file1000.nii.gz", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".kdc-output", "file1000.nii.gz", "metrics.json"]
+    assert "reconstruct" in (out / ".kdc-output").read_text()
     assert not leftovers(tmp_path)
+
+
+def test_overwrite_never_deletes_an_input_or_what_kdc_did_not_write(tmp_path, artefacts, fastmri_file):
+    """``--out scans --overwrite`` where scans holds the input and the model, ``--out`` a foreign directory or a
+    file: one line each, and every file stays."""
+    import shutil
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    model, scan = shutil.copy(artefacts.student_onnx, scans / "m.onnx"), shutil.copy(fastmri_file, scans / "a.h5")
+    (scans / "notes.txt").write_text("mine")
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "result.nii.gz").write_bytes(b"by hand")
+    cases = {scans: "which this command reads", scans / "notes.txt": "a file kdc did not write",
+             tmp_path / "kept": "a directory kdc did not write (no .kdc-output in it)"}
+    for out, message in cases.items():
+        result = kdc_reconstruct(model, scan, "--out", out, "--acc", "4", "--overwrite")
+        assert result.exit_code == 1 and result.output.count("\n") == 1 and message in result.output, result.output
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "kept", "kept/result.nii.gz", "scans", "scans/a.h5", "scans/m.onnx", "scans/notes.txt"]
+
+
+def test_a_killed_reconstruct_leaves_nothing_once_another_runs_beside_it(tmp_path, artefacts):
+    """kill -9 of a real ``kdc reconstruct`` while it writes; a later run to another --out in the same directory
+    removes what it left."""
+    from kdc.data.demo import validation_images
+
+    big = tmp_path / "big.h5"
+    with h5py.File(big, "w") as file:
+        file["kspace"] = fft2c(np.tile(validation_images(SIZE, 4), (100, 1, 1))).astype(np.complex64)
+    code = "import sys\nfrom kdc.cli import app\nsys.argv[0] = 'kdc'\napp()\n"
+    process = subprocess.Popen([sys.executable, "-c", code, "reconstruct", str(artefacts.student_onnx), str(big),
+                                "--out", str(tmp_path / "first"), "--acc", "4", "-f", "nifti,dicom,h5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while process.poll() is None and not leftovers(tmp_path):
+        time.sleep(0.001)
+    process.kill()
+    assert process.wait() == -signal.SIGKILL, process.stderr.read()
+    assert leftovers(tmp_path) == [f".first.pid{process.pid}.tmp"]
+    result = kdc_reconstruct(artefacts.student_onnx, big, "--out", tmp_path / "second", "--acc", "4", "-f", "h5")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.h5", "second"]
+
+
+def test_a_header_with_an_impossible_field_of_view_writes_nothing(tmp_path, artefacts, fastmri_file):
+    from kdc.data.build import FASTMRI_HEADER
+
+    header = FASTMRI_HEADER.format(height=SIZE[0], width=SIZE[1], last_line=SIZE[1] - 1, centre_line=SIZE[1] // 2)
+    broken = tmp_path / "fov0.h5"
+    with h5py.File(fastmri_file) as source, h5py.File(broken, "w") as file:
+        file["kspace"] = source["kspace"][()]
+        file["ismrmrd_header"] = header.replace(f"<x>{SIZE[0]}</x><y>{SIZE[1]}</y><z>1</z></fieldOfView_mm>",
+                                                "<x>0</x><y>0</y><z>1</z></fieldOfView_mm>", 1)
+    result = kdc_reconstruct(artefacts.student_onnx, broken, "--out", tmp_path / "out", "--acc", "4", "-f", "dicom")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "fov0.h5" in result.output and re.search("PixelSpacing|field ?of ?view", result.output, re.IGNORECASE)
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path)
+
+
+def test_an_input_name_of_250_characters_gives_outputs_that_fit(tmp_path, artefacts, fastmri_file):
+    import shutil
+
+    long = shutil.copy(fastmri_file, tmp_path / ("n" * 250 + ".h5"))
+    out = tmp_path / "out"
+    result = kdc_reconstruct(artefacts.student_onnx, long, "--out", out, "--acc", "4", "-f", "nifti,dicom,h5")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir() if p.name not in (".kdc-output", "metrics.json"))
+    assert len(names) == 3 and all(len(name) <= 255 and name.startswith("n" * 200) for name in names)
+
+
+def test_a_file_name_that_is_not_utf8_is_written_in_every_format(tmp_path, artefacts, fastmri_file):
+    import shutil
+
+    name = os.fsdecode(b"scan\xff")
+    source = shutil.copy(fastmri_file, tmp_path / f"{name}.h5")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "kdc", "reconstruct", artefacts.student_onnx, source, "--out", out,
+                             "--acc", "4", "-f", "h5,dicom,nifti"], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out / f"{name}.h5") as file:
+        assert file.attrs["source"].endswith("scan\ufffd.h5")
+    assert os.fsencode(source) in (out / ".kdc-output").read_bytes()
 
 
 @contextlib.contextmanager

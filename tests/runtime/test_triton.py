@@ -3,6 +3,7 @@ import typer
 from typer.testing import CliRunner
 
 from kdc._cli import user_errors
+from kdc._io import OverwriteError
 from kdc.runtime import cli
 from kdc.runtime.tensors import RuntimeModelError
 from kdc.runtime.triton import render_pbtxt, write_triton_repo
@@ -68,6 +69,22 @@ def test_existing_model_directory_is_replaced_only_when_asked(artefacts, tmp_pat
     write_triton_repo(artefacts.baked_onnx, tmp_path, name="m", overwrite=True)
     assert "max_batch_size: 8" in (tmp_path / "m" / "config.pbtxt").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_overwrite_keeps_a_model_directory_kdc_did_not_write_and_the_model_itself(artefacts, tmp_path):
+    import shutil
+
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(b"tuned by hand")
+    with pytest.raises(OverwriteError, match="m: a directory kdc did not write"):
+        write_triton_repo(artefacts.baked_onnx, tmp_path, name="m", overwrite=True)
+    assert (tmp_path / "m" / "1" / "model.onnx").read_bytes() == b"tuned by hand"
+    model = shutil.copy(artefacts.baked_onnx, tmp_path / "m.onnx")
+    write_triton_repo(model, tmp_path, name="x")
+    shutil.move(model, tmp_path / "x" / "m.onnx")  # the model now lives in the directory to be replaced
+    with pytest.raises(OverwriteError, match="which this command reads"):
+        write_triton_repo(tmp_path / "x" / "m.onnx", tmp_path, name="x", overwrite=True)
+    assert (tmp_path / "x" / "m.onnx").is_file()
 
 
 def test_only_onnx_models(artefacts, tmp_path):

@@ -84,3 +84,63 @@ def test_unknown_format_and_bits(tmp_path, volume):
     with pytest.raises(OutputError, match="DICOM bits must be one of"):
         WRITERS["dicom"].write(volume, tmp_path, WriteOptions(dicom_bits=8))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("spacing, field", [((0.0, 0.0, 3.0), r"PixelSpacing \[0, 0\]"),
+                                            ((float("inf"), float("nan"), 3.0), r"PixelSpacing \[inf, nan\]"),
+                                            ((-7.8e297, -2.34, 3.0), r"PixelSpacing \[-7.8e\+297, -2.34\]"),
+                                            ((0.5, 0.5, 0.0), r"SpacingBetweenSlices \[0\]")])
+@pytest.mark.parametrize("fmt", ["dicom", "nifti"])
+def test_impossible_voxel_sizes_are_refused_naming_the_file_and_field(tmp_path, volume, spacing, field, fmt):
+    from dataclasses import replace
+
+    broken = replace(volume, geometry=replace(GEOMETRY, spacing=spacing))
+    with pytest.raises(OutputError, match=f"^/data/file1.h5: {field} mm: expected voxel sizes > 0"):
+        WRITERS[fmt].write(broken, tmp_path, WriteOptions())
+    assert not list(tmp_path.iterdir())
+
+
+def test_degenerate_orientation_is_refused(tmp_path, volume):
+    from dataclasses import replace
+
+    flat = replace(volume, geometry=replace(GEOMETRY, column_direction=GEOMETRY.row_direction))
+    with pytest.raises(OutputError, match=r"slice direction \[0, 0, 0\]: expected a direction, got length 0"):
+        WRITERS["dicom"].write(flat, tmp_path, WriteOptions())
+
+
+NAMES = {"backslash": ("back\\slash", "back_slash", "ISO_IR 100"), "newline": ("new\nline", "new_line", "ISO_IR 100"),
+         "control": ("bell\x07\x1b", "bell__", "ISO_IR 100"),
+         "japanese": ("患者名", "患者名", "ISO_IR 192"), "not utf-8": ("scan\udcff", "scan\ufffd", "ISO_IR 192"),
+         "long": ("p" * 100, "p" * 64, "ISO_IR 100")}
+
+
+@pytest.mark.parametrize("case", NAMES)
+def test_names_from_files_become_valid_dicom(tmp_path, volume, case):
+    """Names taken from file names are made valid LO values in the character set that holds them (dciodvfy)."""
+    import pydicom
+
+    name, patient_id, charset = NAMES[case]
+    source = f"/data/{name}.h5"
+    named = OutputVolume(name, volume.image, GEOMETRY, Provenance(name, "kd_student", 1, 4.0, "random", source))
+    paths = WRITERS["dicom"].write(named, tmp_path, WriteOptions())
+    for path in paths:
+        report = dciodvfy(path)
+        assert "Error" not in report, report
+    ds = pydicom.dcmread(paths[0])
+    assert ds.PatientID == patient_id and ds.SpecificCharacterSet == charset
+    assert ds.SeriesDescription.startswith(f"kdc {patient_id}"[:64].rstrip()[:20])
+    assert ds.DerivationDescription.endswith(".h5")
+
+
+def test_long_names_give_files_that_fit(tmp_path, volume):
+    """A 250-character name (a file system takes 255 bytes) gives output names cut short with a hash, each
+    distinct, in every format."""
+    from dataclasses import replace
+
+    names = ["n" * 250, "n" * 249 + "m"]
+    for name in names:
+        for writer in WRITERS.values():
+            writer.write(replace(volume, name=name), tmp_path, WriteOptions())
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert len(written) == 6 and all(len(n.encode()) <= 255 and n.startswith("n" * 200) for n in written)
+    assert len({n.split(".")[0] for n in written}) == 2

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kdc._io import NAME_MAX, fit_name
 from kdc.errors import KdcError
 from kdc.mri.geometry import Geometry
+
+#: Bytes the stem of an output file may have: a file name with the longest suffix (``.nii.gz``) must fit.
+STEM_MAX = NAME_MAX - len(".nii.gz")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,25 @@ WRITERS: dict[str, Writer] = {}
 
 class OutputError(KdcError):
     """An output that cannot be written: unknown format, existing directory, full disk."""
+
+
+def file_stem(name: str) -> str:
+    """The stem of a volume's output files: ``name``, cut short with a hash of it where the name would not fit."""
+    return fit_name(name, STEM_MAX)
+
+
+def unicode_text(value: str) -> str:
+    """``value`` as text every format can encode: the bytes of a file name that is not UTF-8 (which Python keeps as
+    lone surrogates) become U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def placed(volume: OutputVolume) -> Geometry:
+    """The geometry of ``volume``, else :class:`OutputError` naming its source and the field that is impossible."""
+    problem = volume.geometry.problem()
+    if problem:
+        raise OutputError(f"{volume.provenance.source}: {problem}; nothing written")
+    return volume.geometry
 
 
 def register_writer(name: str, write: Callable[[OutputVolume, Path, WriteOptions], list[Path]],

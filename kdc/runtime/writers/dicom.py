@@ -3,13 +3,16 @@
 Each series gets new study, series and frame-of-reference UIDs; pixels are the image rescaled to unsigned integers
 of 12 or 16 stored bits, the series' maximum at the top value (one factor per series, so slices compare; MR images
 carry no Modality LUT, so the factor is not stored: NIfTI and h5 keep the float values), with pixel spacing, slice
-thickness, orientation and position from the geometry and a series description naming the model, its contract
-version and the acceleration.
+thickness, orientation and position from the geometry (refused when impossible:
+:func:`kdc.runtime.writers.placed`) and a series description naming the model, its contract version and the
+acceleration. Strings from file names are made valid for their value representation (:func:`long_string`,
+:func:`short_text`), in Latin-1 or else UTF-8.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +21,8 @@ import numpy as np
 
 import kdc
 from kdc._io import atomic_directory, atomic_path
-from kdc.runtime.writers import OutputError, OutputVolume, WriteOptions, register_writer
+from kdc.runtime.writers import (OutputError, OutputVolume, WriteOptions, file_stem, placed, register_writer,
+                                 unicode_text)
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -26,18 +30,43 @@ if TYPE_CHECKING:
     from pydicom.tag import BaseTag
 
 DICOM_BITS = (12, 16)
-#: Latin-1: what the series' strings are encoded in.
-CHARACTER_SET = "ISO_IR 100"
+#: The series' SpecificCharacterSet: Latin-1 where every string fits it, else UTF-8.
+LATIN_1, UTF_8 = "ISO_IR 100", "ISO_IR 192"
 #: What precedes a DICOM file's meta information: a 128-byte preamble (zeros) and the prefix ``DICM``.
 PREAMBLE = bytes(128) + b"DICM"
-#: DICOM LO (long string) values hold at most 64 characters.
-LO_LENGTH = 64
+#: DICOM LO (long string) values hold at most 64 characters, ST (short text) ones 1024.
+LO_LENGTH, ST_LENGTH = 64, 1024
+#: Characters no LO value may hold: the value separator (backslash) and control characters (ESC too: the series
+#: uses no code extensions).
+NOT_IN_LO = re.compile(r"[\\\x00-\x1f\x7f]")
+#: Control characters no ST value may hold (all but CR, LF and FF; ESC too, as in LO).
+NOT_IN_ST = re.compile(r"[\x00-\x09\x0b\x0e-\x1f\x7f]")
 
 
 def decimal_string(value: float) -> str:
     """A DICOM DS value (at most 16 characters)."""
     text = f"{value:.10g}"
     return text if len(text) <= 16 else f"{value:.6e}"
+
+
+def long_string(value: str) -> str:
+    """``value`` as a valid DICOM LO value: one value (a backslash would start another), no control characters,
+    at most 64 characters, no padding spaces (not significant)."""
+    return NOT_IN_LO.sub("_", unicode_text(value))[:LO_LENGTH].strip(" ")
+
+
+def short_text(value: str) -> str:
+    """``value`` as a valid DICOM ST value: no control characters but CR, LF, FF; at most 1024 characters."""
+    return NOT_IN_ST.sub(" ", unicode_text(value))[:ST_LENGTH].rstrip(" ")
+
+
+def character_set(values: list[str]) -> str:
+    """The SpecificCharacterSet that encodes every string of ``values``: Latin-1 where it does, else UTF-8."""
+    try:
+        "".join(values).encode("latin-1")
+    except UnicodeEncodeError:
+        return UTF_8
+    return LATIN_1
 
 
 def series_files(volume: OutputVolume, bits: int) -> Iterator[bytes]:
@@ -56,7 +85,8 @@ def series_files(volume: OutputVolume, bits: int) -> Iterator[bytes]:
     peak = float(image.max())
     stored = np.rint(image * (top / peak if peak > 0 else 0.0)).astype(np.uint16)
     series = _series_template(volume, bits, top)
-    shared = _encoded(series)
+    charset = series.SpecificCharacterSet
+    shared = _encoded(series, charset)
     for index, pixels in enumerate(stored):
         meta = FileMetaDataset(dict(series.file_meta.items()))
         meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -68,7 +98,7 @@ def series_files(volume: OutputVolume, bits: int) -> Iterator[bytes]:
         own.SliceLocation = decimal_string(float(np.dot(position, volume.geometry.normal)))
         own.Rows, own.Columns = pixels.shape
         own.add_new("PixelData", "OW", np.ascontiguousarray(pixels).tobytes())  # 16 bits allocated: OW
-        elements = {**shared, **_encoded(own)}
+        elements = {**shared, **_encoded(own, charset)}
         yield PREAMBLE + _meta_bytes(meta) + b"".join(elements[tag] for tag in sorted(elements))
 
 
@@ -80,12 +110,12 @@ def _stream() -> DicomBytesIO:
     return stream
 
 
-def _encoded(ds: Dataset) -> dict[BaseTag, bytes]:
-    """Each element of ``ds`` encoded alone (Explicit VR Little Endian, the series' character set), by tag."""
+def _encoded(ds: Dataset, charset: str) -> dict[BaseTag, bytes]:
+    """Each element of ``ds`` encoded alone (Explicit VR Little Endian, the character set ``charset``), by tag."""
     from pydicom.charset import convert_encodings
     from pydicom.filewriter import write_data_element
 
-    encodings = convert_encodings(CHARACTER_SET)
+    encodings = convert_encodings(charset)
     encoded = {}
     for element in ds:
         stream = _stream()
@@ -107,7 +137,10 @@ def _series_template(volume: OutputVolume, bits: int, top: int) -> Dataset:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
-    geometry, provenance = volume.geometry, volume.provenance
+    geometry, provenance = placed(volume), volume.provenance
+    description = long_string(provenance.describe())
+    derivation = short_text(f"{provenance.describe()} from {Path(provenance.source).name}")
+    patient_id = long_string(volume.name)
     now = datetime.datetime.now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
@@ -115,7 +148,7 @@ def _series_template(volume: OutputVolume, bits: int, top: int) -> Dataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = CHARACTER_SET
+    ds.SpecificCharacterSet = character_set([description, derivation, patient_id])
     ds.SOPClassUID = MRImageStorage
     ds.ImageType = ["DERIVED", "PRIMARY", "OTHER"]
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
@@ -125,12 +158,12 @@ def _series_template(volume: OutputVolume, bits: int, top: int) -> Dataset:
     ds.Manufacturer = "kdc"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = "kdc reconstruct"
-    ds.SeriesDescription = provenance.describe()[:LO_LENGTH]
+    ds.SeriesDescription = description
     ds.ManufacturerModelName = f"kdc {kdc.__version__}"[:LO_LENGTH]
     ds.SoftwareVersions = f"kdc {kdc.__version__}"
-    ds.DerivationDescription = f"{provenance.describe()} from {Path(provenance.source).name}"[:1024]
+    ds.DerivationDescription = derivation
     ds.PatientName = ""
-    ds.PatientID = volume.name[:LO_LENGTH]
+    ds.PatientID = patient_id
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
@@ -156,9 +189,9 @@ def _series_template(volume: OutputVolume, bits: int, top: int) -> Dataset:
 
 
 def write_dicom(volume: OutputVolume, directory: Path, options: WriteOptions) -> list[Path]:
-    series = directory / volume.name
+    series = directory / file_stem(volume.name)
     written = []
-    with atomic_directory(series) as tmp:
+    with atomic_directory(series, mark=False) as tmp:
         for index, data in enumerate(series_files(volume, options.dicom_bits)):
             name = f"IM_{index + 1:04d}.dcm"
             with atomic_path(tmp / name) as part:

@@ -12,7 +12,7 @@ import numpy as np
 
 from kdc._io import atomic_path
 from kdc.mri.geometry import Geometry
-from kdc.runtime.writers import OutputVolume, WriteOptions, register_writer
+from kdc.runtime.writers import OutputVolume, WriteOptions, file_stem, placed, register_writer
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -33,12 +33,12 @@ def write_nifti(volume: OutputVolume, directory: Path, options: WriteOptions) ->
     from isal import igzip
 
     # (W, H, S) as a view: NIfTI stores x fastest, which is the C order of the (S, H, W) volume (no copy).
-    image = nib.Nifti1Image(np.asarray(volume.image, dtype=np.float32).transpose(2, 1, 0), affine_of(volume.geometry))
+    image = nib.Nifti1Image(np.asarray(volume.image, dtype=np.float32).transpose(2, 1, 0), affine_of(placed(volume)))
     image.header.set_xyzt_units("mm")
-    image.header["descrip"] = volume.provenance.describe()[:79].encode()
+    image.header["descrip"] = volume.provenance.describe().encode(errors="replace")[:79]
     image.header.set_qform(image.affine, code=1)
     image.header.set_sform(image.affine, code=1)
-    target = directory / f"{volume.name}.nii.gz"
+    target = directory / f"{file_stem(volume.name)}.nii.gz"
     with atomic_path(target) as tmp:  # ISA-L's gzip: the stream zlib writes at level 1, 7x faster
         tmp.write_bytes(igzip.compress(image.to_bytes(), compresslevel=1))
     return [target]
