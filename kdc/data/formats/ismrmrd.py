@@ -14,8 +14,9 @@ the header (voxel size) and the first readout of each slice (its ``position``, `
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import h5py
 import numpy as np
@@ -80,30 +81,18 @@ class IsmrmrdReader(Reader):
              check_finite: bool = True) -> RawSlices:
         layout = read_layout(file)
         wanted = np.arange(layout.slice_count)[slices]
-        kspace = np.zeros((len(wanted), layout.coils, *layout.shape), np.complex64)
-        counts = np.zeros((len(wanted), layout.shape[0]), np.int32)
         position = np.full(layout.slice_count, -1)
         position[wanted] = np.arange(len(wanted))
         keep = np.flatnonzero(position[layout.slices] >= 0)
-        for values, slice_number, line, offset in zip(records(file["dataset/data"], layout.rows[keep]),
-                                                       layout.slices[keep], layout.lines[keep], layout.offsets[keep]):
-            samples = values.view(np.complex64).reshape(layout.coils, layout.samples)
-            index = position[slice_number]
-            kspace[index, :, line, offset : offset + layout.samples] += samples
-            counts[index, line] += 1
-        kspace /= np.maximum(counts, 1)[:, None, :, None]
+        readouts = zip(records(file["dataset/data"], layout.rows[keep]), position[layout.slices[keep]],
+                       layout.lines[keep], layout.offsets[keep])
+        kspace = fill_grid(layout, readouts, len(wanted))
         if check_finite and not np.isfinite(kspace).all():
             raise DataError(f"{file.filename}: 'dataset/data' holds NaN or Inf samples")
         return RawSlices(remove_oversampling(kspace, layout.recon_width), True, None, True)
 
     def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
-        layout = read_layout(file)
-        rows = np.zeros(layout.shape[0], dtype=bool)
-        rows[layout.lines] = True
-        if rows.all():
-            return None
-        mask = np.broadcast_to(rows[:, None], (layout.shape[0], layout.recon_width))
-        return np.fft.ifftshift(mask).astype(np.float32)
+        return line_mask(read_layout(file))
 
     def geometry(self, file: h5py.File) -> Geometry:
         layout = read_layout(file)
@@ -184,29 +173,12 @@ def place_readouts(file: h5py.File) -> Layout:
     if "xml" not in group:
         raise DataError(f"{name}: missing 'dataset/xml' (the ISMRMRD header), found {sorted(group.keys())}")
     xml = header_text(file, "dataset/xml")
-    try:
-        encoding = parse_header(xml).encoding[0]
-    except DataError as err:
-        raise DataError(f"{name}: 'dataset/xml': {err}") from None
-    trajectory = getattr(encoding.trajectory, "value", encoding.trajectory)
-    if trajectory != "cartesian":
-        raise DataError(f"{name}: 'dataset/xml' encoding trajectory is {trajectory!r}, expected 'cartesian'")
-    encoded, recon = encoding.encodedSpace.matrixSize, encoding.reconSpace.matrixSize
-    if encoded.z != 1:
-        raise DataError(f"{name}: 'dataset/xml' encodedSpace matrixSize z={encoded.z}: a 3-D encoding, expected 2-D "
-                        "(z=1)")
-    if not 0 < recon.x <= encoded.x:
-        raise DataError(f"{name}: 'dataset/xml' reconSpace matrixSize x={recon.x}, expected 1 to the encodedSpace's "
-                        f"x={encoded.x}")
+    encoding = cartesian_encoding(name, xml)
     data = acquisitions(file)
     if data.shape[0] == 0:
         raise DataError(f"{name}: 'dataset/data' holds no acquisitions")
     heads, lengths = read_heads(data)
-    flags = heads["flags"].astype(np.uint64)
-    kept = np.ones(heads.size, dtype=bool)
-    for bit in SKIPPED_FLAGS.values():
-        kept &= (flags & np.uint64(1 << (bit - 1))) == 0
-    kept &= heads["encoding_space_ref"] == 0
+    kept = image_readouts(heads)
     for counter in OTHER_COUNTERS:
         values = heads["idx"][counter]
         if (values[kept] != 0).any():
@@ -215,32 +187,75 @@ def place_readouts(file: h5py.File) -> Layout:
     rows = np.flatnonzero(kept)
     if rows.size == 0:
         raise DataError(f"{name}: 'dataset/data' holds no image readouts (all noise, navigator or calibration scans)")
-    heads, lengths = heads[rows], lengths[rows]
+    return place_heads(name, xml, encoding, rows, heads[rows], lengths[rows])
+
+
+def cartesian_encoding(name: str, xml: bytes, where: str = "'dataset/xml'") -> Any:
+    """The first encoding of an ISMRMRD XML header if kdc reads it (Cartesian, 2-D, recon x within encoded x), else
+    a DataError naming ``name`` and ``where``."""
+    try:
+        encoding = parse_header(xml).encoding[0]
+    except DataError as err:
+        raise DataError(f"{name}: {where}: {err}") from None
+    trajectory = getattr(encoding.trajectory, "value", encoding.trajectory)
+    if trajectory != "cartesian":
+        raise DataError(f"{name}: {where} encoding trajectory is {trajectory!r}, expected 'cartesian'")
+    encoded, recon = encoding.encodedSpace.matrixSize, encoding.reconSpace.matrixSize
+    if encoded.z != 1:
+        raise DataError(f"{name}: {where} encodedSpace matrixSize z={encoded.z}: a 3-D encoding, expected 2-D (z=1)")
+    if not 0 < recon.x <= encoded.x:
+        raise DataError(f"{name}: {where} reconSpace matrixSize x={recon.x}, expected 1 to the encodedSpace's "
+                        f"x={encoded.x}")
+    return encoding
+
+
+def image_readouts(heads: np.ndarray) -> np.ndarray:
+    """Which acquisition headers carry image data: not noise, navigator, ... (:data:`SKIPPED_FLAGS`), encoding 0."""
+    flags = heads["flags"].astype(np.uint64)
+    kept = np.ones(heads.shape, dtype=bool)
+    for bit in SKIPPED_FLAGS.values():
+        kept &= (flags & np.uint64(1 << (bit - 1))) == 0
+    return kept & (heads["encoding_space_ref"] == 0)
+
+
+def first_counters(heads: np.ndarray) -> np.ndarray:
+    """Which acquisition headers belong to the first repetition, contrast, phase and set (the ones kdc reads)."""
+    kept = np.ones(heads.shape, dtype=bool)
+    for counter in OTHER_COUNTERS:
+        kept &= heads["idx"][counter] == 0
+    return kept
+
+
+def place_heads(name: str, xml: bytes, encoding: Any, rows: np.ndarray, heads: np.ndarray, lengths: np.ndarray,
+                data: str = "'dataset/data'") -> Layout:
+    """Place the image readouts ``heads`` (acquisition headers; ``rows`` where each one's samples are,
+    ``lengths`` its float32 count) on the grid of ``encoding``; ``data`` names the acquisitions in errors."""
+    encoded, recon = encoding.encodedSpace.matrixSize, encoding.reconSpace.matrixSize
     coils = np.unique(heads["active_channels"])
     if coils.size != 1 or coils[0] == 0:
-        raise DataError(f"{name}: 'dataset/data' active_channels is {sorted(coils.tolist())}: expected one coil count "
+        raise DataError(f"{name}: {data} active_channels is {sorted(coils.tolist())}: expected one coil count "
                         "above 0")
     samples = np.unique(heads["number_of_samples"])
     if samples.size != 1 or not 0 < samples[0] <= encoded.x:
-        raise DataError(f"{name}: 'dataset/data' number_of_samples is {sorted(samples.tolist())}, expected one value "
+        raise DataError(f"{name}: {data} number_of_samples is {sorted(samples.tolist())}, expected one value "
                         f"from 1 to the encoded matrix x={encoded.x} (inconsistent matrix sizes)")
     short = np.flatnonzero(lengths != 2 * int(coils[0]) * int(samples[0]))
     if short.size:
-        raise DataError(f"{name}: 'dataset/data' acquisition {int(rows[short[0]])} holds {int(lengths[short[0]])} "
+        raise DataError(f"{name}: {data} acquisition {int(rows[short[0]])} holds {int(lengths[short[0]])} "
                         f"values, expected {int(coils[0])} channels x {int(samples[0])} samples x 2 (re, im) "
                         f"({short.size} acquisition(s) in all)")
     limits = encoding.encodingLimits.kspace_encoding_step_1
     centre = limits.center if limits is not None and limits.center is not None else encoded.y // 2
     lines = heads["idx"]["kspace_encode_step_1"].astype(np.int64) - centre + encoded.y // 2
     if lines.min() < 0 or lines.max() >= encoded.y:
-        raise DataError(f"{name}: 'dataset/data' kspace_encode_step_1 runs to {int(lines.max())}, outside the encoded "
+        raise DataError(f"{name}: {data} kspace_encode_step_1 runs to {int(lines.max())}, outside the encoded "
                         f"matrix y={encoded.y} (inconsistent matrix sizes)")
     offsets = encoded.x // 2 - heads["center_sample"].astype(np.int64)
     if offsets.min() < 0 or (offsets + samples[0]).max() > encoded.x:
-        raise DataError(f"{name}: 'dataset/data' center_sample places readouts outside the encoded matrix "
+        raise DataError(f"{name}: {data} center_sample places readouts outside the encoded matrix "
                         f"x={encoded.x}")
     numbers, slices = np.unique(heads["idx"]["slice"], return_inverse=True)
-    where = f"{name}: 'dataset/xml' with 'dataset/data'"
+    where = f"{name}: 'dataset/xml' with {data}"
     grid = check_declared(where, (len(numbers), int(coils[0]), encoded.y, encoded.x), COMPLEX64)
     check_stored(where, grid, rows.size * int(coils[0]) * int(samples[0]) * COMPLEX64,
                  f"the readouts fill less than 1/{MAX_EXPANSION} of the encoded matrix")
@@ -249,6 +264,29 @@ def place_readouts(file: h5py.File) -> Layout:
     return Layout(rows, slices.astype(np.int64), lines, offsets, int(samples[0]), int(coils[0]),
                   (int(encoded.y), int(encoded.x)), int(recon.x), xml, heads["position"][first].astype(float),
                   heads["read_dir"][first[0]].astype(float), heads["phase_dir"][first[0]].astype(float))
+
+
+def fill_grid(layout: Layout, readouts: Iterable[tuple[np.ndarray, int, int, int]], slices: int) -> np.ndarray:
+    """Centred k-space ``(slices, C, H, encoded X)`` of ``readouts`` of ``layout``: each one's float32 samples, output
+    slice, line and offset; repeated readouts of a line are averaged."""
+    kspace = np.zeros((slices, layout.coils, *layout.shape), np.complex64)
+    counts = np.zeros((slices, layout.shape[0]), np.int32)
+    for values, index, line, offset in readouts:
+        samples = values.view(np.complex64).reshape(layout.coils, layout.samples)
+        kspace[index, :, line, offset : offset + layout.samples] += samples
+        counts[index, line] += 1
+    kspace /= np.maximum(counts, 1)[:, None, :, None]
+    return kspace
+
+
+def line_mask(layout: Layout) -> np.ndarray | None:
+    """The uncentred ``(H, recon W)`` mask of the lines ``layout`` acquires, None when it acquires every line."""
+    rows = np.zeros(layout.shape[0], dtype=bool)
+    rows[layout.lines] = True
+    if rows.all():
+        return None
+    mask = np.broadcast_to(rows[:, None], (layout.shape[0], layout.recon_width))
+    return np.fft.ifftshift(mask).astype(np.float32)
 
 
 def check_slices_sample_the_same_lines(name: str, numbers: np.ndarray, slices: np.ndarray, lines: np.ndarray,
