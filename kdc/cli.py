@@ -26,6 +26,7 @@ for name, command in {
     "export": export_cli.export,
     "bench": runtime_cli.bench,
     "serve": runtime_cli.serve,
+    "mrd-client": runtime_cli.mrd_client,
     "triton-repo": runtime_cli.triton_repo,
     "reconstruct": runtime_cli.reconstruct,
     "pretrained": pretrained,

@@ -23,6 +23,7 @@ ProviderOpt = Annotated[list[str] | None, typer.Option(
     "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
                              "a full name (repeat for several).")]
 PrecisionOpt = Annotated[str, typer.Option(help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).")]
+DEFAULT_HTTP_PORT = 8000
 DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...); for --runtime torch: CPU or GPU (CUDA).")]
 
 
@@ -61,7 +62,7 @@ def serve(
                                                       "without suffix, or pretrained:<run>-<role> (served as "
                                                       "<run>-<role>).", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to bind (use 0.0.0.0 deliberately).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port (default 8000, with --protocol mrd 9002).")] = 8000,
     engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
     threads: ThreadsOpt = None,
     provider: ProviderOpt = None,
@@ -79,11 +80,26 @@ def serve(
         help="Hide exception details from 500 answers (the log keeps them) and do not serve /openapi.json.")] = False,
     normalise: Annotated[bool, typer.Option(help="Default of the request parameter 'normalise': scale k-space at "
                                                  "scanner scale into the training range and the image back.")] = False,
+    protocol: Annotated[str, typer.Option(help="kserve (HTTP, the default port 8000) or mrd (the ISMRMRD streaming "
+                                               "protocol of FIRE/OpenRecon/Gadgetron clients, default port 9002; "
+                                               "one model).")] = "kserve",
+    max_message_mb: Annotated[float, typer.Option(help="mrd: largest message accepted.")] = 64.0,
+    max_acquisitions_per_slice: Annotated[int, typer.Option(help="mrd: most acquisitions buffered for one "
+                                                                 "slice.")] = 8192,
+    idle_timeout: Annotated[float, typer.Option(help="mrd: seconds a client may stay silent.")] = 60.0,
+    max_connections: Annotated[int, typer.Option(help="mrd: connections served at once.")] = 4,
 ) -> None:
-    """Serve models over the KServe v2 / Open Inference Protocol REST API (Triton and OVMS clients work)."""
+    """Serve models over the KServe v2 / Open Inference Protocol REST API (Triton and OVMS clients work), or one
+    model over the MRD streaming protocol (--protocol mrd, see docs/scanner.md)."""
     from kdc.runtime.server import Limits, run_server
     from kdc.runtime.session import load
 
+    if protocol not in ("kserve", "mrd"):
+        raise RuntimeModelError(f"--protocol {protocol!r}: expected kserve or mrd")
+    if protocol == "mrd":
+        serve_mrd(models, host, 9002 if port == DEFAULT_HTTP_PORT else port, engine, threads, provider, device,
+                  max_message_mb, max_acquisitions_per_slice, idle_timeout, max_connections)
+        return
     if workers < 1 or (max_batch is not None and max_batch < 1):
         raise RuntimeModelError("--workers and --max-batch must be >= 1")
     if min(max_body_mb, max_buffer_mb, header_timeout, body_timeout) <= 0 or max_buffer_mb < max_body_mb:
@@ -103,6 +119,46 @@ def serve(
         typer.echo(f"serving {name} ({model.backend}) at http://{host}:{port}/v2/models/{name}/infer", err=True)
     run_server(loaded, host=host, port=port, limits=limits, workers=workers, max_batch=max_batch,
                production=production, normalise=normalise)
+
+
+def serve_mrd(models: list[Path], host: str, port: int, engine: str | None, threads: int | None,
+              provider: list[str] | None, device: str, max_message_mb: float, max_acquisitions_per_slice: int,
+              idle_timeout: float, max_connections: int) -> None:
+    """``kdc serve MODEL --protocol mrd``: one model over the MRD streaming protocol."""
+    from kdc.runtime.mrd import MrdLimits, run_mrd_server
+    from kdc.runtime.session import load
+
+    if len(models) != 1:
+        raise RuntimeModelError(f"--protocol mrd serves one model, got {len(models)}")
+    if min(max_message_mb, idle_timeout) <= 0 or min(max_acquisitions_per_slice, max_connections) < 1:
+        raise RuntimeModelError("--max-message-mb and --idle-timeout must be > 0, --max-acquisitions-per-slice and "
+                                "--max-connections >= 1")
+    limits = MrdLimits(int(max_message_mb * (1 << 20)), max_acquisitions_per_slice, idle_timeout, max_connections)
+    path = resolve(models[0], "onnx")
+    model = load(path, engine=engine, providers=provider, threads=threads, device=device)
+    for warning in model.warnings:
+        typer.echo(f"warning: {path.name}: {warning}", err=True)
+    run_mrd_server(model, host, port, limits, log=lambda line: typer.echo(line, err=True))
+
+
+def mrd_client(
+    source: Annotated[Path, typer.Argument(help="ISMRMRD .h5 file to stream.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ISMRMRD .h5 file of the images returned.")],
+    host: Annotated[str, typer.Option(help="Address of the MRD server.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the MRD server.")] = 9002,
+    config: Annotated[str | None, typer.Option(
+        help='CONFIG_TEXT to send, e.g. \'{"data_type": "float"}\' (kdc\'s server reads data_type, series_index, '
+             "series_description, acceleration).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 300.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+) -> None:
+    """Stream an ISMRMRD file to an MRD server (kdc serve --protocol mrd) and write the images it returns."""
+    from kdc.runtime.mrd_client import stream_file
+
+    received = stream_file(source, out, host, port, config, timeout, overwrite)
+    for text in received.texts:
+        typer.echo(f"server: {text}", err=True)
+    typer.echo(f"wrote {len(received.images)} image(s) to {out}")
 
 
 def triton_repo(
