@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import signal
 import socket
 import socketserver
 import struct
@@ -297,8 +298,8 @@ class Handler(socketserver.BaseRequestHandler):
         server, sock = self.server, self.request
         name = f"mrd {self.client_address[0]}:{self.client_address[1]}"
         if not server.slots.acquire(blocking=False):
-            send_error(sock, f"server busy: {server.limits.max_connections} connections already served")
             server.log(f"{name}: refused, {server.limits.max_connections} connections already served")
+            send_error(sock, f"server busy: {server.limits.max_connections} connections already served")
             return
         try:
             sock.settimeout(server.limits.idle_timeout)
@@ -306,19 +307,21 @@ class Handler(socketserver.BaseRequestHandler):
             try:
                 server.log(f"{name}: {stream.run()}")
             except KdcError as err:
-                send_error(sock, str(err))
-                server.log(f"{name}: error: {err}")
+                refuse(server, sock, name, str(err))
             except TimeoutError:
-                message = f"idle for {server.limits.idle_timeout:g} s (--idle-timeout)"
-                send_error(sock, message)
-                server.log(f"{name}: error: {message}")
+                refuse(server, sock, name, f"idle for {server.limits.idle_timeout:g} s (--idle-timeout)")
             except OSError as err:
                 server.log(f"{name}: connection lost: {err}")
             except Exception as err:  # a runtime failure: one line to the client and the log, then the next client
-                send_error(sock, f"internal error: {type(err).__name__}: {err}")
-                server.log(f"{name}: internal error: {type(err).__name__}: {err}")
+                refuse(server, sock, name, f"internal error: {type(err).__name__}: {err}")
         finally:
             server.slots.release()
+
+
+def refuse(server: MrdServer, sock: socket.socket, name: str, message: str) -> None:
+    """Log ``message`` (one line), then send it to the client."""
+    server.log(f"{name}: error: {message}")
+    send_error(sock, message)
 
 
 def send_error(sock: socket.socket, message: str) -> None:
@@ -334,8 +337,11 @@ def run_mrd_server(model: Reconstructor, host: str, port: int, limits: MrdLimits
                    log: Callable[[str], None]) -> None:
     """Serve ``model`` over MRD until interrupted."""
     with MrdServer(model, host, port, limits, log) as server:
+        stop = lambda *_: threading.Thread(target=server.shutdown).start()  # noqa: E731  (shutdown waits for the loop)
+        signal.signal(signal.SIGTERM, stop)
         log(f"serving {model.name} ({model.backend}) over MRD at {host}:{server.server_address[1]}")
         try:
             server.serve_forever()
         except KeyboardInterrupt:
-            log("stopped")
+            pass
+        log("stopped")
