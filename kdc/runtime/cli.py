@@ -23,7 +23,7 @@ ProviderOpt = Annotated[list[str] | None, typer.Option(
     "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
                              "a full name (repeat for several).")]
 PrecisionOpt = Annotated[str, typer.Option(help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).")]
-DEFAULT_HTTP_PORT = 8000
+HTTP_PORT, MRD_PORT = 8000, 9002  # kdc serve's default port, and MRD's by convention
 DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...); for --runtime torch: CPU or GPU (CUDA).")]
 
 
@@ -62,7 +62,8 @@ def serve(
                                                       "without suffix, or pretrained:<run>-<role> (served as "
                                                       "<run>-<role>).", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to bind (use 0.0.0.0 deliberately).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (default 8000, with --protocol mrd 9002).")] = 8000,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8000; with --protocol mrd 9002).",
+                                             show_default=False)] = None,
     engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
     threads: ThreadsOpt = None,
     provider: ProviderOpt = None,
@@ -91,15 +92,16 @@ def serve(
 ) -> None:
     """Serve models over the KServe v2 / Open Inference Protocol REST API (Triton and OVMS clients work), or one
     model over the MRD streaming protocol (--protocol mrd, see docs/scanner.md)."""
-    from kdc.runtime.server import Limits, run_server
-    from kdc.runtime.session import load
-
     if protocol not in ("kserve", "mrd"):
         raise RuntimeModelError(f"--protocol {protocol!r}: expected kserve or mrd")
     if protocol == "mrd":
-        serve_mrd(models, host, 9002 if port == DEFAULT_HTTP_PORT else port, engine, threads, provider, device,
+        serve_mrd(models, host, MRD_PORT if port is None else port, engine, threads, provider, device,
                   max_message_mb, max_acquisitions_per_slice, idle_timeout, max_connections)
         return
+    from kdc.runtime.server import Limits, run_server
+    from kdc.runtime.session import load
+
+    port = HTTP_PORT if port is None else port
     if workers < 1 or (max_batch is not None and max_batch < 1):
         raise RuntimeModelError("--workers and --max-batch must be >= 1")
     if min(max_body_mb, max_buffer_mb, header_timeout, body_timeout) <= 0 or max_buffer_mb < max_body_mb:
@@ -145,7 +147,7 @@ def mrd_client(
     source: Annotated[Path, typer.Argument(help="ISMRMRD .h5 file to stream.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="ISMRMRD .h5 file of the images returned.")],
     host: Annotated[str, typer.Option(help="Address of the MRD server.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the MRD server.")] = 9002,
+    port: Annotated[int, typer.Option(help="Port of the MRD server.")] = MRD_PORT,
     config: Annotated[str | None, typer.Option(
         help='CONFIG_TEXT to send, e.g. \'{"data_type": "float"}\' (kdc\'s server reads data_type, series_index, '
              "series_description, acceleration).")] = None,
