@@ -87,6 +87,8 @@ def serve(
     max_message_mb: Annotated[float, typer.Option(help="mrd: largest message accepted.")] = 64.0,
     max_acquisitions_per_slice: Annotated[int, typer.Option(help="mrd: most acquisitions buffered for one "
                                                                  "slice.")] = 8192,
+    max_open_slices_mb: Annotated[float, typer.Option(help="mrd: samples buffered for the open slices of one "
+                                                          "connection.")] = 1024.0,
     idle_timeout: Annotated[float, typer.Option(help="mrd: seconds a client may stay silent.")] = 60.0,
     max_connections: Annotated[int, typer.Option(help="mrd: connections served at once.")] = 4,
 ) -> None:
@@ -96,7 +98,8 @@ def serve(
         raise RuntimeModelError(f"--protocol {protocol!r}: expected kserve or mrd")
     if protocol == "mrd":
         serve_mrd(models, host, MRD_PORT if port is None else port, engine, threads, provider, device,
-                  max_message_mb, max_acquisitions_per_slice, idle_timeout, max_connections)
+                  max_message_mb, max_acquisitions_per_slice, max_open_slices_mb, idle_timeout,
+                  max_connections)
         return
     from kdc.runtime.server import Limits, run_server
     from kdc.runtime.session import load
@@ -125,17 +128,20 @@ def serve(
 
 def serve_mrd(models: list[Path], host: str, port: int, engine: str | None, threads: int | None,
               provider: list[str] | None, device: str, max_message_mb: float, max_acquisitions_per_slice: int,
-              idle_timeout: float, max_connections: int) -> None:
+              max_open_slices_mb: float, idle_timeout: float, max_connections: int) -> None:
     """``kdc serve MODEL --protocol mrd``: one model over the MRD streaming protocol."""
     from kdc.runtime.mrd import MrdLimits, run_mrd_server
     from kdc.runtime.session import load
 
     if len(models) != 1:
         raise RuntimeModelError(f"--protocol mrd serves one model, got {len(models)}")
-    if min(max_message_mb, idle_timeout) <= 0 or min(max_acquisitions_per_slice, max_connections) < 1:
-        raise RuntimeModelError("--max-message-mb and --idle-timeout must be > 0, --max-acquisitions-per-slice and "
-                                "--max-connections >= 1")
-    limits = MrdLimits(int(max_message_mb * (1 << 20)), max_acquisitions_per_slice, idle_timeout, max_connections)
+    if min(max_message_mb, max_open_slices_mb, idle_timeout) <= 0 or min(max_acquisitions_per_slice,
+                                                                         max_connections) < 1:
+        raise RuntimeModelError("--max-message-mb, --max-open-slices-mb and --idle-timeout must be > 0, "
+                                "--max-acquisitions-per-slice and --max-connections >= 1")
+    limits = MrdLimits(int(max_message_mb * (1 << 20)), max_acquisitions_per_slice,
+                       int(max_open_slices_mb * (1 << 20)),
+                       idle_timeout, max_connections)
     path = resolve(models[0], "onnx")
     model = load(path, engine=engine, providers=provider, threads=threads, device=device)
     for warning in model.warnings:

@@ -50,6 +50,8 @@ IMTYPE_MAGNITUDE = 1
 #: uint16 images span 0..this (12 bits, as kdc's DICOM writer stores them).
 UINT16_TOP = 4095
 DATA_TYPES = ("uint16", "float")
+#: After an error: how long, and how much, the server reads of what the client still sends before closing.
+DRAIN_SECONDS, DRAIN_BYTES = 1.0, 64 << 20
 
 
 class StreamError(KdcError):
@@ -62,11 +64,13 @@ class Disconnected(Exception):
 
 @dataclass(frozen=True)
 class MrdLimits:
-    """Bounds of one connection: the largest message payload, the acquisitions buffered for one slice, the seconds
-    the client may stay silent, and how many connections are served at once (the next ones get a busy TEXT)."""
+    """Bounds of one connection: the largest message payload, the acquisitions buffered for one slice, the samples
+    buffered for all its open slices (interleaved multi-slice scans keep every slice open), the seconds the client
+    may stay silent, and how many connections are served at once (the next ones get a busy TEXT)."""
 
     max_message_bytes: int = 64 << 20
     max_acquisitions_per_slice: int = 8192
+    max_open_slices_bytes: int = 1 << 30
     idle_timeout: float = 60.0
     max_connections: int = 4
 
@@ -123,6 +127,7 @@ class Stream:
         self.encoding: Any = None
         self.options = StreamOptions()
         self.slices: dict[int, SliceBuffer] = {}
+        self.buffered = 0  # bytes of samples in self.slices
         self.images = 0
 
     # -- reading --------------------------------------------------------------------------------------------------
@@ -216,8 +221,12 @@ class Stream:
         if len(buffer.heads) >= self.limits.max_acquisitions_per_slice:
             raise StreamError(f"slice {number} has more than {self.limits.max_acquisitions_per_slice} acquisitions "
                               "(--max-acquisitions-per-slice)")
+        if self.buffered + values.nbytes > self.limits.max_open_slices_bytes:
+            raise StreamError(f"the open slices {sorted(self.slices)} hold more than {self.limits.max_open_slices_bytes} "
+                              "bytes of samples (--max-open-slices-mb)")
         buffer.heads.append(head)
         buffer.samples.append(values)
+        self.buffered += values.nbytes
         if int(head["flags"][0]) & (1 << (ACQ_LAST_IN_SLICE - 1)):
             self.reconstruct(number)
 
@@ -225,6 +234,7 @@ class Stream:
     def reconstruct(self, number: int) -> None:
         """Reconstruct slice ``number`` as ``kdc reconstruct`` reconstructs a one-slice file and send its image."""
         buffer = self.slices.pop(number)
+        self.buffered -= sum(values.nbytes for values in buffer.samples)
         heads = np.concatenate(buffer.heads)
         lengths = np.array([values.size for values in buffer.samples])
         assert self.xml is not None
@@ -325,10 +335,17 @@ def refuse(server: MrdServer, sock: socket.socket, name: str, message: str) -> N
 
 
 def send_error(sock: socket.socket, message: str) -> None:
-    """Send ``error: message`` as an MRD TEXT message and CLOSE, if the client still listens."""
+    """Send ``error: message`` as an MRD TEXT message and CLOSE, if the client still listens, then read what the
+    client still sends (for at most :data:`DRAIN_SECONDS` of silence and :data:`DRAIN_BYTES`): closing a socket
+    with unread data resets the connection, and the client would lose the message."""
     text = f"error: {message}".encode()
     try:
         sock.sendall(struct.pack("<HI", TEXT, len(text)) + text + struct.pack("<H", CLOSE))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(DRAIN_SECONDS)
+        drained = 0
+        while drained < DRAIN_BYTES and (chunk := sock.recv(1 << 16)):
+            drained += len(chunk)
     except OSError:
         pass
 
