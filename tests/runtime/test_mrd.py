@@ -281,3 +281,18 @@ def test_kdc_serve_protocol_mrd_without_torch(tmp_path, square_model):
         assert process.wait(30) == 0, log.read_text()
     text = log.read_text()
     assert f"over MRD at 127.0.0.1:{port}" in text and "closed after 1 image(s)" in text and "stopped" in text
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--protocol", "http"], "--protocol 'http': expected kserve or mrd"),
+    (["--protocol", "mrd", "--max-connections", "0"], "--max-acquisitions-per-slice and --max-connections >= 1"),
+    (["--protocol", "mrd", "--idle-timeout", "0"], "--max-open-slices-mb and --idle-timeout must be > 0"),
+])
+def test_serve_mrd_options_are_checked_in_one_line(square_model, options, message):
+    result = kdc_cli("serve", square_model, *options)
+    assert result.exit_code == 1 and result.output.startswith("error: ") and message in result.output, result.output
+
+
+def test_serve_mrd_serves_one_model(square_model, complex_model_file):  # noqa: F811
+    result = kdc_cli("serve", square_model, complex_model_file, "--protocol", "mrd")
+    assert result.exit_code == 1 and result.output == "error: --protocol mrd serves one model, got 2\n"
