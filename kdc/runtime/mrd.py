@@ -108,9 +108,9 @@ class StreamOptions:
 
 @dataclass
 class SliceBuffer:
-    """The image readouts of one slice received so far: their headers and float32 samples."""
+    """The image readouts of one slice received so far: their headers (the 340 bytes each) and float32 samples."""
 
-    heads: list[np.ndarray] = field(default_factory=list)
+    heads: list[bytes] = field(default_factory=list)
     samples: list[np.ndarray] = field(default_factory=list)
 
 
@@ -125,6 +125,7 @@ class Stream:
         self.head_dtype = acquisition_header_dtype
         self.xml: bytes | None = None
         self.encoding: Any = None
+        self.spacing: tuple[float, ...] = (1.0, 1.0, 1.0)  # mm: along the rows, the columns, the slices
         self.options = StreamOptions()
         self.slices: dict[int, SliceBuffer] = {}
         self.buffered = 0  # bytes of samples in self.slices
@@ -187,6 +188,7 @@ class Stream:
         elif message == HEADER:
             self.xml = self.receive(self.length("the XML header"), "the XML header")
             self.encoding = cartesian_encoding(self.name, self.xml, "the MRD XML header")
+            self.spacing = header_geometry(self.xml, rows="y").spacing
         elif message == TEXT:
             self.text("TEXT")
         elif message == ACQUISITION:
@@ -207,7 +209,8 @@ class Stream:
     def acquisition(self) -> None:
         if self.encoding is None:
             raise StreamError("an ACQUISITION arrived before the XML header (METADATA_XML_TEXT, id 3)")
-        head = np.frombuffer(self.receive(ACQUISITION_HEADER_BYTES, "an ACQUISITION header"), self.head_dtype)
+        raw = self.receive(ACQUISITION_HEADER_BYTES, "an ACQUISITION header")
+        head = np.frombuffer(raw, self.head_dtype)
         samples, channels = int(head["number_of_samples"][0]), int(head["active_channels"][0])
         trajectory = samples * int(head["trajectory_dimensions"][0]) * 4
         data = samples * channels * 8
@@ -224,7 +227,7 @@ class Stream:
         if self.buffered + values.nbytes > self.limits.max_open_slices_bytes:
             raise StreamError(f"the open slices {sorted(self.slices)} hold more than {self.limits.max_open_slices_bytes} "
                               "bytes of samples (--max-open-slices-mb)")
-        buffer.heads.append(head)
+        buffer.heads.append(raw)
         buffer.samples.append(values)
         self.buffered += values.nbytes
         if int(head["flags"][0]) & (1 << (ACQ_LAST_IN_SLICE - 1)):
@@ -235,7 +238,7 @@ class Stream:
         """Reconstruct slice ``number`` as ``kdc reconstruct`` reconstructs a one-slice file and send its image."""
         buffer = self.slices.pop(number)
         self.buffered -= sum(values.nbytes for values in buffer.samples)
-        heads = np.concatenate(buffer.heads)
+        heads = np.frombuffer(b"".join(buffer.heads), self.head_dtype)
         lengths = np.array([values.size for values in buffer.samples])
         assert self.xml is not None
         layout = place_heads(self.name, self.xml, self.encoding, np.arange(len(heads)), heads, lengths,
@@ -258,7 +261,7 @@ class Stream:
         """The MRD image of one slice, placed as its first readout, with the meta a scanner displays it by."""
         import ismrmrd
 
-        spacing = header_geometry(self.xml or b"", rows="y").spacing
+        spacing = self.spacing
         height, width = pixels.shape
         peak = float(pixels.max())
         if self.options.data_type == "uint16":
@@ -313,6 +316,7 @@ class Handler(socketserver.BaseRequestHandler):
             return
         try:
             sock.settimeout(server.limits.idle_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an image goes out whole, at once
             stream = Stream(sock, name, server.model, server.limits, server.inference)
             try:
                 server.log(f"{name}: {stream.run()}")
