@@ -78,8 +78,9 @@ class MrdLimits:
 @dataclass(frozen=True)
 class StreamOptions:
     """What the client asks for in its CONFIG_TEXT (a JSON object; any other text is ignored): ``data_type``
-    ``uint16`` (scaled to 0..4095, the factor in the meta ``KdcScale``) or ``float``; ``series_index``;
-    ``series_description``; ``acceleration`` (undersample fully sampled data retrospectively, as ``--acc``)."""
+    ``uint16`` (scaled to 0..4095; the magnitude is the stored value times the meta ``KdcScale``) or ``float``;
+    ``series_index``; ``series_description``; ``acceleration`` (undersample fully sampled data retrospectively, as
+    ``--acc``)."""
 
     data_type: str = "uint16"
     series_index: int = 1
@@ -125,7 +126,7 @@ class Stream:
         self.head_dtype = acquisition_header_dtype
         self.xml: bytes | None = None
         self.encoding: Any = None
-        self.spacing: tuple[float, ...] = (1.0, 1.0, 1.0)  # mm: along the rows, the columns, the slices
+        self.spacing: tuple[float, ...] | None = None  # mm along the rows, the columns, the slices: at the 1st image
         self.options = StreamOptions()
         self.slices: dict[int, SliceBuffer] = {}
         self.buffered = 0  # bytes of samples in self.slices
@@ -188,7 +189,7 @@ class Stream:
         elif message == HEADER:
             self.xml = self.receive(self.length("the XML header"), "the XML header")
             self.encoding = cartesian_encoding(self.name, self.xml, "the MRD XML header")
-            self.spacing = header_geometry(self.xml, rows="y").spacing
+            self.spacing = None
         elif message == TEXT:
             self.text("TEXT")
         elif message == ACQUISITION:
@@ -261,12 +262,14 @@ class Stream:
         """The MRD image of one slice, placed as its first readout, with the meta a scanner displays it by."""
         import ismrmrd
 
+        if self.spacing is None:  # the header's matrix is known to hold the readouts by now: no division by 0
+            self.spacing = header_geometry(self.xml or b"", rows="y").spacing
         spacing = self.spacing
         height, width = pixels.shape
         peak = float(pixels.max())
-        if self.options.data_type == "uint16":
-            scale = UINT16_TOP / peak if peak > 0 else 0.0
-            data, top = np.rint(pixels * scale).astype(np.uint16), float(UINT16_TOP)
+        if self.options.data_type == "uint16":  # stored x scale = the magnitude
+            scale = peak / UINT16_TOP if peak > 0 else 1.0
+            data, top = np.rint(pixels / scale).astype(np.uint16), float(UINT16_TOP)
         else:
             scale, data, top = 1.0, pixels.astype(np.float32), peak
         head = ismrmrd.ImageHeader()

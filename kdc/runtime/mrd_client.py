@@ -23,7 +23,7 @@ from kdc.data.formats import open_h5
 from kdc.data.formats.base import header_text
 from kdc.data.formats.ismrmrd import BLOCK_ROWS, acquisitions
 from kdc.errors import KdcError
-from kdc.runtime.mrd import HEADER
+from kdc.runtime.mrd import CONFIG_TEXT, HEADER
 
 #: Image group of ``--out`` the images of series ``n`` go to.
 IMAGE_GROUP = "image_{}"
@@ -63,16 +63,16 @@ def receive(sock: socket.socket, received: Received) -> None:
 def send_file(sock: socket.socket, path: Path, config: str | None) -> int:
     """Send ``path``'s header and acquisitions, then CLOSE; return the number of acquisitions sent."""
     import ismrmrd
-    from ismrmrd.serialization import ConfigText, ProtocolSerializer
+    from ismrmrd.serialization import ProtocolSerializer
 
     sent = 0
     with open_h5(path) as file, sock.makefile("wb") as stream:
         xml = header_text(file, "dataset/xml")
         data = acquisitions(file)
         serializer = ProtocolSerializer(stream)
-        if config is not None:
-            serializer.serialize(ConfigText(config))
-        stream.write(struct.pack("<HI", HEADER, len(xml)) + xml)
+        for message, text in ((CONFIG_TEXT, None if config is None else config.encode()), (HEADER, xml)):
+            if text is not None:
+                stream.write(struct.pack("<HI", message, len(text)) + text)
         for start in range(0, data.shape[0], BLOCK_ROWS):
             for row in data[start : start + BLOCK_ROWS]:
                 acquisition = ismrmrd.Acquisition(row["head"].tobytes())

@@ -141,7 +141,7 @@ def test_each_slice_is_sent_when_its_last_acquisition_arrives(tmp_path, square_m
                                  tmp_path / f"out{number}")[0]
         scale = float(image.meta["KdcScale"])
         assert image.data.dtype == np.uint16 and image.data.max() == 4095 and image.meta["WindowWidth"] == "4095"
-        assert_close(image.data[0, 0] / scale, expected, slack=0.5 / scale)  # uint16 rounding
+        assert_close(image.data[0, 0] * scale, expected, slack=0.5 * scale)  # uint16 rounding
     assert logs[-1].endswith("closed after 4 image(s)")
 
 
