@@ -226,8 +226,8 @@ class Stream:
             raise StreamError(f"slice {number} has more than {self.limits.max_acquisitions_per_slice} acquisitions "
                               "(--max-acquisitions-per-slice)")
         if self.buffered + values.nbytes > self.limits.max_open_slices_bytes:
-            raise StreamError(f"the open slices {sorted(self.slices)} hold more than {self.limits.max_open_slices_bytes} "
-                              "bytes of samples (--max-open-slices-mb)")
+            raise StreamError(f"the open slices {sorted(self.slices)} hold more than "
+                              f"{self.limits.max_open_slices_bytes} bytes of samples (--max-open-slices-mb)")
         buffer.heads.append(raw)
         buffer.samples.append(values)
         self.buffered += values.nbytes

@@ -179,7 +179,8 @@ BAD_STREAMS = {
                           "truncated message: an ACQUISITION header ended after 98 of 340 bytes"),
     "unparsable header": (lambda s: s[0] + struct.pack("<HI", 3, 8) + b"<not xml", {},
                           "the MRD XML header: ISMRMRD XML header is not valid"),
-    "acquisition before the header": (lambda s: s[0] + s[2], {}, "an ACQUISITION arrived before the XML header (METADATA_XML_TEXT, id 3)"),
+    "acquisition before the header": (lambda s: s[0] + s[2], {},
+                                      "an ACQUISITION arrived before the XML header (METADATA_XML_TEXT, id 3)"),
     "disconnect mid-slice": (lambda s: b"".join(s[:6]), {}, "client disconnected mid-slice (4 acquisition(s) of "
                                                             "slice(s) [0] not reconstructed)"),
     "message too long": (lambda s: s[0] + struct.pack("<HI", 5, 1 << 30), {},
