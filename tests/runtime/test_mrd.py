@@ -90,8 +90,11 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, slack: float = 0.0) -
 
 @pytest.mark.parametrize(("coils", "model_fixture"), [(1, "square_model"), (8, "complex_model_file")])
 def test_the_image_equals_kdc_reconstruct_and_is_placed_as_the_acquisitions(tmp_path, request, coils, model_fixture):
+    """A scan with noise readouts (-C) and 4 repetitions (-a 4): one image, of repetition 0, as kdc reconstruct's."""
     model = request.getfixturevalue(model_fixture)
-    source = scan(tmp_path / "scan.h5", coils)
+    source = scan(tmp_path / "scan.h5", coils, "-C")
+    with h5py.File(source) as file:
+        assert (file["dataset/data"]["head"]["flags"] & (1 << 18)).any()  # ACQ_IS_NOISE_MEASUREMENT
     expected = reconstructed(model, source, tmp_path / "out")
     with serving(model) as (port, logs):
         answers = exchange(port, b"".join(messages(source)) + CLOSE)
@@ -143,6 +146,25 @@ def test_each_slice_is_sent_when_its_last_acquisition_arrives(tmp_path, square_m
         assert image.data.dtype == np.uint16 and image.data.max() == 4095 and image.meta["WindowWidth"] == "4095"
         assert_close(image.data[0, 0] * scale, expected, slack=0.5 * scale)  # uint16 rounding
     assert logs[-1].endswith("closed after 4 image(s)")
+
+
+def test_interleaved_slices_are_buffered_apart(tmp_path, square_model):
+    """A multi-slice scan acquiring line 1 of every slice, then line 2, ...: each slice is reconstructed when its
+    last line arrives, with the same pixels as slice by slice."""
+    source = generate(tmp_path / "scan.h5", "-m", str(MATRIX), "-c", "1", "-a", "4", "-w", "8")
+    slices_from_repetitions(source)
+    with h5py.File(source) as file:
+        counters = file["dataset/data"]["head"]["idx"]
+        slices = counters["slice"]
+    stream = messages(source)
+    line_in_slice = np.concatenate([np.arange(np.count_nonzero(slices == n)) for n in np.unique(slices)])
+    interleaved = stream[:2] + [stream[2 + i] for i in np.lexsort((slices, line_in_slice))]
+    with serving(square_model) as (port, _):
+        sequential = exchange(port, b"".join(stream) + CLOSE)
+        mixed = exchange(port, b"".join(interleaved) + CLOSE)
+    assert sorted(image.slice for image in mixed) == [0, 1, 2, 3]
+    for image in mixed:
+        np.testing.assert_array_equal(image.data, sequential[image.slice].data)
 
 
 def test_four_scanners_at_once_and_a_fifth_is_told_the_server_is_busy(tmp_path, square_model):
