@@ -180,13 +180,14 @@ def encode_response(name: str, request: InferRequest, results: dict[str, np.ndar
                     ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers; binary outputs follow the JSON header in request order. ``notes`` (the
     runtime's warnings, e.g. k-space with phase) go to ``parameters.kdc_warnings``."""
-    outputs, chunks = [], []
+    outputs: list[dict[str, Any]] = []
+    chunks: list[np.ndarray] = []
     for output in request.outputs:
         array = np.ascontiguousarray(results[output], dtype="<f4")
         tensor: dict[str, Any] = {"name": output, "datatype": "FP32", "shape": list(array.shape)}
         if output in request.binary:
             tensor["parameters"] = {"binary_data_size": array.nbytes}
-            chunks.append(array.tobytes())
+            chunks.append(array)  # joined from the array's buffer: no intermediate copy
         else:
             tensor["data"] = array.ravel().tolist()
         outputs.append(tensor)

@@ -48,7 +48,7 @@ from kdc.runtime.protocol import (
     model_metadata,
     parse_length,
 )
-from kdc.runtime.session import Reconstructor
+from kdc.runtime.session import Reconstructor, model_width
 from kdc.runtime.triton import triton_config
 
 log = logging.getLogger("uvicorn.error")  # configured by uvicorn: our lines join its log
@@ -132,14 +132,13 @@ def release_memory() -> None:
 
 def slice_memory(model: Reconstructor) -> int:
     """Upper estimate of the bytes one slice of a batch costs during inference: its float32 inputs and outputs
-    plus four feature maps of the model's width (64 if the contract does not say) at the contract's image size.
-    Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
+    plus four feature maps of the model's width (:func:`~kdc.runtime.session.model_width`) at the contract's image
+    size. Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
     height, width = model.image_size
-    config = model.contract.get("model", {}).get("config", {})
-    channels = config.get("channels", 64) if isinstance(config, dict) else 64
+    channels = model_width(model.contract)
     per_slice = sum(math.prod(d for d in spec.shape[1:] if isinstance(d, int))
                     for spec in (*model.inputs, *model.outputs) if spec.shape and isinstance(spec.shape[0], str))
-    return 4 * (per_slice + 4 * int(channels) * height * width)
+    return 4 * (per_slice + 4 * channels * height * width)
 
 
 def default_max_batch(model: Reconstructor, inference_memory: int) -> int:
