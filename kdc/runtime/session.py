@@ -9,6 +9,7 @@ many threads at once (onnxruntime sessions are; OpenVINO gets one infer request 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -460,6 +461,19 @@ class OrtReconstructor(Reconstructor):
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds, self.run_options)))
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The one OpenVINO ``Core`` of this process, shared by every model kdc compiles.
+
+    Each Core's CPU plugin gives the thread that creates it a new signal stack and, when the Core is freed,
+    restores the stack it found, even if that one was freed meanwhile: two Cores freed in the order they were made
+    left the main thread on an unmapped signal stack, and the next signal with a Python handler (SIGCHLD, once
+    torch's DataLoader has run workers) killed the process with SIGSEGV. One Core that lives until exit cannot."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINOReconstructor(Reconstructor):
     """A model compiled by OpenVINO, at f32 unless ``precision`` says otherwise (the CPU plugin defaults to bf16
     where the CPU has it)."""
@@ -470,7 +484,7 @@ class OpenVINOReconstructor(Reconstructor):
                  config: Mapping[str, Any] | None = None) -> None:
         import openvino as ov
 
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(path))
         except Exception as err:  # OpenVINO raises RuntimeError with the parser's message
