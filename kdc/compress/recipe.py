@@ -76,12 +76,14 @@ class RunConfig:
     workers: int = 0
     #: Comma-separated names of :data:`kdc.data.augment.AUGMENTATIONS` applied to training slices ("": none).
     augment: str = ""
+    #: A new mask per training slice and epoch (``--random-masks``, fastMRI's way); validation keeps the fixed mask.
+    random_masks: bool = False
 
 
 def augmenter(config: RunConfig) -> Augmenter | None:
-    """The training-set augmentation of ``--augment`` (seeded with the run's seed), or None."""
+    """The training-set augmentation of ``--augment`` and ``--random-masks`` (seeded with the run's seed), or None."""
     names = [name.strip() for name in config.augment.split(",") if name.strip()]
-    return Augmenter(names, config.seed) if names else None
+    return Augmenter(names, config.seed, config.random_masks) if names or config.random_masks else None
 
 
 def resolve_device(device: str) -> str:
@@ -104,14 +106,16 @@ def resolve_checkpoint(source: str | Path, role: str) -> Path:
     return path
 
 
-def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Sequence[dict], dict]:
-    """The run's settings, task, the split it is scored on and its trained models (``role -> model``)."""
+def open_run(run: Path, data: str | None, split: str,
+             overrides: dict | None = None) -> tuple[dict, Task, Sequence[dict], dict]:
+    """The run's settings (``overrides`` replacing some, e.g. the mask's ``seed``), task, the split it is scored on
+    and its trained models (``role -> model``)."""
     settings_path = run / "run.json"
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
     try:
         settings = {"task": RunConfig.task, "scale": RunConfig.scale, "image": RunConfig.image,
-                    **json.loads(settings_path.read_text())}
+                    **json.loads(settings_path.read_text()), **(overrides or {})}
         task = task_for(settings)
         dataset = task.open_split(data or settings["data"], split, settings)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
