@@ -140,13 +140,15 @@ def test_noise_gamma_and_random_masks_are_recorded_and_the_run_scores_on_an_unse
                           "--augment", "noise,gamma", "--resume", check=False), "different settings (random_masks)")
 
     scores = {}
-    for name, options in (("fixed", []), ("seed7", ["--mask-seed", "7"]), ("equispaced", ["--mask-kind", "equispaced"])):
+    for name, options in (("fixed", []), ("seed7", ["--mask-seed", "7"]), ("equispaced", ["--mask-kind", "equispaced"]),
+                          ("noisy", ["--augment", "noise"])):
         kdc("evaluate", str(run), *options, "--json", str(tmp_path / f"{name}.json"))
         scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert scores["fixed"]["mask_seed"] == 0 and scores["seed7"]["mask_seed"] == 7
-    assert scores["equispaced"]["mask_kind"] == "equispaced"
+    assert scores["equispaced"]["mask_kind"] == "equispaced" and scores["noisy"]["augment"] == "noise"
     zero_filled = {name: table["models"]["zero-filled"]["psnr"]["mean"] for name, table in scores.items()}
-    assert len(set(zero_filled.values())) == 3  # three different masks were scored
+    assert len(set(zero_filled.values())) == 4  # three different masks, and noisy inputs
+    assert zero_filled["noisy"] < zero_filled["fixed"]
 
     assert_user_error(kdc("train", "--model", "student", "--data", str(dataset), "--out", str(tmp_path / "b"),
                           "--augment", "noise,noize", check=False), "--augment 'noize': expected one of")

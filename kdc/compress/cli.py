@@ -172,22 +172,27 @@ def evaluate(
         help="Score on a mask generated with this seed instead of the run's (data without a mask of its own).")] = None,
     mask_kind: Annotated[str | None, typer.Option(
         help="Score on a generated mask of this kind instead of the run's: random, equispaced or random2d.")] = None,
+    augment: Annotated[str, typer.Option(
+        help="Score on transformed slices, e.g. noise: noisy input k-space, clean targets (--augment of kdc train; "
+             "drawn with seed 0, the same slices for every run).")] = "",
 ) -> None:
     """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
     from kdc._io import write_json
     from kdc.compress.evaluate import evaluate as score_models
     from kdc.compress.recipe import open_run, resolve_device
+    from kdc.data.augment import augmenter_of
 
     overrides = {key: value for key, value in (("seed", mask_seed), ("mask_kind", mask_kind)) if value is not None}
-    settings, task, dataset, models = open_run(resolve(run, "run"), data, split, overrides)
+    settings, task, dataset, models = open_run(resolve(run, "run"), data, split, overrides, augmenter_of(augment))
     if overrides:
         _check_generated_mask(settings, dataset, data)
     models = {task.baseline: None, **models}
     table = score_models(models, dataset, resolve_device(device), task)
     notes = [_cs_row(table, settings, data, dataset, cs_lambda, cs_iterations)] if cs else []
     if json_out:
-        write_json(json_out, {"split": split, **task.meta(settings), "models": table})
-    _print_table(table, f"{split} split, {task.label(settings)} ({len(dataset)} slices, {run})")
+        write_json(json_out, {"split": split, **task.meta(settings), "augment": augment, "models": table})
+    transformed = f", --augment {augment}" if augment else ""
+    _print_table(table, f"{split} split{transformed}, {task.label(settings)} ({len(dataset)} slices, {run})")
     for note in notes:
         typer.echo(note)
 

@@ -33,7 +33,7 @@ from kdc.compress.tasks import Task, task_for
 from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
-from kdc.data.augment import Augmenter
+from kdc.data.augment import Augmenter, augmenter_of
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint, model_config
 
@@ -82,8 +82,7 @@ class RunConfig:
 
 def augmenter(config: RunConfig) -> Augmenter | None:
     """The training-set augmentation of ``--augment`` and ``--random-masks`` (seeded with the run's seed), or None."""
-    names = [name.strip() for name in config.augment.split(",") if name.strip()]
-    return Augmenter(names, config.seed, config.random_masks) if names or config.random_masks else None
+    return augmenter_of(config.augment, config.seed, config.random_masks)
 
 
 def resolve_device(device: str) -> str:
@@ -106,10 +105,10 @@ def resolve_checkpoint(source: str | Path, role: str) -> Path:
     return path
 
 
-def open_run(run: Path, data: str | None, split: str,
-             overrides: dict | None = None) -> tuple[dict, Task, Sequence[dict], dict]:
+def open_run(run: Path, data: str | None, split: str, overrides: dict | None = None,
+             augment: Augmenter | None = None) -> tuple[dict, Task, Sequence[dict], dict]:
     """The run's settings (``overrides`` replacing some, e.g. the mask's ``seed``), task, the split it is scored on
-    and its trained models (``role -> model``)."""
+    (``augment`` transforming its slices) and its trained models (``role -> model``)."""
     settings_path = run / "run.json"
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
@@ -117,7 +116,7 @@ def open_run(run: Path, data: str | None, split: str,
         settings = {"task": RunConfig.task, "scale": RunConfig.scale, "image": RunConfig.image,
                     **json.loads(settings_path.read_text()), **(overrides or {})}
         task = task_for(settings)
-        dataset = task.open_split(data or settings["data"], split, settings)
+        dataset = task.open_split(data or settings["data"], split, settings, augment)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
     models = {}

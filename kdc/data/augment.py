@@ -154,3 +154,9 @@ class Augmenter:
     def mask_seed(self, index: int) -> tuple[int, ...]:
         """Seed of item ``index``'s mask this epoch (``random_masks``)."""
         return (self.seed, self.epoch, index, MASK_STREAM)
+
+
+def augmenter_of(names: str, seed: int = 0, random_masks: bool = False) -> Augmenter | None:
+    """The :class:`Augmenter` of a comma-separated ``--augment`` value (and ``--random-masks``), or None for none."""
+    listed = [name.strip() for name in names.split(",") if name.strip()]
+    return Augmenter(listed, seed, random_masks) if listed or random_masks else None
