@@ -30,6 +30,12 @@ OUTPUT_MARKER = ".kdc-output"
 NAME_MAX = 255
 #: Bytes a temporary name adds to the name it stands for, at most: ``.``, ``.pid<N>.``, 8 random, ``.old.tmp``.
 TEMP_ROOM = 40
+def printable(value: str | os.PathLike[str]) -> str:
+    """``value`` (a path or text) as valid UTF-8 for messages, attributes, manifests and DICOM strings: the bytes of a
+    file name that are not UTF-8 (which Python keeps as lone surrogates, unwritable as UTF-8) become ``\\xNN``."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 #: The writer's process id inside a temporary name.
 PID_TAG = re.compile(r"\.pid(\d+)\.")
 

@@ -133,6 +133,35 @@ def test_distill_with_augmentation_runs_the_live_teacher_and_records_it(dataset,
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+def test_noise_gamma_and_random_masks_are_recorded_and_the_run_scores_on_an_unseen_mask(dataset, tmp_path):
+    run = tmp_path / "run"
+    kdc("train", "--model", "student", "--data", str(dataset), "--out", str(run), "--epochs", "1",
+        "--augment", "noise,gamma", "--random-masks")
+    settings = json.loads((run / "run.json").read_text())
+    assert settings["augment"] == "noise,gamma" and settings["random_masks"] is True
+    assert_user_error(kdc("train", "--model", "student", "--data", str(dataset), "--out", str(run), "--epochs", "1",
+                          "--augment", "noise,gamma", "--resume", check=False), "different settings (random_masks)")
+
+    scores = {}
+    for name, options in (("fixed", []), ("seed7", ["--mask-seed", "7"]), ("equispaced", ["--mask-kind", "equispaced"]),
+                          ("noisy", ["--augment", "noise"])):
+        kdc("evaluate", str(run), *options, "--json", str(tmp_path / f"{name}.json"))
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert scores["fixed"]["mask_seed"] == 0 and scores["seed7"]["mask_seed"] == 7
+    assert scores["equispaced"]["mask_kind"] == "equispaced" and scores["noisy"]["augment"] == "noise"
+    zero_filled = {name: table["models"]["zero-filled"]["psnr"]["mean"] for name, table in scores.items()}
+    assert len(set(zero_filled.values())) == 4  # three different masks, and noisy inputs
+    assert zero_filled["noisy"] < zero_filled["fixed"]
+
+    assert_user_error(kdc("train", "--model", "student", "--data", str(dataset), "--out", str(tmp_path / "b"),
+                          "--augment", "noise,noize", check=False), "--augment 'noize': expected one of")
+    assert not (tmp_path / "b").exists()
+    (dataset / "masks").mkdir()
+    np.save(dataset / "masks" / "mask_4x.npy", np.load(run / "mask.npy"))
+    assert_user_error(kdc("evaluate", str(run), "--mask-seed", "7", check=False),
+                      "--mask-seed/--mask-kind:", "has a 4x mask of its own")
+
+
 def test_missing_data(tmp_path):
     result = kdc("distill", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), check=False)
     assert_user_error(result, "nowhere")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 
 from kdc.errors import KdcError
@@ -38,8 +39,11 @@ Workers = Annotated[int, typer.Option(
     min=0, help="DataLoader worker processes reading training slices (0: the training process reads them; 2-8 "
                 "keep a GPU fed with raw multi-coil data).")]
 Augment = Annotated[str, typer.Option(
-    help="Augment the training slices: comma-separated flip, rot90, scale (k-space is simulated from the transformed "
-         "image with the fixed mask; '' for none).")]
+    help="Augment the training slices: comma-separated flip, rot90, scale, gamma, bias (of the image, the target) "
+         "and noise (complex Gaussian in k-space at 20-40 dB SNR, the input only); '' for none.")]
+RandomMasks = Annotated[bool, typer.Option(
+    help="Undersample every training slice with a new mask each epoch (same kind, acceleration and centre "
+         "fraction; fastMRI's way) instead of the one fixed mask; validation keeps the fixed mask.")]
 Precision = Annotated[str, typer.Option(
     help="bf16 (convolutions in bfloat16, channels_last; data consistency and losses in float32), fp32, or auto: "
          "bf16 where the CPU (AMX-BF16/AVX512-BF16) or GPU has native bfloat16, else fp32. Recorded in run.json.")]
@@ -85,6 +89,7 @@ def train(
     workers: Workers = 0,
     augment: Augment = "",
     precision: Precision = "auto",
+    random_masks: RandomMasks = False,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
@@ -95,7 +100,7 @@ def train(
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
                               center_fraction=center_fraction, crop=crop, image=image, workers=workers,
-                              augment=augment, precision=precision)
+                              augment=augment, precision=precision, random_masks=random_masks)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -138,6 +143,7 @@ def distill(
     workers: Workers = 0,
     augment: Augment = "",
     precision: Precision = "auto",
+    random_masks: RandomMasks = False,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -149,6 +155,7 @@ def distill(
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
         center_fraction=center_fraction, crop=crop, image=image, workers=workers, augment=augment,
         precision=precision,
+        random_masks=random_masks,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)
@@ -168,21 +175,48 @@ def evaluate(
     cs_lambda: Annotated[str, typer.Option(
         help="CS regularisation λ, or auto: the best of a grid on 4 training slices (never on validation).")] = "auto",
     cs_iterations: Annotated[int, typer.Option(min=1, help="CS iterations (bart pics -i).")] = 100,
+    mask_seed: Annotated[int | None, typer.Option(
+        help="Score on a mask generated with this seed instead of the run's (data without a mask of its own).")] = None,
+    mask_kind: Annotated[str | None, typer.Option(
+        help="Score on a generated mask of this kind instead of the run's: random, equispaced or random2d.")] = None,
+    augment: Annotated[str, typer.Option(
+        help="Score on transformed slices, e.g. noise: noisy input k-space, clean targets (--augment of kdc train; "
+             "drawn with seed 0, the same slices for every run).")] = "",
 ) -> None:
     """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
     from kdc._io import write_json
     from kdc.compress.evaluate import evaluate as score_models
     from kdc.compress.recipe import open_run, resolve_device
+    from kdc.data.augment import augmenter_of
 
-    settings, task, dataset, models = open_run(resolve(run, "run"), data, split)
+    overrides = {key: value for key, value in (("seed", mask_seed), ("mask_kind", mask_kind)) if value is not None}
+    settings, task, dataset, models = open_run(resolve(run, "run"), data, split, overrides, augmenter_of(augment))
+    if overrides:
+        _check_generated_mask(settings, dataset, data)
     models = {task.baseline: None, **models}
     table = score_models(models, dataset, resolve_device(device), task)
     notes = [_cs_row(table, settings, data, dataset, cs_lambda, cs_iterations)] if cs else []
     if json_out:
-        write_json(json_out, {"split": split, **task.meta(settings), "models": table})
-    _print_table(table, f"{split} split, {task.label(settings)} ({len(dataset)} slices, {run})")
+        write_json(json_out, {"split": split, **task.meta(settings), "augment": augment, "models": table})
+    transformed = f", --augment {augment}" if augment else ""
+    _print_table(table, f"{split} split{transformed}, {task.label(settings)} ({len(dataset)} slices, {run})")
     for note in notes:
         typer.echo(note)
+
+
+def _check_generated_mask(settings: dict, dataset: object, data: str | None) -> None:
+    """Refuse ``--mask-seed``/``--mask-kind`` where they do not pick the mask scored: another task, or data with a
+    mask of its own (``ROOT/masks/mask_{acc}x.npy`` or the mask of its stored k-space), which always wins."""
+    from kdc.mri.masks import cartesian_mask
+
+    if settings["task"] != "recon":
+        raise KdcError(f"--mask-seed/--mask-kind: a {settings['task']!r} run has no undersampling mask")
+    acceleration = settings["acceleration"]
+    generated = cartesian_mask(settings["mask_kind"], acceleration, dataset.image_shape, settings["seed"],
+                               settings.get("center_fraction"))
+    if not np.array_equal(dataset.mask, generated):
+        raise KdcError(f"--mask-seed/--mask-kind: {data or settings['data']} has a {acceleration}x mask of its own "
+                       f"(masks/mask_{acceleration}x.npy or its stored k-space's), which is what it is scored with")
 
 
 def _cs_row(table: dict, settings: dict, data: str | None, dataset: SliceDataset, lam: str,

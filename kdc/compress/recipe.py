@@ -34,7 +34,7 @@ from kdc.compress.tasks import Task, task_for
 from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
-from kdc.data.augment import Augmenter
+from kdc.data.augment import Augmenter, augmenter_of
 from kdc.errors import KdcError
 from kdc.models.checkpoint import build_model, load_checkpoint, model_config
 
@@ -79,12 +79,13 @@ class RunConfig:
     augment: str = ""
     #: ``bf16``, ``fp32`` or ``auto`` (:mod:`kdc.compress.precision`); run.json records what ``auto`` resolved to.
     precision: str = "auto"
+    #: A new mask per training slice and epoch (``--random-masks``, fastMRI's way); validation keeps the fixed mask.
+    random_masks: bool = False
 
 
 def augmenter(config: RunConfig) -> Augmenter | None:
-    """The training-set augmentation of ``--augment`` (seeded with the run's seed), or None."""
-    names = [name.strip() for name in config.augment.split(",") if name.strip()]
-    return Augmenter(names, config.seed) if names else None
+    """The training-set augmentation of ``--augment`` and ``--random-masks`` (seeded with the run's seed), or None."""
+    return augmenter_of(config.augment, config.seed, config.random_masks)
 
 
 def resolve_device(device: str) -> str:
@@ -107,16 +108,18 @@ def resolve_checkpoint(source: str | Path, role: str) -> Path:
     return path
 
 
-def open_run(run: Path, data: str | None, split: str) -> tuple[dict, Task, Sequence[dict], dict]:
-    """The run's settings, task, the split it is scored on and its trained models (``role -> model``)."""
+def open_run(run: Path, data: str | None, split: str, overrides: dict | None = None,
+             augment: Augmenter | None = None) -> tuple[dict, Task, Sequence[dict], dict]:
+    """The run's settings (``overrides`` replacing some, e.g. the mask's ``seed``), task, the split it is scored on
+    (``augment`` transforming its slices) and its trained models (``role -> model``)."""
     settings_path = run / "run.json"
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
     try:
         settings = {"task": RunConfig.task, "scale": RunConfig.scale, "image": RunConfig.image,
-                    **json.loads(settings_path.read_text())}
+                    **json.loads(settings_path.read_text()), **(overrides or {})}
         task = task_for(settings)
-        dataset = task.open_split(data or settings["data"], split, settings)
+        dataset = task.open_split(data or settings["data"], split, settings, augment)
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise KdcError(f"{settings_path}: not a kdc run.json ({err})") from None
     models = {}

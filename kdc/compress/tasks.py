@@ -161,7 +161,8 @@ class SuperResolution(Task):
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:
         if augment is not None:
-            raise KdcError(f"--augment {','.join(augment.names)}: the sr task has no augmentation; use --task recon")
+            option = f"--augment {','.join(augment.names)}" if augment.names else "--random-masks"
+            raise KdcError(f"{option}: the sr task has no augmentation or masks; use --task recon")
         return open_lowres_split(data, split, settings["scale"])
 
     def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:

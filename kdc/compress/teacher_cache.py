@@ -6,7 +6,8 @@ of them, its ``teacher_summary`` (:mod:`kdc.compress.losses`), is computed once 
 written atomically and memory-mapped when read. ``key`` is a SHA-256 of the teacher weights, the dataset (files,
 slice indices, acceleration, mask) and the method, so a change to any of them builds a new file (the stale one is
 removed). The live teacher runs instead when the cache is off, when the loss has no ``teacher_summary`` or when the
-training set's items do not depend on their index alone (not a :class:`SliceDataset`, or one with ``--augment``).
+training set's items do not depend on their index alone (not a :class:`SliceDataset`, or one with ``--augment`` or
+``--random-masks``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Slices of a dataset split with one fixed undersampling mask (KD-MRI style): a map-style dataset on numpy.
+"""Slices of a dataset split with one fixed undersampling mask (KD-MRI style), or for training with augmentation
+(:mod:`kdc.data.augment`) a mask drawn per slice and epoch (fastMRI style): a map-style dataset on numpy.
 
 Items are dicts of float32 arrays, ready for ``torch.utils.data.DataLoader``'s default collation:
 ``kspace`` (2, H, W) undersampled uncentred single-coil k-space (real, imaginary), ``mask`` (1, 1, W) for a mask
@@ -31,7 +32,7 @@ from kdc.data.formats import VolumeInfo, detect, inspect_volume, notice_once, op
 from kdc.data.volumes import VolumeStats, cached_volume_stats, single_coil
 from kdc.mri.fft import fft2, ifft2
 from kdc.mri.layout import centre_crop, centre_fit, to_channels
-from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
+from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, mask_like, sampled_lines
 
 DEMO = "demo"
 ImageKind = Literal["magnitude", "complex"]
@@ -51,12 +52,22 @@ class SplitSettings:
     crop: tuple[int, int] | None = None
 
 
+def model_mask(mask: np.ndarray) -> np.ndarray:
+    """The network's mask input of an ``(H, W)`` mask: ``(1, 1, W)`` for whole columns, ``(1, H, 1)`` for whole
+    rows, ``(1, H, W)`` otherwise (float32)."""
+    lines = sampled_lines(mask)
+    mask_input = mask if lines is None else mask[:1] if lines[0] == -1 else mask[:, :1]
+    return mask_input[None].astype(np.float32)
+
+
 class SliceDataset:
-    """Every slice of some volumes, undersampled with one mask and read lazily from the h5 files."""
+    """Every slice of some volumes, undersampled with one mask (or with ``augment.random_masks`` a draw of
+    ``mask_kind`` like it per slice and epoch) and read lazily from the h5 files."""
 
     def __init__(self, volumes: Sequence[VolumeInfo], acceleration: int, mask: np.ndarray,
                  stats: Sequence[VolumeStats], settings: SplitSettings = SplitSettings(),
-                 stored_kspace: bool = False, augment: Augmenter | None = None) -> None:
+                 stored_kspace: bool = False, augment: Augmenter | None = None, mask_kind: MaskKind = "random",
+                 center_fraction: float | None = None) -> None:
         self.files: list[Path] = [info.path for info in volumes]
         self.acceleration = acceleration
         self.mask: np.ndarray = mask
@@ -65,9 +76,9 @@ class SliceDataset:
         self.stats = list(stats)
         self.stored_kspace = stored_kspace
         self.augment = augment
-        lines = sampled_lines(mask)
-        mask_input = mask if lines is None else mask[:1] if lines[0] == -1 else mask[:, :1]
-        self._mask_input = mask_input[None].astype(np.float32)
+        self.mask_kind: MaskKind = mask_kind
+        self.center_fraction = center_fraction
+        self._mask_input = model_mask(mask)
         self._index = [(volume, index) for volume, info in enumerate(volumes) for index in range(info.slices)]
         self._handles: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = os.getpid()
@@ -77,11 +88,11 @@ class SliceDataset:
 
     @property
     def deterministic(self) -> bool:
-        """Whether an item depends on its index alone (no augmentation)."""
+        """Whether an item depends on its index alone (no augmentation, no per-slice masks)."""
         return self.augment is None
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw this epoch's augmentations (the trainer calls it before every epoch)."""
+        """Draw this epoch's augmentations and masks (the trainer calls it before every epoch)."""
         if self.augment is not None:
             self.augment.epoch = epoch
 
@@ -103,19 +114,27 @@ class SliceDataset:
             image, measured = centre_fit(image, self.image_shape), None
         if self.settings.image == "magnitude" and np.iscomplexobj(image):
             image, measured = np.abs(image), None
-        if self.augment is not None:
-            image, measured = self.augment(image, index), None
+        if self.augment is not None:  # the transformed target and its (e.g. noisy) simulated k-space
+            image, measured = self.augment(image, index)
         if measured is None:  # simulate k-space from the (padded or magnitude) target
             measured = fft2(image)
         target = centre_crop(image, self.settings.crop or self.image_shape)
-        kspace = measured * self.mask
+        mask, mask_input = self._mask(index)
         return {
-            "kspace": to_channels(kspace),
-            "mask": self._mask_input.copy(),
+            "kspace": to_channels(measured * mask),
+            "mask": mask_input,
             "target": to_channels(target) if self.settings.image == "complex" else target[None].astype(np.float32),
             "volume": self.files[volume_index].stem,
             "slice": slice_index,
         }
+
+    def _mask(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index``'s mask and the network's mask input: the fixed mask, or this epoch's draw for it."""
+        if self.augment is None or not self.augment.random_masks:
+            return self.mask, self._mask_input.copy()
+        mask = mask_like(self.mask, self.mask_kind, self.acceleration, self.augment.mask_seed(index),
+                         self.center_fraction)
+        return mask, model_mask(mask)
 
     def fingerprint(self) -> str:
         """SHA-256 of what the items depend on: the files (path, size, mtime), slice indices, acceleration, mask and
@@ -195,7 +214,7 @@ def open_split(
     if image not in IMAGE_KINDS:
         raise DataError(f"image kind {image!r}: expected one of {IMAGE_KINDS}")
     mask_file = dataset_root(data) / "masks" / f"mask_{acceleration}x.npy"
-    if not mask_file.is_file():
+    if not mask_file.is_file() or (augment is not None and augment.random_masks):
         center_fraction_for(acceleration, center_fraction)  # a generated mask needs it: fail before reading
     root = dataset_root(data)
     volumes = split_volumes(root, split)
@@ -231,7 +250,8 @@ def open_split(
     settings = SplitSettings(image, shape, None if crop is None else (min(crop[0], shape[0]), min(crop[1], shape[1])))
     if augment is not None:
         augment.check_shape(shape)
-    return SliceDataset(volumes, acceleration, mask, stats, settings, stored_kspace=stored, augment=augment)
+    return SliceDataset(volumes, acceleration, mask, stats, settings, stored_kspace=stored, augment=augment,
+                        mask_kind=mask_kind, center_fraction=center_fraction)
 
 
 def _common_acquired_mask(volumes: Sequence[VolumeInfo], masks: Sequence[np.ndarray | None],

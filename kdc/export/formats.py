@@ -25,6 +25,7 @@ from kdc import __version__
 from kdc._io import atomic_path
 from kdc.export import onnx_graph
 from kdc.export.report import ExportError
+from kdc.runtime.session import openvino_core
 
 OPSET = 18  # TOOLCHAIN.md: 17 breaks onnxruntime (ReduceL2), >= 20 makes OpenVINO ignore the DFT axis.
 OUTPUT_NAME = "image"
@@ -119,7 +120,7 @@ class OpenVINOArtefact(OnnxArtefact):
         onnx_path.write_bytes(self.proto.SerializeToString())
         self.model = ov.convert_model(onnx_path)
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
-        self.compiled = ov.Core().compile_model(self.model, "CPU", config)
+        self.compiled = openvino_core().compile_model(self.model, "CPU", config)
         self.ov_runtime = f"openvino {ov.get_version().split('-')[0]} CPU f32"
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ import numpy as np
 from kdc.data.metrics import SSIM_WINDOW, psnr, ssim
 from kdc.export.formats import OUTPUT_NAME, OpenVINOArtefact
 from kdc.export.report import ExportError
+from kdc.runtime.session import openvino_core
 
 QUANTIZE_MODES = ("int8", "fp16")
 #: Formats each mode can write.
@@ -146,11 +147,9 @@ def quantize_artefact(
     Returns the runtime that runs it, a function running it and the quantization settings.
     """
     if isinstance(artefact, OpenVINOArtefact):
-        import openvino as ov
-
         artefact.model, settings = quantize_openvino_int8(artefact.model, data.calibration)
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
-        compiled = ov.Core().compile_model(artefact.model, "CPU", config)
+        compiled = openvino_core().compile_model(artefact.model, "CPU", config)
         settings["inference_precision"] = "f32"
         return artefact.ov_runtime, lambda feeds: compiled(feeds)[OUTPUT_NAME], settings
     import onnxruntime as ort

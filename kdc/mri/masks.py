@@ -8,6 +8,7 @@ along one axis: columns (``axis=-1``, phase encodes along W, fastMRI's knee conv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,8 @@ CENTER_FRACTIONS: dict[int, float] = {4: 0.08, 5: 0.06, 8: 0.04}
 #: 1-D Cartesian kinds (whole lines) and the 2-D kind (single k-space points).
 LINE_KINDS: tuple[str, ...] = ("random", "equispaced")
 MASK_KINDS: tuple[str, ...] = (*LINE_KINDS, "random2d")
+#: A mask seed: an integer, or a sequence of them (e.g. ``(seed, epoch, slice)`` for a mask per training slice).
+Seed = int | Sequence[int]
 
 
 class MaskError(KdcError):
@@ -42,7 +45,7 @@ def center_fraction_for(acceleration: int, center_fraction: float | None = None)
 
 
 def cartesian_lines(
-    kind: MaskKind, acceleration: int, width: int, seed: int = 0, center_fraction: float | None = None
+    kind: MaskKind, acceleration: int, width: int, seed: Seed = 0, center_fraction: float | None = None
 ) -> np.ndarray:
     """Centred 1-D line mask of length ``width`` (DC in the middle), as fastMRI's MaskFuncs draw it."""
     center_fraction = center_fraction_for(acceleration, center_fraction)
@@ -70,7 +73,7 @@ def cartesian_mask(
     kind: MaskKind,
     acceleration: int,
     shape: tuple[int, int],
-    seed: int = 0,
+    seed: Seed = 0,
     center_fraction: float | None = None,
     axis: int = -1,
 ) -> np.ndarray:
@@ -85,7 +88,7 @@ def cartesian_mask(
 
 
 def random_2d_mask(
-    acceleration: int, shape: tuple[int, int], seed: int = 0, center_fraction: float | None = None
+    acceleration: int, shape: tuple[int, int], seed: Seed = 0, center_fraction: float | None = None
 ) -> np.ndarray:
     """Uncentred ``(H, W)`` variable-density mask: a fully sampled centre square of ``center_fraction`` of each
     axis plus points drawn with a Gaussian density, about ``1/acceleration`` of k-space in all."""
@@ -99,6 +102,19 @@ def random_2d_mask(
     density *= wanted / max(density[~centre].sum(), 1e-12)
     mask = centre | (rng.uniform(size=shape) < np.clip(density, 0, 1))
     return np.fft.ifftshift(mask).astype(np.float32)
+
+
+def mask_like(
+    mask: np.ndarray, kind: MaskKind, acceleration: int, seed: Seed, center_fraction: float | None = None
+) -> np.ndarray:
+    """Another draw of ``mask``'s scheme with ``seed``: whole lines along the axis ``mask`` samples (``kind``
+    random or equispaced, random for a 2-D kind), or 2-D random points for a 2-D mask; same shape, acceleration
+    and centre fraction (fastMRI's per-slice masks)."""
+    lines = sampled_lines(mask)
+    if lines is None:
+        return random_2d_mask(acceleration, mask.shape, seed, center_fraction)
+    kind = kind if kind in LINE_KINDS else "random"
+    return cartesian_mask(kind, acceleration, mask.shape, seed, center_fraction, axis=lines[0])
 
 
 def validate_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, source: str = "mask") -> np.ndarray:

@@ -77,6 +77,11 @@ def serve(
         help="Most slices per request (413 above; default: what fits 1 GiB of inference memory).")] = None,
     header_timeout: Annotated[float, typer.Option(help="Seconds to send the request headers (408 after).")] = 10.0,
     body_timeout: Annotated[float, typer.Option(help="Seconds to send the request body (408 after).")] = 60.0,
+    min_body_rate_mb: Annotated[float, typer.Option(
+        help="MiB/s a request body must keep up to keep its memory when others need it (408 after; 0: never).")] = 1.0,
+    max_json_values: Annotated[int, typer.Option(
+        help="Most values in a request's JSON, counted before parsing (413 above; binary tensors do not count).")
+    ] = 1 << 22,
     production: Annotated[bool, typer.Option(
         help="Hide exception details from 500 answers (the log keeps them) and do not serve /openapi.json.")] = False,
     normalise: Annotated[bool, typer.Option(help="Default of the request parameter 'normalise': scale k-space at "
@@ -107,11 +112,13 @@ def serve(
     port = HTTP_PORT if port is None else port
     if workers < 1 or (max_batch is not None and max_batch < 1):
         raise RuntimeModelError("--workers and --max-batch must be >= 1")
-    if min(max_body_mb, max_buffer_mb, header_timeout, body_timeout) <= 0 or max_buffer_mb < max_body_mb:
-        raise RuntimeModelError("--max-body-mb, --header-timeout and --body-timeout must be > 0 and "
-                                "--max-buffer-mb at least --max-body-mb")
+    if min(max_body_mb, max_buffer_mb, header_timeout, body_timeout, max_json_values) <= 0 \
+            or max_buffer_mb < max_body_mb or min_body_rate_mb < 0:
+        raise RuntimeModelError("--max-body-mb, --header-timeout, --body-timeout and --max-json-values must be > 0, "
+                                "--min-body-rate-mb >= 0 and --max-buffer-mb at least --max-body-mb")
     limits = Limits(max_body_bytes=int(max_body_mb * (1 << 20)), max_buffer_bytes=int(max_buffer_mb * (1 << 20)),
-                    header_timeout=header_timeout, body_timeout=body_timeout)
+                    header_timeout=header_timeout, body_timeout=body_timeout,
+                    min_body_rate=min_body_rate_mb * (1 << 20), max_json_values=max_json_values)
     loaded = {}
     for source in models:
         name, path = model_name(source), resolve(source, "onnx")

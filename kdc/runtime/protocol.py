@@ -114,9 +114,16 @@ def _check_batch(name: str, shape: list[int], spec: TensorSpec, max_batch: int) 
                             "per request (--max-batch): split the request", 413)
 
 
+def json_values_bound(body: bytes | bytearray, end: int) -> int:
+    """An upper bound of the values in the JSON text ``body[:end]``, counted without parsing it: an array or
+    object of k > 0 members has k - 1 commas, so values <= 1 + commas + opening brackets."""
+    return 1 + sum(body.count(token, 0, end) for token in (b",", b"[", b"{"))
+
+
 def decode_request(body: bytes | bytearray, header_length: str | None, model: Reconstructor,
-                   max_batch: int | None = None) -> InferRequest:
-    """Parse and validate an infer request body against ``model``'s contract (batches up to ``max_batch``)."""
+                   max_batch: int | None = None, max_values: int | None = None) -> InferRequest:
+    """Parse and validate an infer request body against ``model``'s contract (batches up to ``max_batch``, JSON
+    of at most ``max_values`` values, refused with 413 before it is parsed)."""
     view = memoryview(body)
     split = len(body)
     if header_length is not None:
@@ -125,8 +132,11 @@ def decode_request(body: bytes | bytearray, header_length: str | None, model: Re
             raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not a length within the body "
                                 f"({len(body)} bytes)")
         split = length
-    try:
-        payload = _object(json.loads(bytes(view[:split])), "request")
+    if max_values is not None and (values := json_values_bound(body, split)) > max_values:
+        raise ProtocolError(f"request JSON holds up to {values} values, above this server's limit of {max_values} "
+                            "(--max-json-values): send large tensors with the binary tensor data extension", 413)
+    try:  # json.loads reads bytes and bytearray: the body itself, or a copy of the binary request's header
+        payload = _object(json.loads(body if split == len(body) else bytes(view[:split])), "request")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ProtocolError(f"malformed JSON: {err}") from None
     except RecursionError:
@@ -180,13 +190,14 @@ def encode_response(name: str, request: InferRequest, results: dict[str, np.ndar
                     ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers; binary outputs follow the JSON header in request order. ``notes`` (the
     runtime's warnings, e.g. k-space with phase) go to ``parameters.kdc_warnings``."""
-    outputs, chunks = [], []
+    outputs: list[dict[str, Any]] = []
+    chunks: list[np.ndarray] = []
     for output in request.outputs:
         array = np.ascontiguousarray(results[output], dtype="<f4")
         tensor: dict[str, Any] = {"name": output, "datatype": "FP32", "shape": list(array.shape)}
         if output in request.binary:
             tensor["parameters"] = {"binary_data_size": array.nbytes}
-            chunks.append(array.tobytes())
+            chunks.append(array)  # joined from the array's buffer: no intermediate copy
         else:
             tensor["data"] = array.ravel().tolist()
         outputs.append(tensor)

@@ -10,8 +10,10 @@ encoding run on a bounded thread pool (reconstructors are thread-safe), so the e
 
 Memory is bounded by limits that slow clients cannot exhaust: request bodies held at once (received or waiting for
 inference) share a byte budget (503 beyond it), counted as their bytes arrive, so a client trickling bytes holds
-only what it sent; headers must arrive within ``header_timeout`` and a body within ``body_timeout`` (408, then
-the connection is closed); a batch is capped per model (413). Liveness and metadata never wait for inference.
+only what it sent, and bodies that stall (below ``min_body_rate``) are dropped when others need the room; headers
+must arrive within ``header_timeout`` and a body within ``body_timeout`` (408, then the connection is closed); a
+batch is capped per model and JSON by its count of values before it is parsed (413). Liveness and metadata never
+wait for inference.
 uvicorn shuts down gracefully on SIGINT/SIGTERM, finishing in-flight requests.
 """
 
@@ -27,7 +29,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,7 +50,7 @@ from kdc.runtime.protocol import (
     model_metadata,
     parse_length,
 )
-from kdc.runtime.session import Reconstructor
+from kdc.runtime.session import Reconstructor, model_width
 from kdc.runtime.tensors import RuntimeModelError
 from kdc.runtime.triton import triton_config
 
@@ -64,59 +66,123 @@ class Limits:
     header_timeout: float = 10.0  # seconds to send the request line and headers (408, connection closed)
     body_timeout: float = 60.0  # seconds to send the whole body (408, connection closed)
     inference_memory: int = 1 << 30  # working memory of one inference, which sets the default batch cap
+    # A body arriving slower than this (bytes/s) is dropped (408) when another request needs its memory; 0: never.
+    min_body_rate: float = 1 << 20
+    # JSON values one request may hold (413 above, counted before parsing: a parsed value costs 32-70 bytes).
+    max_json_values: int = 1 << 22
+
+
+#: Seconds over which a body's arrival rate is measured against ``Limits.min_body_rate``.
+RATE_WINDOW = 1.0
 
 
 #: Requests with a body above this size give freed memory back to the system when they are done.
 RELEASE_AFTER_BYTES = 1 << 20
 #: Status codes answered before the body was read to its end: the connection is closed after them.
-CLOSING_STATUSES = (408, 413)
+CLOSING_STATUSES = (408, 413, 503)
 
 
 def error(message: str, status: int) -> JSONResponse:
-    """A KServe error body: ``{"error": message}``; the connection closes after a 408 or 413."""
+    """A KServe error body: ``{"error": message}``; the connection closes after a 408, 413 or 503."""
     headers = {"connection": "close"} if status in CLOSING_STATUSES else None
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class BodyBudget:
-    """Bytes of request bodies held at once. Used from the event loop only, so it needs no lock."""
+@dataclass(eq=False)
+class Upload:
+    """A request body being received: the bytes it holds and the last time it was keeping up the minimum rate."""
 
-    def __init__(self, limit: int) -> None:
+    mark: float  # loop time when it last had received ``min_rate * RATE_WINDOW`` bytes since the previous mark
+    since_mark: int = 0
+    held: int = 0
+    dropped: bool = False
+    task: asyncio.Task[None] = field(init=False)
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once. Used from the event loop only, so it needs no lock.
+
+    When a chunk does not fit, bodies still arriving slower than ``min_rate`` bytes/s (over the last
+    :data:`RATE_WINDOW` seconds) are dropped, most bytes first, to make room: stalled uploads cannot starve the
+    clients that send. Only bodies that keep up (or that wait for inference) make others wait (503)."""
+
+    def __init__(self, limit: int, min_rate: float) -> None:
         self.limit = limit
+        self.min_rate = min_rate
         self.held = 0
+        self.uploads: set[Upload] = set()
 
     @contextlib.asynccontextmanager
     async def receive(self, request: Request, max_bytes: int, timeout: float) -> AsyncIterator[bytearray]:
         """The request body, counted against the budget as it arrives and until the block ends.
 
-        413 above ``max_bytes``, 503 when the budget is spent, 408 after ``timeout`` seconds, 400 if the client
-        goes away (logged as one line)."""
+        413 above ``max_bytes``, 503 when the budget is spent, 408 after ``timeout`` seconds or when dropped as
+        stalled, 400 if the client goes away (logged as one line)."""
         declared = request.headers.get("content-length")
         if declared is not None and (parse_length(declared) is None or parse_length(declared) > max_bytes):
             raise ProtocolError(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes", 413)
         body = bytearray()
+        loop = asyncio.get_running_loop()
+        upload = Upload(loop.time())
+        upload.task = loop.create_task(self._collect(request, body, max_bytes, upload))
+        self.uploads.add(upload)
         try:
             try:
-                await asyncio.wait_for(self._collect(request, body, max_bytes), timeout)
-            except asyncio.TimeoutError:
+                await asyncio.wait({upload.task}, timeout=timeout)
+            finally:
+                self.uploads.discard(upload)
+                upload.task.cancel()  # nothing when it is done
+            if upload.dropped:
+                raise ProtocolError(f"request body dropped after {len(body)} bytes: it arrived slower than "
+                                    f"{self.min_rate / 2**20:g} MiB/s while other requests needed the memory", 408)
+            if not upload.task.done():
                 raise ProtocolError(f"request body not received within {timeout:g} s "
-                                    f"({len(body)} bytes arrived)", 408) from None
+                                    f"({len(body)} bytes arrived)", 408)
+            try:
+                upload.task.result()
             except ClientDisconnect:
                 log.info("client %s disconnected after %d bytes of its request body", _client(request), len(body))
                 raise ProtocolError("client disconnected before the end of its request body") from None
             yield body
         finally:
-            self.held -= len(body)
+            self.held -= upload.held
 
-    async def _collect(self, request: Request, body: bytearray, max_bytes: int) -> None:
-        async for chunk in request.stream():
-            if len(body) + len(chunk) > max_bytes:
-                raise ProtocolError(f"request body exceeds the limit of {max_bytes} bytes", 413)
-            if self.held + len(chunk) > self.limit:
-                raise ProtocolError(f"server busy: request bodies in memory would exceed {self.limit} bytes; "
-                                    "retry later", 503)
-            body += chunk  # a bytearray grows in place: no copy of the body at the end
-            self.held += len(chunk)
+    async def _collect(self, request: Request, body: bytearray, max_bytes: int, upload: Upload) -> None:
+        try:
+            async for chunk in request.stream():
+                if len(body) + len(chunk) > max_bytes:
+                    raise ProtocolError(f"request body exceeds the limit of {max_bytes} bytes", 413)
+                if self.held + len(chunk) > self.limit:
+                    self._drop_stalled(self.held + len(chunk) - self.limit, upload)
+                if self.held + len(chunk) > self.limit:
+                    raise ProtocolError(f"server busy: request bodies in memory would exceed {self.limit} bytes; "
+                                        "retry later", 503)
+                body += chunk  # a bytearray grows in place: no copy of the body at the end
+                self.held += len(chunk)
+                upload.held += len(chunk)
+                upload.since_mark += len(chunk)
+                if upload.since_mark >= self.min_rate * RATE_WINDOW:
+                    upload.mark, upload.since_mark = asyncio.get_running_loop().time(), 0
+        except BaseException:  # a refused or abandoned body gives its bytes back at once, for the next chunk
+            self.held -= upload.held
+            upload.held = 0
+            raise
+
+    def _drop_stalled(self, needed: int, keep: Upload) -> None:
+        """Drop uploads that fell below the minimum rate, most bytes first, until ``needed`` bytes are free."""
+        if self.min_rate <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        stalled = [u for u in self.uploads
+                   if u is not keep and not u.task.done() and now - u.mark >= RATE_WINDOW and u.held]
+        for upload in sorted(stalled, key=lambda u: u.held, reverse=True):
+            if needed <= 0:
+                return
+            upload.dropped = True
+            upload.task.cancel()
+            self.held -= upload.held
+            needed -= upload.held
+            upload.held = 0
 
 
 def _client(request: Request) -> str:
@@ -133,14 +199,13 @@ def release_memory() -> None:
 
 def slice_memory(model: Reconstructor) -> int:
     """Upper estimate of the bytes one slice of a batch costs during inference: its float32 inputs and outputs
-    plus four feature maps of the model's width (64 if the contract does not say) at the contract's image size.
-    Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
+    plus four feature maps of the model's width (:func:`~kdc.runtime.session.model_width`) at the contract's image
+    size. Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
     height, width = model.image_size
-    config = model.contract.get("model", {}).get("config", {})
-    channels = config.get("channels", 64) if isinstance(config, dict) else 64
+    channels = model_width(model.contract)
     per_slice = sum(math.prod(d for d in spec.shape[1:] if isinstance(d, int))
                     for spec in (*model.inputs, *model.outputs) if spec.shape and isinstance(spec.shape[0], str))
-    return 4 * (per_slice + 4 * int(channels) * height * width)
+    return 4 * (per_slice + 4 * channels * height * width)
 
 
 def default_max_batch(model: Reconstructor, inference_memory: int) -> int:
@@ -157,7 +222,7 @@ def create_app(models: Mapping[str, Reconstructor], *, limits: Limits = Limits()
     """
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kdc-infer")
     state = {"ready": True}
-    budget = BodyBudget(limits.max_buffer_bytes)
+    budget = BodyBudget(limits.max_buffer_bytes, limits.min_body_rate)
     batch_caps = {name: max_batch or default_max_batch(model, limits.inference_memory)
                   for name, model in models.items()}
 
@@ -193,7 +258,7 @@ def create_app(models: Mapping[str, Reconstructor], *, limits: Limits = Limits()
         return models[name]
 
     def infer_sync(name: str, model: Reconstructor, body: bytearray, header_length: str | None) -> Response:
-        request = decode_request(body, header_length, model, batch_caps[name])
+        request = decode_request(body, header_length, model, batch_caps[name], limits.max_json_values)
         try:
             results, notes = model.run_with_notes(
                 request.feeds, normalise=normalise if request.normalise is None else request.normalise)

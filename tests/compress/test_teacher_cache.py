@@ -123,7 +123,10 @@ def test_live_teacher_when_the_cache_cannot_serve(data_root, tmp_path):
     augmented = teacher_targets(teacher, build_kd_loss("at"), "at",
                                 open_split(data_root, "train", 4, augment=Augmenter(["flip"])), outputs,
                                 tmp_path / "cache", "cpu")
-    for source in (no_summary, not_a_slice_dataset, augmented):
+    random_masks = teacher_targets(teacher, build_kd_loss("at"), "at",
+                                   open_split(data_root, "train", 4, augment=Augmenter([], random_masks=True)),
+                                   outputs, tmp_path / "cache", "cpu")
+    for source in (no_summary, not_a_slice_dataset, augmented, random_masks):
         assert source.cache is None
         batch = next(iter(DataLoader(source.train_set, batch_size=2)))
         assert "teacher" not in batch

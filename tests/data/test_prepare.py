@@ -4,6 +4,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,6 +14,8 @@ from kdc.data.cli import data_app
 from kdc.data.slices import open_split
 from tests import ismrmrd_files
 from tests.data.test_slices import multicoil_volume
+
+REPO = Path(__file__).resolve().parents[2]  # the children import tests.peak_memory
 
 
 def test_prepared_split_gives_the_items_of_the_raw_split(tmp_path, write_fastmri_multicoil):
@@ -62,12 +65,12 @@ def test_image_datasets_and_single_files_are_refused_in_one_line(tmp_path, write
 
 
 PEAK_RSS = """
-import json, resource, sys
+import json, sys
 from typer.testing import CliRunner
 from kdc.data.cli import data_app
+from tests.peak_memory import peak_mb
 result = CliRunner().invoke(data_app, ["prepare", *sys.argv[1:]])
-print(json.dumps({"code": result.exit_code, "output": result.output,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"code": result.exit_code, "output": result.output, "peak_mb": peak_mb()}))
 """
 
 
@@ -85,7 +88,7 @@ def test_memory_of_prepare_is_flat_in_the_slice_count(tmp_path):
 
     child = subprocess.run([sys.executable, "-c", PEAK_RSS, str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), "--out",
                             str(tmp_path / "prepared")], capture_output=True, text=True, preexec_fn=cap_address_space,
-                           timeout=600)
+                           cwd=REPO, timeout=600)
     assert child.returncode == 0, child.stderr[-2000:]
     report = json.loads(child.stdout.splitlines()[-1])
     assert report["code"] == 0 and "(128 train, 128 val slices)" in report["output"], report

@@ -3,13 +3,13 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-import openvino as ov
 import pytest
 import torch
 
 from kdc.mri.masks import cartesian_mask
 from kdc.export import ExportError, export_model
 from kdc.export.onnx_graph import read_contract
+from kdc.runtime.session import openvino_core
 
 from .helpers import column_mask, undersampled
 
@@ -98,7 +98,7 @@ def test_2d_mask_is_a_full_size_input(model, tmp_path, dc):
 def test_openvino_ir_runs_at_f32_with_contract_in_rt_info(run_dir, tmp_path):
     report = export_model(run_dir, tmp_path / "ir" / "m.xml", fmt="openvino", dc="matmul")
     assert sorted(p.name for p in report.path.parent.iterdir()) == ["m.bin", "m.xml"]
-    core = ov.Core()
+    core = openvino_core()  # kdc's one Core: see its docstring
     ir = core.read_model(report.path)
     contract = json.loads(ir.get_rt_info(["kdc", "contract"]).astype(str))
     assert contract["dc_lowering"] == "matmul" and contract["format"] == "openvino"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kdc.mri.masks import MaskError, cartesian_mask, center_fraction_for, sampled_lines
+from kdc.mri.masks import MaskError, acceleration_of, cartesian_mask, center_fraction_for, mask_like, sampled_lines
 
 
 @pytest.mark.parametrize("kind", ["random", "equispaced"])
@@ -32,3 +32,16 @@ def test_accelerations_beyond_the_table_take_a_centre_fraction():
     assert 5.0 < mask.size / mask.sum() < 7.0
     with pytest.raises(MaskError, match="centre fraction 1.5"):
         center_fraction_for(6, 1.5)
+
+
+@pytest.mark.parametrize("axis", [-1, -2])
+def test_mask_like_draws_the_same_scheme_along_the_same_axis_with_another_seed(axis):
+    mask = cartesian_mask("equispaced", 4, (32, 48), seed=0, axis=axis)
+    draws = [mask_like(mask, "equispaced", 4, (0, epoch, 3)) for epoch in range(4)]
+    for draw in draws:
+        assert draw.shape == mask.shape and sampled_lines(draw)[0] == axis
+        assert 3.4 < acceleration_of(draw) < 4.6  # equispaced: about the same number of lines
+    np.testing.assert_array_equal(draws[2], mask_like(mask, "equispaced", 4, (0, 2, 3)))
+    assert len({draw.tobytes() for draw in draws}) > 1
+    two_d = cartesian_mask("random2d", 4, (32, 48), seed=0)
+    assert sampled_lines(mask_like(two_d, "random2d", 4, 1)) is None

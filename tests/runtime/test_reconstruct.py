@@ -279,7 +279,7 @@ def test_a_file_name_that_is_not_utf8_is_written_in_every_format(tmp_path, artef
                              "--acc", "4", "-f", "h5,dicom,nifti"], capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr
     with h5py.File(out / f"{name}.h5") as file:
-        assert file.attrs["source"].endswith("scan\ufffd.h5")
+        assert file.attrs["source"].endswith("scan\\xff.h5")  # kdc._io.printable
     assert os.fsencode(source) in (out / ".kdc-output").read_bytes()
 
 

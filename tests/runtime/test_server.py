@@ -311,9 +311,10 @@ def test_a_client_leaving_mid_body_is_logged_in_one_line(server, local, kspace, 
     assert_healthy(server, kspace, artefacts.mask, local)
 
 
-#: A guarded server: short timeouts, a 2 MB buffer budget, at most 4 slices per request, production mode.
+#: A guarded server: short timeouts, a 2 MB buffer budget that stalled bodies keep, at most 4 slices per request,
+#: production mode.
 GUARDS = ("--header-timeout", "2", "--body-timeout", "2", "--max-body-mb", "1", "--max-buffer-mb", "2",
-          "--max-batch", "4", "--production")
+          "--min-body-rate-mb", "0", "--max-batch", "4", "--production")
 SLOW_HEADERS = b"POST /v2/models/student/infer HTTP/1.1\r\nhost: kdc\r\ncontent-type: application/json\r\n"
 
 
@@ -365,6 +366,43 @@ def test_bodies_beyond_the_buffer_budget_get_503(guarded, local, kspace, artefac
     for sock in held:
         assert read_until_closed(sock, timeout=10).startswith(b"HTTP/1.1 408 ")
     assert_healthy(guarded, kspace, artefacts.mask, local)
+
+
+def test_json_with_more_values_than_the_limit_gets_413_before_it_is_parsed(artefacts, tmp_path):
+    """6 million JSON numbers (24 MB, malformed at the end) were parsed into about 200 MB of Python floats before
+    anything was checked; they are refused from a count of the body's commas and brackets, before parsing."""
+    values = 6_000_000
+    body = b'{"inputs": [{"name": "kspace", "datatype": "FP32", "shape": [1], "data": [' + b"0.5," * values
+    with running_server([artefacts.student_onnx], tmp_path / "server.log", "--threads", "1",
+                        "--max-body-mb", "32") as srv:
+        before = process_memory_mb(srv.process.pid)
+        response = srv.client.post("/v2/models/student/infer", content=body,
+                                   headers={"content-type": "application/json"})
+        peak = process_memory_mb(srv.process.pid)["VmHWM"]
+    assert response.status_code == 413, response.text
+    assert f"above this server's limit of {1 << 22} (--max-json-values)" in response.json()["error"]
+    body_mb = len(body) / 2**20
+    assert peak - before["VmRSS"] <= 3 * body_mb, (peak, before, body_mb)  # the body and its chunks, no objects
+
+
+def test_stalled_near_limit_bodies_do_not_starve_other_clients(artefacts, local, kspace, tmp_path):
+    """4 connections send a body just under the limit and stall, holding the whole buffer budget: the next
+    requests drop the stalled bodies they need room from (408) instead of getting 503 until the body timeout."""
+    header = b"POST /v2/models/student/infer HTTP/1.1\r\nhost: kdc\r\ncontent-length: 1048576\r\n\r\n"
+    with running_server([artefacts.student_onnx], tmp_path / "server.log", "--threads", "1", "--max-body-mb", "1",
+                        "--max-buffer-mb", "2", "--body-timeout", "10") as srv:
+        stalled = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(4)]
+        for sock in stalled:  # one after the other: the first two fill the budget, the others get 503
+            sock.sendall(header + b" " * (1048576 - 1000))
+            threading.Event().wait(0.2)
+        threading.Event().wait(1.5)  # they have sent nothing for longer than the rate window
+        answers = [srv.client.post("/v2/models/student/infer", json=infer_body(kspace[:1], artefacts.mask))
+                   for _ in range(3)]
+        dropped = [read_until_closed(sock, timeout=30) for sock in stalled]
+        assert_healthy(srv, kspace, artefacts.mask, local)
+    assert [answer.status_code for answer in answers] == [200] * 3, [answer.text for answer in answers]
+    assert sum(b"HTTP/1.1 408 " in answer and b"arrived slower than 1 MiB/s" in answer for answer in dropped) >= 1
+    assert all(answer.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 503 ")) for answer in dropped), dropped
 
 
 def test_batches_above_max_batch_get_413_before_decoding(guarded, local, kspace, artefacts):

@@ -58,12 +58,12 @@ def test_reconstruction_matches_pytorch(artefacts, kspace, name, engine):
 
 
 def test_openvino_runs_at_f32_unless_asked(artefacts):
-    import openvino as ov
+    from kdc.runtime.session import openvino_core
 
     model = rt.load(artefacts.student_xml)
     assert model.backend.endswith(" f32") and model.warnings == []
     bf16 = rt.load(artefacts.student_xml, precision="bf16")
-    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         assert bf16.backend.endswith(" bf16") and bf16.warnings == []
     else:  # this CPU has no bf16: OpenVINO stays at f32, and the reconstructor says so
         assert bf16.backend.endswith(" f32") and bf16.warnings == ["asked for bf16, CPU runs f32"]
@@ -358,3 +358,24 @@ def test_normalise_scales_a_volume_into_the_training_range_and_back(artefacts, k
     scanner = model.reconstruct(kspace * 1000, artefacts.mask, normalise=True)
     np.testing.assert_allclose(scanner / (1000 * peak), unit, atol=1e-5)
     assert not np.allclose(model.reconstruct(kspace * 1000, artefacts.mask) / (1000 * peak), unit, atol=1e-3)
+
+
+def test_openvino_models_freed_in_creation_order_leave_signals_deliverable(artefacts):
+    """OpenVINO's CPU plugin gives the thread a new signal stack per Core and restores the previous one when the
+    Core is freed, even if that one was freed meanwhile. With a Core per model, two models freed in the order they
+    were loaded left the main thread on an unmapped signal stack: the next signal with a Python handler (torch's
+    DataLoader installs one for SIGCHLD) killed the process with SIGSEGV, as one pytest process running the whole
+    suite died when a test's subprocess exited."""
+    code = f"""
+import gc, signal, subprocess, sys
+import kdc.runtime as rt
+first = rt.load({str(artefacts.student_xml)!r})
+second = rt.load({str(artefacts.student_onnx)!r}, engine="openvino")
+del first; gc.collect()
+del second; gc.collect()
+signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])

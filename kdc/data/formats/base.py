@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import h5py
 import numpy as np
 
+from kdc._io import printable  # noqa: F401  (re-exported: kdc.data.formats.printable)
+
 from kdc.data.errors import DataError
 from kdc.data.formats.limits import check_dataset
 from kdc.mri.fft import centred_to_uncentred
@@ -186,12 +188,6 @@ def refuse_outside_data(file: h5py.File) -> None:
     problem = file.visititems_links(check)
     if problem:
         raise DataError(f"{file.filename}: {problem}")
-
-
-def printable(path: str | Path) -> str:
-    """``path`` as valid UTF-8 text, for messages, attributes and manifests: the bytes of a file name that are not
-    UTF-8 (which Python keeps as lone surrogates, unwritable as UTF-8) become ``\\xNN``."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def detect(file: h5py.File) -> Reader:

@@ -79,12 +79,6 @@ def file_stem(name: str) -> str:
     return fit_name(name, STEM_MAX)
 
 
-def unicode_text(value: str) -> str:
-    """``value`` as text every format can encode: the bytes of a file name that is not UTF-8 (which Python keeps as
-    lone surrogates) become U+FFFD."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def placed(volume: OutputVolume) -> Geometry:
     """The geometry of ``volume``, else :class:`OutputError` naming its source and the field that is impossible."""
     problem = volume.geometry.problem()

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import kdc
-from kdc._io import atomic_directory, atomic_path
-from kdc.runtime.writers import (OutputError, OutputVolume, WriteOptions, file_stem, placed, register_writer,
-                                 unicode_text)
+from kdc._io import atomic_directory, atomic_path, printable
+from kdc.runtime.writers import OutputError, OutputVolume, WriteOptions, file_stem, placed, register_writer
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -52,12 +51,12 @@ def decimal_string(value: float) -> str:
 def long_string(value: str) -> str:
     """``value`` as a valid DICOM LO value: one value (a backslash would start another), no control characters,
     at most 64 characters, no padding spaces (not significant)."""
-    return NOT_IN_LO.sub("_", unicode_text(value))[:LO_LENGTH].strip(" ")
+    return NOT_IN_LO.sub("_", printable(value))[:LO_LENGTH].strip(" ")
 
 
 def short_text(value: str) -> str:
     """``value`` as a valid DICOM ST value: no control characters but CR, LF, FF; at most 1024 characters."""
-    return NOT_IN_ST.sub(" ", unicode_text(value))[:ST_LENGTH].rstrip(" ")
+    return NOT_IN_ST.sub(" ", printable(value))[:ST_LENGTH].rstrip(" ")
 
 
 def character_set(values: list[str]) -> str:

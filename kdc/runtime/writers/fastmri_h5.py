@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdc._io import atomic_path
-from kdc.runtime.writers import OutputVolume, WriteOptions, file_stem, register_writer, unicode_text
+from kdc._io import atomic_path, printable
+from kdc.runtime.writers import OutputVolume, WriteOptions, file_stem, register_writer
 
 
 def write_fastmri_h5(volume: OutputVolume, directory: Path, options: WriteOptions) -> list[Path]:
@@ -23,13 +23,13 @@ def write_fastmri_h5(volume: OutputVolume, directory: Path, options: WriteOption
     buffer = io.BytesIO()  # built in memory, so that a full disk fails in a plain write, not inside HDF5's close
     with h5py.File(buffer, "w") as file:
         file.create_dataset("reconstruction", data=np.asarray(volume.image, dtype=np.float32))
-        file.attrs["model"] = unicode_text(provenance.model)
-        file.attrs["role"] = unicode_text(provenance.role)
+        file.attrs["model"] = printable(provenance.model)
+        file.attrs["role"] = printable(provenance.role)
         file.attrs["contract_version"] = provenance.contract_version
         file.attrs["acceleration"] = provenance.acceleration or 1.0
-        file.attrs["mask"] = unicode_text(provenance.mask)
-        file.attrs["source"] = unicode_text(provenance.source)
-        file.attrs["description"] = unicode_text(provenance.describe())
+        file.attrs["mask"] = printable(provenance.mask)
+        file.attrs["source"] = printable(provenance.source)
+        file.attrs["description"] = printable(provenance.describe())
     with atomic_path(target) as tmp:
         tmp.write_bytes(buffer.getbuffer())
     return [target]
