@@ -30,7 +30,7 @@ def test_distill_sr_evaluate_and_export(dataset, tmp_path):
     for row in ("| low-res | 0 |", "| teacher | 333,569 |", "| student | 185,857 |", "| kd_student | 185,857 |"):
         assert row in out
     assert {p.name for p in run.iterdir()} == {"teacher.pt", "student.pt", "student_at.pt", "kd_student.pt",
-                                               "run.json", "metrics.json", "train.log", "state"}
+                                               "run.json", "metrics.json", "train.log", "history.jsonl", "state"}
     log = (run / "train.log").read_text()
     for stage in ("teacher", "student", "student_at", "kd_student"):
         assert f"{stage} epoch 1/1" in log
