@@ -43,7 +43,7 @@ from kdc.compress.baselines import score_baseline
 from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
 from kdc.compress.recipe import TABLE_ROLES, RunConfig, distill
 from kdc.compress.tasks import RECON
-from kdc.compress.trainer import HISTORY
+from kdc.compress.trainer import HISTORY, read_history
 from kdc.data.formats import inspect_volume
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import dataset_root
@@ -127,8 +127,7 @@ def stage_seconds(run: Path) -> dict[str, float]:
     """Seconds per stage, summed over the epochs of the run's ``history.jsonl`` (older runs: ``train.log``)."""
     seconds: dict[str, float] = {}
     if (run / HISTORY).exists():
-        epochs = [json.loads(line) for line in (run / HISTORY).read_text().splitlines()]
-        stages = [(epoch["stage"], epoch["seconds"]) for epoch in epochs]
+        stages = [(epoch["stage"], epoch["seconds"]) for epoch in read_history(run)]
     else:
         lines = (run / "train.log").read_text().splitlines()
         stages = [(m[1], float(m[2])) for m in map(STAGE_LINE.search, lines) if m]

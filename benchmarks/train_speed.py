@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -33,15 +32,11 @@ import torch
 from kdc._io import atomic_path, write_json
 from kdc.compress import recipe
 from kdc.compress.precision import cpu_has_native_bf16
-from kdc.compress.trainer import HISTORY
+from kdc.compress.trainer import read_history
 
 PRECISIONS = ("fp32", "bf16")
 #: The make-demo recipe is safe at bf16 when every model's validation PSNR is within this of fp32's.
 RECIPE_TOLERANCE_DB = 0.1
-
-
-def history(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / HISTORY).read_text().splitlines()]
 
 
 def epoch_speed(data: str, epochs: int, runs: Path) -> dict[str, dict]:
@@ -53,7 +48,7 @@ def epoch_speed(data: str, epochs: int, runs: Path) -> dict[str, dict]:
         load = os.getloadavg()[0]
         started = time.perf_counter()
         recipe.train(recipe.RunConfig(data, str(run), epochs=epochs, precision=precision), "teacher")
-        records = history(run)
+        records = read_history(run)
         mean = {key: sum(r[key] for r in records) / len(records)
                 for key in ("seconds", "step_seconds", "data_seconds", "validation_seconds", "steps")}
         rows[precision] = {

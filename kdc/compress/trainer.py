@@ -64,6 +64,11 @@ class Stage:
     task: Task = RECON  # how validation calls the model
 
 
+def read_history(run_dir: Path) -> list[dict]:
+    """The run's finished epochs, in order, as :func:`train_stage` logged them in :data:`HISTORY`."""
+    return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines()]
+
+
 def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 

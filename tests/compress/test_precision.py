@@ -7,7 +7,7 @@ import torch
 
 from kdc.compress.precision import autocast, cpu_has_native_bf16, prepare_model, resolve_precision
 from kdc.compress.recipe import Run, RunConfig, train
-from kdc.compress.trainer import HISTORY
+from kdc.compress.trainer import read_history
 from kdc.errors import KdcError
 from kdc.mri.masks import cartesian_mask
 from kdc.models import DCCNN, load_checkpoint
@@ -61,7 +61,7 @@ def test_bf16_run_records_its_precision_writes_float32_checkpoints_and_refuses_a
     train(RunConfig(str(data), str(out), epochs=2, precision="bf16"), "student")
 
     assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
-    epochs = [json.loads(line) for line in (out / HISTORY).read_text().splitlines()]
+    epochs = read_history(out)
     assert [(e["stage"], e["epoch"], e["precision"]) for e in epochs] == [("student", 1, "bf16"),
                                                                        ("student", 2, "bf16")]
     for epoch in epochs:
