@@ -10,6 +10,7 @@ setting, with the command, the machine and the time of every stage. Every seed t
 one session is finished by the same command in the next.
 
     python benchmarks/quality.py --setting cpu                    # demo set (128x128), shared 2-core CPU
+    python benchmarks/quality.py --setting cpu128 --cs --augment scale  # `make data` set at 128x128, 3 seeds, CPU
     python benchmarks/quality.py --setting gpu --data data/brain  # `make data` set (256x256), CUDA
 
 ``--cs`` adds the classical row, compressed sensing with BART (``bart pics`` l1-wavelet, λ tuned once per factor on
@@ -51,6 +52,10 @@ from kdc.data.slices import dataset_root
 SETTINGS: dict[str, dict] = {
     "cpu": {"data": "demo", "epochs": 2, "pretrain_epochs": 1, "seeds": [0], "device": "cpu", "jobs": 1, "threads": 1,
             "precision": "auto"},
+    # What this 2-core CPU finishes in a session: the `make data` set resliced at 128x128 (`kdc data build --size 128
+    # --out data/brain128`), 3 seeds, bf16 on the CPU's matrix units, one thread per cell.
+    "cpu128": {"data": "data/brain128", "epochs": 8, "pretrain_epochs": 2, "seeds": [0, 1, 2], "device": "cpu",
+               "jobs": 1, "threads": 1, "precision": "bf16"},
     # Every cell (factor, seed) at once: these small models leave one GPU mostly idle (benchmarks/gpu_sprint.sh).
     "gpu": {
         "data": "data/brain", "epochs": 16, "pretrain_epochs": 4, "seeds": [0, 1, 2], "device": "cuda", "jobs": 9,

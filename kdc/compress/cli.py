@@ -47,6 +47,9 @@ RandomMasks = Annotated[bool, typer.Option(
 Precision = Annotated[str, typer.Option(
     help="bf16 (convolutions in bfloat16, channels_last; data consistency and losses in float32), fp32, or auto: "
          "bf16 where the CPU (AMX-BF16/AVX512-BF16) or GPU has native bfloat16, else fp32. Recorded in run.json.")]
+ValSlices = Annotated[int, typer.Option(
+    min=0, help="Validation slices (evenly spaced) scored after every epoch to keep the best; 0: all. The final "
+                "table scores them all.")]
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
@@ -90,6 +93,7 @@ def train(
     augment: Augment = "",
     precision: Precision = "auto",
     random_masks: RandomMasks = False,
+    val_slices: ValSlices = 64,
 ) -> None:
     """Train one model (teacher or student) with L1 to the fully sampled target."""
     from kdc.compress import recipe
@@ -100,7 +104,8 @@ def train(
     config = recipe.RunConfig(str(data), str(out), acc, epochs, None, batch_size, lr, device, mask_kind=mask_kind,
                               seed=seed, task=task, scale=scale, lr_schedule=lr_schedule,
                               center_fraction=center_fraction, crop=crop, image=image, workers=workers,
-                              augment=augment, precision=precision, random_masks=random_masks)
+                              augment=augment, precision=precision, random_masks=random_masks,
+                              val_slices=val_slices)
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.train(config, model, resume)
     if table:
@@ -144,6 +149,7 @@ def distill(
     augment: Augment = "",
     precision: Precision = "auto",
     random_masks: RandomMasks = False,
+    val_slices: ValSlices = 64,
 ) -> None:
     """The KD-MRI recipe: teacher -> student alone -> feature-loss (--method) pre-training -> KD student."""
     from kdc.compress import recipe
@@ -154,8 +160,7 @@ def distill(
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
         center_fraction=center_fraction, crop=crop, image=image, workers=workers, augment=augment,
-        precision=precision,
-        random_masks=random_masks,
+        precision=precision, random_masks=random_masks, val_slices=val_slices,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)

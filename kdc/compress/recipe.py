@@ -42,7 +42,7 @@ log = logging.getLogger("kdc")
 #: Models of a finished run, in the order of the paper's table.
 TABLE_ROLES = ("teacher", "student", "kd_student")
 #: Settings that do not change the results (beyond float error); ``--resume`` may change them.
-RUNTIME_SETTINGS = ("out", "device", "teacher_cache", "workers")
+RUNTIME_SETTINGS = ("out", "device", "teacher_cache", "workers", "val_slices")
 
 
 @dataclass
@@ -81,6 +81,9 @@ class RunConfig:
     precision: str = "auto"
     #: A new mask per training slice and epoch (``--random-masks``, fastMRI's way); validation keeps the fixed mask.
     random_masks: bool = False
+    #: Validation slices scored after every epoch to keep the best one (evenly spaced; 0: all). The final table
+    #: (``metrics.json``) always scores every validation slice.
+    val_slices: int = 64
 
 
 def augmenter(config: RunConfig) -> Augmenter | None:
@@ -255,6 +258,7 @@ class Run:
             self.config.lr_schedule,
             self.config.workers,
             self.config.precision,
+            self.config.val_slices,
         )
         stage = Stage(role, model, step_loss, {**self.meta, "role": role, **(meta or {})}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)

@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from kdc._io import atomic_path
 from kdc.compress import distributed
@@ -42,6 +43,7 @@ class TrainSettings:
     lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over the stage's steps (see docs/distill.md)
     workers: int = 0  # DataLoader worker processes (0: slices are read in the training process)
     precision: str = "fp32"  # "bf16": convolutions autocast to bfloat16, channels_last (kdc.compress.precision)
+    val_slices: int = 0  # validate each epoch on this many evenly spaced validation slices (0: all of them)
 
 
 #: Learning-rate factor at ``progress`` (steps done / all steps of the stage) for each schedule.
@@ -69,6 +71,13 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines()]
 
 
+def validation_subset(val_set: Sequence[dict], count: int) -> Sequence[dict]:
+    """``count`` evenly spaced slices of ``val_set`` (all of it when ``count`` is 0 or not smaller than it)."""
+    if count <= 0 or count >= len(val_set):
+        return val_set
+    return Subset(val_set, np.linspace(0, len(val_set) - 1, count).round().astype(int).tolist())
+
+
 def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -80,11 +89,12 @@ def train_stage(
 
     After every epoch the best model so far (by validation PSNR) is written to ``run_dir/<name>.pt`` and the
     resumable state to ``run_dir/state/<name>.pt``, both atomically, so a kill loses at most the running epoch.
-    Returns the validation metrics of the best epoch. In a process group (:mod:`kdc.compress.distributed`) each rank
+    Returns the validation metrics of the best epoch (on ``settings.val_slices`` of ``val_set``). In a process group (:mod:`kdc.compress.distributed`) each rank
     trains on its share of every global batch and rank 0 alone validates and writes; ``step_loss`` must be a mean
     over the batch's items.
     """
     state_path = run_dir / "state" / f"{stage.name}.pt"
+    val_set = validation_subset(val_set, settings.val_slices)
     schedule = LR_SCHEDULES[settings.lr_schedule]
     model = prepare_model(stage.model.to(settings.device), settings.precision)
     params = [p for m in (model, *stage.extra) for p in m.parameters()]
@@ -155,7 +165,7 @@ def train_stage(
         distributed.barrier()
         record = {"stage": stage.name, "epoch": epoch + 1, "precision": settings.precision,
                   "train_loss": total / max(len(loader), 1), "val_psnr": metrics["psnr"]["mean"],
-                  "val_ssim": metrics["ssim"]["mean"], "steps": len(loader),
+                  "val_ssim": metrics["ssim"]["mean"], "val_slices": len(val_set), "steps": len(loader),
                   "seconds": time.perf_counter() - started, "step_seconds": step_seconds,
                   "data_seconds": train_seconds - step_seconds, "validation_seconds": validation_seconds}
         with open(run_dir / HISTORY, "a") as history:  # one whole line per finished epoch

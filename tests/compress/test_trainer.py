@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
+from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, read_history, train_stage, validation_subset
 from kdc.mri.masks import cartesian_mask
 from kdc.models import DCCNN, load_checkpoint
 
@@ -120,3 +120,12 @@ def test_dataloader_workers_train_the_same_weights(tmp_path):
         trained[workers] = model.state_dict()
     for a, b in zip(trained[0].values(), trained[2].values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_per_epoch_validation_scores_the_evenly_spaced_subset_it_is_given(tmp_path):
+    train, val = tiny_split(8, 0), tiny_split(7, 1)
+    assert [item["slice"] for item in validation_subset(val, 3)] == [0, 3, 6]
+    assert validation_subset(val, 0) is val and validation_subset(val, 7) is val
+    best = train_stage(l1_stage(fresh_model()), train, val, TrainSettings(epochs=1, val_slices=3), tmp_path)
+    assert best["psnr"]["n"] == 3
+    assert [epoch["val_slices"] for epoch in read_history(tmp_path)] == [3]
