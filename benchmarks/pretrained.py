@@ -26,6 +26,7 @@ from pathlib import Path
 
 from kdc._io import atomic_directory, atomic_path, write_json
 from kdc.compress.evaluate import format_table
+from kdc.compress.trainer import stage_seconds
 from kdc.errors import KdcError
 from kdc.export.api import export_model
 from kdc.models.checkpoint import load_checkpoint
@@ -34,21 +35,7 @@ from kdc.runtime.bench import environment
 
 #: Files of the run directory copied as they are.
 RUN_FILES = ("run.json", "mask.npy", "metrics.json", "train.log")
-#: An epoch line of train.log: "<time> <stage> epoch 2/3: train loss ..., 81.2 s".
-EPOCH_LINE = re.compile(r"^\S+ \S+ (?P<stage>\w+) epoch (?P<epoch>\d+)/(?P<epochs>\d+): .*, (?P<seconds>[\d.]+) s$")
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "pretrained.md"
-
-
-def training_seconds(log: Path) -> dict[str, float]:
-    """Seconds per stage, summed over the epoch lines of ``log`` (training and per-epoch validation)."""
-    seconds: dict[str, float] = defaultdict(float)
-    for line in log.read_text().splitlines():
-        match = EPOCH_LINE.match(line)
-        if match:
-            seconds[match["stage"]] += float(match["seconds"])
-    if not seconds:
-        raise KdcError(f"{log}: no epoch lines ('<stage> epoch N/M: ..., S s')")
-    return dict(seconds)
 
 
 def this_machine() -> str:
@@ -116,7 +103,7 @@ def build_entry(run: Path, name: str, args: argparse.Namespace, into: Path) -> N
         raise KdcError(f"{run}: not a finished distill run (missing {', '.join(missing)})")
     settings = json.loads((run / "run.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    seconds = training_seconds(run / "train.log")
+    seconds = stage_seconds(run)
     models: dict[str, dict] = {}
     image_size = None
     with atomic_directory(into / name, overwrite=True, mark=False) as tmp:  # package data: no output marker

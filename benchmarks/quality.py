@@ -44,7 +44,7 @@ from kdc.compress.baselines import score_baseline
 from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
 from kdc.compress.recipe import TABLE_ROLES, RunConfig, distill
 from kdc.compress.tasks import RECON
-from kdc.compress.trainer import HISTORY, read_history
+from kdc.compress.trainer import stage_seconds
 from kdc.data.formats import inspect_volume
 from kdc.mri.masks import cartesian_mask
 from kdc.data.slices import dataset_root
@@ -66,7 +66,6 @@ FACTORS = (4, 5, 8)
 CS = BartCompressedSensing.row
 ROWS = ("zero-filled", *TABLE_ROLES)
 LABELS = {"zero-filled": "ZF", CS: "CS (BART)", "teacher": "teacher", "student": "student", "kd_student": "KD student"}
-STAGE_LINE = re.compile(r" (\w+) epoch \d+/\d+: .*, ([\d.]+) s$")  # train.log of runs from before history.jsonl
 
 
 def with_fixed_masks(data: str, factors: list[int], runs: Path) -> str:
@@ -126,19 +125,6 @@ def cs_row(acc: int, args: argparse.Namespace) -> dict:
         train, val = (RECON.open_split(args.data, split, settings) for split in ("train", "val"))
         write_json(path, score_baseline(tune_lambda(train), val))
     return json.loads(path.read_text())
-
-
-def stage_seconds(run: Path) -> dict[str, float]:
-    """Seconds per stage, summed over the epochs of the run's ``history.jsonl`` (older runs: ``train.log``)."""
-    seconds: dict[str, float] = {}
-    if (run / HISTORY).exists():
-        stages = [(epoch["stage"], epoch["seconds"]) for epoch in read_history(run)]
-    else:
-        lines = (run / "train.log").read_text().splitlines()
-        stages = [(m[1], float(m[2])) for m in map(STAGE_LINE.search, lines) if m]
-    for stage, value in stages:
-        seconds[stage] = seconds.get(stage, 0.0) + value
-    return {stage: round(value, 1) for stage, value in seconds.items()}
 
 
 def finished(acc: int, args: argparse.Namespace) -> bool:

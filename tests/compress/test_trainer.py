@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, read_history, train_stage, validation_subset
+from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, read_history, stage_seconds, train_stage, validation_subset
 from kdc.mri.masks import cartesian_mask
 from kdc.models import DCCNN, load_checkpoint
 
@@ -129,3 +129,13 @@ def test_per_epoch_validation_scores_the_evenly_spaced_subset_it_is_given(tmp_pa
     best = train_stage(l1_stage(fresh_model()), train, val, TrainSettings(epochs=1, val_slices=3), tmp_path)
     assert best["psnr"]["n"] == 3
     assert [epoch["val_slices"] for epoch in read_history(tmp_path)] == [3]
+
+
+def test_stage_seconds_reads_epoch_lines_from_before_and_since_precision(tmp_path):
+    (tmp_path / "train.log").write_text(
+        "2026-12-01 10:00:00,000 teacher epoch 1/2: train loss 0.1, val PSNR 30.00 dB, SSIM 0.9000, 81.2 s\n"
+        "2026-12-06 09:00:00,000 precision bf16 on cpu (bfloat16 convolutions, channels_last; ...)\n"
+        "2026-12-06 09:37:32,706 teacher epoch 2/2 (bf16): train loss 0.01, val PSNR 33.16 dB, SSIM 0.9160, 38.5 s "
+        "(steps 26.7 s, data 2.3 s, validation 9.5 s)\n"
+        "2026-12-06 09:40:00,000 student epoch 1/1 (fp32): train loss 0.2, val PSNR 28.00 dB, SSIM 0.8000, 10.0 s\n")
+    assert stage_seconds(tmp_path) == {"teacher": 119.7, "student": 10.0}
