@@ -5,6 +5,9 @@ and load with ``weights_only=True``) into ``kdc/pretrained/<name>/``, exports ea
 exporter (its parity gate against PyTorch decides), writes PROVENANCE.md (data, command, seed, epochs, training time
 from train.log, machine, validation metrics), adds the run to ``kdc/pretrained/index.json`` and rewrites
 ``docs/results/pretrained.md`` from every shipped run. The entry is written to a temporary directory and renamed.
+``--baselines FILE`` adds the classical rows of ``kdc evaluate RUN --cs --json FILE`` (same validation slices and
+mask) as ``baselines.json``, and the results check the targets against them: ZF < CS < student < KD <= teacher,
+KD >= CS + 1.5 dB with a higher SSIM, KD - student >= 0.3 dB.
 
     .venv/bin/python benchmarks/pretrained.py runs/demo --name demo-4x \\
         --command "kdc distill --data demo --acc 4 --out runs/demo --epochs 3 --pretrain-epochs 1" \\
@@ -35,6 +38,10 @@ from kdc.runtime.bench import environment
 
 #: Files of the run directory copied as they are.
 RUN_FILES = ("run.json", "mask.npy", "metrics.json", "train.log")
+#: The classical rows of ``--baselines`` (kdc evaluate --cs --json), kept beside the entry.
+BASELINES = "baselines.json"
+#: Targets of a shipped reconstruction model against compressed sensing (issue #20), in dB.
+KD_OVER_CS_DB, KD_OVER_STUDENT_DB = 1.5, 0.3
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "pretrained.md"
 
 
@@ -96,6 +103,37 @@ feature loss `{settings['method']}`, imitation weight {settings['imitation_weigh
 """
 
 
+def classical_rows(baselines: Path, metrics: dict) -> dict:
+    """The rows of ``baselines`` (a ``kdc evaluate --cs --json`` table) that are not networks, checked to be scored
+    on the same split and slices as ``metrics``."""
+    table = json.loads(baselines.read_text())
+    rows = {name: row for name, row in table["models"].items() if row.get("params", 0) == 0}
+    ours = metrics["models"][next(iter(metrics["models"]))]["psnr"]["n"]
+    if table.get("split") != metrics.get("split") or any(row["psnr"]["n"] != ours for row in rows.values()):
+        raise KdcError(f"{baselines}: not scored on the run's {metrics.get('split')} slices ({ours})")
+    return rows
+
+
+def target_checks(models: dict, baselines: dict) -> dict[str, bool | float]:
+    """Issue #20's targets for one factor: the order of the rows and KD's margins over CS and the student."""
+    cs = next((row for name, row in baselines.items() if name.startswith("CS")), None)
+    psnr = {name: row["psnr"]["mean"] for name, row in {**baselines, **models}.items()}
+    checks: dict[str, bool | float] = {
+        "kd_minus_student_db": psnr["kd_student"] - psnr["student"],
+        f"kd_minus_student_at_least_{KD_OVER_STUDENT_DB}": psnr["kd_student"] - psnr["student"] >= KD_OVER_STUDENT_DB,
+        "student_lt_kd_le_teacher": psnr["student"] < psnr["kd_student"] <= psnr["teacher"],
+    }
+    if cs is not None:
+        kd = models["kd_student"]
+        checks |= {
+            "zf_lt_cs_lt_student": psnr["zero-filled"] < cs["psnr"]["mean"] < psnr["student"],
+            "kd_minus_cs_db": kd["psnr"]["mean"] - cs["psnr"]["mean"],
+            f"kd_at_least_cs_plus_{KD_OVER_CS_DB}_and_higher_ssim":
+                kd["psnr"]["mean"] >= cs["psnr"]["mean"] + KD_OVER_CS_DB and kd["ssim"]["mean"] > cs["ssim"]["mean"],
+        }
+    return checks
+
+
 def build_entry(run: Path, name: str, args: argparse.Namespace, into: Path) -> None:
     """Write ``into/name`` from the finished run directory ``run`` and add it to ``into/index.json``."""
     missing = [f for f in (*RUN_FILES, *(f"{stem}.pt" for stem in ROLES.values())) if not (run / f).is_file()]
@@ -104,6 +142,7 @@ def build_entry(run: Path, name: str, args: argparse.Namespace, into: Path) -> N
     settings = json.loads((run / "run.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     seconds = stage_seconds(run)
+    baselines = classical_rows(args.baselines, metrics) if args.baselines else None
     models: dict[str, dict] = {}
     image_size = None
     with atomic_directory(into / name, overwrite=True, mark=False) as tmp:  # package data: no output marker
@@ -122,6 +161,9 @@ def build_entry(run: Path, name: str, args: argparse.Namespace, into: Path) -> N
             models[role] = {"stem": stem, "params": sum(p.numel() for p in model.parameters()), "pt_bytes": size,
                             "onnx_bytes": report.file_size, "dc": report.dc, "parity": report.parity_error}
             print(f"{name}-{role}: {stem}.pt {size:,} bytes, {report.path.name} parity {report.parity_error:.1e}")
+        if baselines:
+            write_json(tmp / BASELINES, {"source": f"kdc evaluate {run} --cs", "models": baselines})
+            metrics = {**metrics, "models": {**metrics["models"], **baselines}}
         (tmp / "PROVENANCE.md").write_text(provenance(name, args, settings, metrics, seconds, models))
     write_json(into / INDEX, {**index(into), name: {"description": args.description, "image_size": image_size}})
 
@@ -138,8 +180,24 @@ def write_results(into: Path, results: Path) -> None:
                      f"| {row['psnr']:.2f} | {row['ssim']:.4f} |")
     for run, entry in index(into).items():
         lines += ["", f"- `pretrained:{run}`: {entry['description']}"]
+    for run in index(into):
+        if (into / run / BASELINES).is_file():
+            lines += target_section(into / run, run)
     with atomic_path(results) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def target_section(entry: Path, run: str) -> list[str]:
+    """The validation table of ``entry`` with its classical rows, and the targets checked."""
+    metrics = json.loads((entry / "metrics.json").read_text())
+    baselines = json.loads((entry / BASELINES).read_text())["models"]
+    models = metrics["models"]
+    table = {name: models[name] for name in models if name not in ROLES.values()}  # zero-filled first
+    table |= baselines | {stem: models[stem] for stem in ROLES.values()}
+    checks = "; ".join(f"{key.replace('_', ' ')}: **{value:+.2f}**" if isinstance(value, float) else
+                       f"{key.replace('_', ' ')}: **{value}**" for key, value in target_checks(models, baselines).items())
+    return ["", f"## `pretrained:{run}` against compressed sensing ({metrics['models'][ROLES['kd']]['psnr']['n']} "
+                "validation slices, the run's mask)", "", format_table(table), "", f"Targets: {checks}."]
 
 
 def main(argv: list[str]) -> None:
@@ -152,6 +210,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--machine", default=None, help="machine that trained the run (default: this one)")
     parser.add_argument("--into", type=Path, default=DIRECTORY, help="registry directory (default: the package's)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results table to rewrite")
+    parser.add_argument("--baselines", type=Path, help="kdc evaluate RUN --cs --json FILE: classical rows to ship")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", args.name) or any(args.name.endswith(f"-{r}") for r in ROLES):
         parser.error(f"--name {args.name!r}: lower-case words joined by '-', not ending in a role ({', '.join(ROLES)})")

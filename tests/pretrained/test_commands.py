@@ -82,15 +82,25 @@ def test_bench_and_reconstruct_take_names(tmp_path):
 def test_the_maintainer_path_rebuilds_an_entry(tmp_path):
     """benchmarks/pretrained.py on the shipped run gives the same models, a provenance note and a resolvable name."""
     into, results = tmp_path / "registry", tmp_path / "pretrained.md"
+    shipped = json.loads((DIRECTORY / "demo-4x" / "metrics.json").read_text())
+    zero_filled = shipped["models"]["zero-filled"]
+    cs = {**zero_filled, "psnr": {**zero_filled["psnr"], "mean": zero_filled["psnr"]["mean"] + 1.0}}
+    baselines = tmp_path / "cs.json"  # what `kdc evaluate RUN --cs --json` writes, with a CS row 1 dB above ZF
+    baselines.write_text(json.dumps({"split": "val", "models": {"zero-filled": zero_filled,
+                                                                "CS (BART pics l1-wavelet)": cs}}))
     command = [sys.executable, str(REPO / "benchmarks" / "pretrained.py"), str(DIRECTORY / "demo-4x"),
                "--name", "copy-4x", "--command", "kdc distill --data demo --acc 4", "--description", "a copy",
-               "--data-note", "the demo set", "--into", str(into), "--results", str(results)]
+               "--data-note", "the demo set", "--into", str(into), "--results", str(results),
+               "--baselines", str(baselines)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     provenance = (into / "copy-4x" / "PROVENANCE.md").read_text()
     assert "`kdc distill --data demo --acc 4`" in provenance and "| training time |" in provenance
     assert "| seed | 0 " in provenance
     assert "`pretrained:copy-4x-kd`" in results.read_text()
+    kd_over_cs = shipped["models"]["kd_student"]["psnr"]["mean"] - cs["psnr"]["mean"]
+    assert f"kd minus cs db: **{kd_over_cs:+.2f}**" in results.read_text()
+    assert "| CS (BART pics l1-wavelet) |" in provenance
     for role in ROLES:
         rebuilt = resolve(f"pretrained:copy-4x-{role}", "onnx", root=into)
         assert outputs_agree(rebuilt, resolve(f"pretrained:demo-4x-{role}", "onnx")) < 1e-5
