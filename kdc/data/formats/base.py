@@ -24,6 +24,7 @@ from kdc.data.errors import DataError
 from kdc.data.formats.limits import check_dataset
 from kdc.mri.fft import centred_to_uncentred
 from kdc.mri.geometry import Geometry
+from kdc.mri.partial_fourier import PartialFourier
 
 _SHOWN: set[str] = set()
 #: Notices held back by :func:`notices_after_success` blocks, innermost last.
@@ -47,8 +48,8 @@ def notices_after_success() -> Iterator[None]:
     _HELD.append(held)
     try:
         yield
-    finally:
-        _HELD.remove(held)
+    finally:  # by identity: list.remove would take an equal (say empty) dict of an enclosing block
+        del _HELD[next(index for index, block in enumerate(_HELD) if block is held)]
     for key, message in held.items():
         notice_once(key, message)
 
@@ -119,6 +120,11 @@ class Reader:
     def geometry(self, file: h5py.File) -> Geometry:
         """Where the pixels of :meth:`read`'s images are; the default geometry (with its note) when unknown."""
         return Geometry()
+
+    def partial_fourier(self, file: h5py.File) -> PartialFourier | None:
+        """Where :meth:`read`'s ``(H, W)`` grid was acquired when asymmetrically about DC (phase partial Fourier);
+        its missing band is left zero by ``read`` and absent from :meth:`acquired_mask`. None: symmetric."""
+        return None
 
 
 READERS: dict[str, Reader] = {}

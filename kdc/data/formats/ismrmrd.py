@@ -25,7 +25,11 @@ from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, header_text,
                                    notice_once, parse_header, register)
 from kdc.data.formats.limits import COMPLEX64, MAX_EXPANSION, check_dataset, check_declared, check_stored
+from kdc.mri.fft import centred_to_uncentred, uncentred_to_centred
 from kdc.mri.geometry import slab_geometry
+from kdc.mri.noise import (DEFAULT_RECEIVER_NOISE_BANDWIDTH, NoiseError, bandwidth_scale, noise_covariance,
+                           prewhiten, prewhitening_matrix)
+from kdc.mri.partial_fourier import Band, PartialFourier, PartialFourierError
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
 SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feedback": 26, "dummy scan": 27,
@@ -57,6 +61,10 @@ class Layout:
     positions: np.ndarray  # (S, 3) position of the first readout of each slice
     read_dir: np.ndarray  # (3,) of the first readout of the first slice
     phase_dir: np.ndarray
+    #: Where the encoded grid ``shape`` was acquired (:func:`sampled_bands`); None when symmetric (no partial Fourier).
+    partial_fourier: PartialFourier | None = None
+    #: ``(C, C)`` noise prewhitening matrix from the file's noise readouts (:func:`noise_prewhitening`), or None.
+    whitening: np.ndarray | None = None
 
     @property
     def slice_count(self) -> int:
@@ -89,7 +97,15 @@ class IsmrmrdReader(Reader):
         kspace = fill_grid(layout, readouts, len(wanted))
         if check_finite and not np.isfinite(kspace).all():
             raise DataError(f"{file.filename}: 'dataset/data' holds NaN or Inf samples")
-        return RawSlices(remove_oversampling(kspace, layout.recon_width), True, None, True)
+        if layout.whitening is not None:
+            kspace = prewhiten(kspace, layout.whitening)
+        if layout.partial_fourier is not None and layout.partial_fourier.readout.asymmetric:
+            notice_once(f"{file.filename}:echo", f"{file.filename}: asymmetric echo, readout "
+                                                 f"{layout.partial_fourier.readout.text()}: completed by POCS")
+        return RawSlices(remove_oversampling(complete_readout(layout, kspace), layout.recon_width), True, None, True)
+
+    def partial_fourier(self, file: h5py.File) -> PartialFourier | None:
+        return recon_partial_fourier(read_layout(file))
 
     def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
         return line_mask(read_layout(file))
@@ -187,7 +203,8 @@ def place_readouts(file: h5py.File) -> Layout:
     rows = np.flatnonzero(kept)
     if rows.size == 0:
         raise DataError(f"{name}: 'dataset/data' holds no image readouts (all noise, navigator or calibration scans)")
-    return place_heads(name, xml, encoding, rows, heads[rows], lengths[rows])
+    layout = place_heads(name, xml, encoding, rows, heads[rows], lengths[rows])
+    return replace(layout, whitening=noise_prewhitening(file, heads, lengths, layout))
 
 
 def cartesian_encoding(name: str, xml: bytes, where: str = "'dataset/xml'") -> Any:
@@ -261,9 +278,10 @@ def place_heads(name: str, xml: bytes, encoding: Any, rows: np.ndarray, heads: n
                  f"the readouts fill less than 1/{MAX_EXPANSION} of the encoded matrix")
     check_slices_sample_the_same_lines(name, numbers, slices, lines, encoded.y)
     first = np.unique(slices, return_index=True)[1]
+    bands = sampled_bands(name, encoding, lines, offsets, int(samples[0]), data)
     return Layout(rows, slices.astype(np.int64), lines, offsets, int(samples[0]), int(coils[0]),
                   (int(encoded.y), int(encoded.x)), int(recon.x), xml, heads["position"][first].astype(float),
-                  heads["read_dir"][first[0]].astype(float), heads["phase_dir"][first[0]].astype(float))
+                  heads["read_dir"][first[0]].astype(float), heads["phase_dir"][first[0]].astype(float), bands)
 
 
 def fill_grid(layout: Layout, readouts: Iterable[tuple[np.ndarray, int, int, int]], slices: int) -> np.ndarray:
@@ -312,3 +330,86 @@ def remove_oversampling(kspace: np.ndarray, width: int) -> np.ndarray:
     start = (kspace.shape[-1] - width) // 2
     cropped = image[..., start : start + width]
     return shift.fftshift(shift.fft(shift.ifftshift(cropped, -1), axis=-1, norm="ortho"), -1).astype(np.complex64)
+
+
+#: ISMRMRD flag bit of noise readouts (ACQ_IS_NOISE_MEASUREMENT).
+NOISE_FLAG = SKIPPED_FLAGS["noise"]
+
+
+def sampled_bands(name: str, encoding: Any, lines: np.ndarray, offsets: np.ndarray, samples: int,
+                  data: str = "'dataset/data'") -> PartialFourier | None:
+    """The partial Fourier of an encoding, or None when it samples symmetrically about DC: along the phase encodes
+    the header's ``encodingLimits`` ``kspace_encoding_step_1`` (``minimum`` .. ``maximum`` around ``center``, as
+    ISMRMRD states partial Fourier), along the readout the readouts' ``center_sample`` within their
+    ``number_of_samples`` (asymmetric echo). Limits that contradict the matrix or the readouts are a DataError."""
+    encoded = encoding.encodedSpace.matrixSize
+    height, width = int(encoded.y), int(encoded.x)
+    rows = Band(0, height, height)
+    limits = encoding.encodingLimits.kspace_encoding_step_1 if encoding.encodingLimits is not None else None
+    if limits is not None and None not in (limits.minimum, limits.maximum, limits.center):
+        low, high, centre = int(limits.minimum), int(limits.maximum), int(limits.center)
+        start, stop = low - centre + height // 2, high - centre + height // 2 + 1
+        if not (low <= centre <= high and 0 <= start and stop <= height):
+            raise DataError(f"{name}: 'dataset/xml' encodingLimits kspace_encoding_step_1 minimum {low}, maximum "
+                            f"{high}, center {centre}: expected minimum <= center <= maximum within the encoded "
+                            f"matrix y={height} around its centre")
+        outside = lines[(lines < start) | (lines >= stop)]
+        if outside.size:
+            raise DataError(f"{name}: {data} kspace_encode_step_1 {int(outside[0]) + centre - height // 2} is "
+                            f"outside the header's encodingLimits {low}..{high} ({outside.size} readout(s) in all)")
+        rows = Band(start, stop, height)
+    columns = Band(int(offsets.min()), int(offsets.max()) + samples, width)
+    return PartialFourier(rows, columns, -2) if rows.asymmetric or columns.asymmetric else None
+
+
+def complete_readout(layout: Layout, kspace: np.ndarray) -> np.ndarray:
+    """Centred ``(S, C, H, encoded X)`` k-space with an asymmetric echo completed along the readout by POCS, coil by
+    coil, before the readout oversampling is removed (unchanged without one)."""
+    bands = layout.partial_fourier
+    if bands is None or not bands.readout.asymmetric:
+        return kspace
+    completed = bands.complete(centred_to_uncentred(kspace), phase=False)
+    return uncentred_to_centred(completed).astype(np.complex64)
+
+
+def recon_partial_fourier(layout: Layout) -> PartialFourier | None:
+    """The partial Fourier of the images :meth:`IsmrmrdReader.read` yields (H, recon W): the phase encodes' band;
+    the readout is complete once read (:func:`complete_readout`)."""
+    bands = layout.partial_fourier
+    if bands is None or not bands.phase.asymmetric:
+        return None
+    return PartialFourier(bands.rows, Band(0, layout.recon_width, layout.recon_width), -2)
+
+
+def noise_prewhitening(file: h5py.File, heads: np.ndarray, lengths: np.ndarray, layout: Layout) -> np.ndarray | None:
+    """The ``(C, C)`` prewhitening matrix of the file's noise readouts (flag ``ACQ_IS_NOISE_MEASUREMENT``), scaled
+    by their dwell time against the image readouts' and the header's ``relativeReceiverNoiseBandwidth`` (0.793
+    when absent) as Gadgetron does; None when the file has no noise readouts."""
+    name = file.filename
+    flags = heads["flags"].astype(np.uint64)
+    rows = np.flatnonzero((flags & np.uint64(1 << (NOISE_FLAG - 1))) != 0)
+    if rows.size == 0:
+        return None
+    channels = np.unique(heads["active_channels"][rows])
+    if channels.tolist() != [layout.coils]:
+        raise DataError(f"{name}: 'dataset/data' noise readouts have active_channels {sorted(channels.tolist())}, "
+                        f"expected the image readouts' {layout.coils}")
+    counts = heads["number_of_samples"][rows].astype(np.int64)
+    short = np.flatnonzero(lengths[rows] != 2 * layout.coils * counts)
+    if short.size:
+        raise DataError(f"{name}: 'dataset/data' noise acquisition {int(rows[short[0]])} holds "
+                        f"{int(lengths[rows[short[0]]])} values, expected {layout.coils} channels x "
+                        f"{int(counts[short[0]])} samples x 2 (re, im)")
+    samples = np.concatenate([values.view(np.complex64).reshape(layout.coils, -1)
+                              for values in records(file["dataset/data"], rows)], axis=1)
+    system = parse_header(layout.xml).acquisitionSystemInformation
+    bandwidth = getattr(system, "relativeReceiverNoiseBandwidth", None) or DEFAULT_RECEIVER_NOISE_BANDWIDTH
+    dwell = heads["sample_time_us"].astype(float) if "sample_time_us" in (heads.dtype.names or ()) else None
+    scale = 1.0 if dwell is None else bandwidth_scale(float(dwell[layout.rows[0]]), float(dwell[rows[0]]), bandwidth)
+    try:
+        whitening = prewhitening_matrix(noise_covariance(samples), scale)
+    except NoiseError as err:
+        raise DataError(f"{name}: 'dataset/data' noise readouts: {err}") from None
+    notice_once(f"{name}:noise", f"{name}: coils prewhitened with the noise covariance of {rows.size} noise "
+                                 f"readout(s) ({samples.shape[1]} samples per coil)")
+    return whitening
