@@ -51,11 +51,14 @@ def slices_from_repetitions(path: Path) -> None:
 
 
 def rewrite_readouts(path: Path, change) -> None:
-    """Replace every acquisition record ``row`` of the file by ``change(row)`` (header and samples may change)."""
+    """Replace every acquisition record ``row`` of the file by ``change(row)``: a record (header and samples may
+    change), a list of records, or None to drop it."""
     with h5py.File(path, "r+") as file:
         rows = file["dataset/data"][()]
         dtype = file["dataset/data"].dtype
-        kept = [row for row in (change(row) for row in rows) if row is not None]
+        changed = (change(row.copy()) for row in rows)
+        kept = [item for result in changed if result is not None
+                for item in (result if isinstance(result, list) else [result])]
         del file["dataset/data"]
         file.create_dataset("dataset/data", data=np.array(kept, dtype=dtype), maxshape=(None,))
 
@@ -89,14 +92,27 @@ def asymmetric_echo(path: Path, dropped: int) -> None:
     rewrite_readouts(path, change)
 
 
-def add_coil_noise(path: Path, mixing: np.ndarray, seed: int = 0) -> None:
-    """Add complex noise ``mixing @ white`` (correlated across coils) to every readout, the noise readouts too."""
+NOISE_BIT = 1 << (19 - 1)  # ACQ_IS_NOISE_MEASUREMENT
+
+
+def is_noise(row) -> bool:
+    return bool(int(row["head"]["flags"]) & NOISE_BIT)
+
+
+def add_coil_noise(path: Path, mixing: np.ndarray, noise_readouts: int = 1, seed: int = 0) -> None:
+    """Add complex noise ``mixing @ white`` (correlated across coils) to every readout; the noise readout of a
+    ``-C`` file becomes ``noise_readouts`` of them (a scanner takes many)."""
     rng = np.random.default_rng(seed)
 
-    def change(row):
+    def noisy(row):
         values = samples(row)
         white = rng.standard_normal(values.shape) + 1j * rng.standard_normal(values.shape)
         set_samples(row, values + mixing @ white)
         return row
 
-    rewrite_readouts(path, change)
+    rewrite_readouts(path, lambda row: [noisy(row.copy()) for _ in range(noise_readouts)] if is_noise(row)
+                     else noisy(row))
+
+
+def drop_noise_readouts(path: Path) -> None:
+    rewrite_readouts(path, lambda row: None if is_noise(row) else row)

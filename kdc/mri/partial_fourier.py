@@ -7,10 +7,9 @@ and rings along that axis. Its missing side is (nearly) the conjugate mirror of 
 projections: the image onto ``|x| e^{i phi}`` (``phi`` from the symmetric centre, Hamming-windowed) and k-space onto
 the acquired samples, which are kept exactly.
 
-:func:`pocs` works along one axis, the others in the image domain (hybrid space): the readout of every image row
-(k-space along x, image along y) and the phase encodes of every column (k-space along y, image along x), as 1-D POCS
-per line. :class:`PartialFourier` says where a grid was acquired; :meth:`PartialFourier.complete` completes an
-uncentred slice along both of its axes. k-space here is **uncentred** (DC at index 0), numpy only.
+:func:`pocs` works in 2-D when both axes are asymmetric, else along the one axis for every image line of the other
+(hybrid space: k-space along y, image along x for phase partial Fourier), as 1-D POCS per line.
+:class:`PartialFourier` says where a grid was acquired and completes it. k-space here is **uncentred** (DC at index 0), numpy only.
 """
 
 from __future__ import annotations
@@ -119,51 +118,68 @@ class PartialFourier:
         lines = np.asarray(mask).any(axis=self.readout_axis)
         return bool(lines[self.phase.lines()].all())
 
-    def complete(self, kspace: np.ndarray, phase: bool = True) -> np.ndarray:
-        """Uncentred ``(..., H, W)`` k-space with the asymmetric bands completed by :func:`pocs`: the readout
-        first (along every image row), then, with ``phase``, the phase encodes (along every image column)."""
-        axes = [self.readout_axis] + ([self.phase_axis] if phase else [])
-        for axis in axes:
-            band = self.band(axis)
-            if band.asymmetric:
-                kspace = pocs(kspace, band.lines(), axis)
-        return kspace
+    def complete(self, kspace: np.ndarray) -> np.ndarray:
+        """Uncentred ``(..., H, W)`` k-space holding every line of the bands -> completed along every asymmetric
+        axis by :func:`pocs` (2-D when both are)."""
+        lines = [band.lines() if band.asymmetric else None for band in (self.rows, self.columns)]
+        return kspace if all(line is None for line in lines) else pocs(kspace, lines[0], lines[1])
+
+    def complete_readout(self, kspace: np.ndarray, phase_band_acquired: bool) -> np.ndarray:
+        """Uncentred ``(..., H, W)`` k-space with an asymmetric echo completed and every phase encode left as it is
+        (lines not acquired stay zero). ``phase_band_acquired``: every line of the phase band is there, so the
+        estimate is the 2-D one of :meth:`complete`; otherwise (undersampled) 1-D POCS along the readout of the
+        aliased image rows, an approximation."""
+        if not self.readout.asymmetric:
+            return kspace
+        if phase_band_acquired:
+            return self.complete(kspace) * self.phase_lines(kspace.shape[-2:])
+        lines = self.readout.lines()
+        return pocs(kspace, None, lines) if self.readout_axis == -1 else pocs(kspace, lines, None)
 
 
-def pocs(kspace: np.ndarray, acquired: np.ndarray, axis: int, iterations: int = POCS_ITERATIONS,
-         tolerance: float = POCS_TOLERANCE) -> np.ndarray:
-    """Complete uncentred ``(..., H, W)`` k-space along ``axis`` (-1 or -2) where the boolean line mask
-    ``acquired`` (length of that axis, uncentred) is False, by 1-D POCS along that axis for every image line of the
-    other axis (hybrid space); acquired samples come back unchanged (to rounding). The phase comes from the widest symmetric run of acquired samples around DC."""
+def pocs(kspace: np.ndarray, rows: np.ndarray | None, columns: np.ndarray | None,
+         iterations: int = POCS_ITERATIONS, tolerance: float = POCS_TOLERANCE) -> np.ndarray:
+    """Complete uncentred ``(..., H, W)`` k-space where the boolean line masks ``rows`` (``(H,)``, uncentred) and
+    ``columns`` (``(W,)``) are False; None: that axis is complete, and POCS runs along the other one for every image
+    line of it (hybrid space). Acquired samples come back unchanged. The phase comes from the widest symmetric
+    block of acquired samples around DC, Hamming-windowed."""
     kspace = np.asarray(kspace)
-    acquired = np.asarray(acquired, dtype=bool)
-    size = kspace.shape[axis]
-    if acquired.shape != (size,):
-        raise PartialFourierError(f"partial Fourier: acquired band of {acquired.size} samples for an axis of {size}")
-    centre = symmetric_centre(acquired)
-    if centre is None or len(centre) < 2 * MIN_SYMMETRIC_HALF + 1:
+    keep = np.ones((1, 1), dtype=bool)
+    window = np.ones((1, 1))
+    axes = []
+    for axis, lines in ((-2, rows), (-1, columns)):
+        if lines is None:
+            continue
+        lines = np.asarray(lines, dtype=bool)
+        size = kspace.shape[axis]
+        if lines.shape != (size,):
+            raise PartialFourierError(f"partial Fourier: acquired band of {lines.size} samples for an axis of {size}")
+        centre = symmetric_centre(lines)
         half = 0 if centre is None else len(centre) // 2
-        raise PartialFourierError(f"partial Fourier: {half} sample(s) acquired on both sides of DC along an axis of "
-                                  f"{size}, expected at least {MIN_SYMMETRIC_HALF} to estimate the phase from")
-    shape = [1] * kspace.ndim
-    shape[axis] = size
-    keep = acquired.reshape(shape)
-    half = len(centre) // 2
-    window = np.zeros(size)
-    window[np.arange(-half, half + 1) % size] = np.hamming(2 * half + 3)[1:-1]
-    other = -1 if axis == -2 else -2
-    # Hybrid space: image along the other axis, so that each line along ``axis`` is the k-space of one image line.
-    measured = np.fft.ifft(np.where(keep, kspace, 0).astype(np.complex128), axis=other, norm="ortho")
-    low = np.fft.ifft(measured * window.reshape(shape), axis=axis, norm="ortho")
-    phase = np.exp(1j * np.angle(low))
+        if half < MIN_SYMMETRIC_HALF:
+            raise PartialFourierError(f"partial Fourier: {half} sample(s) acquired on both sides of DC along an axis "
+                                      f"of {size}, expected at least {MIN_SYMMETRIC_HALF} to estimate the phase from")
+        shape = [1, 1]
+        shape[axis] = size
+        taper = np.zeros(size)
+        taper[np.arange(-half, half + 1) % size] = np.hamming(2 * half + 3)[1:-1]
+        keep = keep & lines.reshape(shape)
+        window = window * taper.reshape(shape)
+        axes.append(axis)
+    hybrid = [axis for axis in (-2, -1) if axis not in axes]  # complete axes: in the image domain throughout
+    measured = np.where(keep, kspace, 0).astype(np.complex128)
+    if hybrid:
+        measured = np.fft.ifft(measured, axis=hybrid[0], norm="ortho")
+    phase = np.exp(1j * np.angle(np.fft.ifftn(measured * window, axes=axes, norm="ortho")))
     estimate = measured
     for _ in range(iterations):
-        image = np.fft.ifft(estimate, axis=axis, norm="ortho")
-        projected = np.fft.fft(np.abs(image) * phase, axis=axis, norm="ortho")
+        image = np.fft.ifftn(estimate, axes=axes, norm="ortho")
+        projected = np.fft.fftn(np.abs(image) * phase, axes=axes, norm="ortho")
         updated = np.where(keep, measured, projected)
         change = np.linalg.norm(updated - estimate) / max(float(np.linalg.norm(updated)), 1e-30)
         estimate = updated
         if change < tolerance:
             break
-    completed = np.fft.fft(estimate, axis=other, norm="ortho")
-    return completed.astype(kspace.dtype if np.iscomplexobj(kspace) else np.complex64, copy=False)
+    if hybrid:
+        estimate = np.fft.fft(estimate, axis=hybrid[0], norm="ortho")
+    return estimate.astype(kspace.dtype if np.iscomplexobj(kspace) else np.complex64, copy=False)

@@ -368,7 +368,7 @@ def complete_readout(layout: Layout, kspace: np.ndarray) -> np.ndarray:
     bands = layout.partial_fourier
     if bands is None or not bands.readout.asymmetric:
         return kspace
-    completed = bands.complete(centred_to_uncentred(kspace), phase=False)
+    completed = bands.complete_readout(centred_to_uncentred(kspace), bands.covers(line_mask(layout)))
     return uncentred_to_centred(completed).astype(np.complex64)
 
 
