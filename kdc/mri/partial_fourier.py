@@ -9,7 +9,8 @@ the acquired samples, which are kept exactly.
 
 :func:`pocs` works in 2-D when both axes are asymmetric, else along the one axis for every image line of the other
 (hybrid space: k-space along y, image along x for phase partial Fourier), as 1-D POCS per line.
-:class:`PartialFourier` says where a grid was acquired and completes it. k-space here is **uncentred** (DC at index 0), numpy only.
+:class:`PartialFourier` says where a grid was acquired and completes it. k-space here is **uncentred** (DC at
+index 0); numpy only.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ the header (voxel size) and the first readout of each slice (its ``position``, `
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +38,7 @@ SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feed
 OTHER_COUNTERS = ("repetition", "contrast", "phase", "set")
 #: Fields of an acquisition header the reader uses, and of its ``idx`` counters.
 HEAD_FIELDS = ("flags", "number_of_samples", "active_channels", "center_sample", "encoding_space_ref", "position",
-               "read_dir", "phase_dir", "idx")
+               "read_dir", "phase_dir", "idx", "sample_time_us")
 COUNTERS = ("kspace_encode_step_1", "slice", *OTHER_COUNTERS)
 #: Acquisitions read from ``dataset/data`` at a time: whole records (headers and samples), in blocks, because
 #: reading the header field alone leaks the samples HDF5 converts on the way (~ the file's size per read).
@@ -97,12 +97,10 @@ class IsmrmrdReader(Reader):
         kspace = fill_grid(layout, readouts, len(wanted))
         if check_finite and not np.isfinite(kspace).all():
             raise DataError(f"{file.filename}: 'dataset/data' holds NaN or Inf samples")
-        if layout.whitening is not None:
-            kspace = prewhiten(kspace, layout.whitening)
         if layout.partial_fourier is not None and layout.partial_fourier.readout.asymmetric:
             notice_once(f"{file.filename}:echo", f"{file.filename}: asymmetric echo, readout "
                                                  f"{layout.partial_fourier.readout.text()}: completed by POCS")
-        return RawSlices(remove_oversampling(complete_readout(layout, kspace), layout.recon_width), True, None, True)
+        return RawSlices(grid_kspace(layout, kspace), True, None, True)
 
     def partial_fourier(self, file: h5py.File) -> PartialFourier | None:
         return recon_partial_fourier(read_layout(file))
@@ -381,35 +379,54 @@ def recon_partial_fourier(layout: Layout) -> PartialFourier | None:
     return PartialFourier(bands.rows, Band(0, layout.recon_width, layout.recon_width), -2)
 
 
+def noise_readouts(heads: np.ndarray) -> np.ndarray:
+    """Which acquisition headers are noise readouts (flag ``ACQ_IS_NOISE_MEASUREMENT``)."""
+    return (heads["flags"].astype(np.uint64) & np.uint64(1 << (NOISE_FLAG - 1))) != 0
+
+
 def noise_prewhitening(file: h5py.File, heads: np.ndarray, lengths: np.ndarray, layout: Layout) -> np.ndarray | None:
-    """The ``(C, C)`` prewhitening matrix of the file's noise readouts (flag ``ACQ_IS_NOISE_MEASUREMENT``), scaled
-    by their dwell time against the image readouts' and the header's ``relativeReceiverNoiseBandwidth`` (0.793
-    when absent) as Gadgetron does; None when the file has no noise readouts."""
-    name = file.filename
-    flags = heads["flags"].astype(np.uint64)
-    rows = np.flatnonzero((flags & np.uint64(1 << (NOISE_FLAG - 1))) != 0)
+    """:func:`prewhitening` of the file's noise readouts; None when it has none."""
+    rows = np.flatnonzero(noise_readouts(heads))
     if rows.size == 0:
         return None
-    channels = np.unique(heads["active_channels"][rows])
+    values = list(records(file["dataset/data"], rows))
+    image_dwell = float(heads["sample_time_us"][layout.rows[0]])
+    whitening = prewhitening(file.filename, layout, heads[rows], values, image_dwell)
+    per_coil = sum(samples.size for samples in values) // (2 * layout.coils)
+    notice_once(f"{file.filename}:noise", f"{file.filename}: coils prewhitened with the noise covariance of "
+                                          f"{rows.size} noise readout(s) ({per_coil} samples per coil)")
+    return whitening
+
+
+def prewhitening(name: str, layout: Layout, heads: np.ndarray, values: Sequence[np.ndarray], image_dwell_us: float,
+                 data: str = "'dataset/data'") -> np.ndarray:
+    """The ``(C, C)`` prewhitening matrix of noise readouts (``heads``, their float32 samples ``values``): their
+    covariance, scaled by their dwell time against the image readouts' (``image_dwell_us``) and the header's
+    ``relativeReceiverNoiseBandwidth`` (0.793 when absent), as Gadgetron's ``NoiseAdjustGadget`` computes it."""
+    channels = np.unique(heads["active_channels"])
     if channels.tolist() != [layout.coils]:
-        raise DataError(f"{name}: 'dataset/data' noise readouts have active_channels {sorted(channels.tolist())}, "
-                        f"expected the image readouts' {layout.coils}")
-    counts = heads["number_of_samples"][rows].astype(np.int64)
-    short = np.flatnonzero(lengths[rows] != 2 * layout.coils * counts)
-    if short.size:
-        raise DataError(f"{name}: 'dataset/data' noise acquisition {int(rows[short[0]])} holds "
-                        f"{int(lengths[rows[short[0]]])} values, expected {layout.coils} channels x "
-                        f"{int(counts[short[0]])} samples x 2 (re, im)")
-    samples = np.concatenate([values.view(np.complex64).reshape(layout.coils, -1)
-                              for values in records(file["dataset/data"], rows)], axis=1)
+        raise DataError(f"{name}: {data} noise readouts have active_channels {sorted(channels.tolist())}, expected "
+                        f"the image readouts' {layout.coils}")
+    counts = heads["number_of_samples"].astype(np.int64)
+    short = [index for index, samples in enumerate(values) if samples.size != 2 * layout.coils * counts[index]]
+    if short:
+        raise DataError(f"{name}: {data} noise readout {short[0]} holds {values[short[0]].size} values, expected "
+                        f"{layout.coils} channels x {int(counts[short[0]])} samples x 2 (re, im)")
+    samples = np.concatenate([np.asarray(readout, np.float32).view(np.complex64).reshape(layout.coils, -1)
+                              for readout in values], axis=1)
     system = parse_header(layout.xml).acquisitionSystemInformation
     bandwidth = getattr(system, "relativeReceiverNoiseBandwidth", None) or DEFAULT_RECEIVER_NOISE_BANDWIDTH
-    dwell = heads["sample_time_us"].astype(float) if "sample_time_us" in (heads.dtype.names or ()) else None
-    scale = 1.0 if dwell is None else bandwidth_scale(float(dwell[layout.rows[0]]), float(dwell[rows[0]]), bandwidth)
+    scale = bandwidth_scale(image_dwell_us, float(heads["sample_time_us"][0]), bandwidth)
     try:
-        whitening = prewhitening_matrix(noise_covariance(samples), scale)
+        return prewhitening_matrix(noise_covariance(samples), scale)
     except NoiseError as err:
-        raise DataError(f"{name}: 'dataset/data' noise readouts: {err}") from None
-    notice_once(f"{name}:noise", f"{name}: coils prewhitened with the noise covariance of {rows.size} noise "
-                                 f"readout(s) ({samples.shape[1]} samples per coil)")
-    return whitening
+        raise DataError(f"{name}: {data} noise readouts: {err}") from None
+
+
+def grid_kspace(layout: Layout, kspace: np.ndarray) -> np.ndarray:
+    """The filled encoded grid of :func:`fill_grid` -> the k-space a reader yields: coils prewhitened
+    (``layout.whitening``), an asymmetric echo completed (:func:`complete_readout`), the readout oversampling
+    removed. The file reader and the MRD stream both finish their slices with it."""
+    if layout.whitening is not None:
+        kspace = prewhiten(kspace, layout.whitening)
+    return remove_oversampling(complete_readout(layout, kspace), layout.recon_width)
