@@ -24,7 +24,7 @@ from kdc.data.errors import DataError
 from kdc.data.formats.limits import check_dataset
 from kdc.mri.fft import centred_to_uncentred
 from kdc.mri.geometry import Geometry
-from kdc.mri.partial_fourier import PartialFourier
+from kdc.mri.partial_fourier import Band, PartialFourier
 
 _SHOWN: set[str] = set()
 #: Notices held back by :func:`notices_after_success` blocks, innermost last.
@@ -292,6 +292,22 @@ def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
     return Geometry((spacing[rows], spacing[columns], thickness), slice_thickness=thickness,
                     note="voxel size from the ISMRMRD header; slice positions and orientation are not in the file "
                          "(slices stacked along z from 0, axial assumed)")
+
+
+def limits_band(encoding: Any, size: int) -> Band | None:
+    """The phase encodes an ISMRMRD header's ``encodingLimits`` ``kspace_encoding_step_1`` says were acquired:
+    ``minimum`` .. ``maximum``, numbered with ``center`` at line ``size // 2`` of a grid of ``size`` lines (as
+    ISMRMRD and fastMRI number them; asymmetric: partial Fourier); None without limits. Limits that contradict
+    themselves or the grid are a DataError (the caller names the file)."""
+    limits = encoding.encodingLimits.kspace_encoding_step_1 if encoding.encodingLimits is not None else None
+    if limits is None or None in (limits.minimum, limits.maximum, limits.center):
+        return None
+    low, high, centre = int(limits.minimum), int(limits.maximum), int(limits.center)
+    start, stop = low - centre + size // 2, high - centre + size // 2 + 1
+    if not (low <= centre <= high and 0 <= start and stop <= size):
+        raise DataError(f"encodingLimits kspace_encoding_step_1 minimum {low}, maximum {high}, center {centre}: "
+                        f"expected minimum <= center <= maximum within the {size} phase encodes around their centre")
+    return Band(start, stop, size)
 
 
 def header_text(file: h5py.File, key: str) -> bytes:

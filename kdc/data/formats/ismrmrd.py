@@ -23,13 +23,13 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, header_text,
-                                   notice_once, parse_header, register)
+                                   limits_band, notice_once, parse_header, register)
 from kdc.data.formats.limits import COMPLEX64, MAX_EXPANSION, check_dataset, check_declared, check_stored
 from kdc.mri.fft import centred_to_uncentred, uncentred_to_centred
 from kdc.mri.geometry import slab_geometry
 from kdc.mri.noise import (DEFAULT_RECEIVER_NOISE_BANDWIDTH, NoiseError, bandwidth_scale, noise_covariance,
                            prewhiten, prewhitening_matrix)
-from kdc.mri.partial_fourier import Band, PartialFourier, PartialFourierError
+from kdc.mri.partial_fourier import MIN_SYMMETRIC_HALF, Band, PartialFourier
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
 SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feedback": 26, "dummy scan": 27,
@@ -342,21 +342,22 @@ def sampled_bands(name: str, encoding: Any, lines: np.ndarray, offsets: np.ndarr
     ``number_of_samples`` (asymmetric echo). Limits that contradict the matrix or the readouts are a DataError."""
     encoded = encoding.encodedSpace.matrixSize
     height, width = int(encoded.y), int(encoded.x)
-    rows = Band(0, height, height)
-    limits = encoding.encodingLimits.kspace_encoding_step_1 if encoding.encodingLimits is not None else None
-    if limits is not None and None not in (limits.minimum, limits.maximum, limits.center):
-        low, high, centre = int(limits.minimum), int(limits.maximum), int(limits.center)
-        start, stop = low - centre + height // 2, high - centre + height // 2 + 1
-        if not (low <= centre <= high and 0 <= start and stop <= height):
-            raise DataError(f"{name}: 'dataset/xml' encodingLimits kspace_encoding_step_1 minimum {low}, maximum "
-                            f"{high}, center {centre}: expected minimum <= center <= maximum within the encoded "
-                            f"matrix y={height} around its centre")
-        outside = lines[(lines < start) | (lines >= stop)]
-        if outside.size:
-            raise DataError(f"{name}: {data} kspace_encode_step_1 {int(outside[0]) + centre - height // 2} is "
-                            f"outside the header's encodingLimits {low}..{high} ({outside.size} readout(s) in all)")
-        rows = Band(start, stop, height)
+    try:
+        rows = limits_band(encoding, height) or Band(0, height, height)
+    except DataError as err:
+        raise DataError(f"{name}: 'dataset/xml' {err}") from None
+    outside = lines[(lines < rows.start) | (lines >= rows.stop)]
+    if outside.size:
+        limits = encoding.encodingLimits.kspace_encoding_step_1
+        raise DataError(f"{name}: {data} kspace_encode_step_1 {int(outside[0]) + limits.center - height // 2} is "
+                        f"outside the header's encodingLimits {limits.minimum}..{limits.maximum} ({outside.size} "
+                        "readout(s) in all)")
     columns = Band(int(offsets.min()), int(offsets.max()) + samples, width)
+    for what, band in (("kspace_encode_step_1 lines", rows), ("readout samples (center_sample)", columns)):
+        if band.asymmetric and min(band.before, band.after - 1) < MIN_SYMMETRIC_HALF:
+            raise DataError(f"{name}: {data} partial Fourier acquires {band.text()} {what}: "
+                            f"{min(band.before, band.after - 1)} on one side of the centre, expected at least "
+                            f"{MIN_SYMMETRIC_HALF} to estimate the phase from")
     return PartialFourier(rows, columns, -2) if rows.asymmetric or columns.asymmetric else None
 
 
