@@ -256,7 +256,7 @@ class Stream:
         if self.noise.heads:
             noise = np.frombuffer(b"".join(self.noise.heads), self.head_dtype)
             layout = replace(layout, whitening=prewhitening(self.name, layout, noise, self.noise.samples,
-                                                            float(heads["sample_time_us"][0]), "the noise acquisitions"))
+                                                            float(heads["sample_time_us"][0]), "the stream's"))
         readouts = zip(buffer.samples, np.zeros(len(heads), np.int64), layout.lines, layout.offsets)
         kspace = grid_kspace(layout, fill_grid(layout, readouts, 1))
         volume = checked(RawVolume(Path(f"{self.name} slice {number}"), f"slice{number}", kspace, True,
