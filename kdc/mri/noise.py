@@ -18,6 +18,9 @@ from kdc.errors import KdcError
 
 #: The receiver's relative noise bandwidth when the header does not say (Gadgetron's default).
 DEFAULT_RECEIVER_NOISE_BANDWIDTH = 0.793
+#: Smallest eigenvalue of a usable noise covariance, relative to its largest (60 dB between channels' noise powers):
+#: below it a channel is dead or a copy of others, and whitening would blow its rounding errors up.
+MIN_NOISE_RATIO = 1e-6
 
 
 class NoiseError(KdcError):
@@ -46,10 +49,12 @@ def bandwidth_scale(image_dwell_us: float, noise_dwell_us: float,
 def prewhitening_matrix(covariance: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """``(C, C)`` complex64 ``W = sqrt(2 scale) L^-1`` with ``covariance = L L^H``: ``W covariance W^H = 2 scale
     I``."""
-    try:
-        lower = np.linalg.cholesky(np.asarray(covariance, dtype=np.complex128))
-    except np.linalg.LinAlgError:
-        raise NoiseError("noise covariance is not positive definite (a dead or duplicated receiver channel?)") from None
+    covariance = np.asarray(covariance, dtype=np.complex128)
+    levels = np.linalg.eigvalsh(covariance)
+    if not levels[0] > MIN_NOISE_RATIO * levels[-1]:
+        raise NoiseError(f"noise covariance is not positive definite (eigenvalues {levels[0]:.3g} to "
+                         f"{levels[-1]:.3g}: a dead or duplicated receiver channel?)")
+    lower = np.linalg.cholesky(covariance)
     whitening = np.linalg.solve(lower, np.eye(len(lower))) * np.sqrt(2 * scale)
     return whitening.astype(np.complex64)
 
