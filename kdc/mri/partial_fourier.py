@@ -24,8 +24,8 @@ from kdc.mri.phase import symmetric_centre
 
 #: POCS stops after this many iterations, or once an iteration changes the estimate by less than
 #: :data:`POCS_TOLERANCE` (relative norm).
-POCS_ITERATIONS = 30
-POCS_TOLERANCE = 1e-4
+POCS_ITERATIONS = 15
+POCS_TOLERANCE = 1e-3
 #: Fewest samples on either side of DC that the phase estimate needs (a symmetric centre of 2 x 4 + 1 samples).
 MIN_SYMMETRIC_HALF = 4
 
@@ -168,10 +168,10 @@ def pocs(kspace: np.ndarray, rows: np.ndarray | None, columns: np.ndarray | None
         window = window * taper.reshape(shape)
         axes.append(axis)
     hybrid = [axis for axis in (-2, -1) if axis not in axes]  # complete axes: in the image domain throughout
-    measured = np.where(keep, kspace, 0).astype(np.complex128)
+    measured = np.where(keep, kspace, 0).astype(np.complex64)
     if hybrid:
         measured = np.fft.ifft(measured, axis=hybrid[0], norm="ortho")
-    phase = np.exp(1j * np.angle(np.fft.ifftn(measured * window, axes=axes, norm="ortho")))
+    phase = np.exp(1j * np.angle(np.fft.ifftn(measured * window, axes=axes, norm="ortho"))).astype(np.complex64)
     estimate = measured
     for _ in range(iterations):
         image = np.fft.ifftn(estimate, axes=axes, norm="ortho")

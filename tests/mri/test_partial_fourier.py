@@ -44,7 +44,7 @@ def test_pocs_beats_zero_filling(axis, fraction, margin):
     zf_psnr = psnr(reference, np.abs(ifft2(zero_filled)))
     pocs_psnr = psnr(reference, np.abs(ifft2(completed)))
     assert pocs_psnr > zf_psnr + margin, (zf_psnr, pocs_psnr)
-    np.testing.assert_allclose(completed * acquired, zero_filled, atol=1e-6)  # acquired samples kept
+    np.testing.assert_allclose(completed * acquired, zero_filled, atol=1e-6 * np.abs(kspace).max())  # kept
 
 
 def test_phase_partial_fourier_and_asymmetric_echo_together():
@@ -55,7 +55,7 @@ def test_phase_partial_fourier_and_asymmetric_echo_together():
     reference = np.abs(ifft2(kspace))
     zero_filled = psnr(reference, np.abs(ifft2(kspace * acquired)))
     completed = psnr(reference, np.abs(ifft2(bands.complete(kspace * acquired))))
-    assert completed > zero_filled + 8, (zero_filled, completed)  # 24.3 -> 34.3 dB (1-D alone: 52 dB)
+    assert completed > zero_filled + 8, (zero_filled, completed)  # 24.3 -> 33.6 dB (1-D alone: 51.5 dB)
     assert "phase partial Fourier 60 of 96 (0.625)" in bands.text() and "asymmetric echo 72 of 96" in bands.text()
 
 

@@ -147,7 +147,7 @@ def test_partial_fourier_without_a_centre_to_estimate_the_phase_from_is_one_line
 
 
 @pytest.mark.parametrize(("options", "floor", "margin"), [
-    (("-n", "0"), 45, 15),  # fully sampled: 2-D POCS; measured 24.8 -> 55.4 dB
+    (("-n", "0"), 45, 15),  # fully sampled: 2-D POCS; measured 24.8 -> 54.6 dB
     (("-a", "4", "-w", "16"), 30, 4),  # undersampled, noise 0.05: 1-D along the aliased rows; 27.9 -> 34.2 dB
 ])
 def test_asymmetric_echo_is_completed_along_the_readout(tmp_path, capsys, options, floor, margin):
