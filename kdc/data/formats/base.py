@@ -297,17 +297,16 @@ def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
 def limits_band(encoding: Any, size: int) -> Band | None:
     """The phase encodes an ISMRMRD header's ``encodingLimits`` ``kspace_encoding_step_1`` says were acquired:
     ``minimum`` .. ``maximum``, numbered with ``center`` at line ``size // 2`` of a grid of ``size`` lines (as
-    ISMRMRD and fastMRI number them; asymmetric: partial Fourier); None without limits. Limits that contradict
-    themselves or the grid are a DataError (the caller names the file)."""
+    ISMRMRD and fastMRI number them; asymmetric: partial Fourier), clipped to the grid; None without limits. Limits
+    that contradict themselves (the centre outside them) are a DataError (the caller names the file)."""
     limits = encoding.encodingLimits.kspace_encoding_step_1 if encoding.encodingLimits is not None else None
     if limits is None or None in (limits.minimum, limits.maximum, limits.center):
         return None
     low, high, centre = int(limits.minimum), int(limits.maximum), int(limits.center)
-    start, stop = low - centre + size // 2, high - centre + size // 2 + 1
-    if not (low <= centre <= high and 0 <= start and stop <= size):
+    if not low <= centre <= high:
         raise DataError(f"encodingLimits kspace_encoding_step_1 minimum {low}, maximum {high}, center {centre}: "
-                        f"expected minimum <= center <= maximum within the {size} phase encodes around their centre")
-    return Band(start, stop, size)
+                        "expected minimum <= center <= maximum")
+    return Band(max(low - centre + size // 2, 0), min(high - centre + size // 2 + 1, size), size)
 
 
 def header_text(file: h5py.File, key: str) -> bytes:
