@@ -77,14 +77,17 @@ def set_samples(row, values: np.ndarray) -> None:
 def phase_partial_fourier(path: Path, first_line: int) -> None:
     """Keep only phase encodes ``first_line`` and above (``ismrmrd_generate_cartesian_shepp_logan`` numbers them
     from 0 with the centre at matrix/2) and say so in the header's encodingLimits, as a partial Fourier scan does."""
-    rewrite_readouts(path, lambda row: row if row["head"]["idx"]["kspace_encode_step_1"] >= first_line else None)
+    rewrite_readouts(path, lambda row: row if is_noise(row) or row["head"]["idx"]["kspace_encode_step_1"] >= first_line
+                     else None)
     edit_header(path, "<kspace_encoding_step_1>\n\t\t\t\t<minimum>0</minimum>",
                 f"<kspace_encoding_step_1>\n\t\t\t\t<minimum>{first_line}</minimum>")
 
 
 def asymmetric_echo(path: Path, dropped: int) -> None:
-    """Drop the first ``dropped`` samples of every readout (an asymmetric echo: ``center_sample`` moves)."""
+    """Drop the first ``dropped`` samples of every image readout (an asymmetric echo: ``center_sample`` moves)."""
     def change(row):
+        if is_noise(row):
+            return row
         set_samples(row, samples(row)[:, dropped:])
         row["head"]["center_sample"] -= dropped
         return row
