@@ -190,3 +190,32 @@ def test_fastmri_partial_fourier_from_its_encoding_limits(tmp_path, write_fastmr
         assert detect(file).partial_fourier(file) is None
     assert "'kspace' holds samples outside them: read as stored" in capsys.readouterr().err
     print(f"fastMRI 5/8 partial Fourier: POCS {gain:.1f} dB above zero-filling against the full k-space")
+
+
+def test_noise_readouts_echo_and_partial_fourier_together(tmp_path):
+    """A scan with all three: the coils are whitened, the echo completed coil by coil, the phase band on the virtual
+    coil; the prepared k-space keeps the band's measured (whitened) lines."""
+    from kdc.mri.coils import apply_compression, coil_covariance, compression_matrix
+
+    (tmp_path / "raw").mkdir()
+    for name in ("a", "b"):
+        path = ismrmrd_files.generate(tmp_path / "raw" / f"{name}.h5", "-m", "64", "-c", "4", "-O", "2", "-n", "0",
+                                      "-C")
+        ismrmrd_files.add_coil_noise(path, 0.02 * np.array([[1, 0, 0, 0], [0.5, 1, 0, 0], [0, 0, 3, 0],
+                                                            [0, 0, 0.5, 2]]), noise_readouts=8)
+        ismrmrd_files.phase_partial_fourier(path, 24)
+        ismrmrd_files.asymmetric_echo(path, 24)
+    result = CliRunner().invoke(data_app, ["prepare", str(tmp_path / "raw"), "--out", str(tmp_path / "prepared")])
+    assert result.exit_code == 0, result.output
+    for said in ("a.h5: coils prewhitened with the noise covariance of 8 noise readout(s)",
+                 "a.h5: asymmetric echo, readout 104 of 128 (0.812), samples 24..127: completed by POCS",
+                 "a.h5: phase partial Fourier 40 of 64 (0.625), samples 24..63 completed by POCS"):
+        assert said in result.output
+    coils = read_slices(tmp_path / "raw/a.h5").kspace  # whitened, echo completed, band lines only
+    assert not np.abs(coils[..., :24, :]).any()
+    matrix = compression_matrix(coil_covariance(coils, np.ones(coils.shape[-2:], bool)))
+    measured = apply_compression(coils, matrix)[0, 0]
+    with h5py.File(tmp_path / "prepared/train/a.h5") as file:
+        prepared = file["kspace"][0]
+    np.testing.assert_allclose(prepared[24:], measured[24:], atol=1e-5 * np.abs(measured).max())
+    assert np.abs(prepared[:24]).max() > 0.01 * np.abs(prepared).max()  # the POCS estimate fills the rest
