@@ -124,6 +124,7 @@ def _(path: Path) -> None:
 RECON_X = r"(<reconSpace>\s*<matrixSize>\s*<x>)\d+"
 ENCODED_FOV_X = r"(<encodedSpace>.*?<fieldOfView_mm>\s*<x>)[^<]+"
 ENCODED_MATRIX = r"(<encodedSpace>\s*<matrixSize>\s*<x>)\d+(</x>\s*<y>)\d+"
+LIMITS_MAXIMUM = r"(<kspace_encoding_step_1>\s*<minimum>0</minimum>\s*<maximum>)\d+"
 #: Header edits, each a crafted kind: (regular expression, replacement) of the XML header.
 HEADER_EDITS = {
     "ismrmrd-recon-matrix-0": (RECON_X, r"\g<1>0"),
@@ -132,6 +133,7 @@ HEADER_EDITS = {
     "ismrmrd-fov-nan": (ENCODED_FOV_X, r"\g<1>NaN"),
     "ismrmrd-matrix-16384": (ENCODED_MATRIX, r"\g<1>16384\g<2>16384"),  # 4.3 GB: above the input limit
     "ismrmrd-matrix-8192": (ENCODED_MATRIX, r"\g<1>8192\g<2>8192"),  # 1.1 GB, of which the readouts fill 33 kB
+    "ismrmrd-limits-maximum-below-centre": (LIMITS_MAXIMUM, r"\g<1>5"),  # lines 0..5 around 16 of 32
 }
 
 
@@ -145,6 +147,32 @@ def header_edit(pattern: str, replacement: str) -> Callable[[Path], None]:
 
 for _kind, _edit in HEADER_EDITS.items():
     crafted(_kind, "dataset/xml")(header_edit(*_edit))
+
+
+@crafted("ismrmrd-lines-outside-the-limits", "dataset/data")
+def _(path: Path) -> None:
+    ismrmrd(path)
+    edit_xml(path, r"(<kspace_encoding_step_1>\s*<minimum>)0", r"\g<1>8")  # the readouts of lines 0..7 stay
+
+
+@crafted("ismrmrd-echo-without-a-centre", "dataset/data")
+def _(path: Path) -> None:
+    ismrmrd(path)
+    ismrmrd_files.asymmetric_echo(path, 30)  # 34 of 64 samples, center_sample 2: no phase estimate
+
+
+@crafted("ismrmrd-noise-duplicated-channel", "dataset/data")
+def _(path: Path) -> None:
+    ismrmrd_files.generate(path, "-m", "32", "-c", "2", "-O", "2", "-a", "1", "-C")
+
+    def duplicate(row: np.void) -> np.void:
+        if ismrmrd_files.is_noise(row):
+            values = ismrmrd_files.samples(row).copy()
+            values[1] = values[0]  # a singular noise covariance
+            ismrmrd_files.set_samples(row, values)
+        return row
+
+    ismrmrd_files.rewrite_readouts(path, duplicate)
 
 
 @crafted("ismrmrd-3e6-acquisitions", "dataset/data")
@@ -250,6 +278,13 @@ def _(path: Path) -> None:
 def _(path: Path) -> None:
     with h5py.File(path, "w") as file:
         file["kspace"] = np.zeros((2, 0, WIDTH), np.complex64)
+
+
+@crafted("fastmri-limits-maximum-below-centre", "ismrmrd_header")
+def _(path: Path) -> None:
+    limits = ("<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>5</maximum><center>16</center>"
+              "</kspace_encoding_step_1></encodingLimits>")
+    fastmri(path, coils=3, ismrmrd_header=header_of(VALID_HEADER.replace("<encodingLimits/>", limits)))
 
 
 @crafted("fastmri-header-billion-laughs", "ismrmrd_header")

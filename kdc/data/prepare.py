@@ -11,6 +11,7 @@ and the loader reads 1/C of the bytes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -19,11 +20,13 @@ import numpy as np
 from kdc._io import write_json
 from kdc.data.build import staging_dir
 from kdc.data.errors import DataError
-from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, inspect_volume, notices_after_success, open_h5
+from kdc.data.formats import (RawSlices, Reader, VolumeInfo, detect, inspect_volume, notice_once,
+                              notices_after_success, open_h5)
 from kdc.data.formats.base import header_text, parse_header, printable
 from kdc.data.volumes import cached_volume_stats
 from kdc.mri.coils import apply_compression
 from kdc.mri.fft import uncentred_to_centred
+from kdc.mri.partial_fourier import PartialFourier
 
 
 def raw_files(inputs: Sequence[Path]) -> list[Path]:
@@ -45,13 +48,19 @@ def raw_files(inputs: Sequence[Path]) -> list[Path]:
     return files
 
 
-def virtual_coil_slices(file: h5py.File, reader: Reader, info: VolumeInfo) -> Iterator[np.ndarray]:
-    """The volume's centred one-coil k-space ``(H, W)``, slice by slice."""
+def virtual_coil_slices(file: h5py.File, reader: Reader, info: VolumeInfo,
+                        partial_fourier: PartialFourier | None = None) -> Iterator[np.ndarray]:
+    """The volume's centred one-coil k-space ``(H, W)``, slice by slice; a ``partial_fourier`` band completed by
+    POCS on the virtual coil (as Gadgetron completes it after the coil combination)."""
     matrix = cached_volume_stats(file, reader, info).coil_matrix
     for index in range(info.slices):
         raw: RawSlices = reader.read(file, slice(index, index + 1))
-        kspace = raw.kspace if matrix is None else apply_compression(raw.kspace, matrix)
-        yield (kspace if raw.centred else uncentred_to_centred(kspace))[0, 0]
+        if matrix is not None:
+            raw = replace(raw, kspace=apply_compression(raw.kspace, matrix))
+        if partial_fourier is not None:
+            yield uncentred_to_centred(partial_fourier.complete(raw.uncentred()))[0, 0]
+        else:
+            yield (raw.kspace if raw.centred else uncentred_to_centred(raw.kspace))[0, 0]
 
 
 def prepare_volume(source: Path, target: Path) -> dict:
@@ -67,7 +76,9 @@ def write_virtual_coil_volume(source: Path, target: Path, info: VolumeInfo) -> d
         reader = detect(file)
         if not reader.read(file, slice(0, 1)).measured_phase:
             raise DataError(f"{source}: holds images ({reader.name}), not raw k-space: train on it directly")
-        if reader.acquired_mask(file) is not None:
+        partial_fourier = reader.partial_fourier(file)
+        mask = reader.acquired_mask(file)
+        if mask is not None and not (partial_fourier is not None and partial_fourier.covers(mask)):
             raise DataError(f"{source}: undersampled k-space ({reader.name}): training needs fully sampled volumes "
                             "(`kdc reconstruct` takes undersampled files)")
         header = checked_header(file)
@@ -75,13 +86,18 @@ def write_virtual_coil_volume(source: Path, target: Path, info: VolumeInfo) -> d
         with h5py.File(target, "w") as out:
             kspace = out.create_dataset("kspace", (info.slices, *info.image_shape), np.complex64,
                                         chunks=(1, *info.image_shape))
-            for index, values in enumerate(virtual_coil_slices(file, reader, info)):
+            for index, values in enumerate(virtual_coil_slices(file, reader, info, partial_fourier)):
                 kspace[index] = values
             if header is not None:
                 out["ismrmrd_header"] = header
-            out.attrs.update({"kdc_source": printable(source), "kdc_source_format": reader.name, "coils": info.coils})
+            completed = {} if partial_fourier is None else {"partial_fourier": partial_fourier.text()}
+            out.attrs.update({"kdc_source": printable(source), "kdc_source_format": reader.name, "coils": info.coils,
+                              **completed})
+    if partial_fourier is not None:
+        notice_once(f"{source}:partial-fourier", f"{source}: {partial_fourier.text()} completed by POCS (the "
+                                                 "prepared k-space holds the POCS estimate there)")
     return {"file": printable(target.name), "source": printable(source), "format": reader.name,
-            "slices": info.slices, "coils": info.coils, "shape": list(info.image_shape)}
+            "slices": info.slices, "coils": info.coils, "shape": list(info.image_shape), **completed}
 
 
 def checked_header(file: h5py.File) -> bytes | None:

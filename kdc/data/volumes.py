@@ -75,8 +75,9 @@ def volume_stats(file: h5py.File, reader: Reader, info: VolumeInfo) -> VolumeSta
     return VolumeStats(scale, matrix)
 
 
-#: Bump when what :func:`volume_stats` computes changes: older cache files are then ignored.
-STATS_VERSION = 1
+#: Bump when what :func:`volume_stats` computes changes (2: ISMRMRD coils prewhitened, asymmetric echoes completed):
+#: older cache files are then ignored.
+STATS_VERSION = 2
 
 
 def stats_cache_dir() -> Path:

@@ -5,8 +5,8 @@ Per connection the client sends little-endian messages, each a uint16 id and its
 1024-byte name), CONFIG_TEXT (2, uint32 length + text), METADATA_XML_TEXT (3, uint32 length + the ISMRMRD XML
 header), TEXT (5, uint32 length + text), ACQUISITION (1008, the 340-byte acquisition header, trajectory, samples),
 WAVEFORM (1026, skipped) and CLOSE (4). Acquisitions are buffered by slice, with the ISMRMRD file reader's rules
-(:mod:`kdc.data.formats.ismrmrd`): noise, navigator and other non-image readouts are skipped and only the first
-repetition, contrast, phase and set are kept. When the last acquisition of a slice arrives (flag
+(:mod:`kdc.data.formats.ismrmrd`): noise readouts prewhiten the coils, navigator and other non-image readouts are
+skipped and only the first repetition, contrast, phase and set are kept. When the last acquisition of a slice arrives (flag
 ``ACQ_LAST_IN_SLICE``; slices still open at CLOSE are reconstructed then), the slice is reconstructed as
 ``kdc reconstruct`` reconstructs a one-slice file (:func:`kdc.runtime.reconstruct.reconstruct_volume`: coil
 compression, normalisation and the mask of the acquired lines of that slice) and sent back at once as an MRD
@@ -24,15 +24,15 @@ import socketserver
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdc.data.formats.base import header_geometry
-from kdc.data.formats.ismrmrd import (IsmrmrdReader, cartesian_encoding, fill_grid, first_counters, image_readouts,
-                                      line_mask, place_heads, remove_oversampling)
+from kdc.data.formats.ismrmrd import (IsmrmrdReader, cartesian_encoding, fill_grid, first_counters, grid_kspace,
+                                      image_readouts, line_mask, noise_readouts, place_heads, prewhitening)
 from kdc.errors import KdcError
 from kdc.runtime.readers import RawVolume, checked
 from kdc.runtime.reconstruct import Settings, reconstruct_volume
@@ -130,6 +130,7 @@ class Stream:
         self.options = StreamOptions()
         self.slices: dict[int, SliceBuffer] = {}
         self.buffered = 0  # bytes of samples in self.slices
+        self.noise = SliceBuffer()  # the noise readouts: they prewhiten the coils, as the file reader does
         self.images = 0
 
     # -- reading --------------------------------------------------------------------------------------------------
@@ -218,6 +219,14 @@ class Stream:
         self.check_size(trajectory + data, "an ACQUISITION")
         self.receive(trajectory, "an ACQUISITION's trajectory")
         values = np.frombuffer(self.receive(data, "an ACQUISITION's samples"), np.float32)
+        if noise_readouts(head)[0]:
+            if self.buffered + values.nbytes > self.limits.max_open_slices_bytes:
+                raise StreamError(f"the noise readouts and open slices hold more than "
+                                  f"{self.limits.max_open_slices_bytes} bytes of samples (--max-open-slices-mb)")
+            self.noise.heads.append(raw)
+            self.noise.samples.append(values)
+            self.buffered += values.nbytes  # kept for the whole stream
+            return
         if not (image_readouts(head) & first_counters(head))[0]:
             return
         number = int(head["idx"]["slice"][0])
@@ -244,8 +253,12 @@ class Stream:
         assert self.xml is not None
         layout = place_heads(self.name, self.xml, self.encoding, np.arange(len(heads)), heads, lengths,
                              data=f"the acquisitions of slice {number}")
+        if self.noise.heads:
+            noise = np.frombuffer(b"".join(self.noise.heads), self.head_dtype)
+            layout = replace(layout, whitening=prewhitening(self.name, layout, noise, self.noise.samples,
+                                                            float(heads["sample_time_us"][0]), "the stream's"))
         readouts = zip(buffer.samples, np.zeros(len(heads), np.int64), layout.lines, layout.offsets)
-        kspace = remove_oversampling(fill_grid(layout, readouts, 1), layout.recon_width)
+        kspace = grid_kspace(layout, fill_grid(layout, readouts, 1))
         volume = checked(RawVolume(Path(f"{self.name} slice {number}"), f"slice{number}", kspace, True,
                                    line_mask(layout), phase_encode_axis=IsmrmrdReader.phase_encode_axis))
         with self.inference:

@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from kdc.mri.fft import centred_to_uncentred, ifft2
 from kdc.mri.layout import from_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
 from kdc.mri.normalise import zero_filled_peak
+from kdc.mri.partial_fourier import PartialFourier
 from kdc.runtime.readers import InputError, RawVolume, read_input
 from kdc.runtime.session import Reconstructor
 from kdc.runtime.tensors import kspace_channels
@@ -77,13 +78,20 @@ class ModelView:
 
     ``kspace`` ``(S, H, W)`` complex64; ``acquired`` the ``(H, W)`` uncentred acquired mask or None (fully sampled);
     ``line_axis`` the axis of the sampled lines (-1 columns, -2 rows); ``transposed``: H and W of the file were
-    swapped so that its sampled lines lie along the model's.
+    swapped so that its sampled lines lie along the model's; ``partial_fourier`` the band of phase encodes acquired
+    when asymmetric about DC (its missing lines are unacquired in ``acquired``), else None.
     """
 
     kspace: np.ndarray
     acquired: np.ndarray | None
     line_axis: int
     transposed: bool
+    partial_fourier: PartialFourier | None = None
+
+    @property
+    def partial_fourier_only(self) -> bool:
+        """Every line of a partial Fourier band acquired: fully sampled apart from the partial Fourier."""
+        return self.partial_fourier is not None and self.partial_fourier.covers(self.acquired)
 
     @property
     def matrix(self) -> tuple[int, int]:
@@ -104,15 +112,23 @@ def model_view(volume: RawVolume, line_axis: int | None = None) -> ModelView:
     line_axis = volume.line_axis if line_axis is None else line_axis
     transposed = volume.line_axis != line_axis
     acquired = None if volume.fully_sampled else volume.mask
+    partial_fourier = volume.partial_fourier
     if transposed:
         kspace = kspace.swapaxes(-1, -2)
         acquired = None if acquired is None else acquired.T
-    return ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, line_axis, transposed)
+        partial_fourier = None if partial_fourier is None else partial_fourier.transposed()
+    return ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, line_axis, transposed,
+                     partial_fourier)
 
 
 def choose_sampling(volume: RawVolume, view: ModelView, model: Reconstructor, settings: Settings) -> Sampling:
-    """``--mask``/``--acc`` for fully sampled input, else the acquired mask, else the model's baked mask."""
+    """``--mask``/``--acc`` for fully sampled input (within its partial Fourier band: the lines outside it stay
+    unacquired), else the acquired mask, else the model's baked mask."""
     if settings.mask_file is not None or settings.acceleration is not None:
+        if view.partial_fourier_only:
+            sampling = choose_sampling(volume, replace(view, acquired=None, partial_fourier=None), model, settings)
+            return Sampling(sampling.mask * view.partial_fourier.phase_lines(view.matrix),
+                            f"{sampling.origin} within the partial Fourier band")
         if view.acquired is not None:
             lines = sampled_lines(view.acquired)
             acquired = (f"{lines[1].size} of {view.matrix[lines[0]]} lines" if lines is not None else
@@ -216,7 +232,9 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
     seconds = time.perf_counter() - started
     image = view.to_file(np.abs(image) * scale)
     reference = volume.reference
-    if reference is None and view.acquired is None:
+    if reference is None and view.partial_fourier_only:  # the partial Fourier band completed by POCS
+        reference = view.to_file(np.abs(ifft2(view.partial_fourier.complete(view.kspace))).astype(np.float32))
+    elif reference is None and view.acquired is None:
         reference = view.to_file(np.abs(ifft2(view.kspace)).astype(np.float32))
     # The zero-filled image is only scored (against a reference).
     zero_filled = None if reference is None else view.to_file(np.abs(ifft2(from_channels(kspace))) * scale)

@@ -88,6 +88,40 @@ def test_kdmri_input_with_mask_file_on_openvino(tmp_path, artefacts, write_kdmri
         assert file.attrs["mask"] == "mask mask.npy"
 
 
+def test_fastmri_partial_fourier_file_samples_inside_its_band(tmp_path, artefacts, fastmri_file):
+    """A fastMRI file whose ismrmrd_header limits (fastMRI's padding_left) leave its first columns unacquired: --acc
+    draws its columns inside the band, the model gets the others as unacquired, the reference is the POCS image."""
+    from kdc.data.metrics import psnr
+    from kdc.mri.fft import centred_to_uncentred, ifft2
+    from kdc.mri.partial_fourier import Band, pocs
+    from tests.conftest import FASTMRI_HEADER
+
+    height, width = SIZE
+    first = width // 2 - 4  # 4 columns before the centre: 20 of 32
+    source = tmp_path / "pf.h5"
+    with h5py.File(fastmri_file) as file:
+        kspace = file["kspace"][()]
+    kspace[..., :first] = 0
+    with h5py.File(source, "w") as file:
+        file["kspace"] = kspace
+        file["ismrmrd_header"] = FASTMRI_HEADER.format(height=height, width=width, last_line=width - 1 - first,
+                                                       centre_line=width // 2 - first)
+    out = tmp_path / "out"
+    result = kdc_reconstruct(artefacts.student_onnx, source, "--out", out, "-f", "h5", "--acc", "4", "--threads", "1")
+    assert result.exit_code == 0, result.output  # before: the zero columns were fed to the model as acquired
+    assert "random seed 0 within the partial Fourier band" in result.output
+    band = Band(first, width, width).lines()
+    mask = cartesian_mask("random", 4, SIZE, seed=0) * band
+    model = rt.load(artefacts.student_onnx)
+    expected = np.abs(model.reconstruct(rt.kspace_channels(kspace, centred=True) * mask, mask, normalise=True)[:, 0])
+    with h5py.File(out / "pf.h5") as file:
+        image = file["reconstruction"][()]
+    np.testing.assert_allclose(image, expected, rtol=1e-5, atol=1e-6)
+    reference = np.abs(ifft2(pocs(centred_to_uncentred(kspace), None, band)))
+    metrics = json.loads((out / "metrics.json").read_text())["volumes"]["pf"]
+    assert metrics["psnr"] == pytest.approx(psnr(reference, image), abs=0.05)
+
+
 def test_undersampled_npy_uses_its_columns_and_a_baked_model_its_mask(tmp_path, artefacts, fastmri_file):
     with h5py.File(fastmri_file) as file:
         kspace = file["kspace"][()]

@@ -129,3 +129,39 @@ def test_multi_coil_scan_through_a_complex_model(tmp_path, complex_model_file):
     report = dciodvfy(out / "scan8" / "IM_0001.dcm")
     assert "Error" not in report, report
     assert nib.load(out / "scan8.nii.gz").shape == (MATRIX, MATRIX, 1)
+
+
+def test_partial_fourier_scan_keeps_its_missing_lines_unacquired(tmp_path, complex_model_file):
+    """A 5/8 phase partial Fourier scan, otherwise fully sampled, takes --acc (refused before as undersampled): the
+    drawn mask stays inside the acquired band, the model gets the missing lines as unacquired, and the scores are
+    against the scan's POCS image."""
+    import json
+
+    from kdc.data.metrics import psnr
+    from kdc.mri.coils import compress_coils
+    from kdc.mri.fft import centred_to_uncentred, ifft2
+    from kdc.mri.masks import cartesian_mask
+    from tests.ismrmrd_files import phase_partial_fourier
+
+    source = generate(tmp_path / "pf.h5", "-m", str(MATRIX), "-c", "4", "-O", "2")
+    phase_partial_fourier(source, 12)  # lines 12..31 of 32
+    out = tmp_path / "out"
+    result = kdc_reconstruct(complex_model_file, source, "--out", out, "-f", "h5", "--acc", "4", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "random seed 0 within the partial Fourier band" in result.output
+    with open_h5(source) as file:
+        reader = detect(file)
+        kspace, acquired, bands = (reader.read(file, slice(None)).kspace, reader.acquired_mask(file),
+                                   reader.partial_fourier(file))
+    virtual = centred_to_uncentred(compress_coils(kspace, acquired, centred=True)[:, 0]).swapaxes(-1, -2)
+    mask = cartesian_mask("random", 4, (MATRIX, MATRIX), seed=0, axis=-1) * acquired.T  # the model samples columns
+    assert not mask[:, np.fft.ifftshift(np.arange(MATRIX) < 12)].any()
+    model = rt.load(complex_model_file)
+    expected = np.abs(model.reconstruct(rt.kspace_channels(virtual) * mask, mask, normalise=True,
+                                        output="magnitude")[:, 0]).swapaxes(-1, -2)
+    with h5py.File(out / "pf.h5") as file:
+        image = file["reconstruction"][()]
+    np.testing.assert_allclose(image, expected, rtol=1e-4, atol=1e-5 * expected.max())
+    reference = np.abs(ifft2(bands.transposed().complete(virtual))).swapaxes(-1, -2)
+    metrics = json.loads((out / "metrics.json").read_text())["volumes"]["pf"]
+    assert metrics["psnr"] == pytest.approx(psnr(reference, image), abs=0.05)

@@ -24,6 +24,7 @@ from kdc.data.errors import DataError
 from kdc.data.formats.limits import check_dataset
 from kdc.mri.fft import centred_to_uncentred
 from kdc.mri.geometry import Geometry
+from kdc.mri.partial_fourier import Band, PartialFourier
 
 _SHOWN: set[str] = set()
 #: Notices held back by :func:`notices_after_success` blocks, innermost last.
@@ -47,8 +48,8 @@ def notices_after_success() -> Iterator[None]:
     _HELD.append(held)
     try:
         yield
-    finally:
-        _HELD.remove(held)
+    finally:  # by identity: list.remove would take an equal (say empty) dict of an enclosing block
+        del _HELD[next(index for index, block in enumerate(_HELD) if block is held)]
     for key, message in held.items():
         notice_once(key, message)
 
@@ -119,6 +120,11 @@ class Reader:
     def geometry(self, file: h5py.File) -> Geometry:
         """Where the pixels of :meth:`read`'s images are; the default geometry (with its note) when unknown."""
         return Geometry()
+
+    def partial_fourier(self, file: h5py.File) -> PartialFourier | None:
+        """Where :meth:`read`'s ``(H, W)`` grid was acquired when asymmetrically about DC (phase partial Fourier);
+        its missing band is left zero by ``read`` and absent from :meth:`acquired_mask`. None: symmetric."""
+        return None
 
 
 READERS: dict[str, Reader] = {}
@@ -286,6 +292,21 @@ def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
     return Geometry((spacing[rows], spacing[columns], thickness), slice_thickness=thickness,
                     note="voxel size from the ISMRMRD header; slice positions and orientation are not in the file "
                          "(slices stacked along z from 0, axial assumed)")
+
+
+def limits_band(encoding: Any, size: int) -> Band | None:
+    """The phase encodes an ISMRMRD header's ``encodingLimits`` ``kspace_encoding_step_1`` says were acquired:
+    ``minimum`` .. ``maximum``, numbered with ``center`` at line ``size // 2`` of a grid of ``size`` lines (as
+    ISMRMRD and fastMRI number them; asymmetric: partial Fourier), clipped to the grid; None without limits. Limits
+    that contradict themselves (the centre outside them) are a DataError (the caller names the file)."""
+    limits = encoding.encodingLimits.kspace_encoding_step_1 if encoding.encodingLimits is not None else None
+    if limits is None or None in (limits.minimum, limits.maximum, limits.center):
+        return None
+    low, high, centre = int(limits.minimum), int(limits.maximum), int(limits.center)
+    if not low <= centre <= high:
+        raise DataError(f"encodingLimits kspace_encoding_step_1 minimum {low}, maximum {high}, center {centre}: "
+                        "expected minimum <= center <= maximum")
+    return Band(max(low - centre + size // 2, 0), min(high - centre + size // 2 + 1, size), size)
 
 
 def header_text(file: h5py.File, key: str) -> bytes:

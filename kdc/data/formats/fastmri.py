@@ -16,8 +16,10 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, dataset, finite, header_geometry,
-                                   header_text, parse_header, read_leading, register, slice_start)
+                                   header_text, limits_band, notice_once, parse_header, read_leading, register,
+                                   slice_start)
 from kdc.mri.masks import MaskError, check_sampling, mask_from_kspace
+from kdc.mri.partial_fourier import Band, PartialFourier
 
 
 class FastmriReader(Reader):
@@ -82,6 +84,30 @@ class FastmriReader(Reader):
             return Geometry(note=f"ismrmrd_header's encoded matrix {matrix.x}x{matrix.y} is not the k-space's "
                                  f"{shape[0]}x{shape[1]}: 1 mm voxels assumed")
         return voxels
+
+    def partial_fourier(self, file: h5py.File) -> PartialFourier | None:
+        """The phase encodes (columns) ``ismrmrd_header``'s ``encodingLimits`` say were acquired, when asymmetric
+        (fastMRI's ``padding_left`` / ``padding_right``) and the k-space is zero outside them (checked on the first
+        slice; else read as stored, said once). None for files kdc prepared: their k-space is complete."""
+        if "ismrmrd_header" not in file or "kdc_source" in file.attrs:
+            return None
+        height, width = self._kspace(file).shape[-2:]
+        try:
+            encoding = parse_header(header_text(file, "ismrmrd_header")).encoding[0]
+            if encoding.encodedSpace.matrixSize.y != width:
+                return None
+            band = limits_band(encoding, width)
+        except DataError as err:
+            raise DataError(f"{file.filename}: 'ismrmrd_header': {err}") from None
+        if band is None or not band.asymmetric:
+            return None
+        outside = ~np.fft.fftshift(band.lines())  # centred, as the k-space is stored
+        if np.any(self.read(file, slice(0, 1), check_finite=False).kspace[..., outside]):
+            notice_once(f"{file.filename}:limits", f"{file.filename}: ismrmrd_header's encodingLimits say phase "
+                                                   f"encodes {band.text()}, but 'kspace' holds samples outside them: "
+                                                   "read as stored (no partial Fourier)")
+            return None
+        return PartialFourier(Band(0, height, height), band, phase_axis=-1)
 
 
 @register

@@ -14,7 +14,7 @@ the header (voxel size) and the first readout of each slice (its ``position``, `
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,9 +23,13 @@ import numpy as np
 
 from kdc.data.errors import DataError
 from kdc.data.formats.base import (Geometry, RawSlices, Reader, VolumeInfo, header_geometry, header_text,
-                                   notice_once, parse_header, register)
+                                   limits_band, notice_once, parse_header, register)
 from kdc.data.formats.limits import COMPLEX64, MAX_EXPANSION, check_dataset, check_declared, check_stored
+from kdc.mri.fft import centred_to_uncentred, uncentred_to_centred
 from kdc.mri.geometry import slab_geometry
+from kdc.mri.noise import (DEFAULT_RECEIVER_NOISE_BANDWIDTH, NoiseError, bandwidth_scale, noise_covariance,
+                           prewhiten, prewhitening_matrix)
+from kdc.mri.partial_fourier import MIN_SYMMETRIC_HALF, Band, PartialFourier
 
 #: Readouts that carry no image data (ISMRMRD flag bit numbers).
 SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feedback": 26, "dummy scan": 27,
@@ -34,7 +38,7 @@ SKIPPED_FLAGS = {"noise": 19, "navigation": 23, "phase correction": 24, "hp feed
 OTHER_COUNTERS = ("repetition", "contrast", "phase", "set")
 #: Fields of an acquisition header the reader uses, and of its ``idx`` counters.
 HEAD_FIELDS = ("flags", "number_of_samples", "active_channels", "center_sample", "encoding_space_ref", "position",
-               "read_dir", "phase_dir", "idx")
+               "read_dir", "phase_dir", "idx", "sample_time_us")
 COUNTERS = ("kspace_encode_step_1", "slice", *OTHER_COUNTERS)
 #: Acquisitions read from ``dataset/data`` at a time: whole records (headers and samples), in blocks, because
 #: reading the header field alone leaks the samples HDF5 converts on the way (~ the file's size per read).
@@ -57,6 +61,10 @@ class Layout:
     positions: np.ndarray  # (S, 3) position of the first readout of each slice
     read_dir: np.ndarray  # (3,) of the first readout of the first slice
     phase_dir: np.ndarray
+    #: Where the encoded grid ``shape`` was acquired (:func:`sampled_bands`); None when symmetric (no partial Fourier).
+    partial_fourier: PartialFourier | None = None
+    #: ``(C, C)`` noise prewhitening matrix from the file's noise readouts (:func:`noise_prewhitening`), or None.
+    whitening: np.ndarray | None = None
 
     @property
     def slice_count(self) -> int:
@@ -89,7 +97,13 @@ class IsmrmrdReader(Reader):
         kspace = fill_grid(layout, readouts, len(wanted))
         if check_finite and not np.isfinite(kspace).all():
             raise DataError(f"{file.filename}: 'dataset/data' holds NaN or Inf samples")
-        return RawSlices(remove_oversampling(kspace, layout.recon_width), True, None, True)
+        if layout.partial_fourier is not None and layout.partial_fourier.readout.asymmetric:
+            notice_once(f"{file.filename}:echo", f"{file.filename}: asymmetric echo, readout "
+                                                 f"{layout.partial_fourier.readout.text()}: completed by POCS")
+        return RawSlices(grid_kspace(layout, kspace), True, None, True)
+
+    def partial_fourier(self, file: h5py.File) -> PartialFourier | None:
+        return recon_partial_fourier(read_layout(file))
 
     def acquired_mask(self, file: h5py.File, acceleration: int | None = None) -> np.ndarray | None:
         return line_mask(read_layout(file))
@@ -187,7 +201,8 @@ def place_readouts(file: h5py.File) -> Layout:
     rows = np.flatnonzero(kept)
     if rows.size == 0:
         raise DataError(f"{name}: 'dataset/data' holds no image readouts (all noise, navigator or calibration scans)")
-    return place_heads(name, xml, encoding, rows, heads[rows], lengths[rows])
+    layout = place_heads(name, xml, encoding, rows, heads[rows], lengths[rows])
+    return replace(layout, whitening=noise_prewhitening(file, heads, lengths, layout))
 
 
 def cartesian_encoding(name: str, xml: bytes, where: str = "'dataset/xml'") -> Any:
@@ -261,9 +276,10 @@ def place_heads(name: str, xml: bytes, encoding: Any, rows: np.ndarray, heads: n
                  f"the readouts fill less than 1/{MAX_EXPANSION} of the encoded matrix")
     check_slices_sample_the_same_lines(name, numbers, slices, lines, encoded.y)
     first = np.unique(slices, return_index=True)[1]
+    bands = sampled_bands(name, encoding, lines, offsets, int(samples[0]), data)
     return Layout(rows, slices.astype(np.int64), lines, offsets, int(samples[0]), int(coils[0]),
                   (int(encoded.y), int(encoded.x)), int(recon.x), xml, heads["position"][first].astype(float),
-                  heads["read_dir"][first[0]].astype(float), heads["phase_dir"][first[0]].astype(float))
+                  heads["read_dir"][first[0]].astype(float), heads["phase_dir"][first[0]].astype(float), bands)
 
 
 def fill_grid(layout: Layout, readouts: Iterable[tuple[np.ndarray, int, int, int]], slices: int) -> np.ndarray:
@@ -312,3 +328,106 @@ def remove_oversampling(kspace: np.ndarray, width: int) -> np.ndarray:
     start = (kspace.shape[-1] - width) // 2
     cropped = image[..., start : start + width]
     return shift.fftshift(shift.fft(shift.ifftshift(cropped, -1), axis=-1, norm="ortho"), -1).astype(np.complex64)
+
+
+#: ISMRMRD flag bit of noise readouts (ACQ_IS_NOISE_MEASUREMENT).
+NOISE_FLAG = SKIPPED_FLAGS["noise"]
+
+
+def sampled_bands(name: str, encoding: Any, lines: np.ndarray, offsets: np.ndarray, samples: int,
+                  data: str = "'dataset/data'") -> PartialFourier | None:
+    """The partial Fourier of an encoding, or None when it samples symmetrically about DC: along the phase encodes
+    the header's ``encodingLimits`` ``kspace_encoding_step_1`` (``minimum`` .. ``maximum`` around ``center``, as
+    ISMRMRD states partial Fourier), along the readout the readouts' ``center_sample`` within their
+    ``number_of_samples`` (asymmetric echo). Limits that contradict the matrix or the readouts are a DataError."""
+    encoded = encoding.encodedSpace.matrixSize
+    height, width = int(encoded.y), int(encoded.x)
+    try:
+        rows = limits_band(encoding, height) or Band(0, height, height)
+    except DataError as err:
+        raise DataError(f"{name}: 'dataset/xml' {err}") from None
+    outside = lines[(lines < rows.start) | (lines >= rows.stop)]
+    if outside.size:
+        limits = encoding.encodingLimits.kspace_encoding_step_1
+        raise DataError(f"{name}: {data} kspace_encode_step_1 {int(outside[0]) + limits.center - height // 2} is "
+                        f"outside the header's encodingLimits {limits.minimum}..{limits.maximum} ({outside.size} "
+                        "readout(s) in all)")
+    columns = Band(int(offsets.min()), int(offsets.max()) + samples, width)
+    for what, band in (("kspace_encode_step_1 lines", rows), ("readout samples (center_sample)", columns)):
+        if band.asymmetric and min(band.before, band.after - 1) < MIN_SYMMETRIC_HALF:
+            raise DataError(f"{name}: {data} partial Fourier acquires {band.text()} {what}: "
+                            f"{min(band.before, band.after - 1)} on one side of the centre, expected at least "
+                            f"{MIN_SYMMETRIC_HALF} to estimate the phase from")
+    return PartialFourier(rows, columns, -2) if rows.asymmetric or columns.asymmetric else None
+
+
+def complete_readout(layout: Layout, kspace: np.ndarray) -> np.ndarray:
+    """Centred ``(S, C, H, encoded X)`` k-space with an asymmetric echo completed along the readout by POCS, coil by
+    coil, before the readout oversampling is removed (unchanged without one)."""
+    bands = layout.partial_fourier
+    if bands is None or not bands.readout.asymmetric:
+        return kspace
+    completed = bands.complete_readout(centred_to_uncentred(kspace), bands.covers(line_mask(layout)))
+    return uncentred_to_centred(completed).astype(np.complex64)
+
+
+def recon_partial_fourier(layout: Layout) -> PartialFourier | None:
+    """The partial Fourier of the images :meth:`IsmrmrdReader.read` yields (H, recon W): the phase encodes' band;
+    the readout is complete once read (:func:`complete_readout`)."""
+    bands = layout.partial_fourier
+    if bands is None or not bands.phase.asymmetric:
+        return None
+    return PartialFourier(bands.rows, Band(0, layout.recon_width, layout.recon_width), -2)
+
+
+def noise_readouts(heads: np.ndarray) -> np.ndarray:
+    """Which acquisition headers are noise readouts (flag ``ACQ_IS_NOISE_MEASUREMENT``)."""
+    return (heads["flags"].astype(np.uint64) & np.uint64(1 << (NOISE_FLAG - 1))) != 0
+
+
+def noise_prewhitening(file: h5py.File, heads: np.ndarray, lengths: np.ndarray, layout: Layout) -> np.ndarray | None:
+    """:func:`prewhitening` of the file's noise readouts; None when it has none."""
+    rows = np.flatnonzero(noise_readouts(heads))
+    if rows.size == 0:
+        return None
+    values = list(records(file["dataset/data"], rows))
+    image_dwell = float(heads["sample_time_us"][layout.rows[0]])
+    whitening = prewhitening(file.filename, layout, heads[rows], values, image_dwell)
+    per_coil = sum(samples.size for samples in values) // (2 * layout.coils)
+    notice_once(f"{file.filename}:noise", f"{file.filename}: coils prewhitened with the noise covariance of "
+                                          f"{rows.size} noise readout(s) ({per_coil} samples per coil)")
+    return whitening
+
+
+def prewhitening(name: str, layout: Layout, heads: np.ndarray, values: Sequence[np.ndarray], image_dwell_us: float,
+                 data: str = "'dataset/data'") -> np.ndarray:
+    """The ``(C, C)`` prewhitening matrix of noise readouts (``heads``, their float32 samples ``values``): their
+    covariance, scaled by their dwell time against the image readouts' (``image_dwell_us``) and the header's
+    ``relativeReceiverNoiseBandwidth`` (0.793 when absent), as Gadgetron's ``NoiseAdjustGadget`` computes it."""
+    channels = np.unique(heads["active_channels"])
+    if channels.tolist() != [layout.coils]:
+        raise DataError(f"{name}: {data} noise readouts have active_channels {sorted(channels.tolist())}, expected "
+                        f"the image readouts' {layout.coils}")
+    counts = heads["number_of_samples"].astype(np.int64)
+    short = [index for index, samples in enumerate(values) if samples.size != 2 * layout.coils * counts[index]]
+    if short:
+        raise DataError(f"{name}: {data} noise readout {short[0]} holds {values[short[0]].size} values, expected "
+                        f"{layout.coils} channels x {int(counts[short[0]])} samples x 2 (re, im)")
+    samples = np.concatenate([np.asarray(readout, np.float32).view(np.complex64).reshape(layout.coils, -1)
+                              for readout in values], axis=1)
+    system = parse_header(layout.xml).acquisitionSystemInformation
+    bandwidth = getattr(system, "relativeReceiverNoiseBandwidth", None) or DEFAULT_RECEIVER_NOISE_BANDWIDTH
+    scale = bandwidth_scale(image_dwell_us, float(heads["sample_time_us"][0]), bandwidth)
+    try:
+        return prewhitening_matrix(noise_covariance(samples), scale)
+    except NoiseError as err:
+        raise DataError(f"{name}: {data} noise readouts: {err}") from None
+
+
+def grid_kspace(layout: Layout, kspace: np.ndarray) -> np.ndarray:
+    """The filled encoded grid of :func:`fill_grid` -> the k-space a reader yields: coils prewhitened
+    (``layout.whitening``), an asymmetric echo completed (:func:`complete_readout`), the readout oversampling
+    removed. The file reader and the MRD stream both finish their slices with it."""
+    if layout.whitening is not None:
+        kspace = prewhiten(kspace, layout.whitening)
+    return remove_oversampling(complete_readout(layout, kspace), layout.recon_width)

@@ -17,6 +17,7 @@ import numpy as np
 from kdc.errors import KdcError
 from kdc.mri.geometry import Geometry
 from kdc.mri.masks import sampled_lines
+from kdc.mri.partial_fourier import PartialFourier
 
 
 class InputError(KdcError):
@@ -32,7 +33,8 @@ class RawVolume:
     samples that were acquired, **uncentred**, as :meth:`kdc.data.formats.Reader.acquired_mask` gives it; None when
     fully sampled. ``reference``: ``(S, H, W)`` float32 stored fully sampled magnitude image, or None.
     ``phase_encode_axis``: -1 when the phase encodes run along W, -2 along H (ISMRMRD). ``name``: stem of the
-    output files.
+    output files. ``partial_fourier``: the band of phase encodes acquired when asymmetric about DC (the lines
+    outside it are zero and absent from ``mask``), else None.
     """
 
     source: Path
@@ -43,6 +45,7 @@ class RawVolume:
     reference: np.ndarray | None = None
     geometry: Geometry = field(default_factory=Geometry)
     phase_encode_axis: int = -1
+    partial_fourier: PartialFourier | None = None
 
     @property
     def slices(self) -> int:

@@ -23,7 +23,9 @@ def read_h5(path: Path) -> Iterator[RawVolume]:
         raw = reader.read(file, slice(None), check_finite=False)  # read_input checks every volume
         mask = reader.acquired_mask(file)
         geometry = reader.geometry(file)
-    yield RawVolume(path, path.stem, raw.kspace, raw.centred, mask, raw.reference, geometry, reader.phase_encode_axis)
+        partial_fourier = reader.partial_fourier(file)
+    yield RawVolume(path, path.stem, raw.kspace, raw.centred, mask, raw.reference, geometry, reader.phase_encode_axis,
+                    partial_fourier)
 
 
 register_reader("h5", is_hdf5, read_h5)
