@@ -213,6 +213,7 @@ def input_shapes(feeds: dict[str, np.ndarray], dynamic: dict[str, dict[int, str]
 def describe_user_model(architecture: DeclaredArchitecture, model: nn.Module, request: ExportRequest
                         ) -> dict[str, Any]:
     """Role, class, constructor arguments and parameter count of a user's model."""
-    return {"role": request.meta.get("role", "user"), "class": class_names(model)[0],
+    return {"role": request.meta.get("role", "user"), "source": request.meta.get("source"),
+            "class": class_names(model)[0],
             "config": {"arch": architecture.name, **request.meta.get("init", {})},
             "parameters": sum(p.numel() for p in model.parameters())}

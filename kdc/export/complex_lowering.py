@@ -13,13 +13,14 @@ tensor raises :class:`UnsupportedOperation`, one line naming the operator and th
 
 from __future__ import annotations
 
-import math
+import functools
 import sys
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
@@ -60,17 +61,22 @@ def _dims(dim: int | Sequence[int] | None, ndim: int) -> list[int]:
     return [d - ndim if d >= 0 else d for d in dims]
 
 
+@functools.cache
+def dft_pair(n: int, inverse: bool, norm: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, S)`` float32 with the 1-D DFT of size ``n`` as ``C + iS`` (``norm`` as ``torch.fft``), computed in numpy so
+    that the graph holds them as constants."""
+    k = np.arange(n)
+    angle = 2 * np.pi * (np.outer(k, k) % n) / n
+    scale = {"ortho": 1 / np.sqrt(n), "forward": 1.0 if inverse else 1 / n,
+             "backward": 1 / n if inverse else 1.0}[norm or "backward"]
+    return (np.cos(angle) * scale).astype(np.float32), (np.sin(angle) * scale * (1 if inverse else -1)).astype(np.float32)
+
+
 def _dft_axis(real: torch.Tensor, imag: torch.Tensor, dim: int, inverse: bool, norm: str | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D DFT of ``real + i imag`` along logical ``dim`` (negative) as real matrix products."""
-    n = real.shape[dim]
-    k = torch.arange(n, dtype=torch.float64)
-    angle = (2 * math.pi / n) * torch.remainder(torch.outer(k, k), n)
-    scale = {"ortho": 1 / math.sqrt(n), "forward": 1.0 if inverse else 1 / n,
-             "backward": 1 / n if inverse else 1.0}[norm or "backward"]
-    cos = (torch.cos(angle) * scale).to(real.dtype)
-    sin = (torch.sin(angle) * scale * (1.0 if inverse else -1.0)).to(real.dtype)
-    # (re + i im)(C + i S') with S' = +-S: both symmetric, so the product is the same from either side.
+    cos, sin = (torch.from_numpy(matrix).to(real.dtype) for matrix in dft_pair(real.shape[dim], inverse, norm))
+    # (re + i im)(C + iS): both symmetric, so the product is the same from either side.
     if dim == -1:
         return real @ cos - imag @ sin, real @ sin + imag @ cos
     if dim == -2:

@@ -28,7 +28,9 @@ from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_
 from kdc.mri.layout import from_channels
 from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
-from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.runtime.tensors import (
+    EXAMPLE_COILS, RuntimeModelError, coil_mask_input, example_coil_feeds, example_image, example_kspace, example_mask,
+)
 from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
@@ -227,6 +229,11 @@ class Reconstructor:
         if not self.task_spec.takes_kspace:
             if normalise:
                 raise RuntimeModelError(f"normalise applies to reconstruction models; {self.name!r} is {self.task!r}")
+        elif self.task_spec.kspace_layout != "channels":
+            if normalise:
+                raise RuntimeModelError(f"normalise applies to kdc's single-coil models; {self.name!r} "
+                                        f"({self.task!r}) takes k-space at the file's scale")
+            feeds["kspace"] = zero_outside(feeds["kspace"], feeds["mask"])
         else:
             feeds["kspace"] = zero_outside(feeds["kspace"], feeds["mask"] if "mask" in feeds else self.baked_mask())
             if not self.task_spec.is_complex and (note := self.phase_note(feeds)):
@@ -289,6 +296,11 @@ class Reconstructor:
         if not self.task_spec.takes_kspace:
             raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
                                     f"run({{{self.input_names[0]!r}: ...}})")
+        if self.task_spec.kspace_layout == "coils_last":
+            if normalise or output != "magnitude":
+                raise RuntimeModelError(f"model {self.name!r} ({self.task!r}) returns magnitude images of k-space at "
+                                        "the file's scale: drop normalise and output='complex'")
+            return self.reconstruct_coils(kspace, mask)
         if output not in OUTPUTS:
             raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
         if output == "complex" and not self.task_spec.is_complex:
@@ -313,6 +325,20 @@ class Reconstructor:
         image = self.run(feeds, normalise=normalise)[self.output_names[0]]
         return self.task_spec.complex_image(image) if output == "complex" else self.task_spec.magnitude(image)
 
+    def reconstruct_coils(self, kspace: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """A multi-coil model (``kspace_layout`` ``coils_last``, fastMRI's VarNet): centred complex k-space
+        ``(N, C, H, W)`` (or ``(C, H, W)``) and its centred column mask ``(W,)`` -> ``(N, H, W)`` magnitude."""
+        kspace = np.asarray(kspace)
+        if not np.iscomplexobj(kspace) or kspace.ndim not in (3, 4):
+            raise RuntimeModelError(f"model {self.name!r} takes complex centred k-space (N, C, H, W), got "
+                                    f"{kspace.dtype} {kspace.shape}")
+        if mask is None:
+            raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
+        kspace = kspace[None] if kspace.ndim == 3 else kspace
+        feeds = {"kspace": np.stack([kspace.real, kspace.imag], axis=-1).astype(np.float32),
+                 "mask": coil_mask_input(mask, self.image_size[1])}
+        return self.run(feeds)[self.output_names[0]]
+
     def mask_input(self, mask: np.ndarray) -> np.ndarray:
         """A user's uncentred mask (see :meth:`reconstruct`) as this model's mask input, checked."""
         try:
@@ -335,6 +361,10 @@ class Reconstructor:
         task with an image input (super-resolution), a random image."""
         if not self.task_spec.takes_kspace:
             return {self.input_names[0]: example_image(batch, self.image_size, seed)}
+        if self.task_spec.kspace_layout == "coils_last":
+            coils = self.inputs[0].shape[1]
+            return example_coil_feeds(batch, coils if type(coils) is int else EXAMPLE_COILS, self.image_size,
+                                      float(self.contract.get("acceleration") or 1), seed)
         if self.mask_baked:
             mask = self.baked_mask()
         else:
