@@ -99,12 +99,17 @@ def class_names(model: nn.Module) -> list[str]:
     return [f"{cls.__module__}:{cls.__qualname__}" for cls in type(model).__mro__]
 
 
-def architecture_of(model: nn.Module) -> Architecture:
-    """The registered architecture of ``model`` (its class or nearest base), else a one-line :class:`ExportError`."""
+def registered() -> dict[str, Architecture]:
+    """Every registered architecture, kdc's built-in entry modules imported first."""
     for module in ENTRY_MODULES:
         importlib.import_module(module)
+    return ARCHITECTURES
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    """The registered architecture of ``model`` (its class or nearest base), else a one-line :class:`ExportError`."""
     for name in class_names(model):
-        for architecture in ARCHITECTURES.values():
+        for architecture in registered().values():
             if name in architecture.classes:
                 return architecture
     known = sorted(cls for architecture in ARCHITECTURES.values() for cls in architecture.classes)
@@ -161,8 +166,11 @@ class DeclaredArchitecture:
     #: Dynamic dimensions of each input beyond the batch, for this request (``{"kspace": {1: "C"}}``).
     dynamic: Callable[[ExportRequest], dict[str, dict[int, str]]] = lambda request: {}
 
+    def as_architecture(self) -> Architecture:
+        return Architecture(self.name, self.classes, self.prepare, gate="relative_l2")
+
     def register(self) -> Architecture:
-        return register(Architecture(self.name, self.classes, self.prepare, gate="relative_l2"))
+        return register(self.as_architecture())
 
     def prepare(self, model: nn.Module, request: ExportRequest) -> Prepared:
         """Graph, feeds, PyTorch's output and contract, after checking every adapter and the complex lowering

@@ -48,9 +48,13 @@ def caller_line() -> str:
 
 
 def operator_name(func: Any) -> str:
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-    module = getattr(func, "__module__", None) or ""
-    return f"{module}.{name}" if module and not name.startswith(("Tensor.", "_TensorBase.")) else name
+    """``torch.angle``, ``torch.fft.rfft``, ``Tensor.angle``: how a user would write the operator."""
+    name = getattr(func, "__name__", None) or repr(func)
+    for namespace, prefix in ((torch, "torch"), (torch.fft, "torch.fft"), (torch.nn.functional, "F"),
+                              (torch.Tensor, "Tensor")):
+        if getattr(namespace, name, None) is func:
+            return f"{prefix}.{name}"
+    return f"{getattr(func, '__module__', None) or 'torch'}.{getattr(func, '__qualname__', name)}"
 
 
 def _dims(dim: int | Sequence[int] | None, ndim: int) -> list[int]:
