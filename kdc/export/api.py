@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from kdc.errors import KdcError
 from kdc.export.architectures import (
     RELATIVE_TOLERANCE, Architecture, ExportRequest, Prepared, architecture_of, register, relative_error,
 )
-from kdc.export.complex_lowering import UnsupportedOperation, caller_line
+from kdc.export.complex_lowering import UnsupportedOperation
 from kdc.export.contract import build_contract, build_sr_contract
 from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
@@ -216,8 +215,6 @@ def export_failure(err: Exception, model: nn.Module) -> ExportError:
 
 def traceback_frames(err: BaseException) -> list[str]:
     """``file:line`` of the frames of ``err``'s traceback outside torch, kdc.export and the standard library."""
-    import traceback
-
     skip = (str(Path(torch.__file__).parent), str(Path(__file__).parent), str(Path(tempfile.__file__).parent))
     return [f"{frame.filename}:{frame.lineno}" for frame in traceback.extract_tb(err.__traceback__)
             if not frame.filename.startswith(skip) and not frame.filename.startswith("<")]

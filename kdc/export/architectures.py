@@ -24,7 +24,8 @@ import functools
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,8 +57,9 @@ class ExportRequest:
     images: np.ndarray | None = None
     #: Coils of a multi-coil model's input; None when the coil dimension is dynamic.
     coils: int | None = None
-    mask: Any = None
-    mask_dir: Any = None
+    #: kdc DC-CNN options (``--mask``, the run's directory holding ``mask.npy``, ``--dc``, ``--bake-mask``).
+    mask: str | Path | np.ndarray | None = None
+    mask_dir: Path | None = None
     dc: str = "auto"
     bake_mask: bool = False
 
@@ -83,7 +85,7 @@ class Adapter:
     name: str
     #: The trap it removes, for the contract and the docs.
     reason: str
-    patch: Callable[[], ContextManager[None]]
+    patch: Callable[[], contextlib.AbstractContextManager[None]]
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -178,6 +180,9 @@ class DeclaredArchitecture:
         if request.mask is not None or request.dc != "auto" or request.bake_mask:
             raise ExportError(f"--mask, --dc and --bake-mask apply to kdc's DC-CNNs; {self.name} takes its mask as an "
                               "input and has its own data consistency")
+        if request.coils is not None and self.task.kspace_layout != "coils_last":
+            raise ExportError(f"--coils is for multi-coil k-space inputs; {self.name} takes "
+                              f"{', '.join(self.task.inputs)}")
         graph = self.graph(model).eval()
         feeds = self.feeds(request)
         expected = run_torch(graph, feeds)

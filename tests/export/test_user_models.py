@@ -154,6 +154,7 @@ def test_a_model_that_cannot_be_exported_is_one_line_naming_its_source_line(tmp_
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["--coils", "0"], "expected a positive number of coils or 'dynamic'"),
+    (["--init", '{"in_chans": 1, "out_chans": 1}', "--coils", "15"], "--coils is for multi-coil k-space inputs"),
     (["--init", "[1]"], "expected a JSON object of constructor arguments"),
     (["--init", '{"chans": 4, "bogus": 1}'], "fastmri.models:Unet: cannot build it with --init"),
     (["--init", '{"in_chans": 1, "out_chans": 1}', "--mask", "m.npy"],
