@@ -272,9 +272,9 @@ def export_model(
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:
         images = calibration_images(calibration, size, QUANTIZATION_SLICES if quantize else PARITY_SLICES)
-    if quantize and not architecture.quantizable:
-        raise ExportError(f"--quantize supports magnitude reconstruction (DC-CNN) models only, not "
-                          f"{architecture.name!r}")
+    task = architecture.task_of(model)
+    if quantize and task.name not in architecture.quantizable_tasks:
+        raise ExportError(f"--quantize supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
     request = ExportRequest(size=size, fmt=fmt, meta=meta, images=images, coils=coils, mask=mask, mask_dir=mask_dir,
                             dc=dc, bake_mask=bake_mask)
     graph, feeds, expected, contract, gate_data = architecture.prepare(model, request)
@@ -398,5 +398,6 @@ def check_single_coil(request: ExportRequest) -> None:
 
 
 #: kdc's own architectures: registered like a user's, with their own prepare hooks.
-DCCNN_EXPORT = register(Architecture("dccnn", ("kdc.models.dccnn:DCCNN",), prepare_recon, quantizable=True))
-VDSR_EXPORT = register(Architecture("vdsr", ("kdc.models.vdsr:VDSR",), prepare_sr))
+DCCNN_EXPORT = register(Architecture("dccnn", ("kdc.models.dccnn:DCCNN",), prepare_recon, model_task,
+                                     quantizable_tasks=(RECON.name,)))
+VDSR_EXPORT = register(Architecture("vdsr", ("kdc.models.vdsr:VDSR",), prepare_sr, model_task))

@@ -72,8 +72,10 @@ class Architecture:
     #: ``module:Class`` of the classes it exports (their subclasses too).
     classes: tuple[str, ...]
     prepare: Callable[[nn.Module, ExportRequest], Prepared]
-    #: True when ``--quantize`` applies (its gate scores real images against magnitude targets).
-    quantizable: bool = False
+    #: The task (:mod:`kdc.tasks`) of one of its models: what its graph takes and its contract says.
+    task_of: Callable[[nn.Module], TaskSpec]
+    #: Tasks of its models that ``--quantize`` applies to (its gate scores real images against magnitude targets).
+    quantizable_tasks: tuple[str, ...] = ()
     #: ``"max_abs"`` (kdc's own models, on [0, 1] images) or ``"relative_l2"``.
     gate: str = "max_abs"
 
@@ -169,7 +171,7 @@ class DeclaredArchitecture:
     dynamic: Callable[[ExportRequest], dict[str, dict[int, str]]] = lambda request: {}
 
     def as_architecture(self) -> Architecture:
-        return Architecture(self.name, self.classes, self.prepare, gate="relative_l2")
+        return Architecture(self.name, self.classes, self.prepare, lambda model: self.task, gate="relative_l2")
 
     def register(self) -> Architecture:
         return register(self.as_architecture())

@@ -177,6 +177,8 @@ class Reconstructor:
     @property
     def mask_axis(self) -> int | None:
         """-1 when the model's mask samples whole columns, -2 whole rows, None for a 2-D ``(1, 1, H, W)`` mask."""
+        if self.task_spec.kspace_layout == "coils_last":  # fastMRI's (1, 1, 1, W, 1) column mask
+            return -1
         if self.mask_baked:
             return -2 if self.contract.get("mask_rows") is not None else -1
         shape = self.inputs[self.input_names.index("mask")].shape
