@@ -84,7 +84,7 @@ def test_unet_exports_with_fastmri_pre_and_post_processing_in_the_graph(tmp_path
     unet = fastmri_models.Unet(**TINY_UNET).eval()
     weights = tmp_path / "unet.pt"
     torch.save(unet.state_dict(), weights)
-    out = tmp_path / "unet.onnx"
+    out = tmp_path / "unet.xml"  # OpenVINO IR: gated on onnxruntime and OpenVINO
     result = CliRunner().invoke(app, ["export", "fastmri.models:Unet", "--init", '{"in_chans": 1, "out_chans": 1, '
                                       '"chans": 4, "num_pool_layers": 2}', "--weights", str(weights), "--size", "32",
                                       "24", "--out", str(out)])
@@ -94,6 +94,8 @@ def test_unet_exports_with_fastmri_pre_and_post_processing_in_the_graph(tmp_path
     assert model.task == IMAGE_RECON.name and model.input_names == ["image_zero_filled"]
     contract = model.contract
     assert contract["parity"]["metric"] == "relative_l2" and contract["parity"]["tolerance"] == 1e-3
+    assert sorted(runtime.split()[0] for runtime in contract["parity"]["relative_l2_errors"]) == [
+        "onnxruntime", "openvino"]
     assert contract["model"]["source"] == "fastmri.models:Unet" and contract["model"]["config"]["chans"] == 4
     assert set(contract["lowering"]["adapters"]) == {"unet_padding_test"}
     # fastMRI's pipeline (UnetDataTransform + UnetModule) on a zero-filled image at scanner scale, in PyTorch.
@@ -104,7 +106,7 @@ def test_unet_exports_with_fastmri_pre_and_post_processing_in_the_graph(tmp_path
         with torch.no_grad():
             output = unet(normalised.clamp(-6, 6)[None, None])[0, 0]
         expected.append((output * std + mean).numpy())
-    got = model.run({"image_zero_filled": zero_filled[:, None]})["image"][:, 0]
+    got = model.run({"image_zero_filled": zero_filled[:, None]})["image"][:, 0]  # OpenVINO f32
     assert relative_error(got, np.stack(expected)) < 1e-5
 
 
