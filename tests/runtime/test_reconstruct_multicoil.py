@@ -71,3 +71,21 @@ def test_a_file_of_another_size_names_the_export_command(tmp_path, fastmri_varne
     assert ("kdc export fastmri.models:VarNet --init JSON --weights FILE --size 40 24 --format openvino"
             in result.output)
     assert not (tmp_path / "out").exists()
+
+
+def test_kdc_serve_answers_with_the_local_image_without_torch(tmp_path, fastmri_varnet):
+    from tests.runtime.helpers import running_server
+
+    _, exported, _ = fastmri_varnet
+    local = rt.load(exported, threads=1)
+    feeds = local.example_feeds(2)
+    body = {"inputs": [{"name": name, "shape": list(value.shape), "datatype": "FP32", "data": value.ravel().tolist()}
+                       for name, value in feeds.items()]}
+    with running_server([exported], tmp_path / "server.log", "--threads", "1") as server:  # torch blocked there
+        metadata = server.client.get(f"/v2/models/{exported.stem}").json()
+        response = server.client.post(f"/v2/models/{exported.stem}/infer", json=body)
+    assert [entry["shape"] for entry in metadata["inputs"]] == [[-1, -1, *VARNET_SIZE, 2], [1, 1, 1, VARNET_SIZE[1], 1]]
+    assert response.status_code == 200, response.text
+    output = response.json()["outputs"][0]
+    image = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+    np.testing.assert_allclose(image, local.run(feeds)["image"], rtol=1e-5, atol=1e-9)
