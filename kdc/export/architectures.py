@@ -41,8 +41,10 @@ from kdc.tasks import TaskSpec
 Prepared = tuple[nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]], Callable[[], Any] | None]
 #: Default parity gate of a declared architecture: relative L2 error ``||out - ref|| / ||ref||`` against PyTorch.
 RELATIVE_TOLERANCE = 1e-3
-#: A lowering or adapter may change values by float32 rounding only (relative L2, checked in PyTorch).
-LOWERING_TOLERANCE = 1e-5
+#: A lowering or adapter may change values by float32 rounding only (relative L2, checked in PyTorch): matrix DFTs
+#: differ from torch.fft by about 1e-6 per transform, which deep models (12 VarNet cascades) accumulate; a wrong
+#: rewrite is off by order 1.
+LOWERING_TOLERANCE = 1e-4
 #: Modules holding registered architectures, imported when a model is looked up.
 ENTRY_MODULES = ("kdc.export.api", "kdc.export.fastmri")
 
