@@ -167,3 +167,14 @@ def test_bad_user_model_options_are_one_line(tmp_path, args, expected):
                                       str(tmp_path / "u.onnx"), *args])
     assert result.exit_code != 0 and expected in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "u.onnx").exists()
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("torch.nn:Identity", "no registered architecture exports a torch.nn.modules.linear:Identity: kdc exports"),
+    ("fastmri.models:Nothing", "fastmri.models has no torch.nn.Module subclass 'Nothing'"),
+    ("nowhere.models:Net", "cannot import 'nowhere.models'"),
+])
+def test_a_class_kdc_cannot_export_or_find_is_one_line(tmp_path, source, expected):
+    result = CliRunner().invoke(app, ["export", source, "--size", "16", "16", "--out", str(tmp_path / "u.onnx")])
+    assert result.exit_code != 0 and expected in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "u.onnx").exists()
