@@ -286,7 +286,8 @@ class Reconstructor:
 
     def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False,
                     output: str = "magnitude") -> np.ndarray:
-        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``.
+        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``; a multi-coil model
+        takes fastMRI's centred complex ``(N, C, H, W)`` and ``(W,)`` mask instead (:meth:`reconstruct_coils`).
 
         ``mask`` is uncentred: one line ``(W,)`` (or ``(H,)`` for a model whose mask samples rows), ``(H, W)``, or the
         model input shape. K-space outside the sampled lines is zeroed (:meth:`run`). For complex or centred
@@ -301,7 +302,7 @@ class Reconstructor:
         if self.task_spec.kspace_layout == "coils_last":
             if normalise or output != "magnitude":
                 raise RuntimeModelError(f"model {self.name!r} ({self.task!r}) returns magnitude images of k-space at "
-                                        "the file's scale: drop normalise and output='complex'")
+                                        "the file's scale: call reconstruct(kspace, mask) without normalise or output")
             return self.reconstruct_coils(kspace, mask)
         if output not in OUTPUTS:
             raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
