@@ -120,11 +120,11 @@ def architecture_of(model: nn.Module) -> Architecture:
                 return architecture
     known = sorted(cls for architecture in ARCHITECTURES.values() for cls in architecture.classes)
     raise ExportError(f"no registered architecture exports a {class_names(model)[0]}: kdc exports {known}; declare "
-                      "yours with kdc.export.architectures.register (docs/your-model.md)")
+                      "yours with kdc.export.architectures.DeclaredArchitecture(...).register() (docs/your-model.md)")
 
 
 def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
-    """``||output - reference|| / ||reference||`` in float64 (inf for a non-finite output)."""
+    """``||output - reference|| / ||reference||`` in float64 (not finite for a non-finite output)."""
     diff = np.linalg.norm((np.asarray(output, np.float64) - reference).ravel())
     return float(diff / max(float(np.linalg.norm(np.asarray(reference, np.float64).ravel())), 1e-30))
 
