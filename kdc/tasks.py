@@ -43,8 +43,9 @@ class TaskSpec:
     output_description: str
     #: False for a task only exported (a user's architecture, :mod:`kdc.export.architectures`), not trained by kdc.
     trainable: bool = True
-    #: Layout of a ``kspace`` input: ``channels`` ``(N, 2, H, W)`` uncentred (kdc's), ``coils_last`` ``(N, C, H, W,
-    #: 2)`` centred (fastMRI's multi-coil layout).
+    #: How k-space reaches the model: a ``kspace`` input ``channels`` ``(N, 2, H, W)`` uncentred (kdc's), or
+    #: ``coils_last`` ``(N, C, H, W, 2)`` centred (fastMRI's multi-coil layout); ``zero_filled``: the model takes the
+    #: zero-filled magnitude image, which ``kdc reconstruct`` makes from the k-space (fastMRI's U-Net).
     kspace_layout: str = "channels"
     #: False when the output is ``(N, H, W)`` (no channel axis, fastMRI's VarNet).
     output_channels: bool = True
@@ -106,6 +107,7 @@ ZERO_FILLED_INPUT = "image_zero_filled"
 IMAGE_RECON = register(TaskSpec(
     "recon_image", "image", "magnitude", "fastmri_unet", 1, (ZERO_FILLED_INPUT,), "magnitude",
     "reconstructed magnitude image, same scale as the zero-filled input", trainable=False,
+    kspace_layout="zero_filled",
 ))
 
 

@@ -214,6 +214,8 @@ class ModelRun:
     sampling: Sampling
     seconds: float
     warned: list[str]
+    #: Where the image starts in the file's matrix (an image model's input is cropped to its size).
+    offset: tuple[int, int] = (0, 0)
 
 
 def run_single_coil(volume: RawVolume, model: Reconstructor, settings: Settings) -> ModelRun:
@@ -240,26 +242,34 @@ def run_single_coil(volume: RawVolume, model: Reconstructor, settings: Settings)
     return ModelRun(image, zero_filled, reference, sampling, seconds, warned)
 
 
+def centred_coils(volume: RawVolume, model: Reconstructor, settings: Settings, line_axis: int | None
+                  ) -> tuple[ModelView, Sampling, np.ndarray]:
+    """Every coil of ``volume`` centred (fastMRI's layout), turned so that its sampled lines lie along
+    ``line_axis`` (None: as they are), the sampling, and its mask centred."""
+    kspace = volume.kspace if volume.centred else uncentred_to_centred(volume.kspace)
+    acquired = None if volume.fully_sampled else volume.mask
+    transposed = line_axis is not None and volume.line_axis != line_axis
+    if transposed:
+        kspace, acquired = kspace.swapaxes(-1, -2), None if acquired is None else acquired.T
+    view = ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, line_axis or volume.line_axis,
+                     transposed)
+    sampling = choose_sampling(volume, view, model, settings)
+    return view, sampling, np.fft.fftshift(sampling.mask).astype(np.float32)
+
+
 def run_multicoil(volume: RawVolume, model: Reconstructor, settings: Settings) -> ModelRun:
     """A multi-coil model (fastMRI VarNet, ``kspace_layout`` ``coils_last``): every coil, centred, at the file's
     scale, sampled columns (a volume sampled along rows is turned); the output is the root sum of squares."""
-    kspace = volume.kspace if volume.centred else uncentred_to_centred(volume.kspace)
-    acquired = None if volume.fully_sampled else volume.mask
-    transposed = volume.line_axis != -1
-    if transposed:
-        kspace, acquired = kspace.swapaxes(-1, -2), None if acquired is None else acquired.T
-    view = ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, -1, transposed)
+    view, sampling, centred_mask = centred_coils(volume, model, settings, -1)
     check_size(volume, view, model)
-    sampling = choose_sampling(volume, view, model, settings)
     lines = sampled_lines(sampling.mask)
     if lines is None or lines[0] != -1:
         raise InputError(f"{volume.source}: {model.path.name} takes whole sampled columns (a 1-D Cartesian mask); "
                          f"the {sampling.origin} mask is not one")
-    centred_mask = np.fft.fftshift(sampling.mask[0]).astype(np.float32)
     masked = view.kspace * centred_mask
     with recorded_warnings() as warned:
         started = time.perf_counter()
-        image = np.concatenate([model.reconstruct(masked[start : start + settings.batch], centred_mask)
+        image = np.concatenate([model.reconstruct(masked[start : start + settings.batch], centred_mask[0])
                                 for start in range(0, volume.slices, settings.batch)])
         seconds = time.perf_counter() - started
     reference = volume.reference
@@ -269,9 +279,33 @@ def run_multicoil(volume: RawVolume, model: Reconstructor, settings: Settings) -
     return ModelRun(view.to_file(image), zero_filled, reference, sampling, seconds, warned)
 
 
+def run_zero_filled(volume: RawVolume, model: Reconstructor, settings: Settings) -> ModelRun:
+    """An image model on the zero-filled image (fastMRI's U-Net, task ``recon_image``), as fastMRI's
+    ``UnetDataTransform`` makes it: the coils' zero-filled images centre-cropped to the model's size, their
+    magnitude's root sum of squares. The model normalises it in its graph; the output is at the file's scale."""
+    view, sampling, centred_mask = centred_coils(volume, model, settings, None)
+    height, width = model.image_size
+    if view.matrix[0] < height or view.matrix[1] < width:
+        raise InputError(f"{volume.source}: k-space matrix {view.matrix[0]}x{view.matrix[1]} is smaller than the "
+                         f"{height}x{width} image {model.path.name} takes (fastMRI crops the zero-filled image to it)")
+    zero_filled, offset = centre_crop(root_sum_of_squares(ifft2c(view.kspace * centred_mask)), model.image_size)
+    zero_filled = np.ascontiguousarray(zero_filled[:, None], dtype=np.float32)
+    with recorded_warnings() as warned:
+        started = time.perf_counter()
+        image = np.concatenate([model.run({model.input_names[0]: zero_filled[start : start + settings.batch]})[
+                                    model.output_names[0]][:, 0]
+                                for start in range(0, volume.slices, settings.batch)])
+        seconds = time.perf_counter() - started
+    reference = volume.reference
+    if reference is None and view.acquired is None:
+        reference = root_sum_of_squares(ifft2c(view.kspace)).astype(np.float32)
+    reference = None if reference is None else centre_crop(reference, model.image_size)[0]
+    return ModelRun(image, zero_filled[:, 0], reference, sampling, seconds, warned, offset)
+
+
 #: How a volume goes through a model, by the contract task's ``kspace_layout`` (:mod:`kdc.tasks`).
 VOLUME_RUNS: dict[str, Callable[[RawVolume, Reconstructor, Settings], ModelRun]] = {
-    "channels": run_single_coil, "coils_last": run_multicoil,
+    "channels": run_single_coil, "coils_last": run_multicoil, "zero_filled": run_zero_filled,
 }
 
 
@@ -289,7 +323,7 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
     """Run one volume through the model in batches, in the way its task's layout takes it (:data:`VOLUME_RUNS`)."""
     run = VOLUME_RUNS[model.task_spec.kspace_layout](volume, model, settings)
     image, zero_filled, reference, sampling = run.image, run.zero_filled, run.reference, run.sampling
-    geometry = volume.geometry
+    geometry = volume.geometry if run.offset == (0, 0) else volume.geometry.cropped(run.offset)
     if settings.crop:
         image, offset = centre_crop(image, FASTMRI_CROP)
         zero_filled = None if zero_filled is None else centre_crop(zero_filled, FASTMRI_CROP)[0]

@@ -172,7 +172,8 @@ class Reconstructor:
 
     @property
     def mask_baked(self) -> bool:
-        return "mask" not in self.input_names
+        """True for a k-space model with its mask in the graph (an image model has no mask at all)."""
+        return self.task_spec.takes_kspace and "mask" not in self.input_names
 
     @property
     def mask_axis(self) -> int | None:

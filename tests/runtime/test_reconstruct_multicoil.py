@@ -89,3 +89,34 @@ def test_kdc_serve_answers_with_the_local_image_without_torch(tmp_path, fastmri_
     output = response.json()["outputs"][0]
     image = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
     np.testing.assert_allclose(image, local.run(feeds)["image"], rtol=1e-5, atol=1e-9)
+
+
+def test_reconstruct_with_fastmri_unet_equals_fastmri_unet_pipeline(tmp_path, write_fastmri_multicoil):
+    """The U-Net file takes the zero-filled image: kdc reconstruct makes it as UnetDataTransform does (crop, |.|,
+    RSS) and the graph normalises, clamps and scales back, as UnetDataTransform and UnetModule do."""
+    torch = pytest.importorskip("torch")
+    from fastmri.data.transforms import UnetDataTransform
+    from fastmri.models import Unet
+
+    from kdc.export import export_model
+
+    torch.manual_seed(2)
+    unet = Unet(1, 1, chans=4, num_pool_layers=2).eval()
+    exported = export_model(unet, tmp_path / "unet.onnx", image_size=(24, 16)).path
+    source = write_fastmri_multicoil(tmp_path / "file1000.h5",
+                                     complex_coil_images(validation_images(VARNET_SIZE, 2), 4) * 2e-4)
+    mask = undersample(source)
+    result = CliRunner().invoke(app, ["reconstruct", str(exported), str(source), "--out", str(tmp_path / "out"),
+                                      "-f", "h5"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "out" / "file1000.h5") as file:
+        reconstruction = file["reconstruction"][()]
+    transform = UnetDataTransform("multicoil")
+    expected = []
+    with h5py.File(source) as file:
+        for index, kspace in enumerate(file["kspace"][()]):
+            sample = transform(kspace, mask, None, {"recon_size": (24, 16, 1)}, source.name, index)
+            with torch.no_grad():
+                expected.append((unet(sample.image[None, None])[0, 0] * sample.std + sample.mean).numpy())
+    assert reconstruction.shape == (2, 24, 16)
+    assert np.linalg.norm(reconstruction - expected) / np.linalg.norm(expected) < 1e-5
