@@ -12,9 +12,11 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
-	# fastMRI's own evaluate.py, to test kdc's metrics against (tests/data/test_metrics.py); --no-deps: its
-	# package pulls torchvision, pytorch-lightning and pandas, which the metric functions do not use.
+	# fastMRI's own evaluate.py, Unet and VarNet, to test kdc's metrics and `kdc export MODULE:CLASS` against
+	# (tests/data/test_metrics.py, tests/export/test_user_models.py); --no-deps: its package pulls torchvision and
+	# pytorch-lightning, which neither uses. `import fastmri.models` needs pandas, requests, pyyaml and tqdm.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fastmri==0.3.0
+	$(PIP) pandas requests pyyaml tqdm
 	touch $@
 
 install: $(VENV)/.installed

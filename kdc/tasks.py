@@ -41,6 +41,14 @@ class TaskSpec:
     output_kind: str
     #: Contract description of the ``image`` output.
     output_description: str
+    #: False for a task only exported (a user's architecture, :mod:`kdc.export.architectures`), not trained by kdc.
+    trainable: bool = True
+    #: How k-space reaches the model: a ``kspace`` input ``channels`` ``(N, 2, H, W)`` uncentred (kdc's), or
+    #: ``coils_last`` ``(N, C, H, W, 2)`` centred (fastMRI's multi-coil layout); ``zero_filled``: the model takes the
+    #: zero-filled magnitude image, which ``kdc reconstruct`` makes from the k-space (fastMRI's U-Net).
+    kspace_layout: str = "channels"
+    #: False when the output is ``(N, H, W)`` (no channel axis, fastMRI's VarNet).
+    output_channels: bool = True
 
     @property
     def takes_kspace(self) -> bool:
@@ -88,6 +96,21 @@ SUPER_RESOLUTION = register(TaskSpec(
 ))
 
 
+# Exported from a user's PyTorch model (kdc export MODULE:CLASS, docs/your-model.md), not trained by kdc.
+MULTICOIL_RECON = register(TaskSpec(
+    "recon_multicoil", "multicoil", "magnitude", "fastmri_varnet", 1, KSPACE_INPUTS, "magnitude",
+    "root-sum-of-squares magnitude image (N, H, W), same scale as the k-space", trainable=False,
+    kspace_layout="coils_last", output_channels=False,
+))
+#: Graph input of an image-to-image reconstruction (a U-Net on the zero-filled image).
+ZERO_FILLED_INPUT = "image_zero_filled"
+IMAGE_RECON = register(TaskSpec(
+    "recon_image", "image", "magnitude", "fastmri_unet", 1, (ZERO_FILLED_INPUT,), "magnitude",
+    "reconstructed magnitude image, same scale as the zero-filled input", trainable=False,
+    kspace_layout="zero_filled",
+))
+
+
 def get_task(name: str) -> TaskSpec:
     """The task named ``name`` (a contract's, checkpoint's or run's ``task``)."""
     if name not in TASKS:
@@ -96,14 +119,15 @@ def get_task(name: str) -> TaskSpec:
 
 
 def find_task(family: str, image: str = "magnitude") -> TaskSpec:
-    """The task of ``--task family --image image``."""
-    for spec in TASKS.values():
+    """The trainable task of ``--task family --image image``."""
+    trainable = [spec for spec in TASKS.values() if spec.trainable]
+    for spec in trainable:
         if (spec.family, spec.image) == (family, image):
             return spec
-    families = sorted({spec.family for spec in TASKS.values()})
+    families = sorted({spec.family for spec in trainable})
     if family not in families:
         raise KdcError(f"unknown task {family!r} (--task): expected one of {families}")
-    images = sorted(spec.image for spec in TASKS.values() if spec.family == family)
+    images = sorted(spec.image for spec in trainable if spec.family == family)
     raise KdcError(f"--image {image!r}: task {family!r} has {' or '.join(images)} images only")
 
 

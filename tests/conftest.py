@@ -126,3 +126,29 @@ def write_mask_without_dc(root: Path, shape: tuple[int, int]) -> None:
     mask[:, 1::4] = 1
     (root / "masks").mkdir(parents=True)
     np.save(root / "masks" / "mask_4x.npy", mask)
+
+
+#: Constructor arguments of the tiny fastMRI VarNet the tests export (1 cascade, 2 pools).
+TINY_VARNET = {"num_cascades": 1, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+#: Size the tiny VarNet is exported at (fastMRI layout: H rows, W phase-encode columns).
+VARNET_SIZE = (32, 24)
+
+
+@pytest.fixture(scope="session")
+def fastmri_varnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """``(weights, exported .xml, report metadata)``: fastMRI's own VarNet with random weights, exported once by
+    ``kdc.export.export_model`` to OpenVINO IR (gated on onnxruntime and OpenVINO) with a dynamic coil count."""
+    pytest.importorskip("fastmri.models", reason="fastmri 0.3.0 (make install: pip install --no-deps fastmri)")
+    import torch
+    from fastmri.models import VarNet
+
+    from kdc.export import export_model
+
+    directory = tmp_path_factory.mktemp("varnet")
+    torch.manual_seed(0)
+    weights = directory / "varnet.pt"
+    state = {f"model.{k}": v for k, v in VarNet(**TINY_VARNET).state_dict().items()}
+    torch.save({"state_dict": state, "epoch": torch.tensor(3)}, weights)  # as a Lightning checkpoint holds it
+    report = export_model("fastmri.models:VarNet", directory / "varnet.xml", init=TINY_VARNET, weights=weights,
+                          image_size=VARNET_SIZE)
+    return weights, report.path, report.metadata

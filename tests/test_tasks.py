@@ -12,10 +12,17 @@ from kdc.tasks import COMPLEX_RECON, RECON, SUPER_RESOLUTION, TASKS, find_task, 
 
 def test_every_stage_registers_every_task():
     from kdc.compress.tasks import TASKS as TRAINING
-    from kdc.export.api import TASK_EXPORTS
+    from kdc.export.architectures import architecture_of, registered
+    from kdc.models import build_model
 
-    assert sorted(TASKS) == sorted(TRAINING) == sorted(TASK_EXPORTS) == ["recon", "recon_complex", "sr"]
-    assert all(TRAINING[name].spec is TASKS[name] for name in TASKS)
+    trainable = sorted(name for name, spec in TASKS.items() if spec.trainable)
+    assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "sr"]
+    assert all(TRAINING[name].spec is TASKS[name] for name in trainable)
+    for preset in ("student", "complex_student", "sr_student"):  # every kdc model has a registered export
+        assert architecture_of(build_model(preset)).name in registered()
+    # Tasks only exported (a user's model) each have a registered architecture of their arch.
+    exported = {spec.arch for spec in TASKS.values() if not spec.trainable}
+    assert exported == {"fastmri_unet", "fastmri_varnet"} and exported <= set(registered())
 
 
 def test_options_and_model_configs_pick_the_task():
@@ -28,6 +35,8 @@ def test_options_and_model_configs_pick_the_task():
         find_task("sr", "complex")
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         find_task("denoise")
+    with pytest.raises(KdcError, match=r"unknown task 'multicoil' \(--task\): expected one of \['recon', 'sr'\]"):
+        find_task("multicoil")  # exported from a user's model, not trained by kdc
     with pytest.raises(KdcError, match="unknown task 'x'"):
         get_task("x")
 

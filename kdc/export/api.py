@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,10 @@ from torch import nn
 from kdc._io import pid_tag, remove_stale_temps
 from kdc.data.lowres import low_resolution
 from kdc.errors import KdcError
+from kdc.export.architectures import (
+    RELATIVE_TOLERANCE, Architecture, ExportRequest, Prepared, architecture_of, register, relative_error,
+)
+from kdc.export.complex_lowering import UnsupportedOperation
 from kdc.export.contract import build_contract, build_sr_contract
 from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
@@ -25,11 +28,12 @@ from kdc.export.quantize import (
 )
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
+from kdc.models.user import is_user_spec, load_user_model, parse_init
 from kdc.mri.fft import fft2
 from kdc.mri.layout import to_channels
 from kdc.mri.masks import cartesian_mask, line_mask_input, load_mask, sampled_lines, validate_mask
 from kdc.mri.simulate import with_smooth_phase
-from kdc.tasks import COMPLEX_RECON, LOWRES_INPUT, RECON, SUPER_RESOLUTION, TaskSpec, task_of_config
+from kdc.tasks import LOWRES_INPUT, RECON, TaskSpec, task_of_config
 
 #: Prefix of the working directory an export builds and checks its artefact in (under the system temp dir).
 EXPORT_TEMP_PREFIX = "kdc-export"
@@ -38,11 +42,8 @@ RUN_MODELS = ("kd_student", "student", "teacher")
 PARITY_SLICES = 4
 #: Scale of the parity inputs of a super-resolution module whose meta has none.
 DEFAULT_SR_SCALE = 2
-#: What a model kind hands the shared gate: ``(graph, feeds (batched input first), PyTorch's output on them,
-#: contract builder, quantization data or None)``.
-Prepared = tuple[
-    nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]], Callable[[], GateData] | None
-]
+#: Default ``tolerance`` of each parity gate (:attr:`kdc.export.architectures.Architecture.gate`).
+TOLERANCES = {"max_abs": 1e-4, "relative_l2": RELATIVE_TOLERANCE}
 
 
 class BakedMask(nn.Module):
@@ -57,10 +58,25 @@ class BakedMask(nn.Module):
         return self.model(kspace, self.mask)
 
 
-def load_source(source: str | Path | nn.Module, role: str | None) -> tuple[nn.Module, dict[str, Any], Path | None]:
-    """``(model, meta, directory holding its mask.npy or None)`` from a run directory, checkpoint or module."""
+def load_source(
+    source: str | Path | nn.Module, role: str | None, init: str | dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+) -> tuple[nn.Module, dict[str, Any], Path | None]:
+    """``(model, meta, directory holding its mask.npy or None)`` from a run directory, checkpoint, module, or a
+    user's ``MODULE:CLASS`` built with ``init`` and loaded from ``weights`` (:mod:`kdc.models.user`)."""
     if isinstance(source, nn.Module):
         return source.eval(), {"role": role or "unknown"}, None
+    if isinstance(source, str) and is_user_spec(source):
+        try:
+            kwargs = init if isinstance(init, dict) else parse_init(init)
+            model = load_user_model(source, kwargs, None if weights is None else Path(weights))
+        except KdcError as err:
+            raise ExportError(str(err)) from None
+        meta = {"role": role or ("trained" if weights else "untrained"), "init": kwargs, "source": source}
+        return model, meta, None
+    if init is not None or weights is not None:
+        raise ExportError(f"{source}: --init and --weights build a user's MODULE:CLASS (e.g. fastmri.models:VarNet); "
+                          "a kdc checkpoint or run holds its own config and weights")
     path = Path(source)
     if path.is_dir():
         names = [role] if role else list(RUN_MODELS)
@@ -158,17 +174,50 @@ def pick_lowering(dc: str, mask: np.ndarray, fmt: str) -> str:
     return name
 
 
-def parity_check(artefact: Any, feeds: dict[str, np.ndarray], expected: np.ndarray) -> dict[str, float]:
-    """Max abs error per runtime over all slices at once (batch N) and the first slice alone (batch 1)."""
-    errors: dict[str, float] = {}
+def parity_check(artefact: Any, feeds: dict[str, np.ndarray], expected: np.ndarray, gate: str = "max_abs"
+                 ) -> dict[str, dict[str, float]]:
+    """Max abs and relative L2 error per runtime, the worse of all slices at once (batch N) and the first slice alone
+    (batch 1): ``{"max_abs": {runtime: error}, "relative_l2": {runtime: error}}``."""
+    errors: dict[str, dict[str, float]] = {"max_abs": {}, "relative_l2": {}}
     for batch in (slice(None), slice(0, 1)):
         outputs = artefact.run({name: value if name == "mask" else value[batch] for name, value in feeds.items()})
         for runtime, output in outputs.items():
             if output.shape != expected[batch].shape:
                 raise ExportError(f"{runtime} returned shape {output.shape}, expected {expected[batch].shape}")
-            error = float(np.max(np.abs(output - expected[batch])))
-            errors[runtime] = max(errors.get(runtime, 0.0), error) if np.isfinite(error) else float("inf")
+            measured = {"max_abs": float(np.max(np.abs(output - expected[batch]))),
+                        "relative_l2": relative_error(output, expected[batch])}
+            for metric, error in measured.items():
+                previous = errors[metric].get(runtime, 0.0)
+                errors[metric][runtime] = max(previous, error) if np.isfinite(error) else float("inf")
     return errors
+
+
+def export_failure(err: Exception, model: nn.Module) -> ExportError:
+    """One line for an exporter's failure: the operator (or the exporter's first line) and the model's source line."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    for cause in chain:
+        if isinstance(cause, UnsupportedOperation):
+            return ExportError(str(cause))
+    innermost = chain[-1]
+    where = "unknown source line"
+    for cause in reversed(chain):
+        frames = traceback_frames(cause)
+        if frames:
+            where = frames[-1]
+            break
+    first = (str(innermost).strip().splitlines() or [""])[0][:300]
+    return ExportError(f"cannot export {type(model).__name__}: {type(innermost).__name__}: {first} at {where}")
+
+
+def traceback_frames(err: BaseException) -> list[str]:
+    """``file:line`` of the frames of ``err``'s traceback outside torch, kdc.export and the standard library."""
+    skip = (str(Path(torch.__file__).parent), str(Path(__file__).parent), str(Path(tempfile.__file__).parent))
+    return [f"{frame.filename}:{frame.lineno}" for frame in traceback.extract_tb(err.__traceback__)
+            if not frame.filename.startswith(skip) and not frame.filename.startswith("<")]
 
 
 def export_model(
@@ -180,22 +229,29 @@ def export_model(
     bake_mask: bool = False,
     image_size: tuple[int, int] | None = None,
     mask: str | Path | np.ndarray | None = None,
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
     role: str | None = None,
     images: np.ndarray | None = None,
     quantize: str | None = None,
     max_psnr_drop: float = DEFAULT_MAX_PSNR_DROP,
     calibration: str | Path | None = None,
+    init: str | dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    coils: int | None = None,
 ) -> ExportReport:
-    """Export ``source`` (run directory, checkpoint or module) to ``out`` if it matches PyTorch within ``tolerance``.
+    """Export ``source`` (run directory, checkpoint, module, or a user's ``MODULE:CLASS``) to ``out`` if it matches
+    PyTorch within ``tolerance``.
 
     ``fmt`` (``onnx``, ``openvino``, ``torchscript``, ``pt2``) defaults to the one of ``out``'s suffix (``.onnx``,
     ``.xml``, ``.pt``/``.ts``, ``.pt2``); a suffix that contradicts it is refused.
     ``role`` picks the checkpoint of a run directory (``kd_student``, ``student``, ``teacher``) and names a bare
     module. ``images`` are ``(count, H, W)`` [0, 1] slices for the parity gate (default: kdc's validation slices).
     A complex model (``--image complex``) is gated on complex slices (real ``images`` get a smooth phase). The
-    task (:mod:`kdc.tasks`, read from the model's config) decides the graph's inputs and contract: a
-    super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
+    model's registered architecture (:mod:`kdc.export.architectures`) decides the graph's inputs, its lowering, its
+    contract and its gate: kdc's models on the max abs error on [0, 1] images (``tolerance`` default 1e-4), a
+    user's architecture (fastMRI ``Unet``, ``VarNet``) on the relative L2 error (default 1e-3).
+    ``init`` (JSON object or file) and ``weights`` (a state dict) build a ``MODULE:CLASS`` source; ``coils`` fixes
+    the coils of a multi-coil model's input (None: dynamic).
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
     (:mod:`kdc.export.quantize`). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
@@ -209,36 +265,50 @@ def export_model(
         raise ExportError(f"{out}: is a directory, expected a file path")
     if quantize:
         check_quantize(quantize, fmt, max_psnr_drop)
-    model, meta, mask_dir = load_source(source, role)
+    if coils is not None and not 1 <= coils <= 1024:
+        raise ExportError(f"--coils must be an integer from 1 to 1024 or 'dynamic', got {coils}")
+    model, meta, mask_dir = load_source(source, role, init, weights)
+    architecture = architecture_of(model)
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:
         images = calibration_images(calibration, size, QUANTIZATION_SLICES if quantize else PARITY_SLICES)
-    task = model_task(model)
-    if quantize and not TASK_EXPORTS[task.name].quantizable:
+    task = architecture.task_of(model)
+    if quantize and task.name not in architecture.quantizable_tasks:
         raise ExportError(f"--quantize supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
-    graph, feeds, expected, contract, gate_data = TASK_EXPORTS[task.name].prepare(
-        model, task, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
+    request = ExportRequest(size=size, fmt=fmt, meta=meta, images=images, coils=coils, mask=mask, mask_dir=mask_dir,
+                            dc=dc, bake_mask=bake_mask)
+    graph, feeds, expected, contract, gate_data = architecture.prepare(model, request)
+    tolerance = TOLERANCES[architecture.gate] if tolerance is None else tolerance
     example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
     if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
-        example = (example[0].repeat(2, 1, 1, 1), *example[1:])
+        example = (example[0].repeat(2, *[1] * (example[0].dim() - 1)), *example[1:])
 
     remove_stale_temps(tempfile.gettempdir(), f"{EXPORT_TEMP_PREFIX}*")  # left by exports that were killed
     with tempfile.TemporaryDirectory(prefix=f"{EXPORT_TEMP_PREFIX}{pid_tag()}") as workdir:
-        artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
+        try:
+            artefact = artefact_cls(graph.eval(), example, list(feeds), Path(workdir))
+        except KdcError:
+            raise
+        except Exception as err:  # the exporters raise many types; the user gets the operator and the line
+            raise export_failure(err, model) from None
         errors = parity_check(artefact, feeds, expected)
-        worst = max(errors.values())
+        gated = errors[architecture.gate]
+        worst = max(gated.values())
         if not worst <= tolerance:
-            detail = ", ".join(f"{runtime}: {error:.3g}" for runtime, error in errors.items())
+            detail = ", ".join(f"{runtime}: {error:.3g}" for runtime, error in gated.items())
+            name = architecture.gate.replace("_", " ")
             raise ExportError(
-                f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(expected)} "
+                f"parity gate failed: {name} error {worst:.3g} > tolerance {tolerance:g} on {len(expected)} "
                 f"validation slices ({detail}); {out} not written"
             )
         quantization = None
         if quantize:
             quantization = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out, Path(workdir))
-        metadata = contract(fmt=fmt, parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
-                                             "slices": len(expected), "tolerance": tolerance},
-                            quantization=quantization)
+        parity = {"max_abs_error": max(errors["max_abs"].values()), "runtime": ", ".join(gated),
+                  "errors": errors["max_abs"], "slices": len(expected), "tolerance": tolerance}
+        if architecture.gate != "max_abs":
+            parity.update(metric=architecture.gate, relative_l2_error=worst, relative_l2_errors=gated)
+        metadata = contract(fmt=fmt, parity=parity, quantization=quantization)
         artefact.write(metadata, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)
@@ -252,13 +322,14 @@ def model_task(model: nn.Module) -> TaskSpec:
         raise ExportError(f"cannot export a {type(model).__name__}: {err}") from None
 
 
-def prepare_recon(
-    model: nn.Module, task: TaskSpec, meta: dict[str, Any], mask_dir: Path | None, size: tuple[int, int],
-    images: np.ndarray | None, mask: str | Path | np.ndarray | None, dc: str, bake_mask: bool, fmt: str,
-) -> Prepared:
-    """DC-CNN: k-space (+ mask) in, the DC layer swapped for the chosen lowering, the mask baked in if asked."""
-    mask_array = resolve_mask(mask, mask_dir, meta, size)
-    lowering = pick_lowering(dc, mask_array, fmt)
+def prepare_recon(model: nn.Module, request: ExportRequest) -> Prepared:
+    """DC-CNN: k-space (+ mask) in, the DC layer swapped for the chosen lowering (its lowering hook), the mask baked
+    in if asked."""
+    task, meta, size, images, dc, bake_mask = (model_task(model), request.meta, request.size, request.images,
+                                               request.dc, request.bake_mask)
+    check_single_coil(request)
+    mask_array = resolve_mask(request.mask, request.mask_dir, meta, size)
+    lowering = pick_lowering(dc, mask_array, request.fmt)
     lines = sampled_lines(mask_array)
     axis = -1 if lines is None else lines[0]
     mask_tensor = torch.from_numpy(mask_array[None, None] if lines is None else line_mask_input(mask_array, size, axis))
@@ -280,12 +351,11 @@ def prepare_recon(
     return graph, feeds, expected, contract, gate_data
 
 
-def prepare_sr(
-    model: nn.Module, task: TaskSpec, meta: dict[str, Any], mask_dir: Path | None, size: tuple[int, int],
-    images: np.ndarray | None, mask: str | Path | np.ndarray | None, dc: str, bake_mask: bool, fmt: str,
-) -> Prepared:
+def prepare_sr(model: nn.Module, request: ExportRequest) -> Prepared:
     """VDSR: the low-resolution image in (k-space truncation of the parity slices at the trained scale), no DC."""
-    if dc != "auto" or bake_mask or mask is not None:
+    task, meta, size, images = model_task(model), request.meta, request.size, request.images
+    check_single_coil(request)
+    if request.dc != "auto" or request.bake_mask or request.mask is not None:
         raise ExportError("a super-resolution model (VDSR) has no data consistency and no mask: "
                           "drop --dc, --bake-mask and --mask")
     scale = meta.get("scale")
@@ -322,18 +392,12 @@ def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
-@dataclass(frozen=True)
-class TaskExport:
-    """The export side of a task of :mod:`kdc.tasks`: how to prepare its graph, feeds and contract, and whether
-    ``--quantize`` applies (its gate scores real images against magnitude targets)."""
-
-    prepare: Callable[..., Prepared]
-    quantizable: bool
+def check_single_coil(request: ExportRequest) -> None:
+    if request.coils is not None:
+        raise ExportError("--coils is for multi-coil models (fastMRI VarNet); kdc's own models take one coil")
 
 
-#: Export side of every task, by :class:`kdc.tasks.TaskSpec` name.
-TASK_EXPORTS: dict[str, TaskExport] = {
-    RECON.name: TaskExport(prepare_recon, quantizable=True),
-    COMPLEX_RECON.name: TaskExport(prepare_recon, quantizable=False),
-    SUPER_RESOLUTION.name: TaskExport(prepare_sr, quantizable=False),
-}
+#: kdc's own architectures: registered like a user's, with their own prepare hooks.
+DCCNN_EXPORT = register(Architecture("dccnn", ("kdc.models.dccnn:DCCNN",), prepare_recon, model_task,
+                                     quantizable_tasks=(RECON.name,)))
+VDSR_EXPORT = register(Architecture("vdsr", ("kdc.models.vdsr:VDSR",), prepare_sr, model_task))

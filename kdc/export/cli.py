@@ -14,7 +14,8 @@ from kdc.pretrained import resolve
 
 def export(
     source: Annotated[Path, typer.Argument(
-        help="Run directory or checkpoint (.pt) to export, or a shipped pretrained:<run>-<role> (or pretrained:<run>).")],
+        help="Run directory or checkpoint (.pt) to export, a shipped pretrained:<run>-<role> (or pretrained:<run>), "
+             "or your own model as MODULE:CLASS (e.g. fastmri.models:VarNet; see --init, --weights).")],
     out: Annotated[Path, typer.Option(help="File to write: .onnx, .xml (OpenVINO IR), .pt/.ts (TorchScript), .pt2.")],
     format: Annotated[str | None, typer.Option(
         "--format", help="onnx, openvino, torchscript or pt2.  [default: from the --out suffix]",
@@ -26,28 +27,43 @@ def export(
              "has]", show_default=False)] = None,
     size: Annotated[tuple[int, int] | None, typer.Option(help="Image size H W (default: the trained size).")] = None,
     mask: Annotated[Path | None, typer.Option(help="Mask .npy (default: RUN/mask.npy or drawn as in training).")] = None,
-    tolerance: Annotated[float, typer.Option(help="Parity gate: max abs error against PyTorch.")] = 1e-4,
+    tolerance: Annotated[float | None, typer.Option(
+        help="Parity gate against PyTorch: max abs error for kdc's models [default: 1e-4], relative L2 error for "
+             "MODULE:CLASS models [default: 1e-3].", show_default=False)] = None,
     quantize: Annotated[
         str | None, typer.Option(help="int8 (onnx, openvino: convolutions only) or fp16 (onnx, for GPUs).")
     ] = None,
     max_psnr_drop: Annotated[
         float, typer.Option(help="Quantization gate: max PSNR drop (dB) against PyTorch on validation slices.")
     ] = 0.1,
+    init: Annotated[str | None, typer.Option(
+        help="MODULE:CLASS constructor arguments: a JSON object or a file holding one.")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="MODULE:CLASS state dict (.pt/.pth/.ckpt, loaded with weights_only; a Lightning 'model.' prefix is "
+             "stripped).  [default: the untrained model]", show_default=False)] = None,
+    coils: Annotated[str | None, typer.Option(
+        help="Coils of a multi-coil model's k-space input: N, or dynamic.  [default: dynamic]",
+        show_default=False)] = None,
     calibration: Annotated[Path | None, typer.Option(
         help="Dataset directory (ROOT/val/*.h5) whose slices calibrate --quantize and feed both gates "
              "[default: kdc's shipped validation slices].", show_default=False)] = None,
 ) -> None:
     """Export a trained model as a self-contained file that runs without kdc's model code."""
     from kdc.export.api import export_model
+    from kdc.models.user import is_user_spec
 
+    spec = str(source)
     report = export_model(
-        resolve(source, "checkpoint"), out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
+        spec if is_user_spec(spec) else resolve(source, "checkpoint"), out, fmt=format, dc=dc, bake_mask=bake_mask, image_size=size, mask=mask,
         tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop, calibration=calibration,
+        init=init, weights=weights, coils=parse_coils(coils),
     )
     quantization = report.metadata.get("quantization")
+    metric = {"max_abs": "max abs error", "relative_l2": "relative L2 error"}[
+        report.metadata["parity"].get("metric", "max_abs")]
     typer.echo(
         f"wrote {report.path} ({report.format}, dc={report.dc}, {report.file_size / 1e6:.2f} MB, "
-        f"{'float32 graph ' if quantization else ''}parity max abs error {report.parity_error:.2e})"
+        f"{'float32 graph ' if quantization else ''}parity {metric} {report.parity_error:.2e})"
     )
     if quantization:
         typer.echo(
@@ -56,3 +72,12 @@ def export(
             f"(drop {quantization['psnr_drop']:.3f} dB, gate {quantization['max_psnr_drop']:g} dB) on "
             f"{quantization['gate_slices']} validation slices"
         )
+
+
+def parse_coils(coils: str | None) -> int | None:
+    """``--coils``: a positive count, or ``dynamic`` (None)."""
+    if coils is None or coils == "dynamic":
+        return None
+    if not coils.isdigit() or int(coils) < 1:
+        raise typer.BadParameter(f"expected a positive number of coils or 'dynamic', got {coils!r}", param_hint="--coils")
+    return int(coils)

@@ -39,8 +39,9 @@ def tensor_spec(name: str, shape: list[int | str], description: str) -> dict[str
 
 
 def output_fields(task: TaskSpec, image_size: tuple[int, int]) -> dict[str, Any]:
-    """The task's name, its ``image`` output (``C`` channels: 1 real, 2 real and imaginary) and ``output_kind``."""
-    shape: list[int | str] = ["N", task.image_channels, *image_size]
+    """The task's name, its ``image`` output (``C`` channels: 1 real, 2 real and imaginary; ``(N, H, W)`` for a task
+    without a channel axis) and ``output_kind``."""
+    shape: list[int | str] = ["N", *([task.image_channels] if task.output_channels else []), *image_size]
     return {"task": task.name, "outputs": [tensor_spec("image", shape, task.output_description)],
             "output_kind": task.output_kind}
 
@@ -103,6 +104,24 @@ def build_sr_contract(
         "input_layout": LOWRES_LAYOUT,
         "normalisation": SR_NORMALISATION,
         "dc_lowering": "none",
+    }
+
+
+def build_declared_contract(
+    *, task: TaskSpec, image_size: tuple[int, int], input_shapes: dict[str, list[int | str]], fields: dict[str, Any],
+    fmt: str, model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any],
+    quantization: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Contract of a registered user architecture (:mod:`kdc.export.architectures`): its inputs as declared
+    (``input_shapes``, ``"N"`` and other names dynamic), the task's output, and the architecture's own ``fields``
+    (input layouts, pre- and post-processing, lowering and adapters)."""
+    descriptions = fields.get("input_descriptions", {})
+    return {
+        **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
+                        quantization=quantization),
+        **output_fields(task, image_size),
+        "inputs": [tensor_spec(name, shape, descriptions.get(name, "")) for name, shape in input_shapes.items()],
+        **{key: value for key, value in fields.items() if key != "input_descriptions"},
     }
 
 

@@ -54,9 +54,18 @@ def quiet_torch() -> Iterator[None]:
                 logger.setLevel(level)
 
 
-def _dynamic_batch(input_names: list[str]) -> tuple[dict[int, Any] | None, ...]:
-    batch = torch.export.Dim("N", min=1, max=4096)
-    return tuple(None if name == "mask" else {0: batch} for name in input_names)
+def _dynamic_batch(graph: nn.Module, input_names: list[str]) -> tuple[dict[int, Any] | None, ...]:
+    """Batch ``N`` of every input but ``mask``, plus the dimensions a graph declares in ``dynamic_dims`` (by input
+    position: ``{0: {1: "C"}}``, :class:`kdc.export.architectures.LoweredGraph`)."""
+    dims = {"N": torch.export.Dim("N", min=1, max=4096)}
+    declared: dict[int, dict[int, str]] = getattr(graph, "dynamic_dims", {})
+    shapes = []
+    for position, name in enumerate(input_names):
+        axes = {} if name == "mask" else {0: "N"}
+        axes.update(declared.get(position, {}))
+        shapes.append({axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=4096)) for axis, dim in axes.items()}
+                      or None)
+    return tuple(shapes)
 
 
 class OnnxArtefact:
@@ -73,7 +82,7 @@ class OnnxArtefact:
         with quiet_torch():
             program = torch.onnx.export(
                 graph, example, dynamo=True, opset_version=OPSET, input_names=input_names,
-                output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(input_names), verbose=False,
+                output_names=[OUTPUT_NAME], dynamic_shapes=_dynamic_batch(graph, input_names), verbose=False,
             )
         self.proto = program.model_proto
         self.duplicates_removed = onnx_graph.remove_duplicate_initializers(self.proto)
@@ -184,7 +193,7 @@ class ExportedProgramArtefact(TorchScriptArtefact):
 
     @staticmethod
     def _compile(graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str]) -> Any:
-        return torch.export.export(graph, example, dynamic_shapes=_dynamic_batch(input_names))
+        return torch.export.export(graph, example, dynamic_shapes=_dynamic_batch(graph, input_names))
 
     def _save(self, target: Path | BinaryIO, extra_files: dict[str, str]) -> None:
         torch.export.save(self.program, target, extra_files=extra_files)

@@ -9,12 +9,13 @@ whole output directory is built under a temporary name and renamed at the end. n
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ import numpy as np
 from kdc._io import atomic_directory, write_json
 from kdc.data.formats import printable
 from kdc.data.metrics import nmse, psnr, ssim
-from kdc.mri.coils import compress_coils
-from kdc.mri.fft import centred_to_uncentred, ifft2
+from kdc.mri.coils import compress_coils, root_sum_of_squares
+from kdc.mri.fft import centred_to_uncentred, ifft2, ifft2c, uncentred_to_centred
 from kdc.mri.layout import from_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
 from kdc.mri.normalise import zero_filled_peak
@@ -74,9 +75,10 @@ class Sampling:
 
 @dataclass(frozen=True)
 class ModelView:
-    """A volume as the model takes it: one (virtual) coil, uncentred, its lines along the model's mask axis.
+    """A volume as the model takes it: one (virtual) coil, uncentred, its lines along the model's mask axis (a
+    multi-coil model: every coil, centred, columns sampled).
 
-    ``kspace`` ``(S, H, W)`` complex64; ``acquired`` the ``(H, W)`` uncentred acquired mask or None (fully sampled);
+    ``kspace`` ``(S, H, W)`` complex64 (multi-coil: ``(S, C, H, W)``); ``acquired`` the ``(H, W)`` uncentred acquired mask or None (fully sampled);
     ``line_axis`` the axis of the sampled lines (-1 columns, -2 rows); ``transposed``: H and W of the file were
     swapped so that its sampled lines lie along the model's; ``partial_fourier`` the band of phase encodes acquired
     when asymmetric about DC (its missing lines are unacquired in ``acquired``), else None.
@@ -175,11 +177,14 @@ def check_size(volume: RawVolume, view: ModelView, model: Reconstructor) -> None
     turned = " (rows and columns swapped so that its sampled lines run as the model's)" if view.transposed else ""
     flags = " --format openvino" if model.path.suffix == ".xml" else ""
     flags += " --bake-mask" if model.mask_baked else ""
+    user_model = model.contract.get("model", {}).get("source")  # a user's MODULE:CLASS
+    source, origin = ((f"{user_model} --init JSON --weights FILE",
+                       "JSON, FILE: the constructor arguments and weights it was exported with") if user_model else
+                      (f"RUN --model {model.role}", "RUN: the run directory it was exported from"))
     raise InputError(
         f"{volume.source}: k-space matrix {height}x{width}{turned} does not fit {model.path.name}, exported for "
-        f"{model.image_size[0]}x{model.image_size[1]}; export the model for this size: kdc export RUN --model "
-        f"{model.role} --size {height} {width}{flags} --out {model.path.stem}_{height}x{width}{model.path.suffix}"
-        " (RUN: the run directory it was exported from)")
+        f"{model.image_size[0]}x{model.image_size[1]}; export the model for this size: kdc export {source} "
+        f"--size {height} {width}{flags} --out {model.path.stem}_{height}x{width}{model.path.suffix} ({origin})")
 
 
 def centre_crop(images: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
@@ -213,8 +218,24 @@ class VolumeResult:
                 "acceleration": self.output.provenance.acceleration, "mask": self.output.provenance.mask}
 
 
-def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settings) -> VolumeResult:
-    """Run one volume through the model in batches, normalised as one volume (the contract's rule)."""
+@dataclass
+class ModelRun:
+    """A volume through the model: ``(S, H, W)`` images in the file's orientation and scale, the zero-filled image
+    (computed only when there is a reference), the reference (None if not known), the sampling, the model's seconds
+    and the runtime's warnings."""
+
+    image: np.ndarray
+    zero_filled: np.ndarray | None
+    reference: np.ndarray | None
+    sampling: Sampling
+    seconds: float
+    warned: list[str]
+    #: Where the image starts in the file's matrix (an image model's input is cropped to its size).
+    offset: tuple[int, int] = (0, 0)
+
+
+def run_single_coil(volume: RawVolume, model: Reconstructor, settings: Settings) -> ModelRun:
+    """kdc's layout: one virtual coil, uncentred, normalised as one volume (the contract's rule)."""
     check_kind(volume, model)
     view = model_view(volume, model.mask_axis)
     check_size(volume, view, model)
@@ -223,22 +244,104 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
     scale = np.float32(zero_filled_peak(kspace) or 1.0)
     kspace /= scale
     mask = None if model.mask_baked and sampling.origin == "baked" else sampling.mask
-    started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as warned:
+        started = time.perf_counter()
         image = np.concatenate([model.reconstruct(kspace[start : start + settings.batch], mask,
                                                   output="magnitude")[:, 0]
                                 for start in range(0, volume.slices, settings.batch)])
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     image = view.to_file(np.abs(image) * scale)
     reference = volume.reference
     if reference is None and view.partial_fourier_only:  # the partial Fourier band completed by POCS
         reference = view.to_file(np.abs(ifft2(view.partial_fourier.complete(view.kspace))).astype(np.float32))
     elif reference is None and view.acquired is None:
         reference = view.to_file(np.abs(ifft2(view.kspace)).astype(np.float32))
-    # The zero-filled image is only scored (against a reference).
     zero_filled = None if reference is None else view.to_file(np.abs(ifft2(from_channels(kspace))) * scale)
-    geometry = volume.geometry
+    return ModelRun(image, zero_filled, reference, sampling, seconds, warned)
+
+
+def centred_coils(volume: RawVolume, model: Reconstructor, settings: Settings, line_axis: int | None
+                  ) -> tuple[ModelView, Sampling, np.ndarray]:
+    """Every coil of ``volume`` centred (fastMRI's layout), turned so that its sampled lines lie along
+    ``line_axis`` (None: as they are), the sampling, and its mask centred."""
+    kspace = volume.kspace if volume.centred else uncentred_to_centred(volume.kspace)
+    acquired = None if volume.fully_sampled else volume.mask
+    transposed = line_axis is not None and volume.line_axis != line_axis
+    if transposed:
+        kspace, acquired = kspace.swapaxes(-1, -2), None if acquired is None else acquired.T
+    view = ModelView(np.ascontiguousarray(kspace, dtype=np.complex64), acquired, line_axis or volume.line_axis,
+                     transposed)
+    sampling = choose_sampling(volume, view, model, settings)
+    return view, sampling, np.fft.fftshift(sampling.mask).astype(np.float32)
+
+
+def run_multicoil(volume: RawVolume, model: Reconstructor, settings: Settings) -> ModelRun:
+    """A multi-coil model (fastMRI VarNet, ``kspace_layout`` ``coils_last``): every coil, centred, at the file's
+    scale, sampled columns (a volume sampled along rows is turned); the output is the root sum of squares."""
+    view, sampling, centred_mask = centred_coils(volume, model, settings, -1)
+    check_size(volume, view, model)
+    lines = sampled_lines(sampling.mask)
+    if lines is None or lines[0] != -1:
+        raise InputError(f"{volume.source}: {model.path.name} takes whole sampled columns (a 1-D Cartesian mask); "
+                         f"the {sampling.origin} mask is not one")
+    masked = view.kspace * centred_mask
+    with recorded_warnings() as warned:
+        started = time.perf_counter()
+        image = np.concatenate([model.reconstruct(masked[start : start + settings.batch], centred_mask[0])
+                                for start in range(0, volume.slices, settings.batch)])
+        seconds = time.perf_counter() - started
+    reference = volume.reference
+    if reference is None and view.acquired is None:
+        reference = view.to_file(root_sum_of_squares(ifft2c(view.kspace)).astype(np.float32))
+    zero_filled = None if reference is None else view.to_file(root_sum_of_squares(ifft2c(masked)))
+    return ModelRun(view.to_file(image), zero_filled, reference, sampling, seconds, warned)
+
+
+def run_zero_filled(volume: RawVolume, model: Reconstructor, settings: Settings) -> ModelRun:
+    """An image model on the zero-filled image (fastMRI's U-Net, task ``recon_image``), as fastMRI's
+    ``UnetDataTransform`` makes it: the coils' zero-filled images centre-cropped to the model's size, their
+    magnitude's root sum of squares. The model normalises it in its graph; the output is at the file's scale."""
+    view, sampling, centred_mask = centred_coils(volume, model, settings, None)
+    height, width = model.image_size
+    if view.matrix[0] < height or view.matrix[1] < width:
+        raise InputError(f"{volume.source}: k-space matrix {view.matrix[0]}x{view.matrix[1]} is smaller than the "
+                         f"{height}x{width} image {model.path.name} takes (fastMRI crops the zero-filled image to it)")
+    zero_filled, offset = centre_crop(root_sum_of_squares(ifft2c(view.kspace * centred_mask)), model.image_size)
+    zero_filled = np.ascontiguousarray(zero_filled[:, None], dtype=np.float32)
+    with recorded_warnings() as warned:
+        started = time.perf_counter()
+        image = np.concatenate([model.run({model.input_names[0]: zero_filled[start : start + settings.batch]})[
+                                    model.output_names[0]][:, 0]
+                                for start in range(0, volume.slices, settings.batch)])
+        seconds = time.perf_counter() - started
+    reference = volume.reference
+    if reference is None and view.acquired is None:
+        reference = root_sum_of_squares(ifft2c(view.kspace)).astype(np.float32)
+    reference = None if reference is None else centre_crop(reference, model.image_size)[0]
+    return ModelRun(image, zero_filled[:, 0], reference, sampling, seconds, warned, offset)
+
+
+#: How a volume goes through a model, by the contract task's ``kspace_layout`` (:mod:`kdc.tasks`).
+VOLUME_RUNS: dict[str, Callable[[RawVolume, Reconstructor, Settings], ModelRun]] = {
+    "channels": run_single_coil, "coils_last": run_multicoil, "zero_filled": run_zero_filled,
+}
+
+
+@contextlib.contextmanager
+def recorded_warnings() -> Iterator[list[str]]:
+    """The runtime's warnings inside the block, each once, as lines."""
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield lines
+    lines.extend(dict.fromkeys(str(w.message) for w in caught))
+
+
+def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settings) -> VolumeResult:
+    """Run one volume through the model in batches, in the way its task's layout takes it (:data:`VOLUME_RUNS`)."""
+    run = VOLUME_RUNS[model.task_spec.kspace_layout](volume, model, settings)
+    image, zero_filled, reference, sampling = run.image, run.zero_filled, run.reference, run.sampling
+    geometry = volume.geometry if run.offset == (0, 0) else volume.geometry.cropped(run.offset)
     if settings.crop:
         image, offset = centre_crop(image, FASTMRI_CROP)
         zero_filled = None if zero_filled is None else centre_crop(zero_filled, FASTMRI_CROP)[0]
@@ -246,12 +349,12 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
         geometry = geometry.cropped(offset)
     provenance = Provenance(model.name, model.role, int(model.contract.get("contract_version", 0)),
                             round(sampling.acceleration, 3), sampling.origin, printable(volume.source), model.backend)
-    notes = list(dict.fromkeys(str(w.message) for w in caught)) + ([geometry.note] if geometry.note else [])
+    notes = run.warned + ([geometry.note] if geometry.note else [])
     if settings.acceleration is None and (note := acceleration_note(model, sampling.acceleration,
                                                                     f"the {sampling.origin} mask", ACCELERATION_SLACK)):
         notes.append(note)  # --acc is said once, before the first volume
     output = OutputVolume(volume.name, np.ascontiguousarray(image, dtype=np.float32), geometry, provenance)
-    return VolumeResult(output, zero_filled, reference, notes, seconds)
+    return VolumeResult(output, zero_filled, reference, notes, run.seconds)
 
 
 def no_space(err: OSError) -> bool:

@@ -28,7 +28,9 @@ from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_
 from kdc.mri.layout import from_channels
 from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
-from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.runtime.tensors import (
+    EXAMPLE_COILS, RuntimeModelError, coil_mask_input, example_coil_feeds, example_image, example_kspace, example_mask,
+)
 from kdc.tasks import TaskSpec, get_task
 
 ENGINES = ("ort", "openvino")
@@ -170,11 +172,14 @@ class Reconstructor:
 
     @property
     def mask_baked(self) -> bool:
-        return "mask" not in self.input_names
+        """True for a k-space model with its mask in the graph (an image model has no mask at all)."""
+        return self.task_spec.takes_kspace and "mask" not in self.input_names
 
     @property
     def mask_axis(self) -> int | None:
         """-1 when the model's mask samples whole columns, -2 whole rows, None for a 2-D ``(1, 1, H, W)`` mask."""
+        if self.task_spec.kspace_layout == "coils_last":  # fastMRI's (1, 1, 1, W, 1) column mask
+            return -1
         if self.mask_baked:
             return -2 if self.contract.get("mask_rows") is not None else -1
         shape = self.inputs[self.input_names.index("mask")].shape
@@ -227,6 +232,11 @@ class Reconstructor:
         if not self.task_spec.takes_kspace:
             if normalise:
                 raise RuntimeModelError(f"normalise applies to reconstruction models; {self.name!r} is {self.task!r}")
+        elif self.task_spec.kspace_layout != "channels":
+            if normalise:
+                raise RuntimeModelError(f"normalise applies to kdc's single-coil models; {self.name!r} "
+                                        f"({self.task!r}) takes k-space at the file's scale")
+            feeds["kspace"] = zero_outside(feeds["kspace"], feeds["mask"])
         else:
             feeds["kspace"] = zero_outside(feeds["kspace"], feeds["mask"] if "mask" in feeds else self.baked_mask())
             if not self.task_spec.is_complex and (note := self.phase_note(feeds)):
@@ -277,7 +287,8 @@ class Reconstructor:
 
     def reconstruct(self, kspace: np.ndarray, mask: np.ndarray | None = None, *, normalise: bool = False,
                     output: str = "magnitude") -> np.ndarray:
-        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``.
+        """Undersampled k-space ``(N, 2, H, W)`` (+ mask, unless baked) -> image ``(N, 1, H, W)``; a multi-coil model
+        takes fastMRI's centred complex ``(N, C, H, W)`` and ``(W,)`` mask instead (:meth:`reconstruct_coils`).
 
         ``mask`` is uncentred: one line ``(W,)`` (or ``(H,)`` for a model whose mask samples rows), ``(H, W)``, or the
         model input shape. K-space outside the sampled lines is zeroed (:meth:`run`). For complex or centred
@@ -289,6 +300,11 @@ class Reconstructor:
         if not self.task_spec.takes_kspace:
             raise RuntimeModelError(f"model {self.name!r} is a {self.task!r} model, not a reconstruction: call "
                                     f"run({{{self.input_names[0]!r}: ...}})")
+        if self.task_spec.kspace_layout == "coils_last":
+            if normalise or output != "magnitude":
+                raise RuntimeModelError(f"model {self.name!r} ({self.task!r}) returns magnitude images of k-space at "
+                                        "the file's scale: call reconstruct(kspace, mask) without normalise or output")
+            return self.reconstruct_coils(kspace, mask)
         if output not in OUTPUTS:
             raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
         if output == "complex" and not self.task_spec.is_complex:
@@ -313,6 +329,20 @@ class Reconstructor:
         image = self.run(feeds, normalise=normalise)[self.output_names[0]]
         return self.task_spec.complex_image(image) if output == "complex" else self.task_spec.magnitude(image)
 
+    def reconstruct_coils(self, kspace: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """A multi-coil model (``kspace_layout`` ``coils_last``, fastMRI's VarNet): centred complex k-space
+        ``(N, C, H, W)`` (or ``(C, H, W)``) and its centred column mask ``(W,)`` -> ``(N, H, W)`` magnitude."""
+        kspace = np.asarray(kspace)
+        if not np.iscomplexobj(kspace) or kspace.ndim not in (3, 4):
+            raise RuntimeModelError(f"model {self.name!r} takes complex centred k-space (N, C, H, W), got "
+                                    f"{kspace.dtype} {kspace.shape}")
+        if mask is None:
+            raise RuntimeModelError(f"model {self.name!r} takes a mask: pass reconstruct(kspace, mask)")
+        kspace = kspace[None] if kspace.ndim == 3 else kspace
+        feeds = {"kspace": np.stack([kspace.real, kspace.imag], axis=-1).astype(np.float32),
+                 "mask": coil_mask_input(mask, self.image_size[1])}
+        return self.run(feeds)[self.output_names[0]]
+
     def mask_input(self, mask: np.ndarray) -> np.ndarray:
         """A user's uncentred mask (see :meth:`reconstruct`) as this model's mask input, checked."""
         try:
@@ -335,6 +365,10 @@ class Reconstructor:
         task with an image input (super-resolution), a random image."""
         if not self.task_spec.takes_kspace:
             return {self.input_names[0]: example_image(batch, self.image_size, seed)}
+        if self.task_spec.kspace_layout == "coils_last":
+            coils = self.inputs[0].shape[1]
+            return example_coil_feeds(batch, coils if type(coils) is int else EXAMPLE_COILS, self.image_size,
+                                      float(self.contract.get("acceleration") or 1), seed)
         if self.mask_baked:
             mask = self.baked_mask()
         else:

@@ -69,3 +69,25 @@ def example_kspace(batch: int, size: tuple[int, int], mask: np.ndarray, seed: in
 def example_image(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Random ``(batch, 1, H, W)`` float32 image in [0, 1]: the input of a super-resolution model in load tests."""
     return np.random.default_rng(seed).random((batch, 1, *size), dtype=np.float32)
+
+
+#: Coils of example inputs for a multi-coil model whose coil dimension is dynamic.
+EXAMPLE_COILS = 4
+
+
+def coil_mask_input(mask: np.ndarray, width: int) -> np.ndarray:
+    """A centred column mask ``(W,)`` (or any shape holding W values, e.g. ``(1, 1, 1, W, 1)``) -> float32
+    ``(1, 1, 1, W, 1)``, the mask input of a multi-coil (fastMRI VarNet) model."""
+    mask = np.asarray(mask)
+    if mask.size != width or np.iscomplexobj(mask):
+        raise RuntimeModelError(f"mask must hold the {width} columns of the image, got shape {mask.shape}")
+    return mask.astype(np.float32).reshape(1, 1, 1, width, 1)
+
+
+def example_coil_feeds(batch: int, coils: int, size: tuple[int, int], acceleration: float, seed: int = 0
+                       ) -> dict[str, np.ndarray]:
+    """Random centred multi-coil k-space ``(batch, C, H, W, 2)`` zero outside a centred equispaced column mask with
+    the DC column, and the mask ``(1, 1, 1, W, 1)``: for latency and load tests of a multi-coil model."""
+    mask = np.fft.fftshift(example_mask(size[1], acceleration)[0, 0, 0]).reshape(1, 1, 1, -1, 1)
+    kspace = np.random.default_rng(seed).standard_normal((batch, coils, *size, 2), dtype=np.float32)
+    return {"kspace": kspace * mask, "mask": mask}
