@@ -29,7 +29,7 @@ from kdc._io import remove_stale_temps, write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
 from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
-from kdc.compress.precision import resolve_precision
+from kdc.compress.precision import prepare_model, resolve_precision
 from kdc.compress.tasks import Task, task_for
 from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
@@ -338,7 +338,8 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             else:
                 run.train_supervised(role)
         distilled = {"teacher_mode": config.teacher_mode}  # what the distilled students' checkpoints record
-        teacher = run.load("teacher").eval().requires_grad_(False)
+        # In the layout its precision runs fastest in: a bf16 NCHW teacher ran 4.5x slower than channels_last here.
+        teacher = prepare_model(run.load("teacher").eval().requires_grad_(False), config.precision)
 
         torch.manual_seed(config.seed)
         pretrained = build_model(run.task.presets["student"])
