@@ -167,6 +167,72 @@ def test_interleaved_slices_are_buffered_apart(tmp_path, square_model):
         np.testing.assert_array_equal(image.data, sequential[image.slice].data)
 
 
+def strip_slice_flags(path: Path) -> None:
+    """Clear ACQ_FIRST_IN_SLICE and ACQ_LAST_IN_SLICE (bits 7, 8) of every acquisition: a stream whose slices
+    end by the encoding limits alone."""
+    with h5py.File(path, "r+") as file:
+        data = file["dataset/data"]
+        rows = data[()]
+        rows["head"]["flags"] &= ~np.uint64(0b11 << 6)
+        data[...] = rows
+
+
+def multi_slice(path: Path, coils: int, slices: int = 3) -> Path:
+    """A fully sampled scan of ``slices`` slices (repetitions made slices), with noise readouts."""
+    generate(path, "-m", str(MATRIX), "-c", str(coils), "-r", str(slices), "-w", "8", "-C")
+    slices_from_repetitions(path)
+    return path
+
+
+ACC4 = '{"data_type": "float", "acceleration": 4}'
+
+
+def test_without_slice_flags_a_slice_ends_at_the_last_line_of_the_encoding_limits(tmp_path, square_model):
+    flagged = multi_slice(tmp_path / "flagged.h5", 1)
+    stripped = multi_slice(tmp_path / "stripped.h5", 1)
+    strip_slice_flags(stripped)
+    with h5py.File(stripped) as file:
+        heads = file["dataset/data"]["head"]
+        assert not (heads["flags"] & (0b11 << 6)).any()
+        image_rows = (heads["flags"] & (1 << 18)) == 0
+        first_of_slice_1 = 2 + int(np.argmax(image_rows & (heads["idx"]["slice"] == 1)))
+    stream = messages(stripped, config=ACC4)
+    with serving(square_model) as (port, logs):
+        expected = exchange(port, b"".join(messages(flagged, config=ACC4)) + CLOSE)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, sock.makefile("rb") as reader:
+            sock.sendall(b"".join(stream[:first_of_slice_1]))  # slice 0, its last line (31) last
+            answers = ProtocolDeserializer(reader).deserialize()
+            first = next(answers)  # before slice 1 is sent: not held until CLOSE
+            sock.sendall(b"".join(stream[first_of_slice_1:]) + CLOSE)
+            images = [first, *answers]
+    assert [image.slice for image in images] == [0, 1, 2] == [image.slice for image in expected]
+    for image, reference in zip(images, expected):
+        np.testing.assert_array_equal(image.data, reference.data)
+    assert logs[-1].endswith("closed after 3 image(s)")
+
+
+@pytest.mark.parametrize(("coils", "model_fixture"), [(1, "square_model"), (8, "complex_model_file")])
+def test_volume_normalisation_gives_kdc_reconstructs_images_of_a_multi_slice_scan(tmp_path, request, coils,
+                                                                                  model_fixture):
+    """With "normalise": "volume" the slices are coil-compressed and normalised as one volume, as kdc reconstruct
+    does a file; per slice (the default) they are not."""
+    model = request.getfixturevalue(model_fixture)
+    source = multi_slice(tmp_path / "scan.h5", coils)
+    result = kdc_reconstruct(model, source, "--out", tmp_path / "out", "-f", "h5", "--threads", "1", "--acc", "4")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "out" / "scan.h5") as file:
+        expected = file["reconstruction"][()]
+    volume = '{"data_type": "float", "acceleration": 4, "normalise": "volume"}'
+    with serving(model) as (port, _):
+        images = exchange(port, b"".join(messages(source, config=volume)) + CLOSE)
+        per_slice = exchange(port, b"".join(messages(source, config=ACC4)) + CLOSE)
+    assert [image.slice for image in images] == [0, 1, 2] and [image.image_index for image in images] == [1, 2, 3]
+    for image in images:
+        assert_close(image.data[0, 0], expected[image.slice])
+    differences = [np.abs(image.data[0, 0] - expected[image.slice]).max() / expected.max() for image in per_slice]
+    assert max(differences) > 1e-6
+
+
 def test_four_scanners_at_once_and_a_fifth_is_told_the_server_is_busy(tmp_path, square_model):
     source = scan(tmp_path / "scan.h5", 1)
     waveform = serialised(ismrmrd.Waveform.from_array(np.zeros((2, 10), np.uint32)))  # physiology: skipped
