@@ -24,7 +24,7 @@ import socketserver
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +151,12 @@ class SliceAssembler:
     minimum and maximum, of the last average if the limits count averages) and one of them has just arrived, which
     ends linear, reverse and centric orders alike. Slices still open at the end are reconstructed then."""
 
-    def __init__(self, name: str, model: Reconstructor, limits: MrdLimits, inference: threading.Lock) -> None:
+    def __init__(self, name: str, model: Reconstructor, limits: MrdLimits, inference: threading.Lock,
+                 settings: Settings = Settings()) -> None:
         from ismrmrd.hdf5 import acquisition_header_dtype
 
         self.name, self.model, self.limits, self.inference = name, model, limits, inference
+        self.settings = settings  # kdc reconstruct's: the mask of fully sampled data (the config's acceleration first)
         self.head_dtype = acquisition_header_dtype
         self.xml: bytes | None = None
         self.encoding: Any = None
@@ -253,8 +255,11 @@ class SliceAssembler:
         kspace = remove_oversampling(fill_grid(layout, readouts, layout.slice_count), layout.recon_width)
         volume = checked(RawVolume(Path(f"{self.name} {what}"), what.replace(" ", ""), kspace, True,
                                    line_mask(layout), phase_encode_axis=IsmrmrdReader.phase_encode_axis))
+        settings = self.settings
+        if self.options.acceleration is not None:
+            settings = replace(settings, acceleration=self.options.acceleration)
         with self.inference:
-            result = reconstruct_volume(volume, self.model, Settings(acceleration=self.options.acceleration))
+            result = reconstruct_volume(volume, self.model, settings)
         provenance = result.output.provenance
         comment = f"kdc {self.model.name}, {provenance.acceleration:g}x {provenance.mask} mask"
         numbers_in_order, first = np.unique(heads["idx"]["slice"], return_index=True)
