@@ -210,8 +210,9 @@ def reconstruct_stream(model: Reconstructor, source: BinaryIO, target: BinaryIO,
         if isinstance(item, mrd.StreamItem.Acquisition):
             send(assembler.add(*acquisition_record(item.value, number, assembler.head_dtype)))
         elif not isinstance(item, mrd.StreamItem.WaveformUint32):  # physiology: skipped
-            raise MrdV2Error(f"{STDIN}: MRD v2 stream item {number} is {type(item).__name__.removeprefix('StreamItem.')}"
-                             ": kdc reconstructs acquisitions (and skips waveforms)")
+            kind = type(item).__name__.removeprefix("StreamItem.")
+            raise MrdV2Error(f"{STDIN}: MRD v2 stream item {number} is {kind}: kdc reconstructs acquisitions (and "
+                             "skips waveforms)")
     send(assembler.finish())
     if writer is None:
         writer = mrd.BinaryMrdWriter(target)

@@ -46,7 +46,8 @@ def v2_stream(path: Path, trajectory: str | None = None) -> bytes:
         for index in range(dataset.number_of_acquisitions()):
             old = dataset.read_acquisition(index)
             head = mrd.AcquisitionHeader(flags=mrd.AcquisitionFlags(old.flags), measurement_uid=old.measurement_uid,
-                                         center_sample=old.center_sample, channel_order=list(range(old.active_channels)))
+                                         center_sample=old.center_sample,
+                                         channel_order=list(range(old.active_channels)))
             for counter in ("kspace_encode_step_1", "slice", "repetition", "average", "contrast", "phase", "set"):
                 setattr(head.idx, counter, getattr(old.idx, counter))
             head.position[:], head.read_dir[:], head.phase_dir[:] = old.position, old.read_dir, old.phase_dir
@@ -110,7 +111,8 @@ def test_mrd_pythons_phantom_pipes_through_kdc_into_its_png_export(tmp_path, com
     phantom = subprocess.Popen([*tool, "mrd.tools.phantom", "-m", str(MATRIX), "-c", "8", "-r", "2"],
                                stdout=subprocess.PIPE)
     kdc = subprocess.Popen([*tool, "kdc", "reconstruct", str(complex_model_file), "-", "--format", "mrd", "--acc",
-                            "4", "--threads", "1"], stdin=phantom.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            "4", "--threads", "1"], stdin=phantom.stdout, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
     phantom.stdout.close()
     export = subprocess.run([*tool, "mrd.tools.export_png_images", "-o", str(tmp_path / "slice_")], stdin=kdc.stdout,
                             capture_output=True)
