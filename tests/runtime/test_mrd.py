@@ -109,6 +109,7 @@ def test_the_image_equals_kdc_reconstruct_and_is_placed_as_the_acquisitions(tmp_
     meta = image.meta
     assert "acquired mask" in meta["ImageComments"] and meta["SequenceDescriptionAdditional"] == "KDC"
     assert float(meta["WindowWidth"]) == pytest.approx(float(expected.max()), rel=1e-5)
+    assert float(meta["WindowCenter"]) == pytest.approx(float(expected.max()) / 2, rel=1e-5)
     assert len(logs) == 1 and logs[0].endswith("closed after 1 image(s)"), logs
 
 
@@ -231,6 +232,19 @@ def test_volume_normalisation_gives_kdc_reconstructs_images_of_a_multi_slice_sca
         assert_close(image.data[0, 0], expected[image.slice])
     differences = [np.abs(image.data[0, 0] - expected[image.slice]).max() / expected.max() for image in per_slice]
     assert max(differences) > 1e-6
+
+
+def test_the_demo_model_answers_with_kdc_reconstructs_image(tmp_path):
+    """The issue's check: kdc serve pretrained:demo-4x-kd --protocol mrd, a client of the ismrmrd package, an
+    undersampled 128x128 scan: the image kdc reconstruct writes."""
+    from kdc.pretrained import resolve
+
+    model = resolve(Path("pretrained:demo-4x-kd"), "onnx")
+    source = generate(tmp_path / "scan.h5", "-m", "128", "-c", "1", "-a", "4", "-w", "8", "-C")
+    expected = reconstructed(model, source, tmp_path / "out")
+    with serving(model) as (port, _):
+        (image,) = exchange(port, b"".join(messages(source)) + CLOSE)
+    assert_close(image.data[0, 0], expected[0])
 
 
 def test_four_scanners_at_once_and_a_fifth_is_told_the_server_is_busy(tmp_path, square_model):
