@@ -181,7 +181,8 @@ class SliceAssembler:
         limits = self.encoding.encodingLimits
         lines, average, slices = (getattr(limits, key, None) for key in ("kspace_encoding_step_1", "average",
                                                                          "slice"))
-        self.edges = None if lines is None or lines.maximum is None else (int(lines.minimum or 0), int(lines.maximum))
+        edges = None if lines is None or lines.maximum is None else (int(lines.minimum or 0), int(lines.maximum))
+        self.edges = edges if edges is not None and edges[0] < edges[1] else None  # limits of 0..0 say nothing
         self.last_average = None if average is None or average.maximum is None else int(average.maximum)
         self.slice_count = None if slices is None or slices.maximum is None else int(slices.maximum) + 1
 

@@ -21,7 +21,7 @@ import pytest
 
 import kdc.runtime as rt
 from kdc.runtime.mrd import MrdLimits, MrdServer
-from tests.ismrmrd_files import generate, slices_from_repetitions
+from tests.ismrmrd_files import edit_header, generate, slices_from_repetitions
 
 from .helpers import BLOCK_TORCH, free_port
 from .test_reconstruct import kdc_reconstruct
@@ -210,6 +210,21 @@ def test_without_slice_flags_a_slice_ends_at_the_last_line_of_the_encoding_limit
     for image, reference in zip(images, expected):
         np.testing.assert_array_equal(image.data, reference.data)
     assert logs[-1].endswith("closed after 3 image(s)")
+
+
+def test_encoding_limits_of_0_to_0_split_nothing(tmp_path, square_model):
+    """Limits that say nothing (line 0 to 0, as a header with unset limits gives) leave a flagless stream's slices to
+    CLOSE, instead of ending a slice at every readout of line 0."""
+    flagged = multi_slice(tmp_path / "flagged.h5", 1)
+    stripped = multi_slice(tmp_path / "stripped.h5", 1)
+    strip_slice_flags(stripped)
+    edit_header(stripped, "<maximum>31</maximum>", "<maximum>0</maximum>")
+    with serving(square_model) as (port, _):
+        expected = exchange(port, b"".join(messages(flagged, config=ACC4)) + CLOSE)
+        images = exchange(port, b"".join(messages(stripped, config=ACC4)) + CLOSE)
+    assert [image.slice for image in images] == [0, 1, 2]
+    for image, reference in zip(images, expected):
+        np.testing.assert_array_equal(image.data, reference.data)
 
 
 @pytest.mark.parametrize(("coils", "model_fixture"), [(1, "square_model"), (8, "complex_model_file")])
