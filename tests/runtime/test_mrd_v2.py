@@ -17,12 +17,20 @@ from typer.testing import CliRunner
 from kdc.cli import app
 from tests.ismrmrd_files import generate, slices_from_repetitions
 
+from .helpers import BLOCK_TORCH
 from .test_reconstruct import kdc_reconstruct
 from .test_reconstruct_ismrmrd import (MATRIX, PHASE_DIR, POSITION, READ_DIR, complex_model_file,  # noqa: F401
                                        scan, square_model)
 
 mrd = pytest.importorskip("mrd")
 ismrmrd = pytest.importorskip("ismrmrd")
+#: ``kdc reconstruct`` in a process where importing torch fails.
+RECONSTRUCT = BLOCK_TORCH + """
+import typer
+from kdc._cli import user_errors
+from kdc.runtime.cli import reconstruct
+typer.run(user_errors(reconstruct))
+"""
 
 
 def v2_stream(path: Path, trajectory: str | None = None) -> bytes:
@@ -106,12 +114,13 @@ def test_a_v2_stream_gives_kdc_reconstructs_images(tmp_path, request, coils, mod
 
 
 def test_mrd_pythons_phantom_pipes_through_kdc_into_its_png_export(tmp_path, complex_model_file):  # noqa: F811
-    """phantom | kdc reconstruct - --format mrd | export_png_images: real pipes between three processes."""
+    """phantom | kdc reconstruct - --format mrd | export_png_images: real pipes between three processes (kdc's
+    without torch)."""
     tool = [sys.executable, "-m"]
     phantom = subprocess.Popen([*tool, "mrd.tools.phantom", "-m", str(MATRIX), "-c", "8", "-r", "2"],
                                stdout=subprocess.PIPE)
-    kdc = subprocess.Popen([*tool, "kdc", "reconstruct", str(complex_model_file), "-", "--format", "mrd", "--acc",
-                            "4", "--threads", "1"], stdin=phantom.stdout, stdout=subprocess.PIPE,
+    kdc = subprocess.Popen([sys.executable, "-c", RECONSTRUCT, str(complex_model_file), "-", "--format", "mrd",
+                            "--acc", "4", "--threads", "1"], stdin=phantom.stdout, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
     phantom.stdout.close()
     export = subprocess.run([*tool, "mrd.tools.export_png_images", "-o", str(tmp_path / "slice_")], stdin=kdc.stdout,
