@@ -165,7 +165,7 @@ def mrd_client(
     port: Annotated[int, typer.Option(help="Port of the MRD server.")] = MRD_PORT,
     config: Annotated[str | None, typer.Option(
         help='CONFIG_TEXT to send, e.g. \'{"data_type": "float"}\' (kdc\'s server reads data_type, series_index, '
-             "series_description, acceleration).")] = None,
+             "series_description, acceleration, normalise).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 300.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
