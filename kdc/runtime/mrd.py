@@ -375,8 +375,6 @@ class Stream:
         return self.receive(self.length(what), what).decode("utf-8", errors="replace")
 
     def acquisition(self) -> None:
-        if self.assembler.encoding is None:
-            raise StreamError("an ACQUISITION arrived before the XML header (METADATA_XML_TEXT, id 3)")
         raw = self.receive(ACQUISITION_HEADER_BYTES, "an ACQUISITION header")
         head = np.frombuffer(raw, self.assembler.head_dtype)
         samples, channels = int(head["number_of_samples"][0]), int(head["active_channels"][0])
