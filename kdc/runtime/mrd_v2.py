@@ -185,7 +185,8 @@ def reconstruct_stream(model: Reconstructor, source: BinaryIO, target: BinaryIO,
                        limits: MrdLimits = MrdLimits()) -> int:
     """Reconstruct the MRD v2 stream ``source`` with ``model`` and write its images to ``target`` as an MRD v2
     stream (the input's header, then the images); return the number of images. Nothing is written before the
-    first images are ready, so a stream refused early leaves ``target`` empty."""
+    first images are ready, so a stream refused early (or holding no image acquisitions) leaves ``target``
+    empty."""
     import mrd
 
     reader = open_reader(source, limits.max_message_bytes)
@@ -215,8 +216,8 @@ def reconstruct_stream(model: Reconstructor, source: BinaryIO, target: BinaryIO,
                              "skips waveforms)")
     send(assembler.finish())
     if writer is None:
-        writer = mrd.BinaryMrdWriter(target)
-        writer.write_header(header)
+        raise MrdV2Error(f"{STDIN}: the MRD v2 stream holds no image acquisitions (all noise, navigator or "
+                         "calibration scans, or none)")
     writer.close()
     target.flush()
     return assembler.images

@@ -163,7 +163,7 @@ def test_bad_v2_streams_get_one_line_errors_and_nothing_on_stdout(tmp_path, squa
         assert result.stdout_bytes == b"", case
 
 
-def test_a_header_without_encoding_and_an_image_in_the_input_are_refused(tmp_path, square_model):
+def test_no_encoding_no_image_acquisitions_and_an_image_in_the_input_are_refused(tmp_path, square_model):
     buffer = io.BytesIO()
     with mrd.BinaryMrdWriter(buffer) as writer:
         writer.write_header(mrd.Header(encoding=[]))
@@ -171,9 +171,17 @@ def test_a_header_without_encoding_and_an_image_in_the_input_are_refused(tmp_pat
     result = kdc_stream(square_model, buffer.getvalue())
     assert result.exit_code == 1 and result.stderr == "error: stdin: the MRD v2 header has no encoding\n"
     source = scan(tmp_path / "scan.h5", 1)
-    good = images_of(kdc_stream(square_model, v2_stream(source)).stdout_bytes)
     with mrd.BinaryMrdReader(io.BytesIO(v2_stream(source))) as reader:
         header, items = reader.read_header(), list(reader.read_data())
+    buffer = io.BytesIO()
+    with mrd.BinaryMrdWriter(buffer) as writer:
+        writer.write_header(header)
+        writer.write_data([])
+    result = kdc_stream(square_model, buffer.getvalue())
+    assert result.exit_code == 1 and result.stdout_bytes == b"" and result.stderr == (
+        "error: stdin: the MRD v2 stream holds no image acquisitions (all noise, navigator or calibration scans, "
+        "or none)\n")
+    good = images_of(kdc_stream(square_model, v2_stream(source)).stdout_bytes)
     buffer = io.BytesIO()
     with mrd.BinaryMrdWriter(buffer) as writer:
         writer.write_header(header)
