@@ -6,7 +6,7 @@ acquisitions) on stdin, MRD v2 images on stdout, so that kdc composes with ``mrd
 
 The stream is decoded and encoded with ``mrd-python``, the format's reference implementation (as ``kdc serve
 --protocol mrd`` uses the ``ismrmrd`` package for MRD v1), behind a bound on every length the stream declares
-(:class:`BoundedInput`, checked before anything is allocated). Each acquisition is turned into the ISMRMRD
+(:func:`bounded_input`, checked before anything is allocated). Each acquisition is turned into the ISMRMRD
 acquisition header kdc's reader reads and handed to the v1 server's :class:`kdc.runtime.mrd.SliceAssembler`, so a
 stream is read with the same rules as an ISMRMRD file and normalised as ``kdc reconstruct`` normalises a file (one
 volume): the images go out when the last slice the encoding limits count is complete, or at the end of the stream.
@@ -116,7 +116,8 @@ def header_xml(header: Any) -> bytes:
     for tag, space in (("encodedSpace", encoding.encoded_space), ("reconSpace", encoding.recon_space)):
         matrix, fov = space.matrix_size, space.field_of_view_mm
         spaces.append(f"<{tag}><matrixSize><x>{matrix.x}</x><y>{matrix.y}</y><z>{matrix.z}</z></matrixSize>"
-                      f"<fieldOfView_mm><x>{fov.x!r}</x><y>{fov.y!r}</y><z>{fov.z!r}</z></fieldOfView_mm></{tag}>")
+                      f"<fieldOfView_mm><x>{float(fov.x)!r}</x><y>{float(fov.y)!r}</y><z>{float(fov.z)!r}</z>"
+                      f"</fieldOfView_mm></{tag}>")
     limits = "".join(
         f"<{name}><minimum>{limit.minimum}</minimum><maximum>{limit.maximum}</maximum><center>{limit.center}"
         f"</center></{name}>"
@@ -139,7 +140,16 @@ def acquisition_record(acquisition: Any, number: int, dtype: np.dtype) -> tuple[
             or not 0 < data.shape[1] <= UINT16_MAX:
         raise MrdV2Error(f"{STDIN}: MRD v2 acquisition {number} holds {data.dtype} samples {data.shape}, expected "
                          f"complex64 (coils, samples) of 1 to {UINT16_MAX} each")
-    head, record = acquisition.head, np.zeros((), dtype)
+    try:
+        return fill_record(acquisition.head, np.zeros((), dtype), data.shape), data.view(np.float32).reshape(-1)
+    except (OverflowError, ValueError, TypeError) as err:
+        raise MrdV2Error(f"{STDIN}: MRD v2 acquisition {number} has a header field an ISMRMRD acquisition header "
+                         f"cannot hold ({err})") from None
+
+
+def fill_record(head: Any, record: np.ndarray, shape: tuple[int, ...]) -> bytes:
+    """The bytes of ISMRMRD header ``record`` filled from MRD v2 acquisition header ``head`` of samples ``shape``
+    (coils, samples); numpy refuses a value its field cannot hold."""
     record["version"] = 1
     record["flags"] = int(head.flags)
     record["measurement_uid"] = head.measurement_uid
@@ -147,8 +157,8 @@ def acquisition_record(acquisition: Any, number: int, dtype: np.dtype) -> tuple[
     record["acquisition_time_stamp"] = head.acquisition_time_stamp or 0
     stamps = list(head.physiology_time_stamp)[:3]
     record["physiology_time_stamp"][: len(stamps)] = stamps
-    record["number_of_samples"] = data.shape[1]
-    record["available_channels"] = record["active_channels"] = data.shape[0]
+    record["number_of_samples"] = shape[1]
+    record["available_channels"] = record["active_channels"] = shape[0]
     for key in ("discard_pre", "discard_post", "center_sample", "encoding_space_ref"):
         record[key] = getattr(head, key) or 0
     record["sample_time_us"] = head.sample_time_us or 0.0
@@ -156,7 +166,7 @@ def acquisition_record(acquisition: Any, number: int, dtype: np.dtype) -> tuple[
         record[key] = getattr(head, key)
     for key in COUNTERS:
         record["idx"][key] = getattr(head.idx, key) or 0
-    return record.tobytes(), data.view(np.float32).reshape(-1)
+    return record.tobytes()
 
 
 def image_item(image: SliceImage, options: StreamOptions) -> Any:

@@ -153,8 +153,17 @@ def crafted(stream: bytes) -> dict[str, tuple[bytes, str]]:
 def test_bad_v2_streams_get_one_line_errors_and_nothing_on_stdout(tmp_path, square_model):
     stream = v2_stream(scan(tmp_path / "scan.h5", 1))
     radial = v2_stream(tmp_path / "scan.h5", trajectory="radial")
+    with mrd.BinaryMrdReader(io.BytesIO(stream)) as reader:
+        header, items = reader.read_header(), list(reader.read_data())
+    items[3].value.head.idx.slice = 1 << 20  # an ISMRMRD counter is uint16
+    buffer = io.BytesIO()
+    with mrd.BinaryMrdWriter(buffer) as writer:
+        writer.write_header(header)
+        writer.write_data(items)
     cases = {**crafted(stream), "radial": (radial, "stdin: the MRD v2 header encoding trajectory is 'radial', "
-                                                   "expected 'cartesian'")}
+                                                   "expected 'cartesian'"),
+             "counter out of range": (buffer.getvalue(), "stdin: MRD v2 acquisition 3 has a header field an ISMRMRD "
+                                                         "acquisition header cannot hold (")}
     for case, (payload, message) in cases.items():
         result = kdc_stream(square_model, payload)
         assert result.exit_code == 1, (case, result.stderr)
