@@ -1,13 +1,14 @@
 """Latency of ``kdc serve --protocol mrd``: from the last acquisition of a slice on the wire to its image received,
-against the time of the slice's reconstruction in-process (``reconstruct_volume``: coil compression, normalisation,
-model) and of the model's inference alone.
+against the model's inference of that same slice, timed inside the server.
 
     python benchmarks/mrd_stream.py [--model pretrained:demo-4x-kd] [--matrix 128] [--coils 1] [--scans 10]
         [--threads 1] [--out docs/results/mrd_stream]
 
-The server is a ``kdc serve --protocol mrd`` subprocess; the client is built on the ``ismrmrd`` package's
-serialisation; the scan is written by ``ismrmrd_generate_cartesian_shepp_logan`` (-a 4: 4 repetitions, made 4
-slices, each reconstructed when its ``ACQ_LAST_IN_SLICE`` acquisition arrives).
+The server is a subprocess running kdc's MRD server (:func:`kdc.runtime.mrd.run_mrd_server`, what ``kdc serve
+--protocol mrd`` runs) whose model's ``reconstruct`` is wrapped to print its duration, so that each slice's wire
+time is paired with its own inference (one process, one load, one moment); the client is built on the ``ismrmrd``
+package's serialisation; the scan is written by ``ismrmrd_generate_cartesian_shepp_logan`` (-a 4: 4 repetitions,
+made 4 slices, each reconstructed when its ``ACQ_LAST_IN_SLICE`` acquisition arrives).
 """
 
 from __future__ import annotations
@@ -25,12 +26,27 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds between a slice's other acquisitions and its last one.
 PAUSE = 0.2
+#: The server: kdc's MRD server, its model's inference timed (one "model SECONDS" line on stderr per call).
+SERVER = """
+import sys, time
+from pathlib import Path
+import kdc.runtime as rt
+from kdc.runtime.mrd import MrdLimits, run_mrd_server
+model = rt.load(Path(sys.argv[1]), threads=int(sys.argv[3]))
+reconstruct = model.reconstruct
+def timed(*args, **kwargs):
+    started = time.perf_counter()
+    result = reconstruct(*args, **kwargs)
+    print(f"model {time.perf_counter() - started:.6f}", file=sys.stderr, flush=True)
+    return result
+model.reconstruct = timed
+run_mrd_server(model, "127.0.0.1", int(sys.argv[2]), MrdLimits(), log=lambda line: None)
+"""
 sys.path.insert(0, str(ROOT))
 
 from tests.ismrmrd_files import slices_from_repetitions  # noqa: E402
@@ -83,29 +99,6 @@ def wire_latencies(port: int, messages: list[bytes], last: list[int]) -> list[fl
     return latencies
 
 
-def in_process(model_path: Path, source: Path, threads: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Seconds of ``reconstruct_volume`` on slice 0 alone, and of its model inference, ``repeats`` times."""
-    import kdc.runtime as rt
-    from kdc.runtime.readers import read_input
-    from kdc.runtime.reconstruct import Settings, reconstruct_volume
-
-    with h5py.File(source) as file, h5py.File(source.with_name("slice0.h5"), "w") as out:
-        rows = file["dataset/data"][()]
-        out.create_dataset("dataset/xml", data=file["dataset/xml"][()])
-        out.create_dataset("dataset/data", data=rows[rows["head"]["idx"]["slice"] == 0],
-                           dtype=file["dataset/data"].dtype)
-    model = rt.load(model_path, threads=threads)
-    (volume,) = read_input(source.with_name("slice0.h5"))
-    reconstruct_volume(volume, model, Settings())  # first run: session warm-up
-    pipeline, inference = [], []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = reconstruct_volume(volume, model, Settings())
-        pipeline.append(time.perf_counter() - started)
-        inference.append(result.seconds)
-    return pipeline, inference
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pretrained:demo-4x-kd")
@@ -118,6 +111,7 @@ def main() -> None:
     from kdc.pretrained import resolve
 
     model_path = resolve(Path(args.model), "onnx")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as directory:
         source = Path(directory) / "scan.h5"
         subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-m", str(args.matrix), "-c", str(args.coils),
@@ -127,9 +121,10 @@ def main() -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        server = subprocess.Popen([sys.executable, "-m", "kdc", "serve", str(model_path), "--protocol", "mrd",
-                                   "--port", str(port), "--threads", str(args.threads)],
-                                  stderr=subprocess.DEVNULL)
+        log = Path(directory) / "server.log"
+        with log.open("w") as errors:
+            server = subprocess.Popen([sys.executable, "-c", SERVER, str(model_path), str(port), str(args.threads)],
+                                      stderr=errors, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
             for _ in range(600):
                 try:
@@ -142,29 +137,37 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-        pipeline, inference = in_process(model_path, source, args.threads, len(latencies))
+        models = [float(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("model ")]
+    models = models[len(last):]  # after the warm-up scan's
+    if len(models) != len(latencies):
+        raise SystemExit(f"{len(models)} model timings for {len(latencies)} slices: {log.read_text()[-2000:]}")
+    extra = [wire - model for wire, model in zip(latencies, models)]
+    load_after = os.getloadavg()
     median = {name: statistics.median(values) * 1e3 for name, values in
-              (("wire", latencies), ("pipeline", pipeline), ("inference", inference))}
-    p90 = float(np.percentile(latencies, 90) * 1e3)
+              (("wire", latencies), ("model", models), ("wire_minus_model", extra))}
+    p90 = {name: float(np.percentile(values, 90) * 1e3) for name, values in
+           (("wire", latencies), ("wire_minus_model", extra))}
     report = {"model": args.model, "matrix": args.matrix, "coils": args.coils, "slices": len(latencies),
-              "threads": args.threads, "median_ms": median, "wire_p90_ms": p90,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load "
-                         f"average {os.getloadavg()[0]:.1f} at the end"}
+              "threads": args.threads, "median_ms": median, "p90_ms": p90,
+              "load_average": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(
         "# MRD stream latency\n\nProduced by `benchmarks/mrd_stream.py` "
         f"(`--model {args.model} --matrix {args.matrix} --coils {args.coils} --scans {args.scans} "
-        f"--threads {args.threads}`), {report['machine']}.\n\n"
-        "| | median ms |\n| --- | --- |\n"
-        f"| last acquisition sent -> image received ({len(latencies)} slices; p90 {p90:.1f}) | {median['wire']:.1f} |\n"
-        f"| slice reconstruction in-process (`reconstruct_volume`) | {median['pipeline']:.1f} |\n"
-        f"| model inference alone | {median['inference']:.1f} |\n"
-        f"| wire - inference | {median['wire'] - median['inference']:.1f} |\n\n"
-        "The wire time includes reading the last acquisition, placing the slice's readouts, coil compression, "
-        "normalisation, the model and sending the image; the client waits 0.2 s before each slice's last "
-        "acquisition so that the server has read the others (as during a scan). On a machine shared with other "
-        "jobs the medians move by several ms between runs.\n")
+        f"--threads {args.threads}`), {report['machine']}, 1-minute load average {load_before[0]:.2f} before and "
+        f"{load_after[0]:.2f} after.\n\n"
+        "| per slice | median ms | p90 ms |\n| --- | --- | --- |\n"
+        f"| last acquisition sent -> image received ({len(latencies)} slices) | {median['wire']:.1f} | "
+        f"{p90['wire']:.1f} |\n"
+        f"| the model's inference of that slice, in the server | {median['model']:.1f} | |\n"
+        f"| wire - model, slice by slice | {median['wire_minus_model']:.1f} | {p90['wire_minus_model']:.1f} |\n\n"
+        "Wire - model is everything but the inference: reading the last acquisition, placing the slice's readouts, "
+        "removing the oversampling, normalising, building and serialising the MRD image, the loopback TCP and the "
+        "client's parsing. Each slice's inference is timed in the server and paired with that slice's wire time, "
+        "so the two see the same load. The client waits 0.2 s before each slice's last acquisition so that the "
+        "server has read the others (as during a scan).\n")
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -7,7 +7,7 @@ Register them wrapped in :func:`kdc._cli.user_errors`, which turns :class:`kdc.r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +24,8 @@ ProviderOpt = Annotated[list[str] | None, typer.Option(
                              "a full name (repeat for several).")]
 PrecisionOpt = Annotated[str, typer.Option(help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).")]
 HTTP_PORT, MRD_PORT = 8000, 9002  # kdc serve's default port, and MRD's by convention
+#: The input that means stdin.
+STDIO = Path("-")
 DeviceOpt = Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...); for --runtime torch: CPU or GPU (CUDA).")]
 
 
@@ -163,7 +165,7 @@ def mrd_client(
     port: Annotated[int, typer.Option(help="Port of the MRD server.")] = MRD_PORT,
     config: Annotated[str | None, typer.Option(
         help='CONFIG_TEXT to send, e.g. \'{"data_type": "float"}\' (kdc\'s server reads data_type, series_index, '
-             "series_description, acceleration).")] = None,
+             "series_description, acceleration, normalise).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 300.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
@@ -198,11 +200,14 @@ def reconstruct(
     model: Annotated[Path, typer.Argument(help="Exported .onnx / OpenVINO .xml model, or pretrained:<run>-<role>.",
                                           show_default=False)],
     inputs: Annotated[list[Path], typer.Argument(help="ISMRMRD, fastMRI (single- or multi-coil) or KD-MRI .h5 files, "
-                                                      "or centred complex k-space .npy (S, H, W).",
+                                                      "or centred complex k-space .npy (S, H, W); or - with "
+                                                      "--format mrd: an MRD v2 stream on stdin.",
                                                  show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (created; refused if it exists).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (created; refused if it exists).",
+                                             show_default=False)] = None,
     format: Annotated[list[str] | None, typer.Option(
-        "--format", "-f", help="nifti, dicom, h5 (repeat or comma-separate; default nifti).")] = None,
+        "--format", "-f", help="nifti, dicom, h5 (repeat or comma-separate; default nifti); mrd with the input -: "
+                               "MRD v2 images on stdout.")] = None,
     batch: Annotated[int, typer.Option("--batch", "-b", help="Slices per inference.")] = 8,
     engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
     threads: ThreadsOpt = None,
@@ -234,8 +239,15 @@ def reconstruct(
         raise RuntimeModelError("give --mask or --acc, not both")
     if center_fraction is not None and acc is None:
         raise RuntimeModelError("--center-fraction shapes the mask of --acc: give --acc too")
-    writers_for(list(formats))
-    if out.exists() and not overwrite:
+    streaming = STDIO in inputs or "mrd" in formats
+    if streaming and (inputs != [STDIO] or formats != ("mrd",) or out is not None):
+        raise RuntimeModelError("an MRD v2 stream is reconstructed alone, from stdin to stdout: kdc reconstruct "
+                                "MODEL - --format mrd (no --out, no other input or format)")
+    if out is None and not streaming:
+        raise RuntimeModelError("missing option --out DIR (the output directory)")
+    if not streaming:
+        writers_for(list(formats))
+    if out is not None and out.exists() and not overwrite:
         raise OutputError(f"{out} exists: choose another --out or pass --overwrite")
     settings = Settings(formats=formats, batch=batch, mask_file=mask, acceleration=acc, mask_kind=mask_kind,
                         mask_seed=mask_seed, center_fraction=center_fraction, crop=crop, overwrite=overwrite,
@@ -245,9 +257,22 @@ def reconstruct(
     loaded = load(model, engine=engine, providers=provider, threads=threads)
     for warning in loaded.warnings:
         typer.echo(f"warning: {model.name}: {warning}", err=True)
+    if out is None:
+        reconstruct_mrd_stream(loaded, settings)
+        return
     summary = reconstruct_files(loaded, inputs, out, settings, progress=lambda line: typer.echo(line, err=True))
     metrics = " and " + METRICS_FILE if any("psnr" in v for v in summary["volumes"].values()) else ""
     typer.echo(f"wrote {len(summary['volumes'])} volume(s) to {out} ({', '.join(formats)}{metrics})")
+
+
+def reconstruct_mrd_stream(model: Any, settings: Any) -> None:
+    """``kdc reconstruct MODEL - --format mrd``: an MRD v2 stream from stdin, its images to stdout."""
+    import sys
+
+    from kdc.runtime.mrd_v2 import reconstruct_stdin
+
+    images = reconstruct_stdin(model, settings, sys.stdin.buffer, sys.stdout.buffer)
+    typer.echo(f"wrote {images} MRD v2 image(s) to stdout", err=True)
 
 
 def check_argument_order(model: Path, inputs: list[Path]) -> None:

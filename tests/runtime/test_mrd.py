@@ -21,7 +21,7 @@ import pytest
 
 import kdc.runtime as rt
 from kdc.runtime.mrd import MrdLimits, MrdServer
-from tests.ismrmrd_files import generate, slices_from_repetitions
+from tests.ismrmrd_files import edit_header, generate, slices_from_repetitions
 
 from .helpers import BLOCK_TORCH, free_port
 from .test_reconstruct import kdc_reconstruct
@@ -109,6 +109,7 @@ def test_the_image_equals_kdc_reconstruct_and_is_placed_as_the_acquisitions(tmp_
     meta = image.meta
     assert "acquired mask" in meta["ImageComments"] and meta["SequenceDescriptionAdditional"] == "KDC"
     assert float(meta["WindowWidth"]) == pytest.approx(float(expected.max()), rel=1e-5)
+    assert float(meta["WindowCenter"]) == pytest.approx(float(expected.max()) / 2, rel=1e-5)
     assert len(logs) == 1 and logs[0].endswith("closed after 1 image(s)"), logs
 
 
@@ -165,6 +166,100 @@ def test_interleaved_slices_are_buffered_apart(tmp_path, square_model):
     assert sorted(image.slice for image in mixed) == [0, 1, 2, 3]
     for image in mixed:
         np.testing.assert_array_equal(image.data, sequential[image.slice].data)
+
+
+def strip_slice_flags(path: Path) -> None:
+    """Clear ACQ_FIRST_IN_SLICE and ACQ_LAST_IN_SLICE (bits 7, 8) of every acquisition: a stream whose slices
+    end by the encoding limits alone."""
+    with h5py.File(path, "r+") as file:
+        data = file["dataset/data"]
+        rows = data[()]
+        rows["head"]["flags"] &= ~np.uint64(0b11 << 6)
+        data[...] = rows
+
+
+def multi_slice(path: Path, coils: int, slices: int = 3) -> Path:
+    """A fully sampled scan of ``slices`` slices (repetitions made slices), with noise readouts."""
+    generate(path, "-m", str(MATRIX), "-c", str(coils), "-r", str(slices), "-w", "8", "-C")
+    slices_from_repetitions(path)
+    return path
+
+
+ACC4 = '{"data_type": "float", "acceleration": 4}'
+
+
+def test_without_slice_flags_a_slice_ends_at_the_last_line_of_the_encoding_limits(tmp_path, square_model):
+    flagged = multi_slice(tmp_path / "flagged.h5", 1)
+    stripped = multi_slice(tmp_path / "stripped.h5", 1)
+    strip_slice_flags(stripped)
+    with h5py.File(stripped) as file:
+        heads = file["dataset/data"]["head"]
+        assert not (heads["flags"] & (0b11 << 6)).any()
+        image_rows = (heads["flags"] & (1 << 18)) == 0
+        first_of_slice_1 = 2 + int(np.argmax(image_rows & (heads["idx"]["slice"] == 1)))
+    stream = messages(stripped, config=ACC4)
+    with serving(square_model) as (port, logs):
+        expected = exchange(port, b"".join(messages(flagged, config=ACC4)) + CLOSE)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock, sock.makefile("rb") as reader:
+            sock.sendall(b"".join(stream[:first_of_slice_1]))  # slice 0, its last line (31) last
+            answers = ProtocolDeserializer(reader).deserialize()
+            first = next(answers)  # before slice 1 is sent: not held until CLOSE
+            sock.sendall(b"".join(stream[first_of_slice_1:]) + CLOSE)
+            images = [first, *answers]
+    assert [image.slice for image in images] == [0, 1, 2] == [image.slice for image in expected]
+    for image, reference in zip(images, expected):
+        np.testing.assert_array_equal(image.data, reference.data)
+    assert logs[-1].endswith("closed after 3 image(s)")
+
+
+def test_encoding_limits_of_0_to_0_split_nothing(tmp_path, square_model):
+    """Limits that say nothing (line 0 to 0, as a header with unset limits gives) leave a flagless stream's slices to
+    CLOSE, instead of ending a slice at every readout of line 0."""
+    flagged = multi_slice(tmp_path / "flagged.h5", 1)
+    stripped = multi_slice(tmp_path / "stripped.h5", 1)
+    strip_slice_flags(stripped)
+    edit_header(stripped, "<maximum>31</maximum>", "<maximum>0</maximum>")
+    with serving(square_model) as (port, _):
+        expected = exchange(port, b"".join(messages(flagged, config=ACC4)) + CLOSE)
+        images = exchange(port, b"".join(messages(stripped, config=ACC4)) + CLOSE)
+    assert [image.slice for image in images] == [0, 1, 2]
+    for image, reference in zip(images, expected):
+        np.testing.assert_array_equal(image.data, reference.data)
+
+
+@pytest.mark.parametrize(("coils", "model_fixture"), [(1, "square_model"), (8, "complex_model_file")])
+def test_volume_normalisation_gives_kdc_reconstructs_images_of_a_multi_slice_scan(tmp_path, request, coils,
+                                                                                  model_fixture):
+    """With "normalise": "volume" the slices are coil-compressed and normalised as one volume, as kdc reconstruct
+    does a file; per slice (the default) they are not."""
+    model = request.getfixturevalue(model_fixture)
+    source = multi_slice(tmp_path / "scan.h5", coils)
+    result = kdc_reconstruct(model, source, "--out", tmp_path / "out", "-f", "h5", "--threads", "1", "--acc", "4")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "out" / "scan.h5") as file:
+        expected = file["reconstruction"][()]
+    volume = '{"data_type": "float", "acceleration": 4, "normalise": "volume"}'
+    with serving(model) as (port, _):
+        images = exchange(port, b"".join(messages(source, config=volume)) + CLOSE)
+        per_slice = exchange(port, b"".join(messages(source, config=ACC4)) + CLOSE)
+    assert [image.slice for image in images] == [0, 1, 2] and [image.image_index for image in images] == [1, 2, 3]
+    for image in images:
+        assert_close(image.data[0, 0], expected[image.slice])
+    differences = [np.abs(image.data[0, 0] - expected[image.slice]).max() / expected.max() for image in per_slice]
+    assert max(differences) > 1e-6
+
+
+def test_the_demo_model_answers_with_kdc_reconstructs_image(tmp_path):
+    """The issue's check: kdc serve pretrained:demo-4x-kd --protocol mrd, a client of the ismrmrd package, an
+    undersampled 128x128 scan: the image kdc reconstruct writes."""
+    from kdc.pretrained import resolve
+
+    model = resolve(Path("pretrained:demo-4x-kd"), "onnx")
+    source = generate(tmp_path / "scan.h5", "-m", "128", "-c", "1", "-a", "4", "-w", "8", "-C")
+    expected = reconstructed(model, source, tmp_path / "out")
+    with serving(model) as (port, _):
+        (image,) = exchange(port, b"".join(messages(source)) + CLOSE)
+    assert_close(image.data[0, 0], expected[0])
 
 
 def test_four_scanners_at_once_and_a_fifth_is_told_the_server_is_busy(tmp_path, square_model):
