@@ -82,6 +82,12 @@ COMPLEX_RECON = register(TaskSpec(
     "recon_complex", "recon", "complex", "dccnn", 2, KSPACE_INPUTS, "complex",
     "reconstructed complex image: channel 0 real part, channel 1 imaginary part, same scale as input",
 ))
+#: A user's network (``arch`` "user", e.g. fastMRI's VarNet) on every coil's centred k-space ``(N, C, H, W, 2)`` and
+#: the column mask ``(N, 1, 1, W, 1)``, fastMRI's layout; output: the root sum of squares image.
+MULTICOIL_RECON = register(TaskSpec(
+    "recon_multicoil", "multicoil", "magnitude", "user", 1, KSPACE_INPUTS, "root sum of squares",
+    "reconstructed image, root sum of squares of the coil images, same scale as the input",
+))
 SUPER_RESOLUTION = register(TaskSpec(
     "sr", "sr", "magnitude", "vdsr", 1, (LOWRES_INPUT,), "image (input + predicted detail)",
     "super-resolved image, same scale as the input",
