@@ -15,6 +15,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	# fastMRI's own evaluate.py, to test kdc's metrics against (tests/data/test_metrics.py); --no-deps: its
 	# package pulls torchvision, pytorch-lightning and pandas, which the metric functions do not use.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fastmri==0.3.0
+	# What `import fastmri.models` imports (tests/compress/test_user_models.py distils fastMRI's VarNet); none pulls torch.
+	$(PIP) pandas pyyaml requests tqdm
 	touch $@
 
 install: $(VENV)/.installed
