@@ -286,12 +286,13 @@ def report(
     device: Device = "cpu",
     error_max: Annotated[float, typer.Option(
         help="Top of the residual maps' fixed scale, as a fraction of the volume maximum.")] = 0.1,
+    user_class: UserClass = None,
 ) -> None:
     """KD-MRI's figure (zero-filled, target, teacher, student, KD student, residual maps) and the metrics table."""
     from kdc._io import atomic_path
     from kdc.compress.report import report as make_report
 
-    table = make_report(resolve(run, "run"), out, slices, data, split, device, error_max)
+    table = make_report(resolve(run, "run"), out, slices, data, split, device, error_max, user_class or ())
     if markdown is None:
         typer.echo(table)
     else:

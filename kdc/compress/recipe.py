@@ -313,10 +313,13 @@ class Run:
                            f"of --task {family}, not --task {self.config.task}")
         return model
 
-    def adopt_teacher(self) -> None:
-        """Write the user's trained teacher (``--teacher-weights``) as ``RUN/teacher.pt``."""
-        spec = self.config.user_class("teacher")
-        teacher = load_user_model(spec, self.config.teacher_init, Path(self.config.teacher_weights))
+    def trained_user_teacher(self) -> nn.Module:
+        """The user's class loaded from ``--teacher-weights`` (checked before anything is written)."""
+        return load_user_model(self.config.user_class("teacher"), self.config.teacher_init,
+                               Path(self.config.teacher_weights))
+
+    def adopt_teacher(self, teacher: nn.Module) -> None:
+        """Write the user's trained teacher (:meth:`trained_user_teacher`) as ``RUN/teacher.pt``."""
         if distributed.is_main():
             save_checkpoint(self.dir / "teacher.pt", teacher, {**self.meta, "role": "teacher", "teacher_mode": "plain",
                                                                "weights": self.config.teacher_weights})
@@ -405,13 +408,14 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     reused = {role: reusable_checkpoint(run.task, role, source, config.teacher_mode)
               for role, source in (("teacher", config.teacher), ("student", config.student))
               if source and not config.user_class(role)}
+    adopted = run.trained_user_teacher() if config.teacher_weights and not (run.dir / "teacher.pt").exists() else None
     with run:
         for role in ("teacher", "student"):
             if role in reused:
                 run.reuse(role, reused[role])
             elif role == "teacher" and config.teacher_weights:
-                if not (run.dir / "teacher.pt").exists():
-                    run.adopt_teacher()
+                if adopted is not None:
+                    run.adopt_teacher(adopted)
             elif role == "teacher":
                 train_teacher(run)
             else:

@@ -131,6 +131,8 @@ def test_varnet_teacher_distils_into_a_smaller_varnet(coil_data, tmp_path):
     scored = CliRunner().invoke(app, ["evaluate", str(run), "--user-class", VARNET])
     assert scored.exit_code == 0, scored.output
     assert "| kd_student |" in scored.output
+    reported = CliRunner().invoke(app, ["report", str(run), "--user-class", VARNET])
+    assert reported.exit_code == 0 and "| kd_student |" in reported.output, reported.output
 
 
 def test_a_trained_teacher_is_taken_from_its_weights_file(coil_data, tmp_path):
@@ -152,6 +154,7 @@ def test_a_trained_teacher_is_taken_from_its_weights_file(coil_data, tmp_path):
     (["--task", "recon"], "takes the inputs of --task multicoil, not --task recon"),
     (["--taps", "cascades.0=cascades.0", "--pretrain-epochs", "0"], "--taps: this run distils no features"),
     (["--method", "fsp"], "--method fsp does not fit the taps"),
+    (["--teacher-weights", "no/such/teacher.ckpt"], "no/such/teacher.ckpt: weights file not found"),
 ])
 def test_bad_user_model_options_are_one_line_errors(coil_data, tmp_path, options, message):
     result = distill(coil_data, tmp_path / "run", "--epochs", "1", *options)
