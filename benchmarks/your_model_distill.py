@@ -50,12 +50,15 @@ def kdc(*args: str) -> None:
 
 
 def train_teacher(data: Path, runs: Path, epochs: int, settings: dict) -> tuple[Path, float]:
-    """A trained VarNet teacher as a user would bring it: a state-dict file (and the seconds it took)."""
+    """A trained VarNet teacher as a user would bring it: a state-dict file (and the seconds it took). ``epochs`` 0
+    takes the best epoch of the teacher run already in ``runs`` (e.g. of an interrupted run)."""
     started = time.perf_counter()
-    config = recipe.RunConfig(str(data), str(runs / "teacher"), epochs=epochs, task="multicoil", teacher=VARNET,
-                              teacher_init=json.dumps(TEACHER_INIT), **settings)
-    with recipe.Run(config) as run:
-        run.train_supervised("teacher")
+    if epochs:
+        shutil.rmtree(runs / "teacher", ignore_errors=True)
+        config = recipe.RunConfig(str(data), str(runs / "teacher"), epochs=epochs, task="multicoil", teacher=VARNET,
+                                  teacher_init=json.dumps(TEACHER_INIT), **settings)
+        with recipe.Run(config) as run:
+            run.train_supervised("teacher")
     model, _ = load_checkpoint(runs / "teacher" / "teacher.pt", [VARNET])
     weights = runs / "varnet_teacher.pt"
     torch.save(model.state_dict(), weights)
@@ -72,7 +75,8 @@ def render(result: dict) -> str:
              f"{args['slices_per_volume']}` (MNI 2009a + FSL MNI152 train, Colin27 val; {result['train_slices']} / "
              f"{result['val_slices']} slices of {args['size']}x{args['size']} x {args['coils']} coils, 4x random "
              "column mask). Targets: RSS of the fully sampled coils.", "",
-             f"Teacher `VarNet(**{json.dumps(TEACHER_INIT)})`, {args['teacher_epochs']} epochs of L1; student "
+             f"Teacher `VarNet(**{json.dumps(TEACHER_INIT)})`, {result['stages']['teacher']['epochs']} epochs of L1 "
+             f"(best validation epoch {result['teacher_best_epoch']} kept); student "
              f"`VarNet(**{json.dumps(STUDENT_INIT)})`: alone and KD {args['epochs']} epochs each, AT pre-training "
              f"{args['pretrain_epochs']} epochs on the default taps; Adam lr {args['lr']}, cosine, batch "
              f"{args['batch_size']}, seed 0, one run.", "",
@@ -98,7 +102,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--coils", type=int, default=4)
     parser.add_argument("--slices-per-volume", type=int, default=24)
-    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--teacher-epochs", type=int, default=10,
+                        help="Epochs of the teacher; 0 reuses the best epoch of the teacher run in --runs.")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -108,7 +113,6 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.runs or Path(tempfile.mkdtemp(prefix="kdc-your-model-"))
     shutil.rmtree(runs / "distill", ignore_errors=True)
-    shutil.rmtree(runs / "teacher", ignore_errors=True)
     load_before = os.getloadavg()[0]
     data = runs / "data"
     if not data.exists():
@@ -126,6 +130,7 @@ def main() -> None:
     metrics = json.loads((runs / "distill" / "metrics.json").read_text())
     history = read_history(runs / "teacher") + read_history(runs / "distill")
     stages = {}
+    teacher_meta = load_checkpoint(runs / "teacher" / "teacher.pt", [VARNET])[1]
     for stage in ("teacher", "student", "student_at", "kd_student"):
         records = [r for r in history if r["stage"] == stage]
         stages[stage] = {"epochs": len(records), "first_loss": records[0]["train_loss"],
@@ -141,7 +146,8 @@ def main() -> None:
         "teacher_init": TEACHER_INIT, "student_init": STUDENT_INIT,
         "train_slices": sum(v["slices"] for v in dataset_info["volumes"] if v["split"] == "train"),
         "val_slices": sum(v["slices"] for v in dataset_info["volumes"] if v["split"] == "val"),
-        "table": metrics["models"], "stages": stages, "teacher_seconds": teacher_seconds,
+        "table": metrics["models"], "stages": stages, "teacher_best_epoch": teacher_meta["epochs"],
+        "teacher_seconds": teacher_seconds,
         "distill_seconds": distill_seconds, "load_before": load_before, "load_after": os.getloadavg()[0],
         "command": "python benchmarks/your_model_distill.py " + " ".join(sys.argv[1:]),
     }

@@ -5,8 +5,8 @@ An :class:`Architecture` names the models it owns, the ``--task`` whose inputs t
 is called: :mod:`kdc.compress.tasks`), and its feature taps. kdc's own models return their taps themselves
 (``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4 of 7). A user's model
 is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a family may give default
-``(teacher path, student path)`` pairs, which ``kdc distill --taps T=S,...`` overrides. A user's class that no
-family owns is tapped with ``--taps`` only.
+``(teacher path, student path)`` pairs. ``kdc distill --taps T=S,...`` replaces any of these with hooks on both
+models (so a user's teacher can teach a kdc DC-CNN student); a user's class that no family owns needs it.
 """
 
 from __future__ import annotations
@@ -157,14 +157,10 @@ def parse_taps(option: str) -> TapPairs:
 
 
 def tap_paths(teacher: nn.Module, student: nn.Module, option: str = "") -> tuple[list[str], list[str]]:
-    """The teacher's and the student's tap paths, paired by position: ``--taps``, else the family's defaults;
-    empty for kdc's models, which tap themselves."""
+    """The teacher's and the student's tap paths, paired by position: ``--taps`` (hooks on both models, kdc's too),
+    else the family's defaults; empty when both are kdc's models, which tap themselves."""
     families = architecture_of(teacher), architecture_of(student)
-    own = [family.features is not None for family in families]
-    if option and any(own):
-        raise KdcError("--taps pairs layers of users' models; kdc's DC-CNN and VDSR tap fixed layers "
-                       "(docs/distill.md)")
-    if not option and all(own):
+    if not option and all(family.features is not None for family in families):
         return [], []
     if not option:
         if families[0] is not families[1] or families[0].default_taps is None:

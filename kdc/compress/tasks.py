@@ -79,10 +79,10 @@ class Task:
         raise NotImplementedError
 
     def outputs(self, model: nn.Module, batch: Batch, taps: Sequence[str] = ()) -> Outputs:
-        """The image and the distilled feature maps, float32: kdc's models return their own taps, a user's model
-        the outputs of its submodules at ``taps`` (teacher and student taps are paired by position)."""
+        """The image and the distilled feature maps, float32: the outputs of the model's submodules at ``taps``, or
+        without taps kdc's models' own (teacher and student taps are paired by position)."""
         own_features = architecture_of(model).features
-        if own_features is not None:
+        if own_features is not None and not taps:
             image, features, hidden = own_features(model, batch)
         else:
             with FeatureTaps(model, taps) as tapped:

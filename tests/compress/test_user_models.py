@@ -93,8 +93,11 @@ def test_varnet_default_taps_pair_12_cascades_with_4():
         tap_paths(teacher, student, "cascades.12.model=cascades.0.model")
     with pytest.raises(KdcError, match="expected TEACHER_PATH=STUDENT_PATH"):
         tap_paths(teacher, student, "cascades.0.model")
-    with pytest.raises(KdcError, match="kdc's DC-CNN and VDSR tap fixed layers"):
-        tap_paths(build_model("teacher"), build_model("student"), "cascades.0=cascades.0")
+    assert tap_paths(build_model("teacher"), build_model("student")) == ([], [])  # they tap themselves
+    assert tap_paths(teacher, build_model("student"), "cascades.11.model=cascades.4.convs.1") == (
+        ["cascades.11.model"], ["cascades.4.convs.1"])
+    with pytest.raises(KdcError, match="no default taps from a VarNet to a DCCNN: name the layers"):
+        tap_paths(teacher, build_model("student"))
 
 
 def test_fitnet_regressors_map_the_student_width_to_the_teachers():
@@ -161,3 +164,22 @@ def test_bad_user_model_options_are_one_line_errors(coil_data, tmp_path, options
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_users_teacher_teaches_kdcs_dccnn_student(tmp_path, write_kdmri):
+    """--task recon with the teacher a user's class (here kdc's own DCCNN named as MODULE:CLASS, so it taps the
+    layers DC-CNN taps) and the student kdc's preset; --taps hooks the layers named instead."""
+    for split, name, seed in (("train", "a", 0), ("val", "c", 2)):
+        write_kdmri(tmp_path / "data" / split / f"{name}.h5", make_phantom(2, 16, 16, seed=seed))
+    teacher = ["--teacher", "kdc.models.dccnn:DCCNN", "--teacher-init", '{"cascades": 5, "convs": 4, "channels": 8}']
+    common = ["distill", "--data", str(tmp_path / "data"), "--epochs", "1", "--precision", "fp32", *teacher]
+    result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "run"), "--method", "fitnet"])
+    assert result.exit_code == 0, result.output
+    assert "| kd_student | 49,285 |" in result.output  # kdc's student preset
+    state = torch.load(tmp_path / "run" / "state" / "student_at.pt", weights_only=True)
+    assert state["extra"][0]["regressors.0.weight"].shape == (8, 32, 1, 1)  # student 32 -> teacher 8 channels
+    hooked = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "hooked"),
+                                      "--taps", "cascades.4.convs.2=cascades.4.convs.1"])
+    assert hooked.exit_code == 0, hooked.output
+    cached = np.load(next((tmp_path / "hooked" / "cache").glob("teacher-at-*.npy")))
+    assert cached.dtype.names == ("image", "f0")  # one tap pair instead of five
