@@ -207,14 +207,14 @@ class MultiCoilReconstruction(Reconstruction):
 
     def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         image = model(batch["kspace"], batch["mask"].bool())
-        return image.unsqueeze(1) if image.dim() == 3 else image
+        return _as_target(image.unsqueeze(1) if image.dim() == 3 else image, batch)
 
     def baseline_image(self, batch: Batch) -> torch.Tensor:
         """The root sum of squares of the zero-filled coil images."""
         kspace = torch.view_as_complex(batch["kspace"].contiguous())
         coils = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho"),
                                    dim=(-2, -1))
-        return coils.abs().pow(2).sum(dim=1, keepdim=True).sqrt()
+        return _as_target(coils.abs().pow(2).sum(dim=1, keepdim=True).sqrt(), batch)
 
 
 #: The training side of every task of :mod:`kdc.tasks`, by name.

@@ -9,7 +9,8 @@ of whole columns, (1, H, 1) for whole rows, (1, H, W) otherwise, ``target`` (1, 
 
 With ``coils=True`` (the ``multicoil`` task: fastMRI's VarNet and the like) items keep every coil in fastMRI's
 layout instead: ``kspace`` (C, H, W, 2) undersampled **centred** k-space (real, imaginary last), ``mask`` (1, 1, W, 1)
-the centred column mask, ``target`` (1, H, W) the root sum of squares of the fully sampled coil images; everything
+the centred column mask, ``target`` (1, h, w) the root sum of squares of the fully sampled coil images (``h, w``
+the ``crop`` when one is given: fastMRI scores the central 320x320); everything
 divided by the volume's scale (the peak of its virtual-coil image, so the RSS peaks near 1).
 
 Slices are read from the h5 files on demand, one at a time: nothing but per-volume statistics is kept, and every
@@ -143,7 +144,7 @@ class SliceDataset:
         kspace = centred[0] / scale
         if not np.isfinite(kspace.sum()):
             raise DataError(f"{where} holds NaN or Inf")
-        target = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(axis=0))
+        target = centre_crop(np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(axis=0)), self.settings.crop or self.image_shape)
         columns = np.fft.fftshift(self.mask[0])
         masked = kspace * columns
         return {"kspace": np.stack([masked.real, masked.imag], axis=-1).astype(np.float32),
@@ -271,8 +272,7 @@ def open_split(
         raise DataError(f"{root}: volumes with stored undersampled k-space ('kspace_volus_{acceleration}') have "
                         "different slice sizes; they cannot be padded to a common size")
     if coils:
-        _check_coil_split(root, volumes, stored or augment is not None or crop is not None or image != "magnitude",
-                          mask)
+        _check_coil_split(root, volumes, stored or augment is not None or image != "magnitude", mask)
     settings = SplitSettings(image, shape, None if crop is None else (min(crop[0], shape[0]), min(crop[1], shape[1])),
                              coils)
     if augment is not None:
@@ -285,7 +285,7 @@ def _check_coil_split(root: Path, volumes: Sequence[VolumeInfo], other_options: 
     """Refuse what multi-coil items do not support, in one line naming the file or option."""
     if other_options:
         raise DataError(f"{root}: multi-coil items (--task multicoil) are magnitude RSS targets of fully sampled "
-                        "k-space, without --augment, --random-masks, --crop, --image complex or stored undersampling")
+                        "k-space, without --augment, --random-masks, --image complex or stored undersampling")
     for info in volumes:
         if info.format not in ("fastmri-multicoil", "ismrmrd") or info.image_shape != volumes[0].image_shape:
             raise DataError(f"{info.path}: {info.format} {info.image_shape[0]}x{info.image_shape[1]} with "

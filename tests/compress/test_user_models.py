@@ -63,6 +63,11 @@ def test_multicoil_items_are_fastmris_layout_and_the_baseline_is_fastmris_rss(co
     baseline = get_task("recon_multicoil").baseline_image({"kspace": kspace})
     torch.testing.assert_close(baseline[:, 0], zero_filled, rtol=1e-5, atol=1e-6)
     assert item["target"].shape == (1, 32, 32) and 0.9 < item["target"].max() < 1.5
+    cropped = open_split(coil_data, "train", 4, crop=(16, 20), coils=True)[1]  # --crop: fastMRI's central 320x320
+    assert cropped["target"].shape == (1, 16, 20) and cropped["kspace"].shape == (4, 32, 32, 2)
+    np.testing.assert_array_equal(cropped["target"][0], item["target"][0, 8:24, 6:26])
+    batch = {"kspace": kspace, "target": torch.from_numpy(cropped["target"])[None]}
+    assert get_task("recon_multicoil").baseline_image(batch).shape == (1, 1, 16, 20)
 
 
 def test_single_coil_data_is_refused_for_the_multicoil_task(tmp_path, write_kdmri):
