@@ -16,7 +16,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	# (tests/data/test_metrics.py, tests/export/test_user_models.py); --no-deps: its package pulls torchvision and
 	# pytorch-lightning, which neither uses. `import fastmri.models` needs pandas, requests, pyyaml and tqdm.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fastmri==0.3.0
-	$(PIP) pandas requests pyyaml tqdm
+	# What `import fastmri.models` imports (tests/compress/test_user_models.py distils fastMRI's VarNet); none pulls torch.
+	$(PIP) pandas pyyaml requests tqdm
 	touch $@
 
 install: $(VENV)/.installed

@@ -90,6 +90,15 @@ COMPLEX_RECON = register(TaskSpec(
     "recon_complex", "recon", "complex", "dccnn", 2, KSPACE_INPUTS, "complex",
     "reconstructed complex image: channel 0 real part, channel 1 imaginary part, same scale as input",
 ))
+#: A user's network (``arch`` "user", e.g. fastMRI's VarNet) on every coil's centred k-space ``(N, C, H, W, 2)`` and
+#: the column mask ``(N, 1, 1, W, 1)``, fastMRI's layout; output: the root sum of squares image ``(N, H, W)``.
+#: Distilled with ``kdc distill --task multicoil --teacher MODULE:CLASS`` (docs/your-model-distill.md) and exported
+#: with ``kdc export MODULE:CLASS`` (docs/your-model.md).
+MULTICOIL_RECON = register(TaskSpec(
+    "recon_multicoil", "multicoil", "magnitude", "user", 1, KSPACE_INPUTS, "magnitude",
+    "root-sum-of-squares magnitude image (N, H, W), same scale as the k-space",
+    kspace_layout="coils_last", output_channels=False,
+))
 SUPER_RESOLUTION = register(TaskSpec(
     "sr", "sr", "magnitude", "vdsr", 1, (LOWRES_INPUT,), "image (input + predicted detail)",
     "super-resolved image, same scale as the input",
@@ -97,11 +106,6 @@ SUPER_RESOLUTION = register(TaskSpec(
 
 
 # Exported from a user's PyTorch model (kdc export MODULE:CLASS, docs/your-model.md), not trained by kdc.
-MULTICOIL_RECON = register(TaskSpec(
-    "recon_multicoil", "multicoil", "magnitude", "fastmri_varnet", 1, KSPACE_INPUTS, "magnitude",
-    "root-sum-of-squares magnitude image (N, H, W), same scale as the k-space", trainable=False,
-    kspace_layout="coils_last", output_channels=False,
-))
 #: Graph input of an image-to-image reconstruction (a U-Net on the zero-filled image).
 ZERO_FILLED_INPUT = "image_zero_filled"
 IMAGE_RECON = register(TaskSpec(

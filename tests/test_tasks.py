@@ -16,13 +16,15 @@ def test_every_stage_registers_every_task():
     from kdc.models import build_model
 
     trainable = sorted(name for name, spec in TASKS.items() if spec.trainable)
-    assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "sr"]
+    assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "recon_multicoil", "sr"]
     assert all(TRAINING[name].spec is TASKS[name] for name in trainable)
     for preset in ("student", "complex_student", "sr_student"):  # every kdc model has a registered export
         assert architecture_of(build_model(preset)).name in registered()
-    # Tasks only exported (a user's model) each have a registered architecture of their arch.
+    # A user's model is exported through its registered architecture: fastMRI's VarNet (the multi-coil task,
+    # trainable with a user's class) and U-Net (exported only).
     exported = {spec.arch for spec in TASKS.values() if not spec.trainable}
-    assert exported == {"fastmri_unet", "fastmri_varnet"} and exported <= set(registered())
+    assert exported == {"fastmri_unet"} and exported <= set(registered())
+    assert {"fastmri_unet", "fastmri_varnet"} <= set(registered())
 
 
 def test_options_and_model_configs_pick_the_task():
@@ -35,8 +37,10 @@ def test_options_and_model_configs_pick_the_task():
         find_task("sr", "complex")
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         find_task("denoise")
-    with pytest.raises(KdcError, match=r"unknown task 'multicoil' \(--task\): expected one of \['recon', 'sr'\]"):
-        find_task("multicoil")  # exported from a user's model, not trained by kdc
+    assert find_task("multicoil") is TASKS["recon_multicoil"]  # a user's multi-coil class (fastMRI's VarNet)
+    with pytest.raises(KdcError, match=r"unknown task 'image' \(--task\): expected one of \['multicoil', 'recon', "
+                                       r"'sr'\]"):
+        find_task("image")  # fastMRI's U-Net on the zero-filled image: exported, not trained by kdc
     with pytest.raises(KdcError, match="unknown task 'x'"):
         get_task("x")
 

@@ -31,7 +31,8 @@ MaskKind = Annotated[str, typer.Option(help="Undersampling mask when the data ha
 Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mask.")]
 LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: cosine (decays to 0) or constant.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
-Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space) or sr (VDSR super-resolution).")]
+Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space), sr (VDSR super-resolution) or "
+                                        "multicoil (a user's network on every coil's k-space, e.g. fastMRI's VarNet).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
 Image = Annotated[str, typer.Option(
     help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]
@@ -53,6 +54,9 @@ ValSlices = Annotated[int, typer.Option(
 Distributed = Annotated[
     bool, typer.Option(help="Data-parallel over the processes of torchrun --nproc-per-node N -m kdc ... (DDP).")
 ]
+UserClass = Annotated[list[str] | None, typer.Option(
+    help="MODULE:CLASS of a user's model the run's checkpoints may be rebuilt from (repeatable): importing it runs "
+         "that module's code, so a checkpoint alone never does.")]
 
 
 def _label(config: RunConfig) -> str:
@@ -120,10 +124,22 @@ def distill(
     pretrain_epochs: Annotated[
         int | None, typer.Option(min=0, help="Epochs of feature pre-training (default: --epochs; 0 skips it).")
     ] = None,
-    teacher: Annotated[str | None, typer.Option(help="Reuse a trained teacher: a checkpoint or a run directory.")] = None,
-    student: Annotated[
-        str | None, typer.Option(help="Reuse the trained plain student (baseline): a checkpoint or a run directory.")
-    ] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="Reuse a trained teacher (a checkpoint or a run directory), or your own class as MODULE:CLASS "
+             "(e.g. fastmri.models:VarNet) with --teacher-init and --teacher-weights.")] = None,
+    student: Annotated[str | None, typer.Option(
+        help="Reuse the trained plain student (baseline; a checkpoint or a run directory), or the student's class "
+             "as MODULE:CLASS with --student-init.")] = None,
+    teacher_init: Annotated[str, typer.Option(
+        help="Constructor arguments of --teacher MODULE:CLASS: a JSON object or a file holding one.")] = "",
+    teacher_weights: Annotated[str | None, typer.Option(
+        help="State dict of your trained --teacher MODULE:CLASS (loaded with weights_only; a Lightning "
+             "checkpoint's 'model.' prefix is stripped); without it the teacher stage trains one.")] = None,
+    student_init: Annotated[str, typer.Option(
+        help="Constructor arguments of --student MODULE:CLASS: a JSON object or a file holding one.")] = "",
+    taps: Annotated[str, typer.Option(
+        help="Layers of users' models to distil, TEACHER_PATH=STUDENT_PATH,... by module path (default: the "
+             "family's pairs, e.g. VarNet cascades.{2,5,8,11} -> cascades.{0..3}).")] = "",
     method: Annotated[str, typer.Option(help="Feature-distillation loss: at, fitnet, fsp, sp, cc, rkd, pkt.")] = "at",
     imitation_weight: Annotated[float, typer.Option(help="Weight of the imitation loss in the KD stage.")] = 0.5,
     feature_weight: Annotated[float, typer.Option(help="Weight of the feature loss in the KD stage (0: none).")] = 0.0,
@@ -160,7 +176,8 @@ def distill(
         teacher, method, imitation_weight, mask_kind, seed, task, scale, teacher_cache,
         feature_weight=feature_weight, student=student, lr_schedule=lr_schedule, teacher_mode=teacher_mode,
         center_fraction=center_fraction, crop=crop, image=image, workers=workers, augment=augment,
-        precision=precision, random_masks=random_masks, val_slices=val_slices,
+        precision=precision, random_masks=random_masks, val_slices=val_slices, teacher_init=teacher_init,
+        student_init=student_init, teacher_weights=teacher_weights, taps=taps,
     )
     with process_group(distributed, recipe.resolve_device(device)) as config.device:  # this rank's device
         table = recipe.distill(config, resume)
@@ -187,6 +204,7 @@ def evaluate(
     augment: Annotated[str, typer.Option(
         help="Score on transformed slices, e.g. noise: noisy input k-space, clean targets (--augment of kdc train; "
              "drawn with seed 0, the same slices for every run).")] = "",
+    user_class: UserClass = None,
 ) -> None:
     """Table of the input (zero-filled or low-res), teacher, student and KD student: PSNR, SSIM, NMSE, HFEN ± sd."""
     from kdc._io import write_json
@@ -195,7 +213,8 @@ def evaluate(
     from kdc.data.augment import augmenter_of
 
     overrides = {key: value for key, value in (("seed", mask_seed), ("mask_kind", mask_kind)) if value is not None}
-    settings, task, dataset, models = open_run(resolve(run, "run"), data, split, overrides, augmenter_of(augment))
+    settings, task, dataset, models = open_run(resolve(run, "run"), data, split, overrides, augmenter_of(augment),
+                                               user_class or ())
     if overrides:
         _check_generated_mask(settings, dataset, data)
     models = {task.baseline: None, **models}
@@ -273,12 +292,13 @@ def report(
     device: Device = "cpu",
     error_max: Annotated[float, typer.Option(
         help="Top of the residual maps' fixed scale, as a fraction of the volume maximum.")] = 0.1,
+    user_class: UserClass = None,
 ) -> None:
     """KD-MRI's figure (zero-filled, target, teacher, student, KD student, residual maps) and the metrics table."""
     from kdc._io import atomic_path
     from kdc.compress.report import report as make_report
 
-    table = make_report(resolve(run, "run"), out, slices, data, split, device, error_max)
+    table = make_report(resolve(run, "run"), out, slices, data, split, device, error_max, user_class or ())
     if markdown is None:
         typer.echo(table)
     else:

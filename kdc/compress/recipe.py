@@ -4,7 +4,10 @@ Stages and the files they leave in the run directory (see docs/conventions.md):
 ``teacher.pt`` (L1 to the target), ``student.pt`` (the same student trained alone, the baseline),
 ``student_at.pt`` (feature-loss pre-training, teacher conv 3 <-> student conv 2 in every cascade) and
 ``kd_student.pt`` (initialised from ``student_at``, L1 to the target + weighted imitation of the teacher).
-The task (``recon``: DC-CNN, ``sr``: VDSR super-resolution) says how to call the models and which layers are paired.
+The task (``recon``: DC-CNN, ``sr``: VDSR super-resolution, ``multicoil``: a user's network such as fastMRI's VarNet)
+says how to call the models; their architecture (:mod:`kdc.compress.architectures`) which layers are paired.
+Teacher and student are kdc's presets of the task, or users' classes (``--teacher/--student MODULE:CLASS`` with
+``--teacher-init/--student-init`` and ``--teacher-weights``, :mod:`kdc.models.user`).
 Ablations: ``pretrain_epochs=0`` skips the pre-training (the KD student starts from random weights),
 ``imitation_weight=0`` drops imitation, ``feature_weight > 0`` adds the feature loss to the KD stage.
 """
@@ -28,15 +31,17 @@ from torch.utils.data import default_collate
 from kdc._io import remove_stale_temps, write_json
 from kdc.compress import distributed
 from kdc.compress.evaluate import evaluate
-from kdc.compress.losses import KD_LOSSES, RelationalLoss, build_kd_loss, check_batch_size
+from kdc.compress.architectures import architecture_of, tap_paths
+from kdc.compress.losses import KD_LOSSES, Outputs, RelationalLoss, build_kd_loss, check_batch_size
 from kdc.compress.precision import prepare_model, resolve_precision
-from kdc.compress.tasks import Task, task_for
+from kdc.compress.tasks import Task, feature_loss, task_for
 from kdc.compress.teachers import get_teacher_mode
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
 from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, train_stage
 from kdc.data.augment import Augmenter, augmenter_of
 from kdc.errors import KdcError
-from kdc.models.checkpoint import build_model, load_checkpoint, model_config
+from kdc.models.checkpoint import build_model, load_checkpoint, model_config, save_checkpoint
+from kdc.models.user import is_user_model, is_user_spec, load_user_model, parse_init
 
 log = logging.getLogger("kdc")
 #: Models of a finished run, in the order of the paper's table.
@@ -84,6 +89,29 @@ class RunConfig:
     #: Validation slices scored after every epoch to keep the best one (evenly spaced; 0: all). The final table
     #: (``metrics.json``) always scores every validation slice.
     val_slices: int = 64
+    #: Constructor arguments (JSON object) of ``teacher``/``student`` when they name a user's ``MODULE:CLASS``.
+    teacher_init: str = ""
+    student_init: str = ""
+    #: State dict of a user's trained teacher (``--teacher-weights``); without it the teacher stage trains it.
+    teacher_weights: str | None = None
+    #: ``TEACHER_PATH=STUDENT_PATH,...`` module paths of users' models to distil (``--taps``; "": the defaults).
+    taps: str = ""
+
+    def user_class(self, role: str) -> str | None:
+        """The ``MODULE:CLASS`` the ``role`` (teacher, or a student) is an instance of, None for kdc's presets."""
+        source = self.teacher if role == "teacher" else self.student
+        return source if source and is_user_spec(source) else None
+
+    def check_user_models(self) -> None:
+        """Refuse options that belong to a user's class when the role is not one, in one line."""
+        for role, option, value in (("teacher", "--teacher-init", self.teacher_init),
+                                    ("teacher", "--teacher-weights", self.teacher_weights),
+                                    ("student", "--student-init", self.student_init)):
+            if value and not self.user_class(role):
+                raise KdcError(f"{option} builds a user's class: pass --{role} MODULE:CLASS with it")
+        for role, init in (("teacher", self.teacher_init), ("student", self.student_init)):
+            if self.user_class(role):
+                parse_init(init)
 
 
 def augmenter(config: RunConfig) -> Augmenter | None:
@@ -112,9 +140,10 @@ def resolve_checkpoint(source: str | Path, role: str) -> Path:
 
 
 def open_run(run: Path, data: str | None, split: str, overrides: dict | None = None,
-             augment: Augmenter | None = None) -> tuple[dict, Task, Sequence[dict], dict]:
+             augment: Augmenter | None = None, trusted: Sequence[str] = ()) -> tuple[dict, Task, Sequence[dict], dict]:
     """The run's settings (``overrides`` replacing some, e.g. the mask's ``seed``), task, the split it is scored on
-    (``augment`` transforming its slices) and its trained models (``role -> model``)."""
+    (``augment`` transforming its slices) and its trained models (``role -> model``; users' classes only those
+    ``trusted`` names, :mod:`kdc.models.checkpoint`)."""
     settings_path = run / "run.json"
     if not settings_path.is_file():
         raise KdcError(f"{run}: not a run directory (no run.json)")
@@ -128,7 +157,7 @@ def open_run(run: Path, data: str | None, split: str, overrides: dict | None = N
     models = {}
     for role in TABLE_ROLES:
         if (run / f"{role}.pt").exists():
-            models[role], meta = load_checkpoint(run / f"{role}.pt")
+            models[role], meta = load_checkpoint(run / f"{role}.pt", trusted)
             check_role(run / f"{role}.pt", models[role], task, role, same_config=False)
             trained = meta.get("image_size")
             shape = getattr(dataset, "image_shape", None)
@@ -142,8 +171,12 @@ def open_run(run: Path, data: str | None, split: str, overrides: dict | None = N
 
 def check_role(path: Path, model: nn.Module, task: Task, role: str, *, same_config: bool) -> None:
     """Refuse a model that cannot be the ``role`` (teacher, or a student) of ``task``: another architecture, or
-    with ``same_config`` another configuration than the task's preset (distilled layers are paired by position)."""
-    expected = build_model(task.presets["teacher" if role == "teacher" else "student"])
+    with ``same_config`` another configuration than the task's preset (distilled layers are paired by position).
+    Users' models and tasks without presets are not checked here (their taps are checked by name)."""
+    preset = task.presets.get("teacher" if role == "teacher" else "student")
+    if preset is None or is_user_model(model):
+        return
+    expected = build_model(preset)
     if type(model) is not type(expected):
         raise KdcError(f"{path}: a {type(model).__name__} cannot be the {role} of task {task.name!r} "
                        f"(expected a {type(expected).__name__})")
@@ -175,6 +208,13 @@ class Run:
             raise KdcError(f"--lr-schedule {config.lr_schedule!r}: expected one of {sorted(LR_SCHEDULES)}")
         settings = dataclasses.asdict(config)
         self.task = task_for(settings)
+        config.check_user_models()
+        #: Users' classes the run's checkpoints may be rebuilt from: those named on the command line.
+        self.trusted = [spec for spec in map(config.user_class, ("teacher", "student")) if spec]
+        #: Tap module paths of users' models by role (``teacher``, ``student``), set by :meth:`check_feature_loss`.
+        self.taps: dict[str, list[str]] = {"teacher": [], "student": []}
+        #: The two roles' outputs on two training slices (what a sized feature loss is sized for).
+        self.probe: dict[str, Outputs] = {}
         self.train_set = self.task.open_split(config.data, "train", settings, augment=augmenter(config))
         self.val_set = self.task.open_split(config.data, "val", settings)
         if self.train_set.image_shape != self.val_set.image_shape:
@@ -263,27 +303,64 @@ class Run:
         stage = Stage(role, model, step_loss, {**self.meta, "role": role, **(meta or {})}, extra, keep_best, self.task)
         return train_stage(stage, train_set or self.train_set, self.val_set, settings, self.dir)
 
+    def new_model(self, role: str) -> nn.Module:
+        """An untrained ``role`` (``teacher``, or a student): the user's class built with its ``--*-init``, else the
+        task's preset."""
+        spec = self.config.user_class(role)
+        if spec is None and role not in self.task.presets:
+            raise KdcError(f"task {self.task.name!r} has no kdc {role}: name your class with --{role} MODULE:CLASS")
+        model = build_model(self.task.presets[role]) if spec is None else load_user_model(
+            spec, self.config.teacher_init if role == "teacher" else self.config.student_init).train()
+        family = architecture_of(model).task
+        if family is not None and family != self.config.task:
+            raise KdcError(f"--{role} {spec or self.task.presets[role]}: a {type(model).__name__} takes the inputs "
+                           f"of --task {family}, not --task {self.config.task}")
+        return model
+
+    def trained_user_teacher(self) -> nn.Module:
+        """The user's class loaded from ``--teacher-weights`` (checked before anything is written)."""
+        return load_user_model(self.config.user_class("teacher"), self.config.teacher_init,
+                               Path(self.config.teacher_weights))
+
+    def adopt_teacher(self, teacher: nn.Module) -> None:
+        """Write the user's trained teacher (:meth:`trained_user_teacher`) as ``RUN/teacher.pt``."""
+        if distributed.is_main():
+            save_checkpoint(self.dir / "teacher.pt", teacher, {**self.meta, "role": "teacher", "teacher_mode": "plain",
+                                                               "weights": self.config.teacher_weights})
+        distributed.barrier()
+
     def train_supervised(self, role: str, meta: dict | None = None) -> dict:
-        """Train a fresh model of the task's ``role`` preset (teacher or student) with L1 to the target."""
+        """Train a fresh ``role`` (teacher or student, :meth:`new_model`) with L1 to the target."""
         torch.manual_seed(self.config.seed)
-        model = build_model(self.task.presets[role])
+        model = self.new_model(role)
         return self.train(role, model, lambda b: F.l1_loss(self.task.predict(model, b), b["target"]), meta=meta)
+
+    def outputs(self, role: str) -> Callable[[nn.Module, dict], Outputs]:
+        """``outputs(model, batch)`` of the ``role`` (teacher, or a student): the image and the role's taps."""
+        taps = self.taps["teacher" if role == "teacher" else "student"]
+        return lambda model, batch: self.task.outputs(model, batch, taps)
 
     def teacher_targets(
         self, teacher: nn.Module, loss: nn.Module, method: str, cached: bool = True
     ) -> TeacherTargets:
         """The teacher outputs ``loss`` needs: cached under ``RUN/cache`` (``--teacher-cache``) or live."""
         cache_dir = self.dir / "cache" if cached and self.config.teacher_cache else None
-        return teacher_targets(teacher, loss, method, self.train_set, self.task.outputs, cache_dir, self.device)
+        return teacher_targets(teacher, loss, method, self.train_set, self.outputs("teacher"), cache_dir, self.device)
 
     def check_feature_loss(self, method: str) -> None:
-        """Run ``method`` once on untrained presets and two training slices, so that a loss that does not fit the
-        task's features fails now rather than after the teacher and student have trained."""
+        """Pick the taps (:func:`kdc.compress.architectures.tap_paths`) and run ``method`` once on untrained models
+        and two training slices, so that a loss or a tap that does not fit fails now rather than after the teacher
+        and student have trained; the outputs size FitNet's regressors."""
         batch = default_collate([self.train_set[i] for i in range(min(2, len(self.train_set)))])
+        models = {role: self.new_model(role) for role in ("teacher", "student")}
+        self.taps["teacher"], self.taps["student"] = tap_paths(models["teacher"], models["student"], self.config.taps)
         with torch.no_grad():
-            student, teacher = (self.task.outputs(build_model(self.task.presets[role]), batch)
-                                for role in ("student", "teacher"))
-            self.task.feature_loss(method)(student, teacher)
+            self.probe = {role: self.outputs(role)(model, batch) for role, model in models.items()}
+            try:
+                feature_loss(method, self.probe["student"], self.probe["teacher"])(self.probe["student"],
+                                                                                   self.probe["teacher"])
+            except (ValueError, RuntimeError, IndexError) as err:
+                raise KdcError(f"--method {method} does not fit the taps ({' '.join(str(err).split())})") from None
 
     def reuse(self, role: str, path: Path) -> None:
         """Copy a trained ``role`` checkpoint checked by :func:`reusable_checkpoint` into the run."""
@@ -292,7 +369,7 @@ class Run:
         distributed.barrier()
 
     def load(self, role: str) -> nn.Module:
-        return load_checkpoint(self.dir / f"{role}.pt")[0].to(self.device)
+        return load_checkpoint(self.dir / f"{role}.pt", self.trusted)[0].to(self.device)
 
     def evaluate(self, roles: Sequence[str]) -> dict[str, dict]:
         """Validation table of the task's baseline (its input) and ``roles``; also written to ``metrics.json``.
@@ -327,12 +404,22 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
     run = Run(config, resume)
     if uses_feature_loss:
         run.check_feature_loss(config.method)
+    elif config.taps:
+        raise KdcError("--taps: this run distils no features (--pretrain-epochs 0 and --feature-weight 0)")
+    else:
+        for role in ("teacher", "student"):
+            run.new_model(role)  # a class that does not fit the task fails before anything is written
     reused = {role: reusable_checkpoint(run.task, role, source, config.teacher_mode)
-              for role, source in (("teacher", config.teacher), ("student", config.student)) if source}
+              for role, source in (("teacher", config.teacher), ("student", config.student))
+              if source and not config.user_class(role)}
+    adopted = run.trained_user_teacher() if config.teacher_weights and not (run.dir / "teacher.pt").exists() else None
     with run:
         for role in ("teacher", "student"):
             if role in reused:
                 run.reuse(role, reused[role])
+            elif role == "teacher" and config.teacher_weights:
+                if adopted is not None:
+                    run.adopt_teacher(adopted)
             elif role == "teacher":
                 train_teacher(run)
             else:
@@ -342,20 +429,22 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
         teacher = prepare_model(run.load("teacher").eval().requires_grad_(False), config.precision)
 
         torch.manual_seed(config.seed)
-        pretrained = build_model(run.task.presets["student"])
-        feature_loss = run.task.feature_loss(config.method).to(run.device)  # after the seed: regressors resume alike
-        outputs = run.task.outputs
+        pretrained = run.new_model("student")
+        # After the seed: regressors resume alike.
+        distilled_features = feature_loss(config.method, run.probe.get("student"), run.probe.get("teacher"))
+        distilled_features = distilled_features.to(run.device)
+        outputs = run.outputs("student")
 
         if config.pretrain_epochs == 0:
             kd_student = pretrained.to(run.device)
         else:
-            feature_teacher = run.teacher_targets(teacher, feature_loss, config.method)
+            feature_teacher = run.teacher_targets(teacher, distilled_features, config.method)
 
             def feature_step(batch: dict) -> torch.Tensor:
-                return feature_loss(outputs(pretrained, batch), feature_teacher.outputs(batch))
+                return distilled_features(outputs(pretrained, batch), feature_teacher.outputs(batch))
 
             run.train(
-                "student_at", pretrained, feature_step, config.pretrain_epochs, [feature_loss], keep_best=False,
+                "student_at", pretrained, feature_step, config.pretrain_epochs, [distilled_features], keep_best=False,
                 train_set=feature_teacher.train_set, meta=distilled,
             )
             kd_student = run.load("student_at")
@@ -368,9 +457,9 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             reference = kd_teacher.outputs(batch)
             loss = F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
             if config.feature_weight:
-                loss = loss + config.feature_weight * feature_loss(produced, reference)
+                loss = loss + config.feature_weight * distilled_features(produced, reference)
             return loss
 
-        run.train("kd_student", kd_student, kd_step, extra=[feature_loss] if config.feature_weight else [],
+        run.train("kd_student", kd_student, kd_step, extra=[distilled_features] if config.feature_weight else [],
                   train_set=kd_teacher.train_set, meta=distilled)
         return run.evaluate(TABLE_ROLES)

@@ -132,15 +132,16 @@ def draw(rows: list[tuple[str, dict[str, np.ndarray]]], columns: list[str], out:
 
 def report(
     run: Path, out: Path | None, slices: str | None = None, data: str | None = None, split: str = "val",
-    device: str = "cpu", error_max: float = ERROR_MAX,
+    device: str = "cpu", error_max: float = ERROR_MAX, trusted: Sequence[str] = (),
 ) -> str:
-    """Draw the figure to ``out`` (if given) and return the split's metrics table as markdown."""
+    """Draw the figure to ``out`` (if given) and return the split's metrics table as markdown; ``trusted``: users'
+    classes the run's checkpoints may be rebuilt from (``--user-class``)."""
     if out is not None and out.suffix.lower() != ".png":
         raise KdcError(f"--out {out}: expected a .png file")
     if not error_max > 0:
         raise KdcError(f"--error-max {error_max}: expected a fraction of the volume maximum > 0, e.g. 0.1")
     device = resolve_device(device)
-    settings, task, dataset, models = open_run(run, data, split)
+    settings, task, dataset, models = open_run(run, data, split, trusted=trusted)
     picks = parse_slices(slices, dataset) if out is not None else []
     table = saved_table(run, [task.baseline, *models]) if data is None and split == "val" else None
     if table is None:

@@ -3,8 +3,11 @@
 The training side of the tasks of :mod:`kdc.tasks`, registered against the same names. ``recon`` is KD-MRI's
 reconstruction (DC-CNN on undersampled k-space + mask, baseline: the zero-filled image); ``recon_complex`` the same
 with complex images (``--image complex``: real and imaginary channels, exact complex DC); ``sr`` its
-super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that image). Settings are
-the ``run.json`` dict of a run (:class:`kdc.compress.recipe.RunConfig` as a dict).
+super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that image);
+``recon_multicoil`` a user's network on every coil's k-space in fastMRI's layout (``--task multicoil``: fastMRI's
+VarNet; baseline: the zero-filled root sum of squares). Which layers are distilled is the models' architecture's
+business (:mod:`kdc.compress.architectures`). Settings are the ``run.json`` dict of a run
+(:class:`kdc.compress.recipe.RunConfig` as a dict).
 """
 
 from __future__ import annotations
@@ -18,40 +21,42 @@ import torch
 from torch import nn
 
 from kdc._io import atomic_path
+from kdc.compress.architectures import FeatureTaps, architecture_of
 from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
 from kdc.data.augment import Augmenter
 from kdc.data.lowres import open_lowres_split
 from kdc.data.slices import FASTMRI_CROP, open_split
 from kdc.errors import KdcError
-from kdc.models.checkpoint import PRESETS
 from kdc.models.dc import DataConsistency
 from kdc.mri.layout import centre_crop
-from kdc.tasks import COMPLEX_RECON, RECON as RECON_SPEC, SUPER_RESOLUTION, TaskSpec, find_task
+from kdc.tasks import COMPLEX_RECON, MULTICOIL_RECON, RECON as RECON_SPEC, SUPER_RESOLUTION, TaskSpec, find_task
 
 Batch = dict[str, Any]
 
 
+def feature_loss(method: str, student: Outputs | None = None, teacher: Outputs | None = None) -> nn.Module:
+    """The ``method`` KD loss; one with trainable parts per tap (FitNet's regressors) is sized for the features of
+    ``student`` and ``teacher`` (outputs of the two models on any batch), else for KD-MRI's presets."""
+    if not getattr(KD_LOSSES.get(method), "sized_by_taps", False) or student is None or teacher is None:
+        return build_kd_loss(method)
+    return build_kd_loss(method, cascades=len(student.features),
+                         student_channels=[f.shape[1] for f in student.features],
+                         teacher_channels=[f.shape[1] for f in teacher.features])
+
+
 class Task:
-    """Base of the tasks; ``presets`` maps the roles ``teacher`` and ``student`` to model presets."""
+    """Base of the tasks; ``presets`` maps the roles ``teacher`` and ``student`` to kdc's model presets (a task
+    without them trains users' models only)."""
 
     #: What compress, export and runtime share about the task.
     spec: ClassVar[TaskSpec]
     #: Table row that scores the network's input without a network.
     baseline: ClassVar[str]
     presets: ClassVar[dict[str, str]]
-    #: Number of paired feature taps (``Outputs.features``) of the presets.
-    taps: ClassVar[int]
 
     @property
     def name(self) -> str:
         return self.spec.name
-
-    def feature_loss(self, method: str) -> nn.Module:
-        """The ``method`` KD loss; one with trainable parts per tap (FitNet's regressors) is sized for the presets."""
-        if not getattr(KD_LOSSES.get(method), "sized_by_taps", False):
-            return build_kd_loss(method)
-        return build_kd_loss(method, cascades=self.taps, student_channels=PRESETS[self.presets["student"]]["channels"],
-                             teacher_channels=PRESETS[self.presets["teacher"]]["channels"])
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:
@@ -73,9 +78,17 @@ class Task:
     def baseline_image(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
-    def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
-        """The image and the distilled feature maps (teacher and student taps are paired by position), float32."""
-        raise NotImplementedError
+    def outputs(self, model: nn.Module, batch: Batch, taps: Sequence[str] = ()) -> Outputs:
+        """The image and the distilled feature maps, float32: the outputs of the model's submodules at ``taps``, or
+        without taps kdc's models' own (teacher and student taps are paired by position)."""
+        own_features = architecture_of(model).features
+        if own_features is not None and not taps:
+            image, features, hidden = own_features(model, batch)
+        else:
+            with FeatureTaps(model, taps) as tapped:
+                image = self.predict(model, batch)
+            features, hidden = tapped.features, ()
+        return Outputs(_as_target(image, batch), features, hidden).float()
 
     def check_images(self, dataset: Sequence[dict], source: str) -> Sequence[dict]:
         """``dataset`` if its targets have the task's image channels (``(1, H, W)`` magnitude, ``(2, H, W)`` real and
@@ -98,7 +111,6 @@ class Reconstruction(Task):
     spec = RECON_SPEC
     baseline = "zero-filled"
     presets = {"teacher": "teacher", "student": "student"}
-    taps = PRESETS["student"]["cascades"]
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:
@@ -120,11 +132,6 @@ class Reconstruction(Task):
 
     def baseline_image(self, batch: Batch) -> torch.Tensor:
         return _as_target(DataConsistency(self.spec.image_channels).zero_filled(batch["kspace"]), batch)
-
-    def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
-        image, features = model.forward_features(batch["kspace"], batch["mask"])
-        layer = len(model.cascades[0].convs) // 2
-        return Outputs(_as_target(image, batch), [taps[layer] for taps in features], features).float()
 
     def write_run_files(self, run_dir: Path, train_set: Sequence[dict]) -> None:
         with atomic_path(run_dir / "mask.npy") as tmp, open(tmp, "wb") as f:
@@ -156,7 +163,6 @@ class SuperResolution(Task):
     spec = SUPER_RESOLUTION
     baseline = "low-res"
     presets = {"teacher": "sr_teacher", "student": "sr_student"}
-    taps = 1
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:
@@ -177,13 +183,43 @@ class SuperResolution(Task):
     def baseline_image(self, batch: Batch) -> torch.Tensor:
         return batch["image"]
 
-    def outputs(self, model: nn.Module, batch: Batch) -> Outputs:
-        image, features = model.forward_features(batch["image"])
-        return Outputs(image, [features[len(model.convs) // 2]], [features]).float()
+
+class MultiCoilReconstruction(Reconstruction):
+    """A user's network on every coil's undersampled k-space, fastMRI's call: ``model(kspace (N, C, H, W, 2) centred,
+    mask (N, 1, 1, W, 1) bool) -> (N, H, W)`` or ``(N, 1, H, W)``, the root sum of squares image (fastMRI's VarNet).
+    No kdc preset takes these inputs: teacher and student are users' classes (``--teacher/--student MODULE:CLASS``).
+    """
+
+    spec = MULTICOIL_RECON
+    presets = {}
+
+    def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
+                   augment: Augmenter | None = None) -> Sequence[dict]:
+        return open_split(data, split, settings["acceleration"], settings["mask_kind"], settings["seed"],
+                          settings.get("center_fraction"), crop=FASTMRI_CROP if settings.get("crop") else None,
+                          augment=augment, coils=True)
+
+    def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"task": self.name, **super().meta(settings)}
+
+    def label(self, settings: Mapping[str, Any]) -> str:
+        return f"{settings['acceleration']}x multi-coil"
+
+    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        image = model(batch["kspace"], batch["mask"].bool())
+        return _as_target(image.unsqueeze(1) if image.dim() == 3 else image, batch)
+
+    def baseline_image(self, batch: Batch) -> torch.Tensor:
+        """The root sum of squares of the zero-filled coil images."""
+        kspace = torch.view_as_complex(batch["kspace"].contiguous())
+        coils = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho"),
+                                   dim=(-2, -1))
+        return _as_target(coils.abs().pow(2).sum(dim=1, keepdim=True).sqrt(), batch)
 
 
 #: The training side of every task of :mod:`kdc.tasks`, by name.
-TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), ComplexReconstruction(), SuperResolution())}
+TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), ComplexReconstruction(), SuperResolution(),
+                                                       MultiCoilReconstruction())}
 RECON = TASKS["recon"]
 
 

@@ -7,6 +7,12 @@ of whole columns, (1, H, 1) for whole rows, (1, H, W) otherwise, ``target`` (1, 
 ``image="complex"``, (2, h, w) real and imaginary parts (``h, w`` the ``crop`` when one is given); plus ``volume``
 (file stem) and ``slice`` (index).
 
+With ``coils=True`` (the ``multicoil`` task: fastMRI's VarNet and the like) items keep every coil in fastMRI's
+layout instead: ``kspace`` (C, H, W, 2) undersampled **centred** k-space (real, imaginary last), ``mask`` (1, 1, W, 1)
+the centred column mask, ``target`` (1, h, w) the root sum of squares of the fully sampled coil images (``h, w``
+the ``crop`` when one is given: fastMRI scores the central 320x320); everything
+divided by the volume's scale (the peak of its virtual-coil image, so the RSS peaks near 1).
+
 Slices are read from the h5 files on demand, one at a time: nothing but per-volume statistics is kept, and every
 process (DataLoader worker) opens its own h5 handles.
 """
@@ -30,7 +36,7 @@ from kdc.data.demo import demo_root
 from kdc.data.errors import DataError
 from kdc.data.formats import VolumeInfo, detect, inspect_volume, notice_once, open_h5
 from kdc.data.volumes import VolumeStats, cached_volume_stats, single_coil
-from kdc.mri.fft import fft2, ifft2
+from kdc.mri.fft import fft2, fft2c, ifft2, ifft2c
 from kdc.mri.layout import centre_crop, centre_fit, to_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, mask_like, sampled_lines
 
@@ -50,6 +56,8 @@ class SplitSettings:
     image: ImageKind = "magnitude"
     shape: tuple[int, int] | None = None
     crop: tuple[int, int] | None = None
+    #: Items with every coil (fastMRI's multi-coil layout, see the module docstring) instead of one virtual coil.
+    coils: bool = False
 
 
 def model_mask(mask: np.ndarray) -> np.ndarray:
@@ -103,6 +111,9 @@ class SliceDataset:
         # NaN and Inf are looked for in the one-coil image and k-space below, not in every coil of the file.
         raw = reader.read(file, slice(slice_index, slice_index + 1), self.acceleration, check_finite=False)
         scale = np.float32(stats.scale)
+        if self.settings.coils:
+            return self._coil_item(raw.kspace if raw.centred else fft2c(ifft2(raw.kspace)), scale, f"{file.filename}: slice {slice_index}") | {
+                "volume": self.files[volume_index].stem, "slice": slice_index}
         # The file's uncentred (virtual-coil) k-space: the stored undersampling (unless augmentation re-simulates it
         # from the reference), or the fully sampled acquisition.
         stored = self.stored_kspace and self.augment is None
@@ -127,6 +138,18 @@ class SliceDataset:
             "volume": self.files[volume_index].stem,
             "slice": slice_index,
         }
+
+    def _coil_item(self, centred: np.ndarray, scale: np.float32, where: str) -> dict[str, np.ndarray]:
+        """``kspace``, ``mask`` and ``target`` of one slice's ``(1, C, H, W)`` centred coil k-space."""
+        kspace = centred[0] / scale
+        if not np.isfinite(kspace.sum()):
+            raise DataError(f"{where} holds NaN or Inf")
+        target = centre_crop(np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(axis=0)), self.settings.crop or self.image_shape)
+        columns = np.fft.fftshift(self.mask[0])
+        masked = kspace * columns
+        return {"kspace": np.stack([masked.real, masked.imag], axis=-1).astype(np.float32),
+                "mask": columns[None, None, :, None].astype(np.float32),
+                "target": target[None].astype(np.float32)}
 
     def _mask(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Item ``index``'s mask and the network's mask input: the fixed mask, or this epoch's draw for it."""
@@ -203,13 +226,14 @@ def common_shape(root: Path, volumes: Sequence[VolumeInfo]) -> tuple[int, int]:
 def open_split(
     data: str | Path, split: str, acceleration: int, mask_kind: MaskKind = "random", mask_seed: int = 0,
     center_fraction: float | None = None, image: ImageKind = "magnitude", crop: tuple[int, int] | None = None,
-    augment: Augmenter | None = None,
+    augment: Augmenter | None = None, coils: bool = False,
 ) -> SliceDataset:
     """Slices of ``ROOT/split/*.h5`` undersampled with the dataset's mask ``ROOT/masks/mask_{acc}x.npy``, else the
     mask the files' stored k-space was undersampled with (KD-MRI), else a generated one.
 
     ``image="complex"`` gives complex targets and measured k-space; ``"magnitude"`` simulates k-space from the
-    magnitude target (the phase of measured k-space is dropped, said once). ``crop`` crops targets.
+    magnitude target (the phase of measured k-space is dropped, said once). ``crop`` crops targets. ``coils`` gives
+    multi-coil items (module docstring): fully sampled k-space of one coil count and size, a column mask.
     """
     if image not in IMAGE_KINDS:
         raise DataError(f"image kind {image!r}: expected one of {IMAGE_KINDS}")
@@ -233,7 +257,7 @@ def open_split(
             raise DataError(f"{info.path}: holds magnitude images ({reader.name}, no measured phase), but a complex "
                             "model needs complex k-space (fastMRI or ISMRMRD raw data; `kdc data build --complex` "
                             "simulates it); use --image magnitude")
-        if measured and image == "magnitude":
+        if measured and image == "magnitude" and not coils:
             notice_once(f"phase:{root}", f"{root}: k-space with measured phase ({reader.name}): magnitude models "
                                          "train on the magnitude of its image; k-space is simulated from that "
                                          "magnitude and the phase is dropped (use complex models to keep it)")
@@ -247,11 +271,33 @@ def open_split(
     if stored and any(info.image_shape != shape for info in volumes):
         raise DataError(f"{root}: volumes with stored undersampled k-space ('kspace_volus_{acceleration}') have "
                         "different slice sizes; they cannot be padded to a common size")
-    settings = SplitSettings(image, shape, None if crop is None else (min(crop[0], shape[0]), min(crop[1], shape[1])))
+    if coils:
+        _check_coil_split(root, volumes, stored or augment is not None or image != "magnitude", mask)
+    settings = SplitSettings(image, shape, None if crop is None else (min(crop[0], shape[0]), min(crop[1], shape[1])),
+                             coils)
     if augment is not None:
         augment.check_shape(shape)
     return SliceDataset(volumes, acceleration, mask, stats, settings, stored_kspace=stored, augment=augment,
                         mask_kind=mask_kind, center_fraction=center_fraction)
+
+
+def _check_coil_split(root: Path, volumes: Sequence[VolumeInfo], other_options: bool, mask: np.ndarray) -> None:
+    """Refuse what multi-coil items do not support, in one line naming the file or option."""
+    if other_options:
+        raise DataError(f"{root}: multi-coil items (--task multicoil) are magnitude RSS targets of fully sampled "
+                        "k-space, without --augment, --random-masks, --image complex or stored undersampling")
+    for info in volumes:
+        if info.format not in ("fastmri-multicoil", "ismrmrd") or info.image_shape != volumes[0].image_shape:
+            raise DataError(f"{info.path}: {info.format} {info.image_shape[0]}x{info.image_shape[1]} with "
+                            f"{info.coils} coil(s); --task multicoil needs multi-coil k-space (fastMRI multi-coil or "
+                            "ISMRMRD, e.g. kdc data build --coils 8) of one size")
+        if info.coils != volumes[0].coils:
+            raise DataError(f"{info.path}: {info.coils} coils, but {volumes[0].path.name} has {volumes[0].coils}; "
+                            "every volume of a multi-coil split needs the same coil count")
+    lines = sampled_lines(mask)
+    if lines is None or lines[0] != -1:
+        raise DataError(f"{root}: its mask does not sample whole columns (phase encodes along W); --task multicoil "
+                        "takes fastMRI's column masks")
 
 
 def _common_acquired_mask(volumes: Sequence[VolumeInfo], masks: Sequence[np.ndarray | None],

@@ -2,11 +2,17 @@
 
 ``config`` names the architecture and its hyper-parameters (``{"arch": "dccnn", "cascades": 5, ...}``); ``meta``
 carries what was learned about the model (acceleration, image size, metrics). Nothing is unpickled on load.
+
+A user's model (:mod:`kdc.models.user`) is recorded as ``{"arch": "user", "class": "MODULE:CLASS", "init": {...}}``.
+Rebuilding it imports ``MODULE``, which runs that module's code, so a checkpoint is never enough: the class is
+imported only when the caller names the same ``MODULE:CLASS`` (``trusted``; on the command line ``--teacher``,
+``--student`` or ``--user-class``), else loading stops with one line saying what to pass.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,7 @@ from torch import nn
 from kdc._io import atomic_path
 from kdc.errors import KdcError
 from kdc.models.dccnn import DCCNN
+from kdc.models.user import USER_ARCH, load_user_model
 from kdc.models.vdsr import VDSR
 
 FORMAT = "kdc-checkpoint/1"
@@ -44,14 +51,17 @@ def register_architecture(name: str, cls: type[nn.Module]) -> None:
     ARCHITECTURES[name] = cls
 
 
-def build_model(config: dict[str, Any] | str) -> nn.Module:
-    """Build an untrained model from a config dict or a preset name (``teacher``, ``student``, ``sr_teacher``, ...)."""
+def build_model(config: dict[str, Any] | str, trusted: Collection[str] = ()) -> nn.Module:
+    """Build an untrained model from a config dict or a preset name (``teacher``, ``student``, ``sr_teacher``, ...);
+    a user's class only when ``trusted`` names it (see the module docstring)."""
     if isinstance(config, str):
         if config not in PRESETS:
             raise CheckpointError(f"unknown model preset {config!r}: expected one of {sorted(PRESETS)}")
         config = PRESETS[config]
     params = dict(config)
     arch = params.pop("arch", None)
+    if arch == USER_ARCH:
+        return _build_user_model(params, trusted)
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {arch!r}: expected one of {sorted(ARCHITECTURES)}")
     bad = {k: v for k, v in params.items() if type(v) is not int or not 1 <= v <= MAX_HYPERPARAMETER}
@@ -63,20 +73,22 @@ def build_model(config: dict[str, Any] | str) -> nn.Module:
         raise CheckpointError(f"bad config for {arch}: {err}") from None
 
 
+def _build_user_model(params: dict[str, Any], trusted: Collection[str]) -> nn.Module:
+    """A user's class from a checkpoint config, if the caller named it."""
+    spec, init = params.get("class"), params.get("init")
+    if not isinstance(spec, str) or not isinstance(init, dict) or set(params) != {"class", "init"}:
+        raise CheckpointError("bad config for a user's model: expected 'class' (MODULE:CLASS) and 'init' (an object)")
+    if spec not in trusted:
+        raise CheckpointError(f"holds a {spec} model: rebuilding it imports {spec.partition(':')[0]!r}, which runs "
+                              f"its code; pass --user-class {spec} to allow that")
+    return load_user_model(spec, init)
+
+
 def model_config(model: nn.Module) -> dict[str, Any]:
-    """Recover the config of a model built by :func:`build_model` (``image_channels`` only when not 1, so that the
-    config of a real-image DC-CNN reads as it did before complex models)."""
-    if isinstance(model, DCCNN):
-        first = model.cascades[0]
-        config = {
-            "arch": "dccnn",
-            "cascades": len(model.cascades),
-            "convs": len(first.convs),
-            "channels": first.convs[0].out_channels,
-        }
-        return config if model.image_channels == 1 else {**config, "image_channels": model.image_channels}
-    config = getattr(model, "config", None)
-    if config is None:
+    """The config of a model built by :func:`build_model` or :func:`kdc.models.user.load_user_model`: its
+    ``kdc_config`` (a user's model) or ``config`` (kdc's architectures)."""
+    config = getattr(model, "kdc_config", None) or getattr(model, "config", None)
+    if not isinstance(config, dict):
         raise CheckpointError(f"cannot describe a {type(model).__name__}")
     return dict(config)
 
@@ -93,8 +105,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint`; return ``(model in eval mode, meta)``."""
+def load_checkpoint(path: str | Path, trusted: Collection[str] = ()) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`; return ``(model in eval mode, meta)``. ``trusted``: the
+    ``MODULE:CLASS`` of users' models it may import (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -111,10 +124,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(f"{path}: 'state_dict' must map names to tensors")
     try:
         with torch.device("meta"):  # shapes only: a config cannot make us allocate more than the file holds
-            check_weights(build_model(config), state)
-    except CheckpointError as err:
+            check_weights(build_model(config, trusted), state)
+    except KdcError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    model = build_model(config)
+    model = build_model(config, trusted)
     model.load_state_dict(state)
     return model.eval(), meta
 

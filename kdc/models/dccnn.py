@@ -50,6 +50,15 @@ class DCCNN(nn.Module):
         )
         self.dc: nn.Module = DataConsistency(image_channels)
 
+    @property
+    def config(self) -> dict[str, int | str]:
+        """The checkpoint config (``image_channels`` only when not 1, so that a real-image DC-CNN's reads as it did
+        before complex models)."""
+        first = self.cascades[0]
+        config = {"arch": "dccnn", "cascades": len(self.cascades), "convs": len(first.convs),
+                  "channels": first.convs[0].out_channels}
+        return config if self.image_channels == 1 else {**config, "image_channels": self.image_channels}
+
     def forward_features(
         self, kspace: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:

@@ -19,6 +19,8 @@ from kdc.errors import KdcError
 
 #: Prefix a LightningModule puts before the wrapped network's parameter names.
 LIGHTNING_PREFIX = "model."
+#: ``arch`` of a user's model in a kdc checkpoint config: ``{"arch": "user", "class": SPEC, "init": {...}}``.
+USER_ARCH = "user"
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -80,14 +82,23 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def is_user_model(model: nn.Module) -> bool:
+    """True for a model built by :func:`load_user_model` (it carries its ``kdc_config``)."""
+    return isinstance(getattr(model, "kdc_config", None), dict)
+
+
 def load_user_model(spec: str, init: str | dict[str, Any] | None = None, weights: Path | None = None) -> nn.Module:
-    """Build ``MODULE:CLASS`` with ``init`` and load ``weights`` (strictly); the model is returned in eval mode."""
+    """Build ``MODULE:CLASS`` with ``init`` and load ``weights`` (strictly); the model is returned in eval mode.
+
+    The model's ``kdc_config`` records the spec and the constructor arguments, so a kdc checkpoint of it can be
+    rebuilt (:mod:`kdc.models.checkpoint`, only for a class the user names again)."""
     cls = import_class(spec)
     kwargs = init if isinstance(init, dict) else parse_init(init)
     try:
         model = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise KdcError(f"{spec}: cannot build it with --init {json.dumps(kwargs)} ({err})") from None
+    model.kdc_config = {"arch": USER_ARCH, "class": spec, "init": kwargs}
     if weights is not None:
         state = read_state_dict(Path(weights))
         try:

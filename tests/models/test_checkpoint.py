@@ -98,3 +98,23 @@ def test_crafted_checkpoints_get_one_line_errors(tmp_path, changes, message):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_users_model_is_rebuilt_only_for_a_class_the_caller_names(tmp_path):
+    """A checkpoint names its class; importing a module runs its code, so the file alone never imports it."""
+    from kdc.models.user import load_user_model
+
+    model = load_user_model("torch.nn:Conv2d", '{"in_channels": 2, "out_channels": 3, "kernel_size": 1}')
+    path = tmp_path / "user.pt"
+    save_checkpoint(path, model, {"role": "student"})
+    with pytest.raises(CheckpointError, match=r"user.pt: holds a torch.nn:Conv2d model: rebuilding it imports "
+                                              r"'torch.nn', which runs its code; pass --user-class torch.nn:Conv2d"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="pass --user-class torch.nn:Conv2d"):
+        load_checkpoint(path, ["torch.nn:Linear"])
+    loaded, _ = load_checkpoint(path, ["torch.nn:Conv2d"])
+    assert isinstance(loaded, torch.nn.Conv2d) and torch.equal(loaded.weight, model.weight)
+    assert loaded.kdc_config == {"arch": "user", "class": "torch.nn:Conv2d",
+                                 "init": {"in_channels": 2, "out_channels": 3, "kernel_size": 1}}
+    with pytest.raises(CheckpointError, match="bad config for a user's model"):
+        build_model({"arch": "user", "class": "torch.nn:Conv2d", "init": "in_channels=2"}, ["torch.nn:Conv2d"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -19,21 +20,23 @@ class FitNet(nn.Module):
     the teacher's channels by a 1x1 convolution ``r_c``, regresses the teacher's hint ``F_t^c`` (mean squared error).
 
     The regressors train with the student (``extra`` modules of the stage, saved in its resumable state) and are
-    not part of the student. Channel counts default to the KD-MRI presets (32 -> 32, 5 cascades); the recipe sizes
-    them for its task (:meth:`kdc.compress.tasks.Task.feature_loss`).
+    not part of the student. Channel counts (one for all taps, or one per tap) default to the KD-MRI presets
+    (32 -> 32, 5 cascades); the recipe sizes them for its models' taps (:func:`kdc.compress.tasks.feature_loss`),
+    so a 1x1 regressor maps e.g. a VarNet student's 8 channels to its teacher's 18.
     """
 
     sized_by_taps: ClassVar[bool] = True
 
     def __init__(
         self,
-        student_channels: int = PRESETS["student"]["channels"],
-        teacher_channels: int = PRESETS["teacher"]["channels"],
+        student_channels: int | Sequence[int] = PRESETS["student"]["channels"],
+        teacher_channels: int | Sequence[int] = PRESETS["teacher"]["channels"],
         cascades: int = PRESETS["student"]["cascades"],
     ) -> None:
         super().__init__()
+        widths = [[c] * cascades if isinstance(c, int) else list(c) for c in (student_channels, teacher_channels)]
         self.regressors = nn.ModuleList(
-            nn.Conv2d(student_channels, teacher_channels, kernel_size=1) for _ in range(cascades)
+            nn.Conv2d(s, t, kernel_size=1) for s, t in zip(*widths, strict=True)
         )
 
     def forward(self, student: Outputs, teacher: Outputs) -> torch.Tensor:

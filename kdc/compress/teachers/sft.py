@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdc.compress.architectures import architecture_of
 from kdc.compress.teachers import register_teacher_mode
 from kdc.errors import KdcError
-from kdc.models.checkpoint import build_model
-from kdc.models.dccnn import DCCNN
 
 if TYPE_CHECKING:
     from kdc.compress.recipe import Run
+    from kdc.models.dccnn import DCCNN
 
 
 def cascade_images(
@@ -87,8 +87,8 @@ class StudentFriendlyLoss(nn.Module):
 def train_student_friendly_teacher(run: Run) -> dict:
     """Train ``RUN/teacher.pt`` with :class:`StudentFriendlyLoss`; the branches are resumable ``extra`` state."""
     torch.manual_seed(run.config.seed)  # the same initial teacher as the plain mode
-    teacher, student = (build_model(run.task.presets[role]) for role in ("teacher", "student"))
-    if not isinstance(teacher, DCCNN) or not isinstance(student, DCCNN):
+    teacher, student = (run.new_model(role) for role in ("teacher", "student"))
+    if {architecture_of(model).name for model in (teacher, student)} != {"dccnn"}:
         raise KdcError(f"--teacher-mode sft needs cascaded DC-CNN models (task recon), not task {run.config.task!r}")
     sft_loss = StudentFriendlyLoss(student).to(run.device)
 
