@@ -341,11 +341,13 @@ class Run:
         return lambda model, batch: self.task.outputs(model, batch, taps)
 
     def teacher_targets(
-        self, teacher: nn.Module, loss: nn.Module, method: str, cached: bool = True
+        self, teacher: nn.Module, loss: nn.Module, method: str, cached: bool = True, image_only: bool = False
     ) -> TeacherTargets:
-        """The teacher outputs ``loss`` needs: cached under ``RUN/cache`` (``--teacher-cache``) or live."""
+        """The teacher outputs ``loss`` needs: cached under ``RUN/cache`` (``--teacher-cache``) or live; with
+        ``image_only`` the teacher's image without its feature maps."""
         cache_dir = self.dir / "cache" if cached and self.config.teacher_cache else None
-        return teacher_targets(teacher, loss, method, self.train_set, self.outputs("teacher"), cache_dir, self.device)
+        extract = self.task.image_outputs if image_only else self.outputs("teacher")
+        return teacher_targets(teacher, loss, method, self.train_set, extract, cache_dir, self.device)
 
     def check_feature_loss(self, method: str) -> None:
         """Pick the taps (:func:`kdc.compress.architectures.tap_paths`) and run ``method`` once on untrained models
@@ -450,10 +452,12 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             kd_student = run.load("student_at")
         imitation = build_kd_loss("imitation")
         # With the feature loss in the KD stage too, the teacher runs live (the cache holds one loss's summary).
-        kd_teacher = run.teacher_targets(teacher, imitation, "imitation", cached=not config.feature_weight)
+        kd_teacher = run.teacher_targets(teacher, imitation, "imitation", cached=not config.feature_weight,
+                                         image_only=not config.feature_weight)
+        kd_outputs = outputs if config.feature_weight else run.task.image_outputs  # imitation + L1 read the image
 
         def kd_step(batch: dict) -> torch.Tensor:
-            produced = outputs(kd_student, batch)
+            produced = kd_outputs(kd_student, batch)
             reference = kd_teacher.outputs(batch)
             loss = F.l1_loss(produced.image, batch["target"]) + config.imitation_weight * imitation(produced, reference)
             if config.feature_weight:

@@ -78,7 +78,8 @@ class ModelView:
     """A volume as the model takes it: one (virtual) coil, uncentred, its lines along the model's mask axis (a
     multi-coil model: every coil, centred, columns sampled).
 
-    ``kspace`` ``(S, H, W)`` complex64 (multi-coil: ``(S, C, H, W)``); ``acquired`` the ``(H, W)`` uncentred acquired mask or None (fully sampled);
+    ``kspace`` ``(S, H, W)`` complex64 (multi-coil: ``(S, C, H, W)``); ``acquired`` the ``(H, W)`` uncentred
+    acquired mask or None (fully sampled);
     ``line_axis`` the axis of the sampled lines (-1 columns, -2 rows); ``transposed``: H and W of the file were
     swapped so that its sampled lines lie along the model's; ``partial_fourier`` the band of phase encodes acquired
     when asymmetric about DC (its missing lines are unacquired in ``acquired``), else None.

@@ -297,8 +297,9 @@ def header_geometry(xml: bytes | str, rows: str = "y") -> Geometry:
 def limits_band(encoding: Any, size: int) -> Band | None:
     """The phase encodes an ISMRMRD header's ``encodingLimits`` ``kspace_encoding_step_1`` says were acquired:
     ``minimum`` .. ``maximum``, numbered with ``center`` at line ``size // 2`` of a grid of ``size`` lines (as
-    ISMRMRD and fastMRI number them; asymmetric: partial Fourier), clipped to the grid; None without limits (or limits of one line, 0..0: unset). Limits
-    that contradict themselves (the centre outside them) are a DataError (the caller names the file)."""
+    ISMRMRD and fastMRI number them; asymmetric: partial Fourier), clipped to the grid; None without limits (or
+    with limits of one line, 0..0: unset). Limits that contradict themselves (the centre outside them) are a
+    DataError (the caller names the file)."""
     limits = encoding.encodingLimits.kspace_encoding_step_1 if encoding.encodingLimits is not None else None
     if limits is None or None in (limits.minimum, limits.maximum, limits.center):
         return None
