@@ -9,8 +9,9 @@ WAVEFORM (1026, skipped) and CLOSE (4). :class:`Stream` reads them and hands the
 slice with the ISMRMRD file reader's rules (:mod:`kdc.data.formats.ismrmrd`: noise readouts prewhiten the coils,
 navigator and other non-image readouts are skipped, only the first repetition, contrast, phase and set kept); when
 the last acquisition of a slice arrives (flag ``ACQ_LAST_IN_SLICE``, or by the encoding limits in a stream without
-slice flags; slices still open at CLOSE are reconstructed then), the slice is reconstructed as ``kdc reconstruct`` reconstructs a one-slice file
-(:func:`kdc.runtime.reconstruct.reconstruct_volume`) and sent back at once as an MRD IMAGE. With ``"normalise":
+slice flags; slices still open at CLOSE are reconstructed then), the slice is reconstructed as ``kdc reconstruct``
+reconstructs a one-slice file (:func:`kdc.runtime.reconstruct.reconstruct_volume`) and sent back at once as an MRD
+IMAGE. With ``"normalise":
 "volume"`` in the config the slices are held and reconstructed as one volume, giving ``kdc reconstruct``'s images
 of the whole file. The server answers CLOSE after the client's. A stream the server cannot take gets one TEXT
 message ``error: ...``, its connection is closed and the server log gets one line; other connections go on.
