@@ -54,7 +54,7 @@ def v2_stream(path: Path, trajectory: str | None = None) -> bytes:
         for index in range(dataset.number_of_acquisitions()):
             old = dataset.read_acquisition(index)
             head = mrd.AcquisitionHeader(flags=mrd.AcquisitionFlags(old.flags), measurement_uid=old.measurement_uid,
-                                         center_sample=old.center_sample,
+                                         center_sample=old.center_sample, sample_time_us=old.sample_time_us,
                                          channel_order=list(range(old.active_channels)))
             for counter in ("kspace_encode_step_1", "slice", "repetition", "average", "contrast", "phase", "set"):
                 setattr(head.idx, counter, getattr(old.idx, counter))
