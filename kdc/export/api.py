@@ -20,9 +20,8 @@ from kdc.errors import KdcError
 from kdc.export.contract import build_contract, build_sr_contract
 from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
-from kdc.export.quantize import (
-    DEFAULT_MAX_PSNR_DROP, QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices,
-)
+from kdc.export.precision import bf16_gate, precision_entry, resolve_precision
+from kdc.export.quantize import QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 from kdc.mri.fft import fft2
@@ -184,8 +183,9 @@ def export_model(
     role: str | None = None,
     images: np.ndarray | None = None,
     quantize: str | None = None,
-    max_psnr_drop: float = DEFAULT_MAX_PSNR_DROP,
+    max_psnr_drop: float | None = None,
     calibration: str | Path | None = None,
+    precision: str = "f32",
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint or module) to ``out`` if it matches PyTorch within ``tolerance``.
 
@@ -198,7 +198,10 @@ def export_model(
     super-resolution model (VDSR) takes ``image_lowres`` (the k-space-truncated slices) and has no mask or DC.
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
-    (:mod:`kdc.export.quantize`). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
+    (:mod:`kdc.export.quantize`). ``precision`` (``f32``, ``bf16``, ``int8``: :mod:`kdc.export.precision`) is the
+    precision the file is validated at and recorded in its contract: ``bf16`` gates the float32 graph run by
+    OpenVINO at bf16 on PSNR, ``int8`` is ``quantize="int8"``; ``max_psnr_drop`` defaults to 0.05 dB (bf16) or
+    0.1 dB (int8, fp16). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
     whose validation slices replace kdc's for the parity gate, quantization calibration and the PSNR gate.
     Raises :class:`ExportError` with nothing written on any failure.
     """
@@ -207,15 +210,18 @@ def export_model(
     fmt = artefact_cls.name
     if out.is_dir():
         raise ExportError(f"{out}: is a directory, expected a file path")
+    precision, quantize, max_psnr_drop = resolve_precision(precision, quantize, fmt, max_psnr_drop)
     if quantize:
         check_quantize(quantize, fmt, max_psnr_drop)
+    psnr_gated = precision != "f32"
     model, meta, mask_dir = load_source(source, role)
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:
-        images = calibration_images(calibration, size, QUANTIZATION_SLICES if quantize else PARITY_SLICES)
+        images = calibration_images(calibration, size, QUANTIZATION_SLICES if psnr_gated else PARITY_SLICES)
     task = model_task(model)
-    if quantize and not TASK_EXPORTS[task.name].quantizable:
-        raise ExportError(f"--quantize supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
+    if psnr_gated and not TASK_EXPORTS[task.name].quantizable:
+        option = f"--quantize {quantize}" if quantize else f"--precision {precision}"
+        raise ExportError(f"{option} supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
     graph, feeds, expected, contract, gate_data = TASK_EXPORTS[task.name].prepare(
         model, task, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
     example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
@@ -233,12 +239,16 @@ def export_model(
                 f"parity gate failed: max abs error {worst:.3g} > tolerance {tolerance:g} on {len(expected)} "
                 f"validation slices ({detail}); {out} not written"
             )
-        quantization = None
+        quantization = gate = None
         if quantize:
-            quantization = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out, Path(workdir))
-        metadata = contract(fmt=fmt, parity={"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors,
-                                             "slices": len(expected), "tolerance": tolerance},
-                            quantization=quantization)
+            quantization = gate = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out,
+                                                    Path(workdir))
+        elif precision == "bf16":
+            gate = bf16_gate(artefact, gate_data(), max_psnr_drop, out, Path(workdir))
+        parity = {"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors, "slices": len(expected),
+                  "tolerance": tolerance}
+        metadata = contract(fmt=fmt, parity=parity, quantization=quantization,
+                            precision=precision_entry(precision, fmt, parity, gate))
         artefact.write(metadata, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)

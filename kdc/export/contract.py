@@ -58,9 +58,11 @@ def build_contract(
     meta: dict[str, Any],
     parity: dict[str, Any],
     quantization: dict[str, Any] | None = None,
+    precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the contract of a reconstruction; ``mask_input_shape`` is None when the mask is baked into the graph,
-    ``lines`` the ``(axis, indices)`` of a 1-D mask, ``quantization`` None for a float32 graph."""
+    ``lines`` the ``(axis, indices)`` of a 1-D mask, ``quantization`` None for a float32 graph, ``precision`` the
+    validated precision (:func:`kdc.export.precision.precision_entry`)."""
     height, width = image_size
     inputs = [tensor_spec("kspace", ["N", 2, height, width], "undersampled k-space, see kspace_layout")]
     if mask_input_shape is not None:
@@ -72,7 +74,7 @@ def build_contract(
     acceleration = meta.get("acceleration", round(mask.size / np.count_nonzero(mask), 3))
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
-                        quantization=quantization),
+                        quantization=quantization, precision=precision),
         **output_fields(task, image_size),
         "inputs": inputs,
         "kspace_layout": KSPACE_LAYOUT,
@@ -90,13 +92,13 @@ def build_contract(
 
 def build_sr_contract(
     *, task: TaskSpec, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
-    parity: dict[str, Any], quantization: dict[str, Any] | None = None,
+    parity: dict[str, Any], quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Contract of a super-resolution artefact: one low-resolution image in, one image out, no DC, no mask."""
     height, width = image_size
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
-                        quantization=quantization),
+                        quantization=quantization, precision=precision),
         **output_fields(task, image_size),
         "scale": scale,
         "inputs": [tensor_spec(LOWRES_INPUT, ["N", 1, height, width], "low-resolution image, see input_layout")],
@@ -108,9 +110,10 @@ def build_sr_contract(
 
 def common_fields(
     *, fmt: str, image_size: tuple[int, int], model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any],
-    quantization: dict[str, Any] | None = None,
+    quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fields every contract has, whatever the task; ``quantization`` is None for a float32 graph."""
+    """Fields every contract has, whatever the task; ``quantization`` is None for a float32 graph, ``precision``
+    the validated precision and runtime (absent in files from before it was recorded: f32)."""
     return {
         "contract_version": CONTRACT_VERSION,
         "format": fmt,
@@ -119,6 +122,7 @@ def common_fields(
         "trained_image_size": meta.get("image_size"),
         "parity": parity,
         "quantization": quantization,
+        "precision": precision,
         "metrics": meta.get("metrics", {}),
         "kdc_version": __version__,
     }
