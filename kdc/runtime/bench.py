@@ -239,7 +239,7 @@ def run_bench(models: list[Path], runtimes: list[str] | None, settings: Settings
             task = progress.add_task(f"{path.name} on {runtime}", total=1 + settings.warmup + settings.iterations)
             result = measure(path, runtime, settings, lambda task=task: progress.advance(task))
             for warning in result.warnings:
-                console.print(f"warning: {path.name} on {runtime}: {warning}", markup=False)
+                console.print(f"warning: {path.name} on {runtime}: {warning}", markup=False, soft_wrap=True)
             results.append(result)
     return {"environment": environment(), "settings": asdict(settings),
             "results": [asdict(m) for m in results], "speedups": speedups(results)}
