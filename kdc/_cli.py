@@ -20,7 +20,8 @@ EXTRAS = {"torch": "train", "onnx": "train", "onnxscript": "train", "h5py": "tra
 
 def user_errors(command: Command) -> Command:
     """Wrap a command so that :class:`KdcError`, a missing optional dependency and an operating-system failure
-    (a full disk, a file that cannot be written) exit 1 with one line, and :class:`ListedWarning` is not shown twice."""
+    (a full disk, a file that cannot be written) exit 1 with one line; a :class:`ListedWarning` is not shown twice.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> object:

@@ -138,8 +138,9 @@ def serve(
 
 
 def serve_mrd(models: list[Path], host: str, port: int, engine: str | None, threads: int | None,
-              provider: list[str] | None, precision: str | None, device: str, max_message_mb: float, max_acquisitions_per_slice: int,
-              max_open_slices_mb: float, idle_timeout: float, max_connections: int) -> None:
+              provider: list[str] | None, precision: str | None, device: str, max_message_mb: float,
+              max_acquisitions_per_slice: int, max_open_slices_mb: float, idle_timeout: float,
+              max_connections: int) -> None:
     """``kdc serve MODEL --protocol mrd``: one model over the MRD streaming protocol."""
     from kdc.runtime.mrd import MrdLimits, run_mrd_server
     from kdc.runtime.session import load

@@ -123,7 +123,7 @@ class PhaseWarning(UserWarning):
 
 
 class PrecisionWarning(ListedWarning):
-    """A precision asked of :func:`load` that the file's export did not validate (also in ``Reconstructor.warnings``)."""
+    """A precision asked of :func:`load` that the file's export did not validate (also listed in ``warnings``)."""
 
 
 def validated_precision(contract: Mapping[str, Any]) -> tuple[str | None, str]:
