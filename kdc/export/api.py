@@ -220,7 +220,7 @@ def export_model(
         images = calibration_images(calibration, size, QUANTIZATION_SLICES if psnr_gated else PARITY_SLICES)
     task = model_task(model)
     if psnr_gated and not TASK_EXPORTS[task.name].quantizable:
-        option = f"--quantize {quantize}" if quantize else f"--precision {precision}"
+        option = "--quantize" if quantize else f"--precision {precision}"
         raise ExportError(f"{option} supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
     graph, feeds, expected, contract, gate_data = TASK_EXPORTS[task.name].prepare(
         model, task, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
