@@ -13,7 +13,7 @@ from kdc.export.onnx_graph import read_contract
 from kdc.mri.masks import cartesian_mask
 from kdc.runtime.session import openvino_core
 
-from .helpers import tiny_model
+from .helpers import complex_model, tiny_model
 from .test_cli import app
 
 SIZE = (32, 32)
@@ -105,6 +105,11 @@ def test_precision_mistakes_are_refused_before_exporting(model, mask, tmp_path, 
     with pytest.raises(ExportError, match=message):
         export(model, tmp_path / out, mask, **options)
     assert not (tmp_path / out).exists()
+
+
+def test_bf16_is_gated_for_magnitude_dc_cnns_only(mask, tmp_path):
+    with pytest.raises(ExportError, match="--precision bf16 supports magnitude reconstruction .* not 'recon_complex'"):
+        export(complex_model(), tmp_path / "m.onnx", mask, precision="bf16")
 
 
 @needs_bf16
