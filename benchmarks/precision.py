@@ -228,6 +228,9 @@ def render(report: dict[str, Any]) -> str:
         f"Load average before {report['load_before']}, after {report['load_after']} (1, 5, 15 min): the machine is "
         "shared with a training job and other workers, so absolute times are slower than on an idle machine; every "
         "variant of one (size, batch) was timed round-robin in the same rounds, so the ratios are fair.",
+        f"With a load average of {report['load_before'][0]:g}-{report['load_after'][0]:g} on {env['cpu_count']} CPUs "
+        "each process gets a fraction of a core: the absolute goals (idle 2-core numbers) cannot be judged from "
+        "such a run, the speed-ups between variants can.",
         f"Models: `{MODELS['student']}` (KD student, 49,285 parameters) and `{MODELS['teacher']}` (141,765), "
         f"exported at each size with `kdc export --precision`; PSNR on {EVAL_SLICES // 2} validation slices of "
         f"`{report['data']}` against the fully sampled images, change against PyTorch float32 on the same slices.",
