@@ -173,9 +173,13 @@ def dc_bf16_cost(role: str, size: tuple[int, int], data: str) -> dict[str, float
 
 
 def profile_openvino(path: Path, precision: str, runs: int = 20) -> list[dict[str, Any]]:
-    """Mean ms per run of each (node type, kernel) of OpenVINO's per-node counters at batch 1."""
+    """Mean ms per run of each (node type, kernel) of OpenVINO's per-node counters at batch 1; convolutions are
+    told apart by their channels (``Convolution 1->32``)."""
     config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": THREADS, "PERF_COUNT": True}
-    compiled = openvino_core().compile_model(openvino_core().read_model(str(path)), "CPU", config)
+    model = openvino_core().read_model(str(path))
+    channels = {op.get_friendly_name(): "{1}->{0}".format(*op.get_input_partial_shape(1).to_shape()[:2])
+                for op in model.get_ops() if op.get_type_name() == "Convolution"}
+    compiled = openvino_core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     feeds = load(path, engine="openvino", precision=precision).example_feeds(1)
     for _ in range(5):
@@ -186,7 +190,8 @@ def profile_openvino(path: Path, precision: str, runs: int = 20) -> list[dict[st
         request.infer(feeds)
         for node in request.get_profiling_info():
             if node.status.name == "EXECUTED":
-                key = (node.node_type, node.exec_type)
+                width = channels.get(node.node_name) if node.node_type == "Convolution" else None
+                key = (f"{node.node_type} {width}" if width else node.node_type, node.exec_type)
                 total[key] += node.real_time.total_seconds() * 1e3 / runs
                 count[key] += 1
     return [{"node": k[0], "kernel": k[1], "count": count[k] // runs, "ms": v}
@@ -308,9 +313,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("docs/results/precision"))
     parser.add_argument("--from-json", type=Path, help="re-render this earlier run instead of measuring")
+    parser.add_argument("--profile", type=Path, help="with --from-json: profile this student export anew (a "
+                                                     "--precision bf16 .onnx at 256x256)")
     args = parser.parse_args()
     if args.from_json:
         report = json.loads(args.from_json.read_text())
+        if args.profile:
+            with tempfile.TemporaryDirectory(prefix="kdc-precision") as tmp:
+                report["profiles"] = profiles(args.profile, args.profile, Path(tmp))
+            report["profile_load_average"] = [round(x, 2) for x in os.getloadavg()]
     else:
         report = measure(args)
     report["dc_bf16"] = {role: dc_bf16_cost(role, (256, 256), report["data"]) for role in MODELS}
@@ -342,16 +353,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows += group
         student = {row["variant"]: Path(row["path"]) for row in rows
                    if row["role"] == "student" and row["size"][0] == 256 and "path" in row}
-        profiles = {}
-        if "OpenVINO bf16" in student:
-            profiles["OpenVINO bf16 (PERF_COUNT)"] = profile_openvino(student["OpenVINO bf16"], "bf16")
-        profiles["OpenVINO f32 (PERF_COUNT)"] = profile_openvino(student["OpenVINO f32"], "f32")
-        profiles["onnxruntime f32 (profiler)"] = profile_ort(student["onnxruntime f32"], workdir)
+        profiled = profiles(student.get("OpenVINO bf16"), student["OpenVINO f32"], workdir)
     for row in rows:
         row.pop("path", None)
     return {"environment": environment(), "data": args.data, "load_before": load_before,
             "load_after": [round(x, 2) for x in os.getloadavg()],
-            "settings": {key: str(value) for key, value in vars(args).items()}, "rows": rows, "profiles": profiles}
+            "settings": {key: str(value) for key, value in vars(args).items()}, "rows": rows, "profiles": profiled}
+
+
+def profiles(bf16: Path | None, f32: Path, workdir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per-node profiles of the student: OpenVINO at bf16 (if it passed its gate) and f32, onnxruntime at f32."""
+    found = {"OpenVINO bf16 (PERF_COUNT)": profile_openvino(bf16, "bf16")} if bf16 else {}
+    return {**found, "OpenVINO f32 (PERF_COUNT)": profile_openvino(f32, "f32"),
+            "onnxruntime f32 (profiler)": profile_ort(f32, workdir)}
 
 
 if __name__ == "__main__":
