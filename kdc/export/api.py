@@ -22,6 +22,7 @@ from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
 from kdc.export.precision import bf16_gate, precision_entry, resolve_precision
 from kdc.export.quantize import QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices
+from kdc.export.rewrites import rewrite_for_speed
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 from kdc.mri.fft import fft2
@@ -224,6 +225,7 @@ def export_model(
         raise ExportError(f"{option} supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
     graph, feeds, expected, contract, gate_data = TASK_EXPORTS[task.name].prepare(
         model, task, meta, mask_dir, size, images, mask, dc, bake_mask, fmt)
+    rewrites = rewrite_for_speed(graph, fmt, precision)
     example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
     if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
         example = (example[0].repeat(2, 1, 1, 1), *example[1:])
@@ -248,7 +250,7 @@ def export_model(
         parity = {"max_abs_error": worst, "runtime": ", ".join(errors), "errors": errors, "slices": len(expected),
                   "tolerance": tolerance}
         metadata = contract(fmt=fmt, parity=parity, quantization=quantization,
-                            precision=precision_entry(precision, fmt, parity, gate))
+                            precision=precision_entry(precision, fmt, parity, gate, rewrites))
         artefact.write(metadata, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)

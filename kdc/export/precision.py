@@ -73,13 +73,16 @@ def bf16_gate(artefact: Any, data: GateData, max_psnr_drop: float, out: Path, wo
                                             max_psnr_drop, out)}
 
 
-def precision_entry(precision: str, fmt: str, parity: dict[str, Any], gate: dict[str, Any] | None) -> dict[str, Any]:
+def precision_entry(precision: str, fmt: str, parity: dict[str, Any], gate: dict[str, Any] | None,
+                    rewrites: list[str]) -> dict[str, Any]:
     """The contract's ``precision``: its ``name``, the ``engine`` and ``inference_precision`` hint that run it as
-    validated, the ``runtime`` that validated it and the ``gate``: ``"parity"`` (f32) or the PSNR gate's results."""
+    validated, the ``runtime`` that validated it, the ``gate`` (``"parity"`` for f32, else the PSNR gate's
+    results) and the speed ``rewrites`` of the graph (:mod:`kdc.export.rewrites`)."""
     return {
         "name": precision,
         "engine": "openvino" if precision == "bf16" else FORMAT_ENGINES[fmt],
         "inference_precision": "bf16" if precision == "bf16" else "f32",
         "runtime": parity["runtime"] if gate is None else gate["runtime"],
         "gate": "parity" if gate is None else {key: gate[key] for key in GATE_KEYS},
+        "rewrites": rewrites,
     }
