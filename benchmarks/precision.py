@@ -7,13 +7,11 @@ says, through ``kdc.runtime.load``'s defaults:
 
 | variant | file | how it is loaded |
 |---|---|---|
-| onnxruntime f32 | ``--precision bf16`` .onnx (float32 graph) | ``engine="ort"``: f32 (its parity gate) |
+| onnxruntime f32 | ``--precision f32`` .onnx (with the f32 rewrites) | default: onnxruntime CPU |
 | onnxruntime int8 | ``--precision int8`` .onnx (QDQ, convolutions) | default: onnxruntime CPU |
-| OpenVINO f32 | the bf16 .onnx | ``precision="f32"``: OpenVINO CPU, f32 hint |
-| OpenVINO bf16 | the bf16 .onnx | default: OpenVINO CPU, bf16 hint (AMX) |
+| OpenVINO f32 | the f32 .onnx | ``engine="openvino"``: OpenVINO CPU, f32 hint |
+| OpenVINO bf16 | ``--precision bf16`` .onnx | default: OpenVINO CPU, bf16 hint (AMX) |
 | OpenVINO int8 | ``--precision int8 --format openvino`` .xml (NNCF) | default: OpenVINO CPU, f32 hint for the rest |
-
-(A model whose bf16 gate refuses is exported at f32 for the f32 variants.)
 
 - latency with ``kdc bench``'s runners, 2 threads, batch 1 and 8, each (size, batch) group timed round-robin
   (``--rounds`` x ``--iterations`` runs per variant after ``--warmup``) so that load drifting over minutes hits all;
@@ -71,9 +69,9 @@ MODELS = {"student": "pretrained:demo-4x-kd", "teacher": "pretrained:demo-4x-tea
 EVAL_SLICES = 32  # the export gates' 32 slices; the odd 16 are scored
 #: (variant, --format, --precision of the file, runtime, precision asked of the runtime: None = the contract's)
 VARIANTS = [
-    ("onnxruntime f32", "onnx", "bf16", "ort", None),
+    ("onnxruntime f32", "onnx", "f32", "ort", None),
     ("onnxruntime int8", "onnx", "int8", "ort", None),
-    ("OpenVINO f32", "onnx", "bf16", "openvino", "f32"),
+    ("OpenVINO f32", "onnx", "f32", "openvino", None),
     ("OpenVINO bf16", "onnx", "bf16", "openvino", None),
     ("OpenVINO int8", "openvino", "int8", "openvino", None),
 ]
@@ -96,15 +94,13 @@ def export_variants(role: str, size: tuple[int, int], data: str, workdir: Path) 
         if (fmt, precision) in files:
             continue
         out = workdir / f"{role}-{size[0]}-{precision}{'.xml' if fmt == 'openvino' else '.onnx'}"
-        for attempt in (precision, "f32") if precision == "bf16" else (precision,):
-            try:
-                export_model(checkpoint, out, fmt=fmt, precision=attempt, image_size=size,
-                             calibration=None if data == "demo" else data)
-                files[(fmt, precision)] = out
-                break
-            except ExportError as err:
-                files[(fmt, precision)] = files[("refused", attempt)] = str(err)
-                print(f"{out.name}: {err}", file=sys.stderr, flush=True)
+        try:
+            export_model(checkpoint, out, fmt=fmt, precision=precision, image_size=size,
+                         calibration=None if data == "demo" else data)
+            files[(fmt, precision)] = out
+        except ExportError as err:
+            files[(fmt, precision)] = str(err)
+            print(f"{out.name}: {err}", file=sys.stderr, flush=True)
     return files
 
 
@@ -124,9 +120,6 @@ def score(role: str, size: tuple[int, int], data: str, files: dict[tuple[str, st
             rows.append({**row, "error": found})
             continue
         reconstructor = load(found, engine=runtime, threads=THREADS, precision=asked)
-        if name == "OpenVINO bf16" and not reconstructor.backend.endswith(" bf16"):
-            rows.append({**row, "error": files[("refused", "bf16")]})
-            continue
         images = np.concatenate([reconstructor.run({"kspace": kspace[i:i + 8], "mask": mask_input})["image"]
                                  for i in range(0, len(kspace), 8)])
         row.update(path=str(found), backend=reconstructor.backend, psnr=psnr(targets, images[:, 0]),
@@ -313,14 +306,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("docs/results/precision"))
     parser.add_argument("--from-json", type=Path, help="re-render this earlier run instead of measuring")
-    parser.add_argument("--profile", type=Path, help="with --from-json: profile this student export anew (a "
-                                                     "--precision bf16 .onnx at 256x256)")
+    parser.add_argument("--profile", type=Path, nargs=2, metavar=("BF16", "F32"),
+                        help="with --from-json: profile these student exports (.onnx at 256x256) anew")
     args = parser.parse_args()
     if args.from_json:
         report = json.loads(args.from_json.read_text())
         if args.profile:
             with tempfile.TemporaryDirectory(prefix="kdc-precision") as tmp:
-                report["profiles"] = profiles(args.profile, args.profile, Path(tmp))
+                report["profiles"] = profiles(*args.profile, Path(tmp))
             report["profile_load_average"] = [round(x, 2) for x in os.getloadavg()]
     else:
         report = measure(args)
@@ -353,7 +346,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows += group
         student = {row["variant"]: Path(row["path"]) for row in rows
                    if row["role"] == "student" and row["size"][0] == 256 and "path" in row}
-        profiled = profiles(student.get("OpenVINO bf16"), student["OpenVINO f32"], workdir)
+        profiled = profiles(student.get("OpenVINO bf16"), student.get("OpenVINO f32"), workdir)
     for row in rows:
         row.pop("path", None)
     return {"environment": environment(), "data": args.data, "load_before": load_before,
@@ -361,11 +354,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "settings": {key: str(value) for key, value in vars(args).items()}, "rows": rows, "profiles": profiled}
 
 
-def profiles(bf16: Path | None, f32: Path, workdir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per-node profiles of the student: OpenVINO at bf16 (if it passed its gate) and f32, onnxruntime at f32."""
+def profiles(bf16: Path | None, f32: Path | None, workdir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per-node profiles of the student's bf16 export on OpenVINO at bf16 and of its f32 export on OpenVINO and
+    onnxruntime at f32 (those that exist)."""
     found = {"OpenVINO bf16 (PERF_COUNT)": profile_openvino(bf16, "bf16")} if bf16 else {}
-    return {**found, "OpenVINO f32 (PERF_COUNT)": profile_openvino(f32, "f32"),
-            "onnxruntime f32 (profiler)": profile_ort(f32, workdir)}
+    if f32:
+        found["OpenVINO f32 (PERF_COUNT)"] = profile_openvino(f32, "f32")
+        found["onnxruntime f32 (profiler)"] = profile_ort(f32, workdir)
+    return found
 
 
 if __name__ == "__main__":
