@@ -213,7 +213,7 @@ def export_model(
         raise ExportError(f"{out}: is a directory, expected a file path")
     precision, quantize, max_psnr_drop = resolve_precision(precision, quantize, fmt, max_psnr_drop)
     if quantize:
-        check_quantize(quantize, fmt, max_psnr_drop)
+        check_quantize(quantize, fmt)
     psnr_gated = precision != "f32"
     model, meta, mask_dir = load_source(source, role)
     size = resolve_size(image_size, meta, mask)

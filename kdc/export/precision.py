@@ -13,6 +13,7 @@ to pick its default engine and precision hint.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ def resolve_precision(precision: str, quantize: str | None, fmt: str, max_psnr_d
     if precision == "bf16" and fmt not in BF16_FORMATS:
         raise ExportError(f"--precision bf16 runs on OpenVINO: it needs --format {' or '.join(BF16_FORMATS)}, "
                           f"not {fmt}")
+    if max_psnr_drop is not None and not math.isfinite(max_psnr_drop):
+        raise ExportError(f"--max-psnr-drop must be a finite number of dB, got {max_psnr_drop}")
     return precision, quantize, MAX_PSNR_DROP.get(precision, 0.0) if max_psnr_drop is None else max_psnr_drop
 
 

@@ -55,15 +55,13 @@ def split_slices(feeds: Feeds, images: np.ndarray, reference: np.ndarray) -> Gat
     return GateData(calibration, {**feeds, "kspace": feeds["kspace"][gate]}, images[gate], reference[gate])
 
 
-def check_quantize(mode: str, fmt: str, max_psnr_drop: float) -> None:
+def check_quantize(mode: str, fmt: str) -> None:
     """Refuse a mode or format that cannot be quantized before anything is exported."""
     if mode not in QUANTIZE_MODES:
         raise ExportError(f"unknown quantization {mode!r}: expected one of {list(QUANTIZE_MODES)}")
     if fmt not in QUANTIZE_FORMATS[mode]:
         hint = " (OpenVINO runs f16 with kdc.runtime.load(..., precision='f16'))" if fmt == "openvino" else ""
         raise ExportError(f"--quantize {mode} needs --format {' or '.join(QUANTIZE_FORMATS[mode])}, not {fmt}{hint}")
-    if not np.isfinite(max_psnr_drop):
-        raise ExportError(f"--max-psnr-drop must be a finite number of dB, got {max_psnr_drop}")
 
 
 def quantize_onnx_int8(proto: Any, calibration: list[Feeds], workdir: Path) -> tuple[Any, dict[str, Any]]:

@@ -101,6 +101,7 @@ def test_int8_precision_is_quantize_int8_and_records_its_gate(model, mask, tmp_p
     ("m.onnx", {"precision": "bf16", "quantize": "int8"}, "--precision bf16 and --quantize int8 contradict each other"),
     ("m.pt", {"precision": "bf16"}, "--precision bf16 runs on OpenVINO: it needs --format onnx or openvino, not "
                                     "torchscript"),
+    ("m.onnx", {"precision": "bf16", "max_psnr_drop": float("nan")}, "--max-psnr-drop must be a finite number"),
 ])
 def test_precision_mistakes_are_refused_before_exporting(model, mask, tmp_path, out, options, message):
     with pytest.raises(ExportError, match=message):
