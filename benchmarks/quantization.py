@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,12 @@ def quality(targets: np.ndarray, images: np.ndarray) -> dict[str, float]:
     return {"psnr": psnr(targets, images[:, 0]), "ssim": ssim(targets, images[:, 0])}
 
 
-def interleaved_latency(cases: list[tuple[Path, str]], settings: Settings, rounds: int) -> list[dict[str, Any]]:
-    """Latency statistics (ms) of each ``(model, runtime)``, timed round-robin: ``rounds`` x ``iterations`` each."""
-    runners = [open_runner(path, runtime, settings) for path, runtime in cases]
+def interleaved_latency(cases: list[tuple[Path, str]] | list[tuple[Path, str, str | None]], settings: Settings,
+                        rounds: int) -> list[dict[str, Any]]:
+    """Latency statistics (ms) of each ``(model, runtime[, precision])``, timed round-robin: ``rounds`` x
+    ``iterations`` each."""
+    runners = [open_runner(case[0], case[1], replace(settings, precision=case[2]) if len(case) > 2 else settings)
+               for case in cases]
     for runner in runners:
         for _ in range(settings.warmup):
             runner.call()

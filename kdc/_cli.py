@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
 import typer
 
-from kdc.errors import KdcError
+from kdc.errors import KdcError, ListedWarning
 
 Command = TypeVar("Command", bound=Callable[..., object])
 #: Modules an extra brings, and the extra to install for them.
@@ -19,12 +20,15 @@ EXTRAS = {"torch": "train", "onnx": "train", "onnxscript": "train", "h5py": "tra
 
 def user_errors(command: Command) -> Command:
     """Wrap a command so that :class:`KdcError`, a missing optional dependency and an operating-system failure
-    (a full disk, a file that cannot be written) exit 1 with one line."""
+    (a full disk, a file that cannot be written) exit 1 with one line; a :class:`ListedWarning` is not shown twice.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ListedWarning)  # the command prints these lines itself
+                return command(*args, **kwargs)
         except KdcError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None

@@ -23,9 +23,9 @@ from kdc.export.complex_lowering import UnsupportedOperation
 from kdc.export.contract import build_contract, build_sr_contract
 from kdc.export.formats import format_for
 from kdc.export.lowerings import LOWERINGS, auto_lowering
-from kdc.export.quantize import (
-    DEFAULT_MAX_PSNR_DROP, QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices,
-)
+from kdc.export.precision import bf16_gate, precision_entry, resolve_precision
+from kdc.export.quantize import QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices
+from kdc.export.rewrites import rewrite_for_speed
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint, model_config
 from kdc.models.user import is_user_spec, load_user_model, parse_init
@@ -233,11 +233,12 @@ def export_model(
     role: str | None = None,
     images: np.ndarray | None = None,
     quantize: str | None = None,
-    max_psnr_drop: float = DEFAULT_MAX_PSNR_DROP,
+    max_psnr_drop: float | None = None,
     calibration: str | Path | None = None,
     init: str | dict[str, Any] | None = None,
     weights: str | Path | None = None,
     coils: int | None = None,
+    precision: str = "f32",
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint, module, or a user's ``MODULE:CLASS``) to ``out`` if it matches
     PyTorch within ``tolerance``.
@@ -254,7 +255,10 @@ def export_model(
     the coils of a multi-coil model's input (None: dynamic).
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
-    (:mod:`kdc.export.quantize`). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
+    (:mod:`kdc.export.quantize`). ``precision`` (``f32``, ``bf16``, ``int8``: :mod:`kdc.export.precision`) is the
+    precision the file is validated at and recorded in its contract: ``bf16`` gates the float32 graph run by
+    OpenVINO at bf16 on PSNR, ``int8`` is ``quantize="int8"``; ``max_psnr_drop`` defaults to 0.05 dB (bf16) or
+    0.1 dB (int8, fp16). ``calibration`` names a dataset directory (``ROOT/val/*.h5``, or ``"demo"``)
     whose validation slices replace kdc's for the parity gate, quantization calibration and the PSNR gate.
     Raises :class:`ExportError` with nothing written on any failure.
     """
@@ -263,22 +267,26 @@ def export_model(
     fmt = artefact_cls.name
     if out.is_dir():
         raise ExportError(f"{out}: is a directory, expected a file path")
+    precision, quantize, max_psnr_drop = resolve_precision(precision, quantize, fmt, max_psnr_drop)
     if quantize:
-        check_quantize(quantize, fmt, max_psnr_drop)
+        check_quantize(quantize, fmt)
+    psnr_gated = precision != "f32"
     if coils is not None and not 1 <= coils <= 1024:
         raise ExportError(f"--coils must be an integer from 1 to 1024 or 'dynamic', got {coils}")
     model, meta, mask_dir = load_source(source, role, init, weights)
     architecture = architecture_of(model)
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:
-        images = calibration_images(calibration, size, QUANTIZATION_SLICES if quantize else PARITY_SLICES)
+        images = calibration_images(calibration, size, QUANTIZATION_SLICES if psnr_gated else PARITY_SLICES)
     task = architecture.task_of(model)
-    if quantize and task.name not in architecture.quantizable_tasks:
-        raise ExportError(f"--quantize supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
+    if psnr_gated and task.name not in architecture.quantizable_tasks:
+        option = "--quantize" if quantize else f"--precision {precision}"
+        raise ExportError(f"{option} supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
     request = ExportRequest(size=size, fmt=fmt, meta=meta, images=images, coils=coils, mask=mask, mask_dir=mask_dir,
                             dc=dc, bake_mask=bake_mask)
     graph, feeds, expected, contract, gate_data = architecture.prepare(model, request)
     tolerance = TOLERANCES[architecture.gate] if tolerance is None else tolerance
+    rewrites = rewrite_for_speed(graph, fmt, precision)
     example = tuple(torch.from_numpy(feeds[name][:2]).clone() for name in feeds)
     if len(example[0]) < 2:  # torch.export specialises a batch of 1; trace with 2
         example = (example[0].repeat(2, *[1] * (example[0].dim() - 1)), *example[1:])
@@ -301,14 +309,18 @@ def export_model(
                 f"parity gate failed: {name} error {worst:.3g} > tolerance {tolerance:g} on {len(expected)} "
                 f"validation slices ({detail}); {out} not written"
             )
-        quantization = None
+        quantization = gate = None
         if quantize:
-            quantization = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out, Path(workdir))
+            quantization = gate = quantize_and_gate(artefact, quantize, gate_data(), max_psnr_drop, out,
+                                                    Path(workdir))
+        elif precision == "bf16":
+            gate = bf16_gate(artefact, gate_data(), max_psnr_drop, out, Path(workdir))
         parity = {"max_abs_error": max(errors["max_abs"].values()), "runtime": ", ".join(gated),
                   "errors": errors["max_abs"], "slices": len(expected), "tolerance": tolerance}
         if architecture.gate != "max_abs":
             parity.update(metric=architecture.gate, relative_l2_error=worst, relative_l2_errors=gated)
-        metadata = contract(fmt=fmt, parity=parity, quantization=quantization)
+        metadata = contract(fmt=fmt, parity=parity, quantization=quantization,
+                            precision=precision_entry(precision, fmt, parity, gate, rewrites))
         artefact.write(metadata, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)

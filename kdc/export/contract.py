@@ -59,9 +59,11 @@ def build_contract(
     meta: dict[str, Any],
     parity: dict[str, Any],
     quantization: dict[str, Any] | None = None,
+    precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the contract of a reconstruction; ``mask_input_shape`` is None when the mask is baked into the graph,
-    ``lines`` the ``(axis, indices)`` of a 1-D mask, ``quantization`` None for a float32 graph."""
+    ``lines`` the ``(axis, indices)`` of a 1-D mask, ``quantization`` None for a float32 graph, ``precision`` the
+    validated precision (:func:`kdc.export.precision.precision_entry`)."""
     height, width = image_size
     inputs = [tensor_spec("kspace", ["N", 2, height, width], "undersampled k-space, see kspace_layout")]
     if mask_input_shape is not None:
@@ -73,7 +75,7 @@ def build_contract(
     acceleration = meta.get("acceleration", round(mask.size / np.count_nonzero(mask), 3))
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
-                        quantization=quantization),
+                        quantization=quantization, precision=precision),
         **output_fields(task, image_size),
         "inputs": inputs,
         "kspace_layout": KSPACE_LAYOUT,
@@ -91,13 +93,13 @@ def build_contract(
 
 def build_sr_contract(
     *, task: TaskSpec, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
-    parity: dict[str, Any], quantization: dict[str, Any] | None = None,
+    parity: dict[str, Any], quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Contract of a super-resolution artefact: one low-resolution image in, one image out, no DC, no mask."""
     height, width = image_size
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
-                        quantization=quantization),
+                        quantization=quantization, precision=precision),
         **output_fields(task, image_size),
         "scale": scale,
         "inputs": [tensor_spec(LOWRES_INPUT, ["N", 1, height, width], "low-resolution image, see input_layout")],
@@ -110,7 +112,7 @@ def build_sr_contract(
 def build_declared_contract(
     *, task: TaskSpec, image_size: tuple[int, int], input_shapes: dict[str, list[int | str]], fields: dict[str, Any],
     fmt: str, model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any],
-    quantization: dict[str, Any] | None = None,
+    quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Contract of a registered user architecture (:mod:`kdc.export.architectures`): its inputs as declared
     (``input_shapes``, ``"N"`` and other names dynamic), the task's output, and the architecture's own ``fields``
@@ -118,7 +120,7 @@ def build_declared_contract(
     descriptions = fields.get("input_descriptions", {})
     return {
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
-                        quantization=quantization),
+                        quantization=quantization, precision=precision),
         **output_fields(task, image_size),
         "inputs": [tensor_spec(name, shape, descriptions.get(name, "")) for name, shape in input_shapes.items()],
         **{key: value for key, value in fields.items() if key != "input_descriptions"},
@@ -127,9 +129,10 @@ def build_declared_contract(
 
 def common_fields(
     *, fmt: str, image_size: tuple[int, int], model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any],
-    quantization: dict[str, Any] | None = None,
+    quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fields every contract has, whatever the task; ``quantization`` is None for a float32 graph."""
+    """Fields every contract has, whatever the task; ``quantization`` is None for a float32 graph, ``precision``
+    the validated precision and runtime (absent in files from before it was recorded: f32)."""
     return {
         "contract_version": CONTRACT_VERSION,
         "format": fmt,
@@ -138,6 +141,7 @@ def common_fields(
         "trained_image_size": meta.get("image_size"),
         "parity": parity,
         "quantization": quantization,
+        "precision": precision,
         "metrics": meta.get("metrics", {}),
         "kdc_version": __version__,
     }

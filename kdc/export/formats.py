@@ -107,6 +107,7 @@ class OnnxArtefact:
             "kdc.image_size": "x".join(map(str, contract["image_size"])),
             "kdc.parity_max_abs_error": f"{contract['parity']['max_abs_error']:.3e}",
             "kdc.quantization": (contract.get("quantization") or {}).get("mode", "none"),
+            "kdc.precision": (contract.get("precision") or {}).get("name", "f32"),
         }
         onnx_graph.set_contract(self.proto, contract, flat)
         with atomic_path(out) as tmp:

@@ -30,7 +30,6 @@ from kdc.runtime.session import openvino_core
 QUANTIZE_MODES = ("int8", "fp16")
 #: Formats each mode can write.
 QUANTIZE_FORMATS = {"int8": ("onnx", "openvino"), "fp16": ("onnx",)}
-DEFAULT_MAX_PSNR_DROP = 0.1
 #: Validation slices drawn for quantization: even ones calibrate, odd ones are the PSNR gate's.
 QUANTIZATION_SLICES = 32
 #: ONNX ops kept in float16 by ``--quantize fp16``; everything else (the DC layers) stays float32.
@@ -56,15 +55,13 @@ def split_slices(feeds: Feeds, images: np.ndarray, reference: np.ndarray) -> Gat
     return GateData(calibration, {**feeds, "kspace": feeds["kspace"][gate]}, images[gate], reference[gate])
 
 
-def check_quantize(mode: str, fmt: str, max_psnr_drop: float) -> None:
+def check_quantize(mode: str, fmt: str) -> None:
     """Refuse a mode or format that cannot be quantized before anything is exported."""
     if mode not in QUANTIZE_MODES:
         raise ExportError(f"unknown quantization {mode!r}: expected one of {list(QUANTIZE_MODES)}")
     if fmt not in QUANTIZE_FORMATS[mode]:
         hint = " (OpenVINO runs f16 with kdc.runtime.load(..., precision='f16'))" if fmt == "openvino" else ""
         raise ExportError(f"--quantize {mode} needs --format {' or '.join(QUANTIZE_FORMATS[mode])}, not {fmt}{hint}")
-    if not np.isfinite(max_psnr_drop):
-        raise ExportError(f"--max-psnr-drop must be a finite number of dB, got {max_psnr_drop}")
 
 
 def quantize_onnx_int8(proto: Any, calibration: list[Feeds], workdir: Path) -> tuple[Any, dict[str, Any]]:
@@ -170,31 +167,35 @@ def quality(targets: np.ndarray, images: np.ndarray) -> dict[str, float]:
     return {"psnr": psnr(targets, images[:, 0]), "ssim": ssim(targets, images[:, 0]) if fits_ssim else None}
 
 
-def quantize_and_gate(artefact: Any, mode: str, data: GateData, max_psnr_drop: float, out: Path,
-                      workdir: Path) -> dict[str, Any]:
-    """Quantize the artefact and refuse (``ExportError``) if its PSNR drops more than ``max_psnr_drop`` dB."""
-    runtime, run, settings = quantize_artefact(artefact, mode, data, workdir)
-    output = run(data.gate)
-    reference, quantized = quality(data.targets, data.reference), quality(data.targets, output)
-    drop = reference["psnr"] - quantized["psnr"]
+def psnr_gate(gate: str, label: str, output: np.ndarray, data: GateData, max_psnr_drop: float,
+              out: Path) -> dict[str, Any]:
+    """Score ``output`` on the gate slices against the float32 PyTorch output; refuse (``ExportError`` naming the
+    ``gate`` and ``label``, e.g. ``quantization``/``int8``) if its PSNR is more than ``max_psnr_drop`` dB lower."""
+    reference, measured = quality(data.targets, data.reference), quality(data.targets, output)
+    drop = reference["psnr"] - measured["psnr"]
     slices = len(data.targets)
     if not drop <= max_psnr_drop:
         raise ExportError(
-            f"quantization gate failed: {mode} PSNR {quantized['psnr']:.3f} dB vs float32 PyTorch "
+            f"{gate} gate failed: {label} PSNR {measured['psnr']:.3f} dB vs float32 PyTorch "
             f"{reference['psnr']:.3f} dB on {slices} validation slices, a drop of {drop:.3f} dB > --max-psnr-drop "
             f"{max_psnr_drop:g} dB; {out} not written"
         )
     return {
-        "mode": mode,
-        "settings": settings,
-        "runtime": runtime,
-        "calibration_slices": len(data.calibration),
         "gate_slices": slices,
         "psnr_fp32": reference["psnr"],
-        "psnr": quantized["psnr"],
+        "psnr": measured["psnr"],
         "psnr_drop": drop,
         "ssim_fp32": reference["ssim"],
-        "ssim": quantized["ssim"],
+        "ssim": measured["ssim"],
         "max_psnr_drop": max_psnr_drop,
         "max_abs_error_vs_fp32": float(np.max(np.abs(output - data.reference))),
     }
+
+
+def quantize_and_gate(artefact: Any, mode: str, data: GateData, max_psnr_drop: float, out: Path,
+                      workdir: Path) -> dict[str, Any]:
+    """Quantize the artefact and refuse (``ExportError``) if its PSNR drops more than ``max_psnr_drop`` dB."""
+    runtime, run, settings = quantize_artefact(artefact, mode, data, workdir)
+    gate = psnr_gate("quantization", mode, run(data.gate), data, max_psnr_drop, out)
+    return {"mode": mode, "settings": settings, "runtime": runtime, "calibration_slices": len(data.calibration),
+            **gate}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kdc.runtime.session import load
+from kdc.runtime.session import load, validated_engine, validated_precision
 from kdc.runtime.tensors import RuntimeModelError
 
 RUNTIMES = ("ort", "openvino", "torch")
@@ -33,6 +33,8 @@ PACKAGES = ("kdc", "numpy", "onnxruntime", "openvino", "torch")
 #: Module of the ``torch`` runtime (PyTorch eager on a checkpoint): it needs ``kdc[train]`` and is loaded by name,
 #: only when asked for, so that this package never imports torch or kdc's models.
 EAGER_RUNNER = "kdc.export.eager"
+#: CPU flags of bf16 matrix and vector units (Linux ``/proc/cpuinfo``) that OpenVINO uses and onnxruntime does not.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Settings:
     warmup: int = 10
     iterations: int = 100
     providers: list[str] | None = None
-    precision: str = "f32"
+    precision: str | None = None  # None: what the file was validated at on each runtime (kdc.runtime.load)
     device: str = "CPU"
     size: tuple[int, int] | None = None
 
@@ -90,11 +92,31 @@ def open_runner(path: Path, runtime: str, settings: Settings) -> Runner:
         open_checkpoint = getattr(importlib.import_module(EAGER_RUNNER), "open_checkpoint")
         return open_checkpoint(path, threads=settings.threads, batch=settings.batch, size=settings.size,
                                device=settings.device)
+    asked_bf16_of_ort = runtime == "ort" and settings.precision == "bf16"
     model = load(path, engine=runtime, providers=settings.providers if runtime == "ort" else None,
-                 threads=settings.threads, precision=settings.precision, device=settings.device)
+                 threads=settings.threads, precision=None if asked_bf16_of_ort else settings.precision,
+                 device=settings.device)
     feeds = model.example_feeds(settings.batch)
     shape = feeds[model.input_names[0]].shape
-    return Runner(model.role, model.backend, model.threads, shape, lambda: model.run(feeds), model.warnings)
+    notes = list(model.warnings)
+    if runtime == "ort" and (asked_bf16_of_ort or validated_precision(model.contract)[1] == "bf16"):
+        notes.append(ort_bf16_note())
+    return Runner(model.role, model.backend, model.threads, shape, lambda: model.run(feeds), notes)
+
+
+def ort_bf16_note() -> str:
+    """One line: onnxruntime ran f32 where bf16 was asked or validated, and which runtime runs bf16."""
+    units = [flag for flag in BF16_FLAGS if flag in cpu_flags()]
+    cannot = f" and cannot use this CPU's {'/'.join(f.upper().replace('_', '-') for f in units)} units" * bool(units)
+    return (f"onnxruntime's CPU provider has no bf16 kernels{cannot}: it ran f32; OpenVINO runs bf16 "
+            "(--runtime openvino --precision bf16)")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux); empty where ``/proc/cpuinfo`` does not list them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
 
 
 def measure(path: Path, runtime: str, settings: Settings, step: Callable[[], None] = lambda: None) -> Measurement:
@@ -137,7 +159,7 @@ def plan(models: list[Path], runtimes: list[str] | None) -> list[tuple[Path, str
             if readers is None:
                 raise RuntimeModelError(f"{path}: expected an .onnx, OpenVINO .xml, kdc checkpoint .pt, or TorchScript "
                                         ".pt/.ts/.pt2 file")
-            chosen = [r for r in runtimes if r in readers] if runtimes else [readers[0]]
+            chosen = [r for r in runtimes if r in readers] if runtimes else [default_runtime(path, readers)]
             if not chosen and not given.is_dir():
                 raise RuntimeModelError(f"{path}: none of the runtimes {runtimes} reads {path.suffix} files "
                                         f"({readers} do)")
@@ -145,6 +167,13 @@ def plan(models: list[Path], runtimes: list[str] | None) -> list[tuple[Path, str
     if not cases:
         raise RuntimeModelError(f"none of the runtimes {runtimes} reads the files in {[str(m) for m in models]}")
     return cases
+
+
+def default_runtime(path: Path, readers: tuple[str, ...]) -> str:
+    """The runtime a file was validated on (OpenVINO for an ONNX file exported with --precision bf16), else the
+    first that reads it."""
+    validated = validated_engine(path) if path.suffix == ".onnx" else None
+    return validated if validated in readers else readers[0]
 
 
 def model_files(path: Path) -> list[Path]:
@@ -210,7 +239,7 @@ def run_bench(models: list[Path], runtimes: list[str] | None, settings: Settings
             task = progress.add_task(f"{path.name} on {runtime}", total=1 + settings.warmup + settings.iterations)
             result = measure(path, runtime, settings, lambda task=task: progress.advance(task))
             for warning in result.warnings:
-                console.print(f"warning: {path.name} on {runtime}: {warning}", markup=False)
+                console.print(f"warning: {path.name} on {runtime}: {warning}", markup=False, soft_wrap=True)
             results.append(result)
     return {"environment": environment(), "settings": asdict(settings),
             "results": [asdict(m) for m in results], "speedups": speedups(results)}

@@ -22,7 +22,11 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", help="Intra-o
 ProviderOpt = Annotated[list[str] | None, typer.Option(
     "--provider", "-p", help="onnxruntime execution provider, in priority order: cpu, cuda, tensorrt, openvino or "
                              "a full name (repeat for several).")]
-PrecisionOpt = Annotated[str, typer.Option(help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).")]
+PrecisionOpt = Annotated[str | None, typer.Option(
+    help="f32, or f16/bf16 where the runtime can (OpenVINO, TensorRT).  [default: what kdc export validated the file "
+         "at on that runtime (--precision bf16: OpenVINO at bf16), else f32]", show_default=False)]
+EngineOpt = Annotated[str | None, typer.Option(
+    help="ort or openvino (default: the one kdc export validated the file on, else by file type).")]
 HTTP_PORT, MRD_PORT = 8000, 9002  # kdc serve's default port, and MRD's by convention
 #: The input that means stdin.
 STDIO = Path("-")
@@ -38,7 +42,7 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = 10,
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Timed runs.")] = 100,
     provider: ProviderOpt = None,
-    precision: PrecisionOpt = "f32",
+    precision: PrecisionOpt = None,
     device: DeviceOpt = "CPU",
     size: Annotated[tuple[int, int] | None, typer.Option(
         help="H W of the input for .pt checkpoints (default: their trained size).", show_default=False)] = None,
@@ -66,10 +70,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (use 0.0.0.0 deliberately).")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="TCP port (default 8000; with --protocol mrd 9002).",
                                              show_default=False)] = None,
-    engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
+    engine: EngineOpt = None,
     threads: ThreadsOpt = None,
     provider: ProviderOpt = None,
-    precision: PrecisionOpt = "f32",
+    precision: PrecisionOpt = None,
     device: Annotated[str, typer.Option(help="OpenVINO device (CPU, GPU, ...).")] = "CPU",
     workers: Annotated[int, typer.Option(help="Inference threads (requests decoded and run at once).")] = 2,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 64.0,
@@ -104,7 +108,7 @@ def serve(
     if protocol not in ("kserve", "mrd"):
         raise RuntimeModelError(f"--protocol {protocol!r}: expected kserve or mrd")
     if protocol == "mrd":
-        serve_mrd(models, host, MRD_PORT if port is None else port, engine, threads, provider, device,
+        serve_mrd(models, host, MRD_PORT if port is None else port, engine, threads, provider, precision, device,
                   max_message_mb, max_acquisitions_per_slice, max_open_slices_mb, idle_timeout,
                   max_connections)
         return
@@ -136,8 +140,9 @@ def serve(
 
 
 def serve_mrd(models: list[Path], host: str, port: int, engine: str | None, threads: int | None,
-              provider: list[str] | None, device: str, max_message_mb: float, max_acquisitions_per_slice: int,
-              max_open_slices_mb: float, idle_timeout: float, max_connections: int) -> None:
+              provider: list[str] | None, precision: str | None, device: str, max_message_mb: float,
+              max_acquisitions_per_slice: int, max_open_slices_mb: float, idle_timeout: float,
+              max_connections: int) -> None:
     """``kdc serve MODEL --protocol mrd``: one model over the MRD streaming protocol."""
     from kdc.runtime.mrd import MrdLimits, run_mrd_server
     from kdc.runtime.session import load
@@ -152,7 +157,7 @@ def serve_mrd(models: list[Path], host: str, port: int, engine: str | None, thre
                        int(max_open_slices_mb * (1 << 20)),
                        idle_timeout, max_connections)
     path = resolve(models[0], "onnx")
-    model = load(path, engine=engine, providers=provider, threads=threads, device=device)
+    model = load(path, engine=engine, providers=provider, threads=threads, precision=precision, device=device)
     for warning in model.warnings:
         typer.echo(f"warning: {path.name}: {warning}", err=True)
     run_mrd_server(model, host, port, limits, log=lambda line: typer.echo(line, err=True))
@@ -209,10 +214,11 @@ def reconstruct(
         "--format", "-f", help="nifti, dicom, h5 (repeat or comma-separate; default nifti); mrd with the input -: "
                                "MRD v2 images on stdout.")] = None,
     batch: Annotated[int, typer.Option("--batch", "-b", help="Slices per inference.")] = 8,
-    engine: Annotated[str | None, typer.Option(help="ort or openvino (default: by file type).")] = None,
+    engine: EngineOpt = None,
     threads: ThreadsOpt = None,
     provider: Annotated[list[str] | None, typer.Option(
         "--provider", "--providers", "-p", help="onnxruntime execution providers in priority order (repeat).")] = None,
+    precision: PrecisionOpt = None,
     mask: Annotated[Path | None, typer.Option(help="KD-MRI mask .npy (H, W), uncentred, to undersample fully "
                                                    "sampled input.")] = None,
     acc: Annotated[int | None, typer.Option("--acc", help="Undersample fully sampled input retrospectively at "
@@ -254,7 +260,7 @@ def reconstruct(
                         write=WriteOptions(dicom_bits=dicom_bits))
     model = resolve(model, "onnx")
     check_argument_order(model, inputs)
-    loaded = load(model, engine=engine, providers=provider, threads=threads)
+    loaded = load(model, engine=engine, providers=provider, threads=threads, precision=precision)
     for warning in loaded.warnings:
         typer.echo(f"warning: {model.name}: {warning}", err=True)
     if out is None:

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from kdc.errors import KdcError
+from kdc.errors import KdcError, ListedWarning
 from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_shape, validate_mask
 from kdc.mri.layout import from_channels
 from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
+from kdc.runtime.onnx_metadata import metadata_props
 from kdc.runtime.tensors import (
     EXAMPLE_COILS, RuntimeModelError, coil_mask_input, example_coil_feeds, example_image, example_kspace, example_mask,
 )
@@ -121,6 +122,27 @@ class TensorSpec:
 
 class PhaseWarning(UserWarning):
     """K-space whose image has phase, given to a model that reconstructs real images."""
+
+
+class PrecisionWarning(ListedWarning):
+    """A precision asked of :func:`load` that the file's export did not validate (also listed in ``warnings``)."""
+
+
+def validated_precision(contract: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``(engine, precision hint)`` the file's export validated (contract ``precision``, written by ``kdc export
+    --precision``): ``("openvino", "bf16")`` for a bf16 export; ``(None, "f32")`` for files from before it was
+    recorded. Every float graph is also validated at f32 (its parity gate)."""
+    entry = contract.get("precision")
+    if not isinstance(entry, dict):
+        return None, "f32"
+    engine, hint = entry.get("engine"), entry.get("inference_precision")
+    return engine if engine in ENGINES else None, hint if hint in PRECISIONS else "f32"
+
+
+def default_precision(contract: Mapping[str, Any], engine: str) -> str:
+    """The precision hint :func:`load` uses on ``engine`` when none is asked: the validated one on its engine."""
+    validated_engine, hint = validated_precision(contract)
+    return hint if validated_engine == engine else "f32"
 
 
 class Reconstructor:
@@ -512,9 +534,10 @@ class OrtReconstructor(Reconstructor):
     engine = "onnxruntime"
 
     def __init__(self, path: Path, *, providers: list[str] | None = None, threads: int | None = None,
-                 precision: str = "f32", provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 precision: str | None = None, provider_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         import onnxruntime as ort
 
+        precision = precision or "f32"  # onnxruntime's CPU provider has no bf16 kernels; every float graph has f32
         names = resolve_providers(providers, precision)
         options_list = [{**PRECISION_OPTIONS[precision][name], **dict((provider_options or {}).get(name, {}))}
                         for name in names]
@@ -571,12 +594,12 @@ def openvino_core() -> Any:
 
 
 class OpenVINOReconstructor(Reconstructor):
-    """A model compiled by OpenVINO, at f32 unless ``precision`` says otherwise (the CPU plugin defaults to bf16
-    where the CPU has it)."""
+    """A model compiled by OpenVINO at ``precision``, by default the one the file was validated at on OpenVINO
+    (``kdc export --precision bf16``), else f32 (the CPU plugin would default to bf16 where the CPU has it)."""
 
     engine = "openvino"
 
-    def __init__(self, path: Path, *, device: str = "CPU", threads: int | None = None, precision: str = "f32",
+    def __init__(self, path: Path, *, device: str = "CPU", threads: int | None = None, precision: str | None = None,
                  config: Mapping[str, Any] | None = None) -> None:
         import openvino as ov
 
@@ -588,6 +611,7 @@ class OpenVINOReconstructor(Reconstructor):
         contract_path = IR_CONTRACT_PATH if path.suffix == ".xml" else OV_ONNX_CONTRACT_PATH
         text = model.get_rt_info(contract_path).astype(str) if model.has_rt_info(contract_path) else None
         contract = parse_contract(text, path)
+        precision = precision or default_precision(contract, self.engine)
         settings: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
         if threads:
             settings["INFERENCE_NUM_THREADS"] = threads
@@ -618,15 +642,18 @@ class OpenVINOReconstructor(Reconstructor):
 
 
 def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: list[str] | None = None,
-         threads: int | None = None, precision: str = "f32", device: str = "CPU",
+         threads: int | None = None, precision: str | None = None, device: str = "CPU",
          options: Mapping[str, Any] | None = None) -> Reconstructor:
     """Load an exported ``.onnx`` or OpenVINO ``.xml`` model.
 
-    ``engine``: ``"ort"`` (onnxruntime; default for ``.onnx``) or ``"openvino"`` (default for ``.xml``; reads
-    ``.onnx`` too). ``providers``: onnxruntime execution providers in priority order, full names or ``cpu``,
-    ``cuda``, ``tensorrt``, ``openvino``. ``threads``: intra-op threads (None: the runtime's default).
-    ``precision``: ``f32`` (default), ``f16`` or ``bf16`` where the engine can. ``device``: OpenVINO device.
-    ``options``: onnxruntime provider options by provider name, or extra OpenVINO compile properties.
+    ``engine``: ``"ort"`` (onnxruntime) or ``"openvino"`` (reads ``.onnx`` too); by default the engine the file was
+    validated on (OpenVINO for ``kdc export --precision bf16``), else onnxruntime for ``.onnx`` and OpenVINO for
+    ``.xml``. ``providers``: onnxruntime execution providers in priority order, full names or ``cpu``, ``cuda``,
+    ``tensorrt``, ``openvino``. ``threads``: intra-op threads (None: the runtime's default). ``precision``: ``f32``,
+    ``f16`` or ``bf16`` where the engine can; by default the precision the file was validated at on that engine,
+    else f32. A precision the export did not validate warns (:class:`PrecisionWarning`, also in ``warnings``).
+    ``device``: OpenVINO device. ``options``: onnxruntime provider options by provider name, or extra OpenVINO
+    compile properties.
     """
     path = Path(path)
     if not path.is_file():
@@ -636,17 +663,44 @@ def load(path: str | os.PathLike[str], *, engine: str | None = None, providers: 
                                 f"(kdc export {path} --out {path.with_suffix('.onnx').name}) and use the .onnx")
     if path.suffix not in MODEL_SUFFIXES:
         raise RuntimeModelError(f"{path}: not an exported model: expected {' or '.join(MODEL_SUFFIXES)}")
-    engine = engine or ("openvino" if path.suffix == ".xml" else "ort")
+    if engine is None:
+        engine = "openvino" if path.suffix == ".xml" else validated_engine(path) or "ort"
     if engine not in ENGINES:
         raise RuntimeModelError(f"unknown engine {engine!r}: expected one of {list(ENGINES)}")
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise RuntimeModelError(f"unknown precision {precision!r}: expected one of {list(PRECISIONS)}")
     if threads is not None and threads < 1:
         raise RuntimeModelError(f"threads must be >= 1, got {threads}")
+    model: Reconstructor
     if engine == "openvino":
-        return OpenVINOReconstructor(path, device=device, threads=threads, precision=precision, config=options)
-    if path.suffix != ".onnx":
+        model = OpenVINOReconstructor(path, device=device, threads=threads, precision=precision, config=options)
+    elif path.suffix != ".onnx":
         raise RuntimeModelError(f"{path}: onnxruntime loads .onnx files; OpenVINO IR (.xml) runs on the openvino "
                                 "engine")
-    return OrtReconstructor(path, providers=providers, threads=threads, precision=precision,
-                            provider_options=options)
+    else:
+        model = OrtReconstructor(path, providers=providers, threads=threads, precision=precision,
+                                 provider_options=options)
+    if precision is not None and (note := unvalidated_note(model, precision)):
+        model.warnings.append(note)
+        warnings.warn(note, PrecisionWarning, stacklevel=2)
+    return model
+
+
+def validated_engine(path: Path) -> str | None:
+    """The engine an ONNX file's export validated it on, read from its metadata before any session exists."""
+    text = metadata_props(path).get(ONNX_CONTRACT_KEY)
+    try:
+        contract = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None  # the engine that loads it names the problem
+    return validated_precision(contract)[0] if isinstance(contract, dict) else None
+
+
+def unvalidated_note(model: Reconstructor, precision: str) -> str | None:
+    """A line when ``precision`` was not validated by the export of ``model`` (f32 always is)."""
+    _, validated = validated_precision(model.contract)
+    if precision in ("f32", validated):
+        return None
+    validated_at = "f32" if validated == "f32" else f"f32 and {validated}"
+    hint = " (kdc export --precision bf16 gates it on PSNR)" if precision == "bf16" else ""
+    return f"{model.path.name} was validated at {validated_at}, not {precision}: its accuracy there is unmeasured{hint}"
