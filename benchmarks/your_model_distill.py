@@ -1,6 +1,6 @@
 """A user's fastMRI VarNet teacher distilled into a smaller VarNet with ``kdc distill --teacher MODULE:CLASS``, on CPU.
 
-The steps of docs/your-model-distill.md, run as a user runs them:
+The steps of docs/your-model.md, run as a user runs them:
 
 1. ``kdc data build --coils C --size S``: multi-coil fastMRI files from the installed brain templates;
 2. the teacher is trained the way a user brings one: here with kdc's own supervised stage (L1 to the RSS target,

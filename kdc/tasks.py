@@ -92,7 +92,7 @@ COMPLEX_RECON = register(TaskSpec(
 ))
 #: A user's network (``arch`` "user", e.g. fastMRI's VarNet) on every coil's centred k-space ``(N, C, H, W, 2)`` and
 #: the column mask ``(N, 1, 1, W, 1)``, fastMRI's layout; output: the root sum of squares image ``(N, H, W)``.
-#: Distilled with ``kdc distill --task multicoil --teacher MODULE:CLASS`` (docs/your-model-distill.md) and exported
+#: Distilled with ``kdc distill --task multicoil --teacher MODULE:CLASS`` (docs/your-model.md) and exported
 #: with ``kdc export MODULE:CLASS`` (docs/your-model.md).
 MULTICOIL_RECON = register(TaskSpec(
     "recon_multicoil", "multicoil", "magnitude", "user", 1, KSPACE_INPUTS, "magnitude",

@@ -30,6 +30,15 @@ def test_builds_and_loads_a_lightning_state_dict(tmp_path):
     (SPEC, "[1, 2]", "expected a JSON object"),
     (SPEC, '{"channels": 2}', "cannot build it"),
 ])
+def test_a_kdc_checkpoint_of_a_users_class_gives_its_weights(tmp_path):
+    """What ``kdc distill --student MODULE:CLASS`` writes (kdc.models.checkpoint's format) exports as a state dict."""
+    reference = torch.nn.Conv2d(2, 3, 3)
+    path = tmp_path / "kd_student.pt"
+    torch.save({"format": "kdc-checkpoint/1", "config": '{"arch": "user"}', "meta": "{}",
+                "state_dict": reference.state_dict()}, path)
+    assert torch.equal(load_user_model(SPEC, INIT, path).bias, reference.bias)
+
+
 def test_bad_specs_and_init_are_one_line_errors(spec, init, message):
     with pytest.raises(KdcError, match=message):
         load_user_model(spec, init)
