@@ -21,15 +21,6 @@ def test_builds_and_loads_a_lightning_state_dict(tmp_path):
     assert torch.equal(model.weight, reference.weight)
 
 
-@pytest.mark.parametrize("spec, init, message", [
-    ("torch.nn.Conv2d", None, "expected MODULE:CLASS"),
-    ("no_such_module:Net", None, "cannot import 'no_such_module'"),
-    ("torch.nn:NoSuchNet", None, "no torch.nn.Module subclass 'NoSuchNet'"),
-    ("torch:Tensor", None, "no torch.nn.Module subclass"),
-    (SPEC, '{"in_channels": 2', "not JSON"),
-    (SPEC, "[1, 2]", "expected a JSON object"),
-    (SPEC, '{"channels": 2}', "cannot build it"),
-])
 def test_a_kdc_checkpoint_of_a_users_class_gives_its_weights(tmp_path):
     """What ``kdc distill --student MODULE:CLASS`` writes (kdc.models.checkpoint's format) exports as a state dict."""
     reference = torch.nn.Conv2d(2, 3, 3)
@@ -39,6 +30,15 @@ def test_a_kdc_checkpoint_of_a_users_class_gives_its_weights(tmp_path):
     assert torch.equal(load_user_model(SPEC, INIT, path).bias, reference.bias)
 
 
+@pytest.mark.parametrize("spec, init, message", [
+    ("torch.nn.Conv2d", None, "expected MODULE:CLASS"),
+    ("no_such_module:Net", None, "cannot import 'no_such_module'"),
+    ("torch.nn:NoSuchNet", None, "no torch.nn.Module subclass 'NoSuchNet'"),
+    ("torch:Tensor", None, "no torch.nn.Module subclass"),
+    (SPEC, '{"in_channels": 2', "not JSON"),
+    (SPEC, "[1, 2]", "expected a JSON object"),
+    (SPEC, '{"channels": 2}', "cannot build it"),
+])
 def test_bad_specs_and_init_are_one_line_errors(spec, init, message):
     with pytest.raises(KdcError, match=message):
         load_user_model(spec, init)
