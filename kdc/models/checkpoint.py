@@ -22,7 +22,7 @@ from torch import nn
 from kdc._io import atomic_path
 from kdc.errors import KdcError
 from kdc.models.dccnn import DCCNN
-from kdc.models.user import USER_ARCH, load_user_model
+from kdc.models.user import USER_ARCH, load_tensors, load_user_model
 from kdc.models.vdsr import VDSR
 
 FORMAT = "kdc-checkpoint/1"
@@ -111,11 +111,7 @@ def load_checkpoint(path: str | Path, trusted: Collection[str] = ()) -> tuple[nn
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or corrupt files
-        reason = "it holds objects other than tensors" if "Weights only" in str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: not a kdc checkpoint ({reason}; it is never unpickled)") from None
+    payload = load_tensors(path, "a kdc checkpoint", CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdc checkpoint (expected format {FORMAT!r})")
     config, meta = (_json_object(payload, key, path) for key in ("config", "meta"))

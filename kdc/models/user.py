@@ -65,15 +65,21 @@ def parse_init(init: str | None) -> dict[str, Any]:
     return value
 
 
+def load_tensors(path: Path, what: str, error: type[KdcError] = KdcError) -> Any:
+    """The contents of a torch file, loaded with ``weights_only=True`` (never unpickled); ``error`` names ``path`` as
+    not ``what`` when it holds anything else or is not a torch file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or corrupt files
+        reason = "it holds objects other than tensors" if "Weights only" in str(err) else type(err).__name__
+        raise error(f"{path}: not {what} ({reason}; it is never unpickled)") from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a state-dict file (plain, or a Lightning checkpoint's ``state_dict`` with ``model.`` names)."""
     if not path.is_file():
         raise KdcError(f"{path}: weights file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or corrupt files
-        reason = "it holds objects other than tensors" if "Weights only" in str(err) else type(err).__name__
-        raise KdcError(f"{path}: not a state dict ({reason}; it is never unpickled)") from None
+    payload = load_tensors(path, "a state dict")
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise KdcError(f"{path}: expected a state dict (names to tensors) or a checkpoint with 'state_dict'")
