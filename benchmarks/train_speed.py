@@ -61,7 +61,7 @@ def epoch_speed(data: str, epochs: int, runs: Path) -> dict[str, dict]:
         records = read_history(run)
         mean = {key: sum(r[key] for r in records) / len(records)
                 for key in ("seconds", "step_seconds", "data_seconds", "validation_seconds", "steps")}
-        rows[precision] = {
+        rows[name] = {
             **mean, "epochs": len(records), "command_seconds": time.perf_counter() - started,
             "steps_per_second": mean["steps"] / mean["step_seconds"],
             "outside_steps_share": 1 - mean["step_seconds"] / mean["seconds"],
