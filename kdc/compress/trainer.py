@@ -105,9 +105,9 @@ def train_stage(
 
     After every epoch the best model so far (by validation PSNR) is written to ``run_dir/<name>.pt`` and the
     resumable state to ``run_dir/state/<name>.pt``, both atomically, so a kill loses at most the running epoch.
-    Returns the validation metrics of the best epoch (on ``settings.val_slices`` of ``val_set``). In a process group (:mod:`kdc.compress.distributed`) each rank
-    trains on its share of every global batch and rank 0 alone validates and writes; ``step_loss`` must be a mean
-    over the batch's items.
+    Returns the validation metrics of the best epoch (on ``settings.val_slices`` of ``val_set``). In a process group
+    (:mod:`kdc.compress.distributed`) each rank trains on its share of every global batch and rank 0 alone validates
+    and writes; ``step_loss`` must be a mean over the batch's items.
     """
     state_path = run_dir / "state" / f"{stage.name}.pt"
     val_set = validation_subset(val_set, settings.val_slices)

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdc.compress.trainer import LR_SCHEDULES, Stage, TrainSettings, read_history, stage_seconds, train_stage, validation_subset
+from kdc.compress.trainer import (LR_SCHEDULES, Stage, TrainSettings, read_history, stage_seconds, train_stage,
+                                  validation_subset)
 from kdc.mri.masks import cartesian_mask
 from kdc.models import DCCNN, load_checkpoint
 
