@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.compress.baselines import score_baseline
 from kdc.compress.baselines.bart import BartCompressedSensing, tune_lambda
 from kdc.compress.evaluate import predict, score
@@ -76,9 +76,7 @@ def main(argv: list[str]) -> None:
         "data": args.data,
         "factors": {str(acc): factor_rows(args, acc) for acc in args.factors},
     }
-    write_json(args.out.with_suffix(".json"), results)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(render(results) + "\n")
+    write_results(args.out, results, render(results) + "\n")
     print(render(results))
 
 

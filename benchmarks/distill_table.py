@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import torch
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.data.slices import dataset_root
 
 
@@ -130,9 +130,7 @@ def write_results(args: argparse.Namespace, title: str, notes: str, rows: Sequen
         "rows": [{"label": row.label, "description": row.description} for row in rows],
         "seeds": {str(seed): result for seed, result in seeds.items()},
     }
-    write_json(args.out.with_suffix(".json"), report)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown(report))
+    write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import kdc.runtime as rt
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.data.demo import validation_images
 from kdc.export import export_model
 from kdc.mri.fft import fft2c
@@ -231,9 +231,7 @@ def main() -> None:
                     "multicoil_model_share": statistics.median(r[12] for r in rounds),
                     "coils": COILS, "slices": SLICES, "size": list(SIZE)},
     }
-    write_json(args.out.with_suffix(".json"), report)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(render(report))
+    write_results(args.out, report, render(report))
     print(render(report))
 
 

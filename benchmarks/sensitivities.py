@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.compress.baselines.bart import (
     LAMBDA_GRID,
     BartCompressedSensing,
@@ -221,9 +221,7 @@ def main(argv: list[str]) -> None:
     if "ISMRMRD phantom 8x256²" in cases:
         tuning["phantom (oracle)"] = tune(cases["ISMRMRD phantom 8x256²"], masks["ISMRMRD phantom 8x256²"],
                                           args.iterations)
-    write_json(args.out.with_suffix(".json"), results)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(render(results) + "\n")
+    write_results(args.out, results, render(results) + "\n")
     print(render(results))
 
 

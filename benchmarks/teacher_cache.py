@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.compress.losses import build_kd_loss
 from kdc.compress.tasks import RECON
 from kdc.compress.teacher_cache import TeacherTargets, teacher_targets
@@ -200,9 +200,7 @@ def main() -> None:
         },
         "stages": stages,
     }
-    write_json(args.out.with_suffix(".json"), result)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text(render(result))
+    write_results(args.out, result, render(result))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.compress import recipe
 from kdc.compress.precision import cpu_has_native_bf16
 from kdc.compress.trainer import read_history
@@ -139,9 +139,7 @@ def main() -> None:
     earlier = json.loads(earlier.read_text()) if earlier.exists() else {}
     result["speed"] = epoch_speed(args.data, args.epochs, runs) if args.speed else earlier.get("speed")
     result["recipe"] = recipe_check(runs) if args.recipe else earlier.get("recipe")
-    write_json(args.results.with_suffix(".json"), result)
-    with atomic_path(args.results.with_suffix(".md")) as tmp:
-        tmp.write_text(render(result))
+    write_results(args.results, result, render(result))
     print(render(result))
     if args.runs is None:
         shutil.rmtree(runs, ignore_errors=True)

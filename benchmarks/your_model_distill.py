@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.compress import recipe
 from kdc.compress.trainer import read_history
 from kdc.models import load_checkpoint
@@ -158,9 +158,7 @@ def main() -> None:
         "distill_seconds": distill_seconds, "load_before": load_before, "load_after": os.getloadavg()[0],
         "command": "python benchmarks/your_model_distill.py " + " ".join(sys.argv[1:]),
     }
-    write_json(args.results.with_suffix(".json"), result)
-    with atomic_path(args.results.with_suffix(".md")) as tmp:
-        tmp.write_text(render(result))
+    write_results(args.results, result, render(result))
     print(render(result))
 
 

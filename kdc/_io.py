@@ -92,6 +92,15 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def write_results(stem: str | os.PathLike[str], data: Any, markdown: str) -> None:
+    """A benchmark's results: ``data`` as ``STEM.json`` (:func:`write_json`) and ``markdown`` as ``STEM.md``, each
+    written atomically."""
+    stem = Path(stem)
+    write_json(stem.with_suffix(".json"), data)
+    with atomic_path(stem.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown)
+
+
 def pid_tag() -> str:
     """``.pid<N>.``: the part of a temporary name that names this process."""
     return f".pid{os.getpid()}."
