@@ -2,9 +2,10 @@
 
 A :class:`TaskSpec` says what the three stages must agree on: the name written into checkpoints, runs and export
 contracts, the ``--task``/``--image`` options that pick it, the architecture of its models, the channels of its
-images, the graph inputs, and what its output is. ``kdc.compress.tasks`` (training side) and ``kdc.export.api``
-(export side) register their halves against these names; ``kdc.runtime`` reads the contract's ``task`` here.
-Adding a task is one :func:`register` call here plus those two registrations and their tests.
+images, the graph inputs, and what its output is. ``kdc.compress.tasks`` (training side) registers its half against
+these names, and every family of models names its task in its entries (:mod:`kdc.compress.architectures`,
+:mod:`kdc.export.architectures`); ``kdc.runtime`` reads the contract's ``task`` here. Adding a task is one
+:func:`register` call here plus its training half, the families that take it, and their tests.
 """
 
 from __future__ import annotations
