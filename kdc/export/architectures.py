@@ -46,6 +46,7 @@ from kdc.export.complex_lowering import RealComplexMode, UnsupportedOperation
 from kdc.export.contract import build_declared_contract
 from kdc.export.report import ExportError
 from kdc.models.checkpoint import model_config
+from kdc.models.user import class_names
 from kdc.mri.simulate import with_smooth_phase
 from kdc.tasks import RECON, TaskSpec, task_of_config
 
@@ -117,11 +118,6 @@ ARCHITECTURES: dict[str, Architecture] = {}
 def register(architecture: Architecture) -> Architecture:
     ARCHITECTURES[architecture.name] = architecture
     return architecture
-
-
-def class_names(model: nn.Module) -> list[str]:
-    """``module:Class`` of the model's class and its bases."""
-    return [f"{cls.__module__}:{cls.__qualname__}" for cls in type(model).__mro__]
 
 
 def registered() -> dict[str, Architecture]:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdc.export.architectures import Adapter, DeclaredArchitecture, ExportRequest, parity_images
+from kdc.models.fastmri import UNET_CLAMP, UNET_EPS, NormalisedUnet
 from kdc.mri.fft import fft2, fft2c, ifft2
 from kdc.mri.masks import cartesian_mask
 from kdc.mri.simulate import complex_coil_images
@@ -35,9 +36,6 @@ from kdc.tasks import IMAGE_RECON, MULTICOIL_RECON, ZERO_FILLED_INPUT
 #: Acceleration and coils of the parity feeds (coils when ``--coils dynamic``).
 PARITY_ACCELERATION = 4
 PARITY_COILS = 4
-#: fastMRI's ``UnetDataTransform``: ``normalize_instance(image, eps=1e-11)`` then ``clamp(-6, 6)``.
-UNET_EPS = 1e-11
-UNET_CLAMP = 6.0
 
 
 @contextlib.contextmanager
@@ -95,23 +93,6 @@ UNET_PADDING = Adapter("unet_padding_test", "Unet.forward: torch.sum(torch.tenso
                        "(unet.py:99, dynamo GuardOnDataDependentSymNode)", unet_patch)
 MASK_CENTER = Adapter("varnet_mask_center", "batched_mask_center: int(mask_from) (transforms.py:130) replaced by "
                       "tensor comparisons, so the mask stays an input", mask_center_patch)
-
-
-class NormalisedUnet(nn.Module):
-    """fastMRI's U-Net pipeline in one graph: the zero-filled magnitude ``(N, C, H, W)`` normalised per slice,
-    ``(x - mean) / (std + 1e-11)`` clamped to [-6, 6] (``UnetDataTransform``), the U-Net, and ``* std + mean``
-    (``UnetModule``'s validation and test step), so the output is at the input's scale."""
-
-    def __init__(self, unet: nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        flat = image.flatten(1)
-        mean = flat.mean(dim=1).reshape(-1, 1, 1, 1)
-        std = flat.std(dim=1).reshape(-1, 1, 1, 1)
-        normalised = ((image - mean) / (std + UNET_EPS)).clamp(-UNET_CLAMP, UNET_CLAMP)
-        return self.unet(normalised) * std + mean
 
 
 class MaskedVarNet(nn.Module):
