@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import traceback
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from kdc.export.quantize import QUANTIZATION_SLICES, check_quantize, quantize_an
 from kdc.export.rewrites import rewrite_for_speed
 from kdc.export.report import ExportError, ExportReport
 from kdc.models.checkpoint import load_checkpoint
-from kdc.models.user import is_user_spec, load_user_model, parse_init
+from kdc.models.user import is_user_model, is_user_spec, load_user_model, parse_init
 
 #: Prefix of the working directory an export builds and checks its artefact in (under the system temp dir).
 EXPORT_TEMP_PREFIX = "kdc-export"
@@ -36,10 +37,11 @@ TOLERANCES = {"max_abs": 1e-4, "relative_l2": RELATIVE_TOLERANCE}
 
 def load_source(
     source: str | Path | nn.Module, role: str | None, init: str | dict[str, Any] | None = None,
-    weights: str | Path | None = None,
+    weights: str | Path | None = None, trusted: Sequence[str] = (),
 ) -> tuple[nn.Module, dict[str, Any], Path | None]:
     """``(model, meta, directory holding its mask.npy or None)`` from a run directory, checkpoint, module, or a
-    user's ``MODULE:CLASS`` built with ``init`` and loaded from ``weights`` (:mod:`kdc.models.user`)."""
+    user's ``MODULE:CLASS`` built with ``init`` and loaded from ``weights`` (:mod:`kdc.models.user`). A checkpoint of
+    a user's class is rebuilt only if ``trusted`` names it (``--user-class``, :mod:`kdc.models.checkpoint`)."""
     if isinstance(source, nn.Module):
         return source.eval(), {"role": role or "unknown"}, None
     if isinstance(source, str) and is_user_spec(source):
@@ -61,9 +63,11 @@ def load_source(
             raise ExportError(f"{path}: run directory has no {' / '.join(f'{n}.pt' for n in names)}")
         path = found[0]
     try:
-        model, meta = load_checkpoint(path)
+        model, meta = load_checkpoint(path, trusted)
     except KdcError as err:
         raise ExportError(str(err)) from None
+    if is_user_model(model):  # what a MODULE:CLASS source records, from the checkpoint's config
+        meta = {**meta, "init": model.kdc_config["init"], "source": model.kdc_config["class"]}
     return model, meta, path.parent
 
 
@@ -155,6 +159,7 @@ def export_model(
     weights: str | Path | None = None,
     coils: int | None = None,
     precision: str = "f32",
+    trusted: Sequence[str] = (),
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint, module, or a user's ``MODULE:CLASS``) to ``out`` if it matches
     PyTorch within ``tolerance``.
@@ -168,7 +173,8 @@ def export_model(
     contract and its gate: kdc's models on the max abs error on [0, 1] images (``tolerance`` default 1e-4), a
     user's architecture (fastMRI ``Unet``, ``VarNet``) on the relative L2 error (default 1e-3).
     ``init`` (JSON object or file) and ``weights`` (a state dict) build a ``MODULE:CLASS`` source; ``coils`` fixes
-    the coils of a multi-coil model's input (None: dynamic).
+    the coils of a multi-coil model's input (None: dynamic). ``trusted``: users' classes a checkpoint of a run may be
+    rebuilt from (``--user-class``; a checkpoint alone never imports a module).
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
     (:mod:`kdc.export.quantize`). ``precision`` (``f32``, ``bf16``, ``int8``: :mod:`kdc.export.precision`) is the
@@ -189,7 +195,7 @@ def export_model(
     psnr_gated = precision != "f32"
     if coils is not None and not 1 <= coils <= 1024:
         raise ExportError(f"--coils must be an integer from 1 to 1024 or 'dynamic', got {coils}")
-    model, meta, mask_dir = load_source(source, role, init, weights)
+    model, meta, mask_dir = load_source(source, role, init, weights, trusted)
     architecture = architecture_of(model)
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:

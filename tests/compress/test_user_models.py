@@ -241,3 +241,10 @@ def test_a_unet_teacher_distils_on_the_zero_filled_image_and_the_student_exports
                                         str(run / "kd_student.pt"), "--size", "16", "16", "--out", str(onnx)])
     assert exported.exit_code == 0 and "parity relative L2 error" in exported.output, exported.output
     assert rt.load(onnx).task == "recon_image"
+    # The run's checkpoint exports too, once the user names the class it may import (the size is the trained one).
+    refused = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "run.onnx")])
+    assert refused.exit_code == 1 and f"pass --user-class {UNET}" in refused.output, refused.output
+    from_run = CliRunner().invoke(app, ["export", str(run), "--user-class", UNET, "--out", str(tmp_path / "run.onnx")])
+    assert from_run.exit_code == 0, from_run.output
+    contract = rt.load(tmp_path / "run.onnx").contract
+    assert contract["model"]["role"] == "kd_student" and contract["model"]["config"]["chans"] == 4
