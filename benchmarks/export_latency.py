@@ -27,7 +27,7 @@ from torch import nn
 from kdc.mri.masks import cartesian_mask
 from kdc._io import write_results
 from kdc.export import ExportError, export_model
-from kdc.export.api import validation_kspace
+from kdc.export.dccnn import validation_kspace
 from kdc.models.checkpoint import build_model
 
 SIZES = [(256, 256), (640, 368)]

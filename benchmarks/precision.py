@@ -52,7 +52,7 @@ from kdc._io import write_json  # noqa: E402
 from kdc.data.demo import split_images, validation_images  # noqa: E402
 from kdc.data.metrics import psnr  # noqa: E402
 from kdc.export import ExportError, export_model  # noqa: E402
-from kdc.export.api import resolve_mask  # noqa: E402
+from kdc.export.dccnn import resolve_mask  # noqa: E402
 from kdc.export.lowerings import MaskedLowering  # noqa: E402
 from kdc.models import load_checkpoint  # noqa: E402
 from kdc.mri.fft import fft2  # noqa: E402

@@ -35,7 +35,7 @@ from kdc.data.demo import validation_images
 from kdc.mri.fft import fft2
 from kdc.data.metrics import psnr, ssim
 from kdc.export import ExportError, export_model
-from kdc.export.api import resolve_mask
+from kdc.export.dccnn import resolve_mask
 from kdc.models import load_checkpoint
 from kdc.runtime import load
 from kdc.runtime.bench import Settings, environment, open_runner

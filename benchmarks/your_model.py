@@ -24,7 +24,8 @@ import kdc.runtime as rt
 from kdc.data.demo import validation_images
 from kdc.export import export_model
 from kdc.export.architectures import ExportRequest, relative_error
-from kdc.export.fastmri import MaskedVarNet, NormalisedUnet, unet_feeds, varnet_feeds
+from kdc.export.fastmri import MaskedVarNet, unet_feeds, varnet_feeds
+from kdc.models.fastmri import NormalisedUnet
 from kdc.models.user import load_user_model
 
 SIZE = (320, 320)

@@ -11,6 +11,10 @@ The steps of docs/your-model.md, run as a user runs them:
    then KD (L1 + imitation), the same epochs for the student alone and the KD student.
 
     .venv/bin/python benchmarks/your_model_distill.py [--size 32] [--coils 4] [--teacher-epochs 10] [--epochs 10]
+        [--teacher-init JSON] [--student-init JSON]
+
+``--teacher-init '{"num_cascades": 12, "chans": 18, "sens_chans": 8}' --student-init '{"num_cascades": 4, "chans":
+8, "sens_chans": 4}'`` runs the full-size models of docs/your-model.md (29.9 M and 2.06 M parameters).
 
 Results go to docs/results/your_model_distill.{json,md}: the validation table (zero-filled, teacher, student alone,
 KD student), the seconds of every stage and the load average, which the wall-clock numbers depend on (the machine
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,14 +54,14 @@ def kdc(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "kdc", *args], check=True)
 
 
-def train_teacher(data: Path, runs: Path, epochs: int, settings: dict) -> tuple[Path, float]:
+def train_teacher(data: Path, runs: Path, epochs: int, settings: dict, teacher_init: dict) -> tuple[Path, float]:
     """A trained VarNet teacher as a user would bring it: a state-dict file (and the seconds it took). ``epochs`` 0
     takes the best epoch of the teacher run already in ``runs`` (e.g. of an interrupted run)."""
     started = time.perf_counter()
     if epochs:
         shutil.rmtree(runs / "teacher", ignore_errors=True)
         config = recipe.RunConfig(str(data), str(runs / "teacher"), epochs=epochs, task="multicoil", teacher=VARNET,
-                                  teacher_init=json.dumps(TEACHER_INIT), **settings)
+                                  teacher_init=json.dumps(teacher_init), **settings)
         with recipe.Run(config) as run:
             run.train_supervised("teacher")
     model, _ = load_checkpoint(runs / "teacher" / "teacher.pt", [VARNET])
@@ -67,6 +72,7 @@ def train_teacher(data: Path, runs: Path, epochs: int, settings: dict) -> tuple[
 
 def render(result: dict) -> str:
     table, args = result["table"], result["settings"]
+    teacher_init, student_init = result["teacher_init"], result["student_init"]
     lines = ["# A user's fastMRI VarNet distilled by kdc (benchmarks/your_model_distill.py)", "",
              f"{result['machine']}; torch {result['torch']}, fastmri {result['fastmri']}, CPU, fp32. "
              f"Load average {result['load_before']:.1f} at the start, {result['load_after']:.1f} at the end (a shared "
@@ -75,9 +81,9 @@ def render(result: dict) -> str:
              f"{args['slices_per_volume']}` (MNI 2009a + FSL MNI152 train, Colin27 val; {result['train_slices']} / "
              f"{result['val_slices']} slices of {args['size']}x{args['size']} x {args['coils']} coils, 4x random "
              "column mask). Targets: RSS of the fully sampled coils.", "",
-             f"Teacher `VarNet(**{json.dumps(TEACHER_INIT)})`, {result['stages']['teacher']['epochs']} epochs of L1 "
+             f"Teacher `VarNet(**{json.dumps(teacher_init)})`, {result['stages']['teacher']['epochs']} epochs of L1 "
              f"(best validation epoch {result['teacher_best_epoch']} kept); student "
-             f"`VarNet(**{json.dumps(STUDENT_INIT)})`: alone and KD {args['epochs']} epochs each, AT pre-training "
+             f"`VarNet(**{json.dumps(student_init)})`: alone and KD {args['epochs']} epochs each, AT pre-training "
              f"{args['pretrain_epochs']} epochs on the default taps; Adam lr {args['lr']}, cosine, batch "
              f"{args['batch_size']}, seed 0, one run.", "",
              "| model | params | val PSNR dB | SSIM |", "|---|---:|---:|---:|"]
@@ -115,6 +121,10 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--teacher-init", type=json.loads, default=TEACHER_INIT,
+                        help="VarNet constructor arguments of the teacher (JSON object).")
+    parser.add_argument("--student-init", type=json.loads, default=STUDENT_INIT,
+                        help="VarNet constructor arguments of the student (JSON object).")
     parser.add_argument("--runs", type=Path, default=None, help="Working directory (default: a temporary one).")
     parser.add_argument("--results", type=Path, default=Path("docs/results/your_model_distill"))
     args = parser.parse_args()
@@ -126,11 +136,11 @@ def main() -> None:
         kdc("data", "build", "--out", str(data), "--size", str(args.size), "--coils", str(args.coils), "--acc", "4",
             "--slices-per-volume", str(args.slices_per_volume))
     settings = {"lr": args.lr, "batch_size": args.batch_size, "precision": "fp32"}
-    weights, teacher_seconds = train_teacher(data, runs, args.teacher_epochs, settings)
+    weights, teacher_seconds = train_teacher(data, runs, args.teacher_epochs, settings, args.teacher_init)
     started = time.perf_counter()
     kdc("distill", "--task", "multicoil", "--data", str(data), "--out", str(runs / "distill"),
-        "--teacher", VARNET, "--teacher-init", json.dumps(TEACHER_INIT), "--teacher-weights", str(weights),
-        "--student", VARNET, "--student-init", json.dumps(STUDENT_INIT), "--epochs", str(args.epochs),
+        "--teacher", VARNET, "--teacher-init", json.dumps(args.teacher_init), "--teacher-weights", str(weights),
+        "--student", VARNET, "--student-init", json.dumps(args.student_init), "--epochs", str(args.epochs),
         "--pretrain-epochs", str(args.pretrain_epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
         "--precision", "fp32")
     distill_seconds = time.perf_counter() - started
@@ -149,14 +159,15 @@ def main() -> None:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "fastmri": fastmri.__version__, "threads": torch.get_num_threads(),
-        "settings": {k.replace("-", "_"): v for k, v in vars(args).items() if k not in ("runs", "results")},
-        "teacher_init": TEACHER_INIT, "student_init": STUDENT_INIT,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("runs", "results", "teacher_init",
+                                                                        "student_init")},
+        "teacher_init": args.teacher_init, "student_init": args.student_init,
         "train_slices": sum(v["slices"] for v in dataset_info["volumes"] if v["split"] == "train"),
         "val_slices": sum(v["slices"] for v in dataset_info["volumes"] if v["split"] == "val"),
         "table": metrics["models"], "stages": stages, "teacher_best_epoch": teacher_meta["epochs"],
         "teacher_seconds": teacher_seconds,
         "distill_seconds": distill_seconds, "load_before": load_before, "load_after": os.getloadavg()[0],
-        "command": "python benchmarks/your_model_distill.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/your_model_distill.py " + shlex.join(sys.argv[1:]),
     }
     write_results(args.results, result, render(result))
     print(render(result))

@@ -2,9 +2,10 @@
 
 A :class:`TaskSpec` says what the three stages must agree on: the name written into checkpoints, runs and export
 contracts, the ``--task``/``--image`` options that pick it, the architecture of its models, the channels of its
-images, the graph inputs, and what its output is. ``kdc.compress.tasks`` (training side) and ``kdc.export.api``
-(export side) register their halves against these names; ``kdc.runtime`` reads the contract's ``task`` here.
-Adding a task is one :func:`register` call here plus those two registrations and their tests.
+images, the graph inputs, and what its output is. ``kdc.compress.tasks`` (training side) registers its half against
+these names, and every family of models names its task in its entries (:mod:`kdc.compress.architectures`,
+:mod:`kdc.export.architectures`); ``kdc.runtime`` reads the contract's ``task`` here. Adding a task is one
+:func:`register` call here plus its training half, the families that take it, and their tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 from kdc.errors import KdcError
 
 KSPACE_INPUTS = ("kspace", "mask")
+#: ``arch`` of a user's model (``kdc.models.user``): its task is the one its run or checkpoint records.
+USER_ARCH = "user"
 #: Graph input of a super-resolution artefact.
 LOWRES_INPUT = "image_lowres"
 IMAGE_KINDS = ("magnitude", "complex")
@@ -95,7 +98,7 @@ COMPLEX_RECON = register(TaskSpec(
 #: Distilled with ``kdc distill --task multicoil --teacher MODULE:CLASS`` (docs/your-model.md) and exported
 #: with ``kdc export MODULE:CLASS`` (docs/your-model.md).
 MULTICOIL_RECON = register(TaskSpec(
-    "recon_multicoil", "multicoil", "magnitude", "user", 1, KSPACE_INPUTS, "magnitude",
+    "recon_multicoil", "multicoil", "magnitude", USER_ARCH, 1, KSPACE_INPUTS, "magnitude",
     "root-sum-of-squares magnitude image (N, H, W), same scale as the k-space",
     kspace_layout="coils_last", output_channels=False,
 ))
@@ -105,13 +108,14 @@ SUPER_RESOLUTION = register(TaskSpec(
 ))
 
 
-# Exported from a user's PyTorch model (kdc export MODULE:CLASS, docs/your-model.md), not trained by kdc.
 #: Graph input of an image-to-image reconstruction (a U-Net on the zero-filled image).
 ZERO_FILLED_INPUT = "image_zero_filled"
+#: A user's image-to-image network (``arch`` "user", e.g. fastMRI's U-Net) on the zero-filled magnitude image
+#: ``(N, 1, H, W)``; output: the reconstructed magnitude at the input's scale. Distilled with ``kdc distill --task
+#: image --teacher MODULE:CLASS`` and exported with ``kdc export MODULE:CLASS`` (docs/your-model.md).
 IMAGE_RECON = register(TaskSpec(
-    "recon_image", "image", "magnitude", "fastmri_unet", 1, (ZERO_FILLED_INPUT,), "magnitude",
-    "reconstructed magnitude image, same scale as the zero-filled input", trainable=False,
-    kspace_layout="zero_filled",
+    "recon_image", "image", "magnitude", USER_ARCH, 1, (ZERO_FILLED_INPUT,), "magnitude",
+    "reconstructed magnitude image, same scale as the zero-filled input", kspace_layout="zero_filled",
 ))
 
 
@@ -135,8 +139,13 @@ def find_task(family: str, image: str = "magnitude") -> TaskSpec:
     raise KdcError(f"--image {image!r}: task {family!r} has {' or '.join(images)} images only")
 
 
-def task_of_config(config: dict) -> TaskSpec:
-    """The task whose models have this architecture config (``arch``, ``image_channels``, default 1)."""
+def task_of_config(config: dict, recorded: str | None = None) -> TaskSpec:
+    """The task of a model with this architecture config (``arch``, ``image_channels``, default 1). kdc's models
+    have one task per config; a user's class (``arch`` "user") takes any task's inputs, so its task is the one its
+    run or checkpoint records (``recorded``: the ``task`` of its meta; a run that records none is ``recon``, as
+    ``run.json`` has it)."""
+    if config.get("arch") == USER_ARCH:
+        return get_task(recorded or RECON.name)
     key = (config.get("arch"), config.get("image_channels", 1))
     for spec in TASKS.values():
         if (spec.arch, spec.image_channels) == key:

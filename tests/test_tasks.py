@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from kdc.errors import KdcError
-from kdc.tasks import COMPLEX_RECON, RECON, SUPER_RESOLUTION, TASKS, find_task, get_task, task_of_config
+from kdc.tasks import (
+    COMPLEX_RECON, IMAGE_RECON, MULTICOIL_RECON, RECON, SUPER_RESOLUTION, TASKS, find_task, get_task, task_of_config,
+)
 
 
 def test_every_stage_registers_every_task():
@@ -15,15 +17,16 @@ def test_every_stage_registers_every_task():
     from kdc.export.architectures import architecture_of, registered
     from kdc.models import build_model
 
+    from kdc.compress.architectures import architecture_of as training_family
+
     trainable = sorted(name for name, spec in TASKS.items() if spec.trainable)
-    assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "recon_multicoil", "sr"]
+    assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "recon_image", "recon_multicoil", "sr"]
     assert all(TRAINING[name].spec is TASKS[name] for name in trainable)
     for preset in ("student", "complex_student", "sr_student"):  # every kdc model has a registered export
-        assert architecture_of(build_model(preset)).name in registered()
-    # A user's model is exported through its registered architecture: fastMRI's VarNet (the multi-coil task,
-    # trainable with a user's class) and U-Net (exported only).
-    exported = {spec.arch for spec in TASKS.values() if not spec.trainable}
-    assert exported == {"fastmri_unet"} and exported <= set(registered())
+        model = build_model(preset)
+        assert architecture_of(model).name in registered()
+        assert training_family(model).name == architecture_of(model).name  # one family, one name, two halves
+    # A user's model is exported through its registered architecture: fastMRI's VarNet and U-Net.
     assert {"fastmri_unet", "fastmri_varnet"} <= set(registered())
 
 
@@ -33,14 +36,19 @@ def test_options_and_model_configs_pick_the_task():
     assert task_of_config({"arch": "dccnn", "cascades": 5}) is RECON
     assert task_of_config({"arch": "dccnn", "image_channels": 2}) is COMPLEX_RECON
     assert task_of_config({"arch": "vdsr", "depth": 7}) is SUPER_RESOLUTION
+    # A user's class takes the task its run or checkpoint records (none recorded: recon, as run.json has it).
+    user = {"arch": "user", "class": "fastmri.models:Unet", "init": {}}
+    assert task_of_config(user, "recon_image") is IMAGE_RECON
+    assert task_of_config(user, "recon_multicoil") is MULTICOIL_RECON
+    assert task_of_config(user) is RECON
+    with pytest.raises(KdcError, match="unknown task 'denoise'"):
+        task_of_config(user, "denoise")
     with pytest.raises(KdcError, match="task 'sr' has magnitude images only"):
         find_task("sr", "complex")
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         find_task("denoise")
     assert find_task("multicoil") is TASKS["recon_multicoil"]  # a user's multi-coil class (fastMRI's VarNet)
-    with pytest.raises(KdcError, match=r"unknown task 'image' \(--task\): expected one of \['multicoil', 'recon', "
-                                       r"'sr'\]"):
-        find_task("image")  # fastMRI's U-Net on the zero-filled image: exported, not trained by kdc
+    assert find_task("image") is IMAGE_RECON  # a user's class on the zero-filled image (fastMRI's U-Net)
     with pytest.raises(KdcError, match="unknown task 'x'"):
         get_task("x")
 

@@ -1,12 +1,22 @@
 """Which layers the recipe distils, declared once per family of networks: kdc's DC-CNN and VDSR are entries like a
-user's fastMRI VarNet.
+user's fastMRI VarNet and U-Net.
 
-An :class:`Architecture` names the models it owns, the ``--task`` whose inputs they take (the task says how a model
-is called: :mod:`kdc.compress.tasks`), and its feature taps. kdc's own models return their taps themselves
-(``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4 of 7). A user's model
-is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a family may give default
-``(teacher path, student path)`` pairs. ``kdc distill --taps T=S,...`` replaces any of these with hooks on both
-models (so a user's teacher can teach a kdc DC-CNN student); a user's class that no family owns needs it.
+Registering a family (one entry per family; the export half is :mod:`kdc.export.architectures`, under the same
+name)::
+
+    register_architecture(Architecture("name", instances_of("package.module:Class"), "multicoil",
+                                       default_taps=my_tap_pairs))
+
+An :class:`Architecture` names the models it owns (``owns``: :func:`instances_of` matches ``module:Class`` names,
+subclasses included, without importing the class), the ``--task`` whose inputs they take (the task says how a model
+is called: :mod:`kdc.compress.tasks`), its feature taps and, where the family's own pipeline runs steps around the
+model, the ``pipeline`` module a task calls instead (fastMRI's U-Net normalises each slice:
+:class:`kdc.models.fastmri.NormalisedUnet`, the same module its export puts in the graph). kdc's own models return
+their taps themselves (``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4
+of 7). A user's model is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a
+family may give default ``(teacher path, student path)`` pairs. ``kdc distill --taps T=S,...`` replaces any of these
+with hooks on both models (so a user's teacher can teach a kdc DC-CNN student); a user's class that no family owns
+needs it.
 """
 
 from __future__ import annotations
@@ -19,9 +29,8 @@ import torch
 from torch import nn
 
 from kdc.errors import KdcError
-from kdc.models.dccnn import DCCNN
-from kdc.models.user import is_user_model
-from kdc.models.vdsr import VDSR
+from kdc.models.fastmri import NormalisedUnet
+from kdc.models.user import class_names, is_user_model
 
 Batch = dict[str, Any]
 #: ``(image, paired features, hidden features per cascade)`` of a kdc model that taps itself.
@@ -41,6 +50,8 @@ class Architecture:
     features: Callable[[nn.Module, Batch], OwnFeatures] | None = None
     #: ``default_taps(teacher, student)``: module-path pairs for two models of the family.
     default_taps: Callable[[nn.Module, nn.Module], TapPairs] | None = None
+    #: ``pipeline(model)``: the module a task calls in place of the model (None: the model itself).
+    pipeline: Callable[[nn.Module], nn.Module] | None = None
 
 
 ARCHITECTURES: list[Architecture] = []
@@ -49,6 +60,12 @@ ARCHITECTURES: list[Architecture] = []
 def register_architecture(architecture: Architecture) -> Architecture:
     ARCHITECTURES.append(architecture)
     return architecture
+
+
+def instances_of(*classes: str) -> Callable[[nn.Module], bool]:
+    """``owns`` for instances of the ``module:Class`` names (subclasses too), matched by name: the class's module is
+    not imported."""
+    return lambda model: not set(class_names(model)).isdisjoint(classes)
 
 
 #: Any user's class (``kdc.models.user``) that no registered family owns: tapped with ``--taps`` only.
@@ -61,6 +78,12 @@ def architecture_of(model: nn.Module) -> Architecture:
         if architecture.owns(model):
             return architecture
     raise KdcError(f"no registered architecture owns a {type(model).__name__} (kdc.compress.architectures)")
+
+
+def called(model: nn.Module) -> nn.Module:
+    """The module a task calls for ``model``: its family's ``pipeline`` around it, else the model itself."""
+    pipeline = architecture_of(model).pipeline
+    return model if pipeline is None else pipeline(model)
 
 
 def _dccnn_features(model: nn.Module, batch: Batch) -> OwnFeatures:
@@ -86,13 +109,19 @@ def _varnet_taps(teacher: nn.Module, student: nn.Module) -> TapPairs:
             for i in range(learning)]
 
 
-register_architecture(Architecture("dccnn", lambda model: isinstance(model, DCCNN), "recon", _dccnn_features))
-register_architecture(Architecture("vdsr", lambda model: isinstance(model, VDSR), "sr", _vdsr_features))
-register_architecture(Architecture(
-    "fastmri-varnet",
-    lambda model: type(model).__name__ == "VarNet" and type(model).__module__.startswith("fastmri."),
-    "multicoil", default_taps=_varnet_taps,
-))
+def _unet_taps(teacher: nn.Module, student: nn.Module) -> TapPairs:
+    """fastMRI U-Nets: the output of every down-sampling block both have, at the same resolution (block ``i`` works
+    at 1/2^i of the image), e.g. ``down_sample_layers.{0..3}`` for two 4-level U-Nets of any width."""
+    depth = min(len(teacher.down_sample_layers), len(student.down_sample_layers))
+    return [(f"down_sample_layers.{i}", f"down_sample_layers.{i}") for i in range(depth)]
+
+
+register_architecture(Architecture("dccnn", instances_of("kdc.models.dccnn:DCCNN"), "recon", _dccnn_features))
+register_architecture(Architecture("vdsr", instances_of("kdc.models.vdsr:VDSR"), "sr", _vdsr_features))
+register_architecture(Architecture("fastmri_varnet", instances_of("fastmri.models.varnet:VarNet"), "multicoil",
+                                   default_taps=_varnet_taps))
+register_architecture(Architecture("fastmri_unet", instances_of("fastmri.models.unet:Unet"), "image",
+                                   default_taps=_unet_taps, pipeline=NormalisedUnet))
 
 
 class FeatureTaps:

@@ -31,8 +31,9 @@ MaskKind = Annotated[str, typer.Option(help="Undersampling mask when the data ha
 Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mask.")]
 LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: cosine (decays to 0) or constant.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
-Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space), sr (VDSR super-resolution) or "
-                                        "multicoil (a user's network on every coil's k-space, e.g. fastMRI's VarNet).")]
+Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space), sr (VDSR super-resolution), "
+                                        "multicoil (a user's network on every coil's k-space, e.g. fastMRI's VarNet) "
+                                        "or image (a user's network on the zero-filled image, e.g. fastMRI's Unet).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
 Image = Annotated[str, typer.Option(
     help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]

@@ -5,7 +5,8 @@ reconstruction (DC-CNN on undersampled k-space + mask, baseline: the zero-filled
 with complex images (``--image complex``: real and imaginary channels, exact complex DC); ``sr`` its
 super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that image);
 ``recon_multicoil`` a user's network on every coil's k-space in fastMRI's layout (``--task multicoil``: fastMRI's
-VarNet; baseline: the zero-filled root sum of squares). Which layers are distilled is the models' architecture's
+VarNet; baseline: the zero-filled root sum of squares); ``recon_image`` a user's image-to-image network on the
+zero-filled magnitude (``--task image``: fastMRI's U-Net; baseline: that image). Which layers are distilled is the models' architecture's
 business (:mod:`kdc.compress.architectures`). Settings are the ``run.json`` dict of a run
 (:class:`kdc.compress.recipe.RunConfig` as a dict).
 """
@@ -21,15 +22,17 @@ import torch
 from torch import nn
 
 from kdc._io import atomic_path
-from kdc.compress.architectures import FeatureTaps, architecture_of
+from kdc.compress.architectures import FeatureTaps, architecture_of, called
 from kdc.compress.losses import KD_LOSSES, Outputs, build_kd_loss
 from kdc.data.augment import Augmenter
 from kdc.data.lowres import open_lowres_split
 from kdc.data.slices import FASTMRI_CROP, open_split
 from kdc.errors import KdcError
-from kdc.models.dc import DataConsistency
+from kdc.models.dc import DataConsistency, as_complex
 from kdc.mri.layout import centre_crop
-from kdc.tasks import COMPLEX_RECON, MULTICOIL_RECON, RECON as RECON_SPEC, SUPER_RESOLUTION, TaskSpec, find_task
+from kdc.tasks import (
+    COMPLEX_RECON, IMAGE_RECON, MULTICOIL_RECON, RECON as RECON_SPEC, SUPER_RESOLUTION, TaskSpec, find_task,
+)
 
 Batch = dict[str, Any]
 
@@ -223,9 +226,33 @@ class MultiCoilReconstruction(Reconstruction):
         return _as_target(coils.abs().pow(2).sum(dim=1, keepdim=True).sqrt(), batch)
 
 
+class ImageReconstruction(Reconstruction):
+    """A user's image-to-image network on the zero-filled magnitude ``|ifft2(undersampled k-space)|`` ``(N, 1, H, W)``
+    (cropped like the targets), returning the image at the input's scale (fastMRI's U-Net, through its family's
+    pipeline: :func:`kdc.compress.architectures.called`). The items are ``recon``'s; no kdc preset takes the input.
+    """
+
+    spec = IMAGE_RECON
+    baseline = "zero-filled"
+    presets = {}
+
+    def meta(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"task": self.name, **super().meta(settings)}
+
+    def label(self, settings: Mapping[str, Any]) -> str:
+        return f"{settings['acceleration']}x image"
+
+    def predict(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return called(model)(self.baseline_image(batch))
+
+    def baseline_image(self, batch: Batch) -> torch.Tensor:
+        """The zero-filled magnitude, the network's input."""
+        return _as_target(torch.fft.ifft2(as_complex(batch["kspace"]), norm="ortho").abs(), batch)
+
+
 #: The training side of every task of :mod:`kdc.tasks`, by name.
 TASKS: dict[str, Task] = {task.name: task for task in (Reconstruction(), ComplexReconstruction(), SuperResolution(),
-                                                       MultiCoilReconstruction())}
+                                                       MultiCoilReconstruction(), ImageReconstruction())}
 RECON = TASKS["recon"]
 
 

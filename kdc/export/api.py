@@ -1,12 +1,12 @@
-"""``export_model``: resolve the source, mask and lowering, build the artefact, gate it on parity, then write it."""
+"""``export_model``: load the source, let its registered architecture prepare the graph, build the artefact, gate it
+on parity, then write it. Nothing here knows a family: each declares itself in :mod:`kdc.export.architectures`."""
 
 from __future__ import annotations
 
-import copy
-import functools
 import tempfile
 import traceback
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,56 +14,34 @@ import torch
 from torch import nn
 
 from kdc._io import pid_tag, remove_stale_temps
-from kdc.data.lowres import low_resolution
 from kdc.errors import KdcError
 from kdc.export.architectures import (
-    RELATIVE_TOLERANCE, Architecture, ExportRequest, Prepared, architecture_of, register, relative_error,
+    PARITY_SLICES, RELATIVE_TOLERANCE, ExportRequest, architecture_of, check_options, relative_error,
 )
 from kdc.export.complex_lowering import UnsupportedOperation
-from kdc.export.contract import build_contract, build_sr_contract
 from kdc.export.formats import format_for
-from kdc.export.lowerings import LOWERINGS, auto_lowering
 from kdc.export.precision import bf16_gate, precision_entry, resolve_precision
-from kdc.export.quantize import QUANTIZATION_SLICES, GateData, check_quantize, quantize_and_gate, split_slices
+from kdc.export.quantize import QUANTIZATION_SLICES, check_quantize, quantize_and_gate
 from kdc.export.rewrites import rewrite_for_speed
 from kdc.export.report import ExportError, ExportReport
-from kdc.models.checkpoint import load_checkpoint, model_config
-from kdc.models.user import is_user_spec, load_user_model, parse_init
-from kdc.mri.fft import fft2
-from kdc.mri.layout import to_channels
-from kdc.mri.masks import cartesian_mask, line_mask_input, load_mask, sampled_lines, validate_mask
-from kdc.mri.simulate import with_smooth_phase
-from kdc.tasks import LOWRES_INPUT, RECON, TaskSpec, task_of_config
+from kdc.models.checkpoint import load_checkpoint
+from kdc.models.user import is_user_model, is_user_spec, load_user_model, parse_init
 
 #: Prefix of the working directory an export builds and checks its artefact in (under the system temp dir).
 EXPORT_TEMP_PREFIX = "kdc-export"
 #: Checkpoints of a run directory, in the order ``export_model`` picks them.
 RUN_MODELS = ("kd_student", "student", "teacher")
-PARITY_SLICES = 4
-#: Scale of the parity inputs of a super-resolution module whose meta has none.
-DEFAULT_SR_SCALE = 2
 #: Default ``tolerance`` of each parity gate (:attr:`kdc.export.architectures.Architecture.gate`).
 TOLERANCES = {"max_abs": 1e-4, "relative_l2": RELATIVE_TOLERANCE}
 
 
-class BakedMask(nn.Module):
-    """A reconstruction model with its mask as a constant: ``forward(kspace) -> image``."""
-
-    def __init__(self, model: nn.Module, mask: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mask", mask)
-
-    def forward(self, kspace: torch.Tensor) -> torch.Tensor:
-        return self.model(kspace, self.mask)
-
-
 def load_source(
     source: str | Path | nn.Module, role: str | None, init: str | dict[str, Any] | None = None,
-    weights: str | Path | None = None,
+    weights: str | Path | None = None, trusted: Sequence[str] = (),
 ) -> tuple[nn.Module, dict[str, Any], Path | None]:
     """``(model, meta, directory holding its mask.npy or None)`` from a run directory, checkpoint, module, or a
-    user's ``MODULE:CLASS`` built with ``init`` and loaded from ``weights`` (:mod:`kdc.models.user`)."""
+    user's ``MODULE:CLASS`` built with ``init`` and loaded from ``weights`` (:mod:`kdc.models.user`). A checkpoint of
+    a user's class is rebuilt only if ``trusted`` names it (``--user-class``, :mod:`kdc.models.checkpoint`)."""
     if isinstance(source, nn.Module):
         return source.eval(), {"role": role or "unknown"}, None
     if isinstance(source, str) and is_user_spec(source):
@@ -85,35 +63,12 @@ def load_source(
             raise ExportError(f"{path}: run directory has no {' / '.join(f'{n}.pt' for n in names)}")
         path = found[0]
     try:
-        model, meta = load_checkpoint(path)
+        model, meta = load_checkpoint(path, trusted)
     except KdcError as err:
         raise ExportError(str(err)) from None
+    if is_user_model(model):  # what a MODULE:CLASS source records, from the checkpoint's config
+        meta = {**meta, "init": model.kdc_config["init"], "source": model.kdc_config["class"]}
     return model, meta, path.parent
-
-
-def resolve_mask(
-    mask: str | Path | np.ndarray | None, mask_dir: Path | None, meta: dict[str, Any], size: tuple[int, int]
-) -> np.ndarray:
-    """The ``(H, W)`` mask: given, else ``mask.npy`` beside the checkpoint (at the trained size), else drawn as in
-    training at ``size`` (so ``--size`` exports a run at another size with its mask kind, acceleration and seed)."""
-    try:
-        if isinstance(mask, np.ndarray):
-            return validate_mask(mask, size)
-        if mask is not None:
-            return load_mask(mask, size)
-        run_mask = None if mask_dir is None else mask_dir / "mask.npy"
-        if run_mask is not None and run_mask.is_file():
-            trained = load_mask(run_mask)
-            if trained.shape == size or "acceleration" not in meta:
-                return validate_mask(trained, size, source=str(run_mask))
-        if "acceleration" not in meta:
-            raise ExportError("no mask: pass mask= (--mask FILE.npy) or a checkpoint whose meta has 'acceleration'")
-        return cartesian_mask(meta.get("mask_kind", "random"), int(meta["acceleration"]), size,
-                              seed=meta.get("mask_seed", 0), center_fraction=meta.get("center_fraction"))
-    except ExportError:
-        raise
-    except KdcError as err:
-        raise ExportError(str(err)) from None
 
 
 def resolve_size(image_size: tuple[int, int] | None, meta: dict[str, Any], mask: Any) -> tuple[int, int]:
@@ -137,41 +92,6 @@ def calibration_images(data: str | Path, size: tuple[int, int], count: int) -> n
         return split_images(root, "val", size, min(count, available))
     except KdcError as err:
         raise ExportError(f"--calibration: {err}") from None
-
-
-def parity_images(images: np.ndarray | None, size: tuple[int, int], task: TaskSpec = RECON) -> np.ndarray:
-    """``(n, H, W)`` slices for the parity gate: given, else kdc's real validation slices in [0, 1]. A complex task
-    takes complex slices, or gives real ones a smooth phase (:func:`kdc.mri.simulate.with_smooth_phase`); a real task
-    refuses complex slices."""
-    if images is None:
-        from kdc.data.demo import validation_images
-
-        images = validation_images(size, PARITY_SLICES)
-    images = np.asarray(images)
-    if np.iscomplexobj(images) and not task.is_complex:
-        raise ExportError(f"images are complex but the {task.name!r} model reconstructs real images: pass "
-                          "magnitude slices, or export a model trained with --image complex")
-    if images.ndim != 3 or images.shape[1:] != size or len(images) == 0:
-        raise ExportError(f"parity images must be (count, {size[0]}, {size[1]}), got {images.shape}")
-    if task.is_complex:
-        return images.astype(np.complex64) if np.iscomplexobj(images) else with_smooth_phase(images)
-    return images.astype(np.float32)
-
-
-def validation_kspace(
-    images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray, task: TaskSpec = RECON
-) -> np.ndarray:
-    """``(n, 2, H, W)`` undersampled k-space ``fft2(image) * mask`` of validation slices (see :func:`parity_images`)."""
-    return to_channels(fft2(parity_images(images, size, task)) * mask)
-
-
-def pick_lowering(dc: str, mask: np.ndarray, fmt: str) -> str:
-    name = auto_lowering(mask, fmt) if dc == "auto" else dc
-    if name not in LOWERINGS:
-        raise ExportError(f"unknown DC lowering {dc!r}: expected auto or one of {sorted(LOWERINGS)}")
-    if LOWERINGS[name].cartesian_only and sampled_lines(mask) is None:
-        raise ExportError(f"--dc {name} needs a 1-D Cartesian mask (whole columns or rows sampled); use matmul or dft")
-    return name
 
 
 def parity_check(artefact: Any, feeds: dict[str, np.ndarray], expected: np.ndarray, gate: str = "max_abs"
@@ -239,6 +159,7 @@ def export_model(
     weights: str | Path | None = None,
     coils: int | None = None,
     precision: str = "f32",
+    trusted: Sequence[str] = (),
 ) -> ExportReport:
     """Export ``source`` (run directory, checkpoint, module, or a user's ``MODULE:CLASS``) to ``out`` if it matches
     PyTorch within ``tolerance``.
@@ -252,7 +173,8 @@ def export_model(
     contract and its gate: kdc's models on the max abs error on [0, 1] images (``tolerance`` default 1e-4), a
     user's architecture (fastMRI ``Unet``, ``VarNet``) on the relative L2 error (default 1e-3).
     ``init`` (JSON object or file) and ``weights`` (a state dict) build a ``MODULE:CLASS`` source; ``coils`` fixes
-    the coils of a multi-coil model's input (None: dynamic).
+    the coils of a multi-coil model's input (None: dynamic). ``trusted``: users' classes a checkpoint of a run may be
+    rebuilt from (``--user-class``; a checkpoint alone never imports a module).
     ``quantize`` (``int8``, ``fp16``) quantizes the checked float32 graph and writes it only if its PSNR on
     validation slices (``images``, default 32 of kdc's) is at most ``max_psnr_drop`` dB below PyTorch's
     (:mod:`kdc.export.quantize`). ``precision`` (``f32``, ``bf16``, ``int8``: :mod:`kdc.export.precision`) is the
@@ -273,7 +195,7 @@ def export_model(
     psnr_gated = precision != "f32"
     if coils is not None and not 1 <= coils <= 1024:
         raise ExportError(f"--coils must be an integer from 1 to 1024 or 'dynamic', got {coils}")
-    model, meta, mask_dir = load_source(source, role, init, weights)
+    model, meta, mask_dir = load_source(source, role, init, weights, trusted)
     architecture = architecture_of(model)
     size = resolve_size(image_size, meta, mask)
     if calibration is not None:
@@ -284,6 +206,7 @@ def export_model(
         raise ExportError(f"{option} supports magnitude reconstruction (DC-CNN) models only, not {task.name!r}")
     request = ExportRequest(size=size, fmt=fmt, meta=meta, images=images, coils=coils, mask=mask, mask_dir=mask_dir,
                             dc=dc, bake_mask=bake_mask)
+    check_options(architecture, task, request)
     graph, feeds, expected, contract, gate_data = architecture.prepare(model, request)
     tolerance = TOLERANCES[architecture.gate] if tolerance is None else tolerance
     rewrites = rewrite_for_speed(graph, fmt, precision)
@@ -324,92 +247,3 @@ def export_model(
         artefact.write(metadata, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
     return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)
-
-
-def model_task(model: nn.Module) -> TaskSpec:
-    """The task (:mod:`kdc.tasks`) of a model, from its architecture config."""
-    try:
-        return task_of_config(model_config(model))
-    except KdcError as err:
-        raise ExportError(f"cannot export a {type(model).__name__}: {err}") from None
-
-
-def prepare_recon(model: nn.Module, request: ExportRequest) -> Prepared:
-    """DC-CNN: k-space (+ mask) in, the DC layer swapped for the chosen lowering (its lowering hook), the mask baked
-    in if asked."""
-    task, meta, size, images, dc, bake_mask = (model_task(model), request.meta, request.size, request.images,
-                                               request.dc, request.bake_mask)
-    check_single_coil(request)
-    mask_array = resolve_mask(request.mask, request.mask_dir, meta, size)
-    lowering = pick_lowering(dc, mask_array, request.fmt)
-    lines = sampled_lines(mask_array)
-    axis = -1 if lines is None else lines[0]
-    mask_tensor = torch.from_numpy(mask_array[None, None] if lines is None else line_mask_input(mask_array, size, axis))
-
-    graph = copy.deepcopy(model)
-    graph.dc = LOWERINGS[lowering](size, mask_array if bake_mask else None, task.image_channels, axis)
-    kspace = validation_kspace(images, size, mask_array, task)
-    feeds = {"kspace": kspace} if bake_mask else {"kspace": kspace, "mask": mask_tensor.numpy()}
-    with torch.no_grad():
-        expected = model(torch.from_numpy(kspace), mask_tensor).numpy()
-    if bake_mask:
-        graph = BakedMask(graph, mask_tensor)
-    contract = functools.partial(
-        build_contract, task=task, image_size=size, mask=mask_array,
-        mask_input_shape=None if bake_mask else list(mask_tensor.shape), lines=lines, lowering=lowering,
-        model=describe_model(model, meta), meta=meta,
-    )
-    gate_data = functools.partial(quantization_data, model, images, size, mask_array, feeds, mask_tensor)
-    return graph, feeds, expected, contract, gate_data
-
-
-def prepare_sr(model: nn.Module, request: ExportRequest) -> Prepared:
-    """VDSR: the low-resolution image in (k-space truncation of the parity slices at the trained scale), no DC."""
-    task, meta, size, images = model_task(model), request.meta, request.size, request.images
-    check_single_coil(request)
-    if request.dc != "auto" or request.bake_mask or request.mask is not None:
-        raise ExportError("a super-resolution model (VDSR) has no data consistency and no mask: "
-                          "drop --dc, --bake-mask and --mask")
-    scale = meta.get("scale")
-    lowres = low_resolution(parity_images(images, size, task), int(scale or DEFAULT_SR_SCALE))[:, None]
-    with torch.no_grad():
-        expected = model(torch.from_numpy(lowres)).numpy()
-    contract = functools.partial(build_sr_contract, task=task, image_size=size, scale=scale,
-                                 model=describe_model(model, meta), meta=meta)
-    return copy.deepcopy(model), {LOWRES_INPUT: lowres}, expected, contract, None
-
-
-def quantization_data(
-    model: nn.Module, images: np.ndarray | None, size: tuple[int, int], mask: np.ndarray,
-    feeds: dict[str, np.ndarray], mask_tensor: torch.Tensor,
-) -> GateData:
-    """Calibration and gate slices (``images``, default kdc's validation slices) with PyTorch's output on them."""
-    if images is None:
-        from kdc.data.demo import validation_images
-
-        images = validation_images(size, QUANTIZATION_SLICES)
-    kspace = validation_kspace(images, size, mask)
-    with torch.no_grad():
-        reference = model(torch.from_numpy(kspace), mask_tensor).numpy()
-    return split_slices({**feeds, "kspace": kspace}, np.asarray(images, dtype=np.float32), reference)
-
-
-def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    """Role, architecture config and parameter count of the exported model."""
-    try:
-        config = model_config(model)
-    except KdcError:
-        config = {"arch": type(model).__name__}
-    return {"role": meta.get("role", "unknown"), "config": config,
-            "parameters": sum(p.numel() for p in model.parameters())}
-
-
-def check_single_coil(request: ExportRequest) -> None:
-    if request.coils is not None:
-        raise ExportError("--coils is for multi-coil models (fastMRI VarNet); kdc's own models take one coil")
-
-
-#: kdc's own architectures: registered like a user's, with their own prepare hooks.
-DCCNN_EXPORT = register(Architecture("dccnn", ("kdc.models.dccnn:DCCNN",), prepare_recon, model_task,
-                                     quantizable_tasks=(RECON.name,)))
-VDSR_EXPORT = register(Architecture("vdsr", ("kdc.models.vdsr:VDSR",), prepare_sr, model_task))

@@ -1,9 +1,18 @@
 """Registered architectures: what ``kdc export`` needs to know about a model, declared once per family.
 
-An :class:`Architecture` names the classes it exports (``module:Class``, subclasses included) and how to prepare
-them: the graph, the parity feeds, PyTorch's output on them and the contract builder (a :data:`Prepared`). kdc's
-DC-CNN and VDSR register theirs in :mod:`kdc.export.api`; a user's model family declares a
-:class:`DeclaredArchitecture` (:mod:`kdc.export.fastmri` holds fastMRI's ``Unet`` and ``VarNet``):
+Registering a family (one entry per family, in a module of its own listed in :data:`ENTRY_MODULES`, or in the module
+that defines a user's class)::
+
+    register(Architecture(name, ("package.module:Class",), prepare, task_of, options=("coils",)))   # a hook
+    DeclaredArchitecture(name, ("package.module:Class",), task, graph, feeds, contract).register()  # declared
+
+An :class:`Architecture` names the classes it exports (``module:Class``, subclasses included), the task of its
+models (:mod:`kdc.tasks`: graph inputs, output, contract ``task``), the family options of ``kdc export`` it takes
+(:data:`FAMILY_OPTIONS`; any other one given is refused in one line before anything is built), its parity gate, and
+its ``prepare`` hook: the graph, the parity feeds, PyTorch's output on them and the contract builder (a
+:data:`Prepared`). kdc's DC-CNN (:mod:`kdc.export.dccnn`: mask, DC lowering) and VDSR (:mod:`kdc.export.vdsr`) are
+hooks; a user's model family declares a :class:`DeclaredArchitecture` (:mod:`kdc.export.fastmri` holds fastMRI's
+``Unet`` and ``VarNet``):
 
 - ``graph(model)``: the module that is exported, float32 inputs to float32 output, with the pre- and
   post-processing the family's own pipeline runs outside the model (so the runtime gives the same image);
@@ -20,6 +29,7 @@ against PyTorch (:data:`RELATIVE_TOLERANCE` unless ``--tolerance`` says otherwis
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Iterator
@@ -31,10 +41,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdc.errors import KdcError
 from kdc.export.complex_lowering import RealComplexMode, UnsupportedOperation
 from kdc.export.contract import build_declared_contract
 from kdc.export.report import ExportError
-from kdc.tasks import TaskSpec
+from kdc.models.checkpoint import model_config
+from kdc.models.user import class_names
+from kdc.mri.simulate import with_smooth_phase
+from kdc.tasks import RECON, TaskSpec, task_of_config
 
 #: What an architecture hands the shared gate: ``(graph, feeds (batched input first), PyTorch's output on them,
 #: contract builder, quantization data or None)``.
@@ -46,7 +60,11 @@ RELATIVE_TOLERANCE = 1e-3
 #: rewrite is off by order 1.
 LOWERING_TOLERANCE = 1e-4
 #: Modules holding registered architectures, imported when a model is looked up.
-ENTRY_MODULES = ("kdc.export.api", "kdc.export.fastmri")
+ENTRY_MODULES = ("kdc.export.dccnn", "kdc.export.vdsr", "kdc.export.fastmri")
+#: Options of ``kdc export`` that only some families take (:attr:`Architecture.options`): request field -> flag.
+FAMILY_OPTIONS = {"mask": "--mask", "dc": "--dc", "bake_mask": "--bake-mask", "coils": "--coils"}
+#: Slices of kdc's validation set that feed a parity gate when the user gives none.
+PARITY_SLICES = 4
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,7 @@ class ExportRequest:
     images: np.ndarray | None = None
     #: Coils of a multi-coil model's input; None when the coil dimension is dynamic.
     coils: int | None = None
-    #: kdc DC-CNN options (``--mask``, the run's directory holding ``mask.npy``, ``--dc``, ``--bake-mask``).
+    #: DC-CNN options (``--mask``, the run's directory holding ``mask.npy``, ``--dc``, ``--bake-mask``).
     mask: str | Path | np.ndarray | None = None
     mask_dir: Path | None = None
     dc: str = "auto"
@@ -80,6 +98,8 @@ class Architecture:
     quantizable_tasks: tuple[str, ...] = ()
     #: ``"max_abs"`` (kdc's own models, on [0, 1] images) or ``"relative_l2"``.
     gate: str = "max_abs"
+    #: The :data:`FAMILY_OPTIONS` its models take (``("mask", "dc", "bake_mask")`` for a DC-CNN).
+    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,11 +120,6 @@ def register(architecture: Architecture) -> Architecture:
     return architecture
 
 
-def class_names(model: nn.Module) -> list[str]:
-    """``module:Class`` of the model's class and its bases."""
-    return [f"{cls.__module__}:{cls.__qualname__}" for cls in type(model).__mro__]
-
-
 def registered() -> dict[str, Architecture]:
     """Every registered architecture, kdc's built-in entry modules imported first."""
     for module in ENTRY_MODULES:
@@ -121,6 +136,60 @@ def architecture_of(model: nn.Module) -> Architecture:
     known = sorted(cls for architecture in ARCHITECTURES.values() for cls in architecture.classes)
     raise ExportError(f"no registered architecture exports a {class_names(model)[0]}: kdc exports {known}; declare "
                       "yours with kdc.export.architectures.DeclaredArchitecture(...).register() (docs/your-model.md)")
+
+
+def check_options(architecture: Architecture, task: TaskSpec, request: ExportRequest) -> None:
+    """Refuse, in one line, a family option (:data:`FAMILY_OPTIONS`) given for a model whose family does not take
+    it."""
+    defaults = {field.name: field.default for field in dataclasses.fields(ExportRequest)}
+    given = [flag for option, flag in FAMILY_OPTIONS.items() if option not in architecture.options
+             and not is_default(getattr(request, option), defaults[option])]
+    if given:
+        own = ", ".join(FAMILY_OPTIONS[option] for option in architecture.options)
+        raise ExportError(f"{', '.join(given)}: a {architecture.name} model takes {', '.join(task.inputs)}"
+                          f"{f' and the options {own}' if own else ''}; drop {'it' if len(given) == 1 else 'them'}")
+
+
+def is_default(value: Any, default: Any) -> bool:
+    """True when an option still holds its default (an array given as ``mask`` never does)."""
+    return value is default or (isinstance(value, str) and value == default)
+
+
+def config_task(model: nn.Module) -> TaskSpec:
+    """The task (:mod:`kdc.tasks`) of one of kdc's models, from its architecture config."""
+    try:
+        return task_of_config(model_config(model))
+    except KdcError as err:
+        raise ExportError(f"cannot export a {type(model).__name__}: {err}") from None
+
+
+def parity_images(images: np.ndarray | None, size: tuple[int, int], task: TaskSpec = RECON) -> np.ndarray:
+    """``(n, H, W)`` slices for the parity gate: given, else kdc's real validation slices in [0, 1]. A complex task
+    takes complex slices, or gives real ones a smooth phase (:func:`kdc.mri.simulate.with_smooth_phase`); a real task
+    refuses complex slices."""
+    if images is None:
+        from kdc.data.demo import validation_images
+
+        images = validation_images(size, PARITY_SLICES)
+    images = np.asarray(images)
+    if np.iscomplexobj(images) and not task.is_complex:
+        raise ExportError(f"images are complex but the {task.name!r} model reconstructs real images: pass "
+                          "magnitude slices, or export a model trained with --image complex")
+    if images.ndim != 3 or images.shape[1:] != size or len(images) == 0:
+        raise ExportError(f"parity images must be (count, {size[0]}, {size[1]}), got {images.shape}")
+    if task.is_complex:
+        return images.astype(np.complex64) if np.iscomplexobj(images) else with_smooth_phase(images)
+    return images.astype(np.float32)
+
+
+def describe_model(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """Role, architecture config and parameter count of one of kdc's exported models."""
+    try:
+        config = model_config(model)
+    except KdcError:
+        config = {"arch": type(model).__name__}
+    return {"role": meta.get("role", "unknown"), "config": config,
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def relative_error(output: np.ndarray, reference: np.ndarray) -> float:
@@ -171,9 +240,12 @@ class DeclaredArchitecture:
     adapters: tuple[Adapter, ...] = ()
     #: Dynamic dimensions of each input beyond the batch, for this request (``{"kspace": {1: "C"}}``).
     dynamic: Callable[[ExportRequest], dict[str, dict[int, str]]] = lambda request: {}
+    #: The :data:`FAMILY_OPTIONS` its models take (``("coils",)`` for a multi-coil input).
+    options: tuple[str, ...] = ()
 
     def as_architecture(self) -> Architecture:
-        return Architecture(self.name, self.classes, self.prepare, lambda model: self.task, gate="relative_l2")
+        return Architecture(self.name, self.classes, self.prepare, lambda model: self.task, gate="relative_l2",
+                            options=self.options)
 
     def register(self) -> Architecture:
         return register(self.as_architecture())
@@ -181,12 +253,6 @@ class DeclaredArchitecture:
     def prepare(self, model: nn.Module, request: ExportRequest) -> Prepared:
         """Graph, feeds, PyTorch's output and contract, after checking every adapter and the complex lowering
         against the untouched model in PyTorch."""
-        if request.mask is not None or request.dc != "auto" or request.bake_mask:
-            raise ExportError(f"--mask, --dc and --bake-mask apply to kdc's DC-CNNs; {self.name} takes its mask as an "
-                              "input and has its own data consistency")
-        if request.coils is not None and self.task.kspace_layout != "coils_last":
-            raise ExportError(f"--coils is for multi-coil k-space inputs; {self.name} takes "
-                              f"{', '.join(self.task.inputs)}")
         graph = self.graph(model).eval()
         feeds = self.feeds(request)
         expected = run_torch(graph, feeds)

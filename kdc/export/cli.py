@@ -47,6 +47,9 @@ def export(
     coils: Annotated[str | None, typer.Option(
         help="Coils of a multi-coil model's k-space input: N, or dynamic.  [default: dynamic]",
         show_default=False)] = None,
+    user_class: Annotated[list[str] | None, typer.Option(
+        help="MODULE:CLASS of a user's model a run's checkpoint may be rebuilt from (repeatable): importing it runs "
+             "that module's code, so a checkpoint alone never does.")] = None,
     calibration: Annotated[Path | None, typer.Option(
         help="Dataset directory (ROOT/val/*.h5) whose slices calibrate --quantize and feed both gates "
              "[default: kdc's shipped validation slices].", show_default=False)] = None,
@@ -60,7 +63,7 @@ def export(
         spec if is_user_spec(spec) else resolve(source, "checkpoint"), out, fmt=format, dc=dc, bake_mask=bake_mask,
         image_size=size, mask=mask,
         tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop, calibration=calibration,
-        init=init, weights=weights, coils=parse_coils(coils), precision=precision,
+        init=init, weights=weights, coils=parse_coils(coils), precision=precision, trusted=user_class or (),
     )
     validated = report.metadata["precision"]
     quantization = report.metadata.get("quantization")

@@ -97,7 +97,7 @@ def open_checkpoint(
     if threads:
         torch.set_num_threads(threads)
     shape = (int(size[0]), int(size[1]))
-    if not task_of_config(model_config(model)).takes_kspace:
+    if not task_of_config(model_config(model), meta.get("task")).takes_kspace:
         arrays = (example_image(batch, shape),)
     else:
         mask = example_mask(shape[1], float(meta.get("acceleration") or 1))

@@ -26,19 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdc.export.architectures import Adapter, DeclaredArchitecture, ExportRequest
+from kdc.export.architectures import Adapter, DeclaredArchitecture, ExportRequest, parity_images
+from kdc.models.fastmri import UNET_CLAMP, UNET_EPS, NormalisedUnet
 from kdc.mri.fft import fft2, fft2c, ifft2
 from kdc.mri.masks import cartesian_mask
 from kdc.mri.simulate import complex_coil_images
 from kdc.tasks import IMAGE_RECON, MULTICOIL_RECON, ZERO_FILLED_INPUT
 
-#: Slices, acceleration and coils of the parity feeds (coils when ``--coils dynamic``).
-PARITY_SLICES = 4
+#: Acceleration and coils of the parity feeds (coils when ``--coils dynamic``).
 PARITY_ACCELERATION = 4
 PARITY_COILS = 4
-#: fastMRI's ``UnetDataTransform``: ``normalize_instance(image, eps=1e-11)`` then ``clamp(-6, 6)``.
-UNET_EPS = 1e-11
-UNET_CLAMP = 6.0
 
 
 @contextlib.contextmanager
@@ -98,23 +95,6 @@ MASK_CENTER = Adapter("varnet_mask_center", "batched_mask_center: int(mask_from)
                       "tensor comparisons, so the mask stays an input", mask_center_patch)
 
 
-class NormalisedUnet(nn.Module):
-    """fastMRI's U-Net pipeline in one graph: the zero-filled magnitude ``(N, C, H, W)`` normalised per slice,
-    ``(x - mean) / (std + 1e-11)`` clamped to [-6, 6] (``UnetDataTransform``), the U-Net, and ``* std + mean``
-    (``UnetModule``'s validation and test step), so the output is at the input's scale."""
-
-    def __init__(self, unet: nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        flat = image.flatten(1)
-        mean = flat.mean(dim=1).reshape(-1, 1, 1, 1)
-        std = flat.std(dim=1).reshape(-1, 1, 1, 1)
-        normalised = ((image - mean) / (std + UNET_EPS)).clamp(-UNET_CLAMP, UNET_CLAMP)
-        return self.unet(normalised) * std + mean
-
-
 class MaskedVarNet(nn.Module):
     """fastMRI's VarNet with a float32 0/1 mask input (``VarNet`` takes a bool mask)."""
 
@@ -126,15 +106,6 @@ class MaskedVarNet(nn.Module):
         return self.varnet(kspace, mask > 0.5)
 
 
-def parity_slices(request: ExportRequest) -> np.ndarray:
-    """``(n, H, W)`` real slices in [0, 1]: the given images, else kdc's validation slices."""
-    if request.images is not None:
-        return np.asarray(request.images, dtype=np.float32)
-    from kdc.data.demo import validation_images
-
-    return validation_images(request.size, PARITY_SLICES)
-
-
 def centred_column_mask(size: tuple[int, int]) -> np.ndarray:
     """A fastMRI-style centred ``(W,)`` column mask: random lines at 4x with a fully sampled centre."""
     return np.fft.fftshift(cartesian_mask("random", PARITY_ACCELERATION, size)[0]).astype(np.float32)
@@ -142,7 +113,7 @@ def centred_column_mask(size: tuple[int, int]) -> np.ndarray:
 
 def unet_feeds(request: ExportRequest) -> dict[str, np.ndarray]:
     """Zero-filled magnitudes of 4x-undersampled validation slices, ``(n, 1, H, W)``."""
-    images = parity_slices(request)
+    images = parity_images(request.images, request.size, IMAGE_RECON)
     mask = cartesian_mask("random", PARITY_ACCELERATION, request.size)
     return {ZERO_FILLED_INPUT: np.abs(ifft2(fft2(images) * mask)).astype(np.float32)[:, None]}
 
@@ -151,7 +122,7 @@ def varnet_feeds(request: ExportRequest) -> dict[str, np.ndarray]:
     """Centred multi-coil k-space ``(n, C, H, W, 2)`` of validation slices (birdcage coils, smooth phase), zero
     outside a centred 4x column mask ``(1, 1, 1, W, 1)``."""
     mask = centred_column_mask(request.size)
-    coils = complex_coil_images(parity_slices(request), request.coils or PARITY_COILS)
+    coils = complex_coil_images(parity_images(request.images, request.size, MULTICOIL_RECON), request.coils or PARITY_COILS)
     kspace = fft2c(coils) * mask
     return {"kspace": np.stack([kspace.real, kspace.imag], axis=-1).astype(np.float32),
             "mask": mask.reshape(1, 1, 1, -1, 1)}
@@ -196,5 +167,5 @@ UNET = DeclaredArchitecture(
 VARNET = DeclaredArchitecture(
     name="fastmri_varnet", classes=("fastmri.models.varnet:VarNet",), task=MULTICOIL_RECON, graph=MaskedVarNet,
     feeds=varnet_feeds, contract=varnet_contract, adapters=(UNET_PADDING, MASK_CENTER),
-    dynamic=lambda request: {} if request.coils else {"kspace": {1: "C"}},
+    dynamic=lambda request: {} if request.coils else {"kspace": {1: "C"}}, options=("coils",),
 ).register()

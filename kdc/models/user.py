@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from kdc.errors import KdcError
+from kdc.tasks import USER_ARCH  # a checkpoint config: {"arch": "user", "class": SPEC, "init": {...}}
 
 #: Prefix a LightningModule puts before the wrapped network's parameter names.
 LIGHTNING_PREFIX = "model."
-#: ``arch`` of a user's model in a kdc checkpoint config: ``{"arch": "user", "class": SPEC, "init": {...}}``.
-USER_ARCH = "user"
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -86,6 +85,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if state and all(k.startswith(LIGHTNING_PREFIX) for k in state):
         state = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items()}
     return state
+
+
+def class_names(model: nn.Module) -> list[str]:
+    """``module:Class`` of the model's class and its bases, nearest first: what registered families match on."""
+    return [f"{cls.__module__}:{cls.__qualname__}" for cls in type(model).__mro__]
 
 
 def is_user_model(model: nn.Module) -> bool:

@@ -31,6 +31,6 @@ def test_recon_pairs_conv_3_with_conv_2_in_every_cascade():
 
 
 def test_unknown_task():
-    assert sorted(TASKS) == ["recon", "recon_complex", "recon_multicoil", "sr"]
+    assert sorted(TASKS) == ["recon", "recon_complex", "recon_image", "recon_multicoil", "sr"]
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         get_task("denoise")

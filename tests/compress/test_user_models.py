@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 from typer.testing import CliRunner
 
+import kdc.runtime as rt
 from kdc.cli import app
-from kdc.compress.architectures import FeatureTaps, tap_paths
+from kdc.compress.architectures import FeatureTaps, architecture_of, tap_paths
 from kdc.compress.losses import Outputs
 from kdc.compress.tasks import feature_loss, get_task
 from kdc.compress.trainer import read_history
@@ -21,9 +23,11 @@ from kdc.data.errors import DataError
 from kdc.data.slices import open_split
 from kdc.errors import KdcError
 from kdc.models import build_model, load_checkpoint
-from kdc.models.checkpoint import CheckpointError
+from kdc.models.checkpoint import CheckpointError, model_config
+from kdc.models.fastmri import NormalisedUnet
 from kdc.models.user import load_user_model
 from kdc.mri.simulate import complex_coil_images
+from kdc.tasks import IMAGE_RECON, task_of_config
 from tests.conftest import make_phantom
 
 fastmri = pytest.importorskip("fastmri")
@@ -190,3 +194,57 @@ def test_a_users_teacher_teaches_kdcs_dccnn_student(tmp_path, write_kdmri):
     assert hooked.exit_code == 0, hooked.output
     cached = np.load(next((tmp_path / "hooked" / "cache").glob("teacher-at-*.npy")))
     assert cached.dtype.names == ("image", "f0")  # one tap pair instead of five
+
+
+UNET = "fastmri.models:Unet"
+UNET_TEACHER = {"in_chans": 1, "out_chans": 1, "chans": 8, "num_pool_layers": 2}
+UNET_STUDENT = {"in_chans": 1, "out_chans": 1, "chans": 4, "num_pool_layers": 2}
+
+
+def test_unet_default_taps_pair_the_down_sampling_blocks_at_the_same_resolution():
+    teacher = load_user_model(UNET, {**UNET_TEACHER, "num_pool_layers": 4})
+    student = load_user_model(UNET, UNET_STUDENT)
+    assert tap_paths(teacher, student) == (["down_sample_layers.0", "down_sample_layers.1"],
+                                           ["down_sample_layers.0", "down_sample_layers.1"])
+    # Training and export know the family by one name.
+    from kdc.export.architectures import architecture_of as export_family
+
+    for model in (teacher, load_user_model(VARNET, {"num_cascades": 1, "chans": 2, "sens_chans": 1})):
+        assert architecture_of(model).name == export_family(model).name
+
+
+def test_a_unet_teacher_distils_on_the_zero_filled_image_and_the_student_exports(tmp_path, write_kdmri):
+    """--task image: fastMRI's U-Net teacher and student on the zero-filled magnitude, called through fastMRI's
+    normalisation as their export is; the checkpoint's recorded task picks the task; the student exports."""
+    for split, name, seed in (("train", "a", 0), ("val", "c", 2)):
+        write_kdmri(tmp_path / "data" / split / f"{name}.h5", make_phantom(2, 16, 16, seed=seed))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "distill", "--task", "image", "--data", str(tmp_path / "data"), "--out", str(run), "--epochs", "1",
+        "--pretrain-epochs", "1", "--batch-size", "2", "--precision", "fp32",
+        "--teacher", UNET, "--teacher-init", json.dumps(UNET_TEACHER),
+        "--student", UNET, "--student-init", json.dumps(UNET_STUDENT)])
+    assert result.exit_code == 0, result.output
+    assert "| zero-filled |" in result.output and "| kd_student | 7,305 |" in result.output
+    assert list((run / "cache").glob("teacher-at-*.npy"))
+
+    student, meta = load_checkpoint(run / "kd_student.pt", [UNET])
+    assert meta["task"] == "recon_image"
+    assert task_of_config(model_config(student), meta["task"]) is IMAGE_RECON
+    batch = default_collate([open_split(tmp_path / "data", "val", 4)[0]])
+    zero_filled = torch.fft.ifft2(torch.complex(batch["kspace"][:, :1], batch["kspace"][:, 1:]), norm="ortho").abs()
+    with torch.no_grad():
+        torch.testing.assert_close(get_task("recon_image").predict(student, batch), NormalisedUnet(student)(zero_filled))
+
+    onnx = tmp_path / "student.onnx"
+    exported = CliRunner().invoke(app, ["export", UNET, "--init", json.dumps(UNET_STUDENT), "--weights",
+                                        str(run / "kd_student.pt"), "--size", "16", "16", "--out", str(onnx)])
+    assert exported.exit_code == 0 and "parity relative L2 error" in exported.output, exported.output
+    assert rt.load(onnx).task == "recon_image"
+    # The run's checkpoint exports too, once the user names the class it may import (the size is the trained one).
+    refused = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "run.onnx")])
+    assert refused.exit_code == 1 and f"pass --user-class {UNET}" in refused.output, refused.output
+    from_run = CliRunner().invoke(app, ["export", str(run), "--user-class", UNET, "--out", str(tmp_path / "run.onnx")])
+    assert from_run.exit_code == 0, from_run.output
+    contract = rt.load(tmp_path / "run.onnx").contract
+    assert contract["model"]["role"] == "kd_student" and contract["model"]["config"]["chans"] == 4

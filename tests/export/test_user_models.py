@@ -156,11 +156,12 @@ def test_a_model_that_cannot_be_exported_is_one_line_naming_its_source_line(tmp_
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["--coils", "0"], "expected a positive number of coils or 'dynamic'"),
-    (["--init", '{"in_chans": 1, "out_chans": 1}', "--coils", "15"], "--coils is for multi-coil k-space inputs"),
+    (["--init", '{"in_chans": 1, "out_chans": 1}', "--coils", "15"],
+     "--coils: a fastmri_unet model takes image_zero_filled; drop it"),
     (["--init", "[1]"], "expected a JSON object of constructor arguments"),
     (["--init", '{"chans": 4, "bogus": 1}'], "fastmri.models:Unet: cannot build it with --init"),
     (["--init", '{"in_chans": 1, "out_chans": 1}', "--mask", "m.npy"],
-     "--mask, --dc and --bake-mask apply to kdc's DC-CNNs"),
+     "--mask: a fastmri_unet model takes image_zero_filled; drop it"),
 ])
 def test_bad_user_model_options_are_one_line(tmp_path, args, expected):
     result = CliRunner().invoke(app, ["export", "fastmri.models:Unet", "--size", "16", "16", "--out",
