@@ -8,7 +8,7 @@ pre-training stage, against one teacher and one plain student (the row with neit
 
 from __future__ import annotations
 
-from distill_table import Row, parser, write_results
+from distill_table import Row, parser, run_table
 
 
 def rows(feature_weight: str) -> list[Row]:
@@ -45,7 +45,7 @@ def main() -> None:
     arguments = parser(__doc__.splitlines()[0], "ablation")
     arguments.add_argument("--feature-weight", default="1", help="weight of AT in the KD stage where a row uses it")
     args = arguments.parse_args()
-    write_results(args, TITLE, notes(args.feature_weight), rows(args.feature_weight), "ablation.py")
+    run_table(args, TITLE, notes(args.feature_weight), rows(args.feature_weight), "ablation.py")
 
 
 if __name__ == "__main__":

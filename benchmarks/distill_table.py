@@ -110,7 +110,7 @@ def cell(per_seed: list[dict], metric: str, digits: int) -> str:
     return text + (f" (seeds sd {np.std(means):.{digits}f})" if len(means) > 1 else "")
 
 
-def write_results(args: argparse.Namespace, title: str, notes: str, rows: Sequence[Row], script: str) -> None:
+def run_table(args: argparse.Namespace, title: str, notes: str, rows: Sequence[Row], script: str) -> None:
     """Run every seed, then write ``OUT.json`` (everything) and ``OUT.md`` (the table)."""
     torch_threads = torch.get_num_threads()
     if args.work.exists():

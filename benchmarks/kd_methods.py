@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from distill_table import Row, parser, write_results
+from distill_table import Row, parser, run_table
 
 from kdc.compress.losses import KD_LOSSES
 
@@ -39,7 +39,7 @@ def rows() -> list[Row]:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0], "kd_methods").parse_args()
-    write_results(args, TITLE, NOTES, rows(), "kd_methods.py")
+    run_table(args, TITLE, NOTES, rows(), "kd_methods.py")
 
 
 if __name__ == "__main__":
