@@ -3,7 +3,9 @@ user's fastMRI VarNet.
 
 An :class:`Architecture` names the models it owns, the ``--task`` whose inputs they take (the task says how a model
 is called: :mod:`kdc.compress.tasks`), and its feature taps. kdc's own models return their taps themselves
-(``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4 of 7). A user's model
+(``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4 of 7, the multi-coil
+SENSE VarNet the regulariser's first U-Net block of :data:`SENSE_TAPS` evenly spaced cascades, 6 <-> 3 cascades
+pairing teacher cascades 2, 4, 6 with the student's 1, 2, 3). A user's model
 is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a family may give default
 ``(teacher path, student path)`` pairs. ``kdc distill --taps T=S,...`` replaces any of these with hooks on both
 models (so a user's teacher can teach a kdc DC-CNN student); a user's class that no family owns needs it.
@@ -20,6 +22,8 @@ from torch import nn
 
 from kdc.errors import KdcError
 from kdc.models.dccnn import DCCNN
+from kdc.models.sense_dccnn import SenseDCCNN
+from kdc.models.sense_varnet import SenseVarNet
 from kdc.models.user import is_user_model
 from kdc.models.vdsr import VDSR
 
@@ -69,6 +73,28 @@ def _dccnn_features(model: nn.Module, batch: Batch) -> OwnFeatures:
     return image, [taps[layer] for taps in hidden], hidden
 
 
+#: Cascades of a SENSE VarNet whose features are distilled: the last of as many equal runs of its cascades.
+SENSE_TAPS = 3
+
+
+def spaced_cascades(cascades: int, taps: int = SENSE_TAPS) -> list[int]:
+    """The last cascade of each of ``taps`` equal runs (all of them when there are fewer): 6 -> [1, 3, 5]."""
+    taps = min(taps, cascades)
+    return [(i + 1) * cascades // taps - 1 for i in range(taps)]
+
+
+def _sense_varnet_features(model: nn.Module, batch: Batch) -> OwnFeatures:
+    image, hidden = model.forward_features(batch["kspace"], batch["mask"])
+    paired = [hidden[i] for i in spaced_cascades(len(hidden))]
+    return image.unsqueeze(1), paired, [[feature] for feature in paired]
+
+
+def _sense_dccnn_features(model: nn.Module, batch: Batch) -> OwnFeatures:
+    image, hidden = model.forward_features(batch["kspace"], batch["mask"])
+    layer = len(model.cascades[0].convs) // 2
+    return image.unsqueeze(1), [taps[layer] for taps in hidden], hidden
+
+
 def _vdsr_features(model: nn.Module, batch: Batch) -> OwnFeatures:
     image, hidden = model.forward_features(batch["image"])
     return image, [hidden[len(model.convs) // 2]], [hidden]
@@ -88,6 +114,10 @@ def _varnet_taps(teacher: nn.Module, student: nn.Module) -> TapPairs:
 
 register_architecture(Architecture("dccnn", lambda model: isinstance(model, DCCNN), "recon", _dccnn_features))
 register_architecture(Architecture("vdsr", lambda model: isinstance(model, VDSR), "sr", _vdsr_features))
+register_architecture(Architecture("sense_varnet", lambda model: isinstance(model, SenseVarNet), "multicoil",
+                                   _sense_varnet_features))
+register_architecture(Architecture("sense_dccnn", lambda model: isinstance(model, SenseDCCNN), "multicoil",
+                                   _sense_dccnn_features))
 register_architecture(Architecture(
     "fastmri-varnet",
     lambda model: type(model).__name__ == "VarNet" and type(model).__module__.startswith("fastmri."),
