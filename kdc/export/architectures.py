@@ -46,7 +46,7 @@ RELATIVE_TOLERANCE = 1e-3
 #: rewrite is off by order 1.
 LOWERING_TOLERANCE = 1e-4
 #: Modules holding registered architectures, imported when a model is looked up.
-ENTRY_MODULES = ("kdc.export.api", "kdc.export.fastmri")
+ENTRY_MODULES = ("kdc.export.api", "kdc.export.fastmri", "kdc.export.sense")
 
 
 @dataclass(frozen=True)
