@@ -18,7 +18,8 @@ def test_every_stage_registers_every_task():
     trainable = sorted(name for name, spec in TASKS.items() if spec.trainable)
     assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "recon_multicoil", "sr"]
     assert all(TRAINING[name].spec is TASKS[name] for name in trainable)
-    for preset in ("student", "complex_student", "sr_student"):  # every kdc model has a registered export
+    for preset in ("student", "complex_student", "sr_student", "multicoil_student", "multicoil_dccnn"):
+        # every kdc model has a registered export
         assert architecture_of(build_model(preset)).name in registered()
     # A user's model is exported through its registered architecture: fastMRI's VarNet (the multi-coil task,
     # trainable with a user's class) and U-Net (exported only).
@@ -33,11 +34,13 @@ def test_options_and_model_configs_pick_the_task():
     assert task_of_config({"arch": "dccnn", "cascades": 5}) is RECON
     assert task_of_config({"arch": "dccnn", "image_channels": 2}) is COMPLEX_RECON
     assert task_of_config({"arch": "vdsr", "depth": 7}) is SUPER_RESOLUTION
+    for arch in ("sense_varnet", "sense_dccnn"):  # kdc's SENSE models take the multi-coil task's inputs
+        assert task_of_config({"arch": arch, "cascades": 3}) is TASKS["recon_multicoil"]
     with pytest.raises(KdcError, match="task 'sr' has magnitude images only"):
         find_task("sr", "complex")
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         find_task("denoise")
-    assert find_task("multicoil") is TASKS["recon_multicoil"]  # a user's multi-coil class (fastMRI's VarNet)
+    assert find_task("multicoil") is TASKS["recon_multicoil"]  # kdc's SENSE VarNet, or a user's (fastMRI's VarNet)
     with pytest.raises(KdcError, match=r"unknown task 'image' \(--task\): expected one of \['multicoil', 'recon', "
                                        r"'sr'\]"):
         find_task("image")  # fastMRI's U-Net on the zero-filled image: exported, not trained by kdc

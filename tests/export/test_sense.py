@@ -97,3 +97,12 @@ def test_sense_dccnn_exports_too(tmp_path):
         expected = model(kspace, mask).numpy()
     got = rt.load(report.path, engine="ort").run({"kspace": kspace.numpy(), "mask": mask.numpy()})["image"]
     assert relative_error(got, expected) < 1e-4
+
+
+def test_kdc_bench_runs_the_checkpoint_in_pytorch(exported):
+    _, report = exported
+    checkpoint = report.path.parent / "kd_student.pt"
+    result = CliRunner().invoke(app, ["bench", str(checkpoint), "--runtime", "torch", "-n", "1", "--warmup", "0",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "kd_student" in result.output
