@@ -87,7 +87,8 @@ def virtual_coil_row(run: Path, data: Path, acceleration: int) -> dict:
     images = [image for _, _, image in predict(model, recon.open_split(data, "val", settings), task=recon)]
     coil_items = open_split(data, "val", acceleration, coils=True)
     pairs = ((coil_items[index]["volume"], coil_items[index]["target"][0], image) for index, image in enumerate(images))
-    return {f"virtual-coil complex DC-CNN ({role})": scored(pairs, {"params": sum(p.numel() for p in model.parameters())})}
+    params = sum(p.numel() for p in model.parameters())
+    return {f"virtual-coil complex DC-CNN ({role})": scored(pairs, {"params": params})}
 
 
 def train_sense_dccnn(train, val, epochs: int, out: Path) -> torch.nn.Module:
@@ -167,7 +168,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--acc", type=int, default=4)
     parser.add_argument("--vc-run", type=Path, help="a complex DC-CNN run on the same data (virtual coil)")
-    parser.add_argument("--dccnn-epochs", type=int, default=0, help="train the SENSE DC-CNN this long (0: skip)")
+    parser.add_argument("--dccnn-epochs", type=int, default=0,
+                        help="train the SENSE DC-CNN this long in RUN/sense_dccnn, resuming there (0: skip)")
     parser.add_argument("--cs-iterations", type=int, default=100)
     parser.add_argument("--tuning-slices", type=int, default=6)
     parser.add_argument("--latency-repeats", type=int, default=0, help="0: skip the latency table")
