@@ -52,6 +52,8 @@ class TaskSpec:
     kspace_layout: str = "channels"
     #: False when the output is ``(N, H, W)`` (no channel axis, fastMRI's VarNet).
     output_channels: bool = True
+    #: kdc's own architectures whose models also take this task's inputs (``arch`` of their config).
+    kdc_archs: tuple[str, ...] = ()
 
     @property
     def takes_kspace(self) -> bool:
@@ -100,7 +102,7 @@ COMPLEX_RECON = register(TaskSpec(
 MULTICOIL_RECON = register(TaskSpec(
     "recon_multicoil", "multicoil", "magnitude", USER_ARCH, 1, KSPACE_INPUTS, "magnitude",
     "root-sum-of-squares magnitude image (N, H, W), same scale as the k-space",
-    kspace_layout="coils_last", output_channels=False,
+    kspace_layout="coils_last", output_channels=False, kdc_archs=("sense_varnet", "sense_dccnn"),
 ))
 SUPER_RESOLUTION = register(TaskSpec(
     "sr", "sr", "magnitude", "vdsr", 1, (LOWRES_INPUT,), "image (input + predicted detail)",
@@ -148,6 +150,6 @@ def task_of_config(config: dict, recorded: str | None = None) -> TaskSpec:
         return get_task(recorded or RECON.name)
     key = (config.get("arch"), config.get("image_channels", 1))
     for spec in TASKS.values():
-        if (spec.arch, spec.image_channels) == key:
+        if (spec.arch, spec.image_channels) == key or (key[0] in spec.kdc_archs and key[1] == spec.image_channels):
             return spec
     raise KdcError(f"no task has models with arch {key[0]!r} and {key[1]} image channels")

@@ -22,7 +22,8 @@ def test_every_stage_registers_every_task():
     trainable = sorted(name for name, spec in TASKS.items() if spec.trainable)
     assert trainable == sorted(TRAINING) == ["recon", "recon_complex", "recon_image", "recon_multicoil", "sr"]
     assert all(TRAINING[name].spec is TASKS[name] for name in trainable)
-    for preset in ("student", "complex_student", "sr_student"):  # every kdc model has a registered export
+    for preset in ("student", "complex_student", "sr_student", "multicoil_student", "multicoil_dccnn"):
+        # every kdc model has a registered export, under the name of its training family
         model = build_model(preset)
         assert architecture_of(model).name in registered()
         assert training_family(model).name == architecture_of(model).name  # one family, one name, two halves
@@ -43,11 +44,13 @@ def test_options_and_model_configs_pick_the_task():
     assert task_of_config(user) is RECON
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         task_of_config(user, "denoise")
+    for arch in ("sense_varnet", "sense_dccnn"):  # kdc's SENSE models take the multi-coil task's inputs
+        assert task_of_config({"arch": arch, "cascades": 3}) is TASKS["recon_multicoil"]
     with pytest.raises(KdcError, match="task 'sr' has magnitude images only"):
         find_task("sr", "complex")
     with pytest.raises(KdcError, match="unknown task 'denoise'"):
         find_task("denoise")
-    assert find_task("multicoil") is TASKS["recon_multicoil"]  # a user's multi-coil class (fastMRI's VarNet)
+    assert find_task("multicoil") is TASKS["recon_multicoil"]  # kdc's SENSE VarNet, or a user's (fastMRI's VarNet)
     assert find_task("image") is IMAGE_RECON  # a user's class on the zero-filled image (fastMRI's U-Net)
     with pytest.raises(KdcError, match="unknown task 'x'"):
         get_task("x")

@@ -13,7 +13,8 @@ is called: :mod:`kdc.compress.tasks`), its feature taps and, where the family's 
 model, the ``pipeline`` module a task calls instead (fastMRI's U-Net normalises each slice:
 :class:`kdc.models.fastmri.NormalisedUnet`, the same module its export puts in the graph). kdc's own models return
 their taps themselves (``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4
-of 7). A user's model is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a
+of 7, the multi-coil SENSE VarNet the regulariser's first U-Net block of :data:`SENSE_TAPS` evenly spaced cascades,
+6 <-> 3 cascades pairing teacher cascades 2, 4, 6 with the student's 1, 2, 3). A user's model is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a
 family may give default ``(teacher path, student path)`` pairs. ``kdc distill --taps T=S,...`` replaces any of these
 with hooks on both models (so a user's teacher can teach a kdc DC-CNN student); a user's class that no family owns
 needs it.
@@ -92,6 +93,28 @@ def _dccnn_features(model: nn.Module, batch: Batch) -> OwnFeatures:
     return image, [taps[layer] for taps in hidden], hidden
 
 
+#: Cascades of a SENSE VarNet whose features are distilled: the last of as many equal runs of its cascades.
+SENSE_TAPS = 3
+
+
+def spaced_cascades(cascades: int, taps: int = SENSE_TAPS) -> list[int]:
+    """The last cascade of each of ``taps`` equal runs (all of them when there are fewer): 6 -> [1, 3, 5]."""
+    taps = min(taps, cascades)
+    return [(i + 1) * cascades // taps - 1 for i in range(taps)]
+
+
+def _sense_varnet_features(model: nn.Module, batch: Batch) -> OwnFeatures:
+    image, hidden = model.forward_features(batch["kspace"], batch["mask"])
+    paired = [hidden[i] for i in spaced_cascades(len(hidden))]
+    return image.unsqueeze(1), paired, [[feature] for feature in paired]
+
+
+def _sense_dccnn_features(model: nn.Module, batch: Batch) -> OwnFeatures:
+    image, hidden = model.forward_features(batch["kspace"], batch["mask"])
+    layer = len(model.cascades[0].convs) // 2
+    return image.unsqueeze(1), [taps[layer] for taps in hidden], hidden
+
+
 def _vdsr_features(model: nn.Module, batch: Batch) -> OwnFeatures:
     image, hidden = model.forward_features(batch["image"])
     return image, [hidden[len(model.convs) // 2]], [hidden]
@@ -104,9 +127,8 @@ VARNET_TAP = "model.unet.down_sample_layers.0"
 def _varnet_taps(teacher: nn.Module, student: nn.Module) -> TapPairs:
     """Student cascade ``i`` <-> the teacher cascade that ends the ``i``-th of as many equal runs: 12 -> 4 cascades
     pairs teacher cascades 2, 5, 8, 11 with student cascades 0, 1, 2, 3."""
-    taught, learning = len(teacher.cascades), len(student.cascades)
-    return [(f"cascades.{(i + 1) * taught // learning - 1}.{VARNET_TAP}", f"cascades.{i}.{VARNET_TAP}")
-            for i in range(learning)]
+    taught = spaced_cascades(len(teacher.cascades), len(student.cascades))
+    return [(f"cascades.{t}.{VARNET_TAP}", f"cascades.{i}.{VARNET_TAP}") for i, t in enumerate(taught)]
 
 
 def _unet_taps(teacher: nn.Module, student: nn.Module) -> TapPairs:
@@ -118,6 +140,10 @@ def _unet_taps(teacher: nn.Module, student: nn.Module) -> TapPairs:
 
 register_architecture(Architecture("dccnn", instances_of("kdc.models.dccnn:DCCNN"), "recon", _dccnn_features))
 register_architecture(Architecture("vdsr", instances_of("kdc.models.vdsr:VDSR"), "sr", _vdsr_features))
+register_architecture(Architecture("sense_varnet", instances_of("kdc.models.sense_varnet:SenseVarNet"), "multicoil",
+                                   _sense_varnet_features))
+register_architecture(Architecture("sense_dccnn", instances_of("kdc.models.sense_dccnn:SenseDCCNN"), "multicoil",
+                                   _sense_dccnn_features))
 register_architecture(Architecture("fastmri_varnet", instances_of("fastmri.models.varnet:VarNet"), "multicoil",
                                    default_taps=_varnet_taps))
 register_architecture(Architecture("fastmri_unet", instances_of("fastmri.models.unet:Unet"), "image",

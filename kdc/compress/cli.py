@@ -32,8 +32,9 @@ Seed = Annotated[int, typer.Option(help="Seed of the weights, data order and mas
 LrSchedule = Annotated[str, typer.Option(help="Learning rate over each stage: cosine (decays to 0) or constant.")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out after its last finished epoch.")]
 Task = Annotated[str, typer.Option(help="recon (DC-CNN reconstruction from k-space), sr (VDSR super-resolution), "
-                                        "multicoil (a user's network on every coil's k-space, e.g. fastMRI's VarNet) "
-                                        "or image (a user's network on the zero-filled image, e.g. fastMRI's Unet).")]
+                                        "multicoil (every coil's k-space: kdc's SENSE VarNet, or a user's network "
+                                        "such as fastMRI's VarNet) or image (a user's network on the zero-filled "
+                                        "image, e.g. fastMRI's Unet).")]
 Scale = Annotated[int, typer.Option(help="Super-resolution scale factor (--task sr): 2 or 4.")]
 Image = Annotated[str, typer.Option(
     help="magnitude (real images, KD-MRI) or complex (real and imaginary channels, exact complex DC; --task recon).")]
@@ -252,9 +253,9 @@ def _cs_row(table: dict, settings: dict, data: str | None, dataset: SliceDataset
     from kdc.compress.baselines.bart import BartCompressedSensing, BartSenseCompressedSensing, tune_lambda
     from kdc.compress.tasks import get_task
 
-    if settings["task"] != "recon":
-        raise KdcError("--cs: compressed sensing reconstructs undersampled k-space (task recon), not task "
-                       f"{settings['task']!r}")
+    if settings["task"] not in ("recon", "multicoil"):
+        raise KdcError("--cs: compressed sensing reconstructs undersampled k-space (task recon or multicoil), not "
+                       f"task {settings['task']!r}")
     missing = BartCompressedSensing.missing()
     if missing:
         return f"note: no CS row: {missing}"
@@ -263,10 +264,13 @@ def _cs_row(table: dict, settings: dict, data: str | None, dataset: SliceDataset
             value = float(lam)
         except ValueError:
             raise KdcError(f"--cs-lambda {lam!r}: expected a number or 'auto'") from None
-    multicoil = any(stats.coil_matrix is not None for stats in dataset.stats)
-    train = get_task("recon").open_split(data or settings["data"], "train", settings) if lam == "auto" else None
+    coil_items = settings["task"] == "multicoil"  # items hold every coil: SENSE-CS only
+    multicoil = coil_items or any(stats.coil_matrix is not None for stats in dataset.stats)
+    task = get_task("recon_multicoil" if coil_items else "recon")
+    train = task.open_split(data or settings["data"], "train", settings) if lam == "auto" else None
     lines = []
-    for baseline_class in (BartCompressedSensing, *([BartSenseCompressedSensing] if multicoil else [])):
+    classes = ([] if coil_items else [BartCompressedSensing]) + ([BartSenseCompressedSensing] if multicoil else [])
+    for baseline_class in classes:
         if train is not None:
             baseline = tune_lambda(train, iterations=iterations, baseline=baseline_class)
         else:

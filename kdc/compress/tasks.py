@@ -4,9 +4,10 @@ The training side of the tasks of :mod:`kdc.tasks`, registered against the same 
 reconstruction (DC-CNN on undersampled k-space + mask, baseline: the zero-filled image); ``recon_complex`` the same
 with complex images (``--image complex``: real and imaginary channels, exact complex DC); ``sr`` its
 super-resolution experiment (VDSR on the k-space-truncated low-resolution image, baseline: that image);
-``recon_multicoil`` a user's network on every coil's k-space in fastMRI's layout (``--task multicoil``: fastMRI's
-VarNet; baseline: the zero-filled root sum of squares); ``recon_image`` a user's image-to-image network on the
-zero-filled magnitude (``--task image``: fastMRI's U-Net; baseline: that image). Which layers are distilled is the models' architecture's
+``recon_multicoil`` a network on every coil's k-space in fastMRI's layout (``--task multicoil``: kdc's SENSE
+VarNet-style teacher and student, or a user's class such as fastMRI's VarNet; baseline: the zero-filled root sum of
+squares); ``recon_image`` a user's image-to-image network on the zero-filled magnitude (``--task image``: fastMRI's
+U-Net; baseline: that image). Which layers are distilled is the models' architecture's
 business (:mod:`kdc.compress.architectures`). Settings are the ``run.json`` dict of a run
 (:class:`kdc.compress.recipe.RunConfig` as a dict).
 """
@@ -194,13 +195,13 @@ class SuperResolution(Task):
 
 
 class MultiCoilReconstruction(Reconstruction):
-    """A user's network on every coil's undersampled k-space, fastMRI's call: ``model(kspace (N, C, H, W, 2) centred,
-    mask (N, 1, 1, W, 1) bool) -> (N, H, W)`` or ``(N, 1, H, W)``, the root sum of squares image (fastMRI's VarNet).
-    No kdc preset takes these inputs: teacher and student are users' classes (``--teacher/--student MODULE:CLASS``).
-    """
+    """A network on every coil's undersampled k-space, fastMRI's call: ``model(kspace (N, C, H, W, 2) centred,
+    mask (N, 1, 1, W, 1) bool) -> (N, H, W)`` or ``(N, 1, H, W)``, the root sum of squares image. kdc's presets are
+    the SENSE VarNet-style teacher and student (:mod:`kdc.models.sense_varnet`); users' classes (fastMRI's VarNet)
+    come with ``--teacher/--student MODULE:CLASS``."""
 
     spec = MULTICOIL_RECON
-    presets = {}
+    presets = {"teacher": "multicoil_teacher", "student": "multicoil_student"}
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:

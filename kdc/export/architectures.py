@@ -60,7 +60,7 @@ RELATIVE_TOLERANCE = 1e-3
 #: rewrite is off by order 1.
 LOWERING_TOLERANCE = 1e-4
 #: Modules holding registered architectures, imported when a model is looked up.
-ENTRY_MODULES = ("kdc.export.dccnn", "kdc.export.vdsr", "kdc.export.fastmri")
+ENTRY_MODULES = ("kdc.export.dccnn", "kdc.export.vdsr", "kdc.export.fastmri", "kdc.export.sense")
 #: Options of ``kdc export`` that only some families take (:attr:`Architecture.options`): request field -> flag.
 FAMILY_OPTIONS = {"mask": "--mask", "dc": "--dc", "bake_mask": "--bake-mask", "coils": "--coils"}
 #: Slices of kdc's validation set that feed a parity gate when the user gives none.

@@ -18,7 +18,9 @@ from kdc.models import load_checkpoint
 from kdc.models.checkpoint import model_config
 from kdc.runtime.bench import Runner
 from kdc.runtime.session import Reconstructor, parse_contract
-from kdc.runtime.tensors import RuntimeModelError, example_image, example_kspace, example_mask
+from kdc.runtime.tensors import (
+    EXAMPLE_COILS, RuntimeModelError, example_coil_feeds, example_image, example_kspace, example_mask,
+)
 from kdc.tasks import task_of_config
 
 
@@ -97,8 +99,12 @@ def open_checkpoint(
     if threads:
         torch.set_num_threads(threads)
     shape = (int(size[0]), int(size[1]))
-    if not task_of_config(model_config(model), meta.get("task")).takes_kspace:
+    task = task_of_config(model_config(model), meta.get("task"))
+    if not task.takes_kspace:
         arrays = (example_image(batch, shape),)
+    elif task.kspace_layout == "coils_last":  # kdc's multi-coil SENSE models
+        feeds = example_coil_feeds(batch, EXAMPLE_COILS, shape, float(meta.get("acceleration") or 1))
+        arrays = (feeds["kspace"], feeds["mask"])
     else:
         mask = example_mask(shape[1], float(meta.get("acceleration") or 1))
         arrays = (example_kspace(batch, shape, mask), mask)

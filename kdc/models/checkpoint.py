@@ -22,13 +22,16 @@ from torch import nn
 from kdc._io import atomic_path
 from kdc.errors import KdcError
 from kdc.models.dccnn import DCCNN
+from kdc.models.sense_dccnn import SenseDCCNN
+from kdc.models.sense_varnet import SenseVarNet
 from kdc.models.user import USER_ARCH, load_tensors, load_user_model
 from kdc.models.vdsr import VDSR
 
 FORMAT = "kdc-checkpoint/1"
 #: Largest value of an architecture hyper-parameter (cascades, convs, channels, depth) a checkpoint may give.
 MAX_HYPERPARAMETER = 1024
-ARCHITECTURES: dict[str, type[nn.Module]] = {"dccnn": DCCNN, "vdsr": VDSR}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"dccnn": DCCNN, "vdsr": VDSR, "sense_varnet": SenseVarNet,
+                                             "sense_dccnn": SenseDCCNN}
 #: Named configurations of the paper.
 PRESETS: dict[str, dict[str, Any]] = {
     "teacher": {"arch": "dccnn", "cascades": 5, "convs": 5, "channels": 32},
@@ -39,6 +42,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # MRI super-resolution (VDSR, 64 channels): teacher 11 convolutions, student 7.
     "sr_teacher": {"arch": "vdsr", "depth": 11, "channels": 64},
     "sr_student": {"arch": "vdsr", "depth": 7, "channels": 64},
+    # Multi-coil with SENSE (kdc.models.sense_varnet, sense_dccnn): 424,772, 95,647 and 22,008 parameters.
+    "multicoil_teacher": {"arch": "sense_varnet", "cascades": 6, "channels": 12, "pools": 2, "sens_channels": 8,
+                          "sens_pools": 2},
+    "multicoil_student": {"arch": "sense_varnet", "cascades": 3, "channels": 8, "pools": 2, "sens_channels": 4,
+                          "sens_pools": 2},
+    "multicoil_dccnn": {"arch": "sense_dccnn", "cascades": 5, "convs": 3, "channels": 16, "sens_channels": 4,
+                        "sens_pools": 2},
 }
 
 
