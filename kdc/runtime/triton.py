@@ -1,6 +1,8 @@
-"""A Triton Inference Server model repository for an exported ONNX model (onnxruntime backend).
+"""A Triton Inference Server model repository for an exported ONNX model, on the runtime its contract validated.
 
-Layout: ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx``. With the mask baked in, k-space is the only
+Layout: ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx``. A file exported with ``--precision bf16`` (its
+contract's ``precision`` names OpenVINO at bf16) gets Triton's OpenVINO backend with ``HINT_BF16``, which reads the
+ONNX file directly; every other file the onnxruntime backend at f32, as ``kdc.runtime.load`` runs them. With the mask baked in, k-space is the only
 input and its batch dimension is dynamic, so Triton batches requests (``max_batch_size``, dynamic batching). With
 a mask input, the mask has no batch dimension: the config then has ``max_batch_size: 0`` and full shapes.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdc._io import atomic_directory
-from kdc.runtime.session import Reconstructor, load
+from kdc.runtime.session import Reconstructor, load, validated_precision
 from kdc.runtime.tensors import RuntimeModelError
 
 #: Fields whose values are protobuf enums (written unquoted).
@@ -36,10 +38,12 @@ def triton_config(model: Reconstructor, name: str, *, max_batch_size: int = 8, i
         dims = spec.shape[1:] if batched else spec.shape
         return {"name": spec.name, "data_type": "TYPE_FP32", "dims": [-1 if isinstance(d, str) else d for d in dims]}
 
+    on_openvino = validated_precision(model.contract) == ("openvino", "bf16")
+    runtime = ({"backend": "openvino", "default_model_filename": "model.onnx"} if on_openvino
+               else {"platform": "onnxruntime_onnx", "backend": "onnxruntime"})
     config: dict[str, Any] = {
         "name": name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
+        **runtime,
         "max_batch_size": max_batch_size if batched else 0,
         "input": [tensor(spec) for spec in model.inputs],
         "output": [tensor(spec) for spec in model.outputs],
@@ -47,9 +51,16 @@ def triton_config(model: Reconstructor, name: str, *, max_batch_size: int = 8, i
     }
     if batched:
         config["dynamic_batching"] = {}
-    if threads:
-        config["parameters"] = {"intra_op_thread_count": {"string_value": str(threads)},
-                                "inter_op_thread_count": {"string_value": "1"}}
+    parameters = {}
+    if on_openvino:
+        parameters["HINT_BF16"] = {"string_value": "YES"}
+        if threads:
+            parameters["INFERENCE_NUM_THREADS"] = {"string_value": str(threads)}
+    elif threads:
+        parameters = {"intra_op_thread_count": {"string_value": str(threads)},
+                      "inter_op_thread_count": {"string_value": "1"}}
+    if parameters:
+        config["parameters"] = parameters
     return config
 
 

@@ -8,6 +8,8 @@ from kdc.runtime import cli
 from kdc.runtime.tensors import RuntimeModelError
 from kdc.runtime.triton import render_pbtxt, write_triton_repo
 
+from .conftest import needs_bf16
+
 app = typer.Typer()
 app.command("triton-repo")(user_errors(cli.triton_repo))
 app.command("other")(lambda: None)
@@ -51,6 +53,29 @@ parameters {
 }
 """
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["recon"]  # nothing staged is left over
+
+
+@needs_bf16
+def test_a_bf16_export_gets_the_openvino_backend_at_bf16(bf16_onnx, tmp_path):
+    """The contract's validated runtime and precision, as kdc.runtime.load runs the file."""
+    target = write_triton_repo(bf16_onnx, tmp_path / "repo", name="recon", threads=2)
+    config = (target / "config.pbtxt").read_text()
+    assert config.startswith('name: "recon"\nbackend: "openvino"\ndefault_model_filename: "model.onnx"\n')
+    assert "onnxruntime" not in config
+    assert config.endswith("""parameters {
+  key: "HINT_BF16"
+  value {
+    string_value: "YES"
+  }
+}
+parameters {
+  key: "INFERENCE_NUM_THREADS"
+  value {
+    string_value: "2"
+  }
+}
+""")
+    assert (target / "1" / "model.onnx").read_bytes() == bf16_onnx.read_bytes()
 
 
 def test_mask_input_has_no_batch_dimension_so_no_triton_batching(artefacts, tmp_path):
