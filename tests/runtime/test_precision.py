@@ -1,7 +1,6 @@
 """The runtime runs a file at the precision its export validated, warns on an unvalidated one, and ``kdc bench``
 names the runtime that runs bf16 when onnxruntime cannot."""
 
-
 import onnx
 import pytest
 
