@@ -10,7 +10,7 @@ says, through ``kdc.runtime.load``'s defaults:
 | onnxruntime f32 | ``--precision f32`` .onnx (with the f32 rewrites) | default: onnxruntime CPU |
 | onnxruntime int8 | ``--precision int8`` .onnx (QDQ, convolutions) | default: onnxruntime CPU |
 | OpenVINO f32 | the f32 .onnx | ``engine="openvino"``: OpenVINO CPU, f32 hint |
-| OpenVINO bf16 | ``--precision bf16`` .onnx | default: OpenVINO CPU, bf16 hint (AMX) |
+| OpenVINO bf16 | ``--precision bf16 --format openvino`` .xml (DC kept f32) | default: OpenVINO CPU, bf16 hint (AMX) |
 | OpenVINO int8 | ``--precision int8 --format openvino`` .xml (NNCF) | default: OpenVINO CPU, f32 hint for the rest |
 
 - latency with ``kdc bench``'s runners, 2 threads, batch 1 and 8, each (size, batch) group timed round-robin
@@ -74,7 +74,7 @@ VARIANTS = [
     ("onnxruntime f32", "onnx", "f32", "ort", None),
     ("onnxruntime int8", "onnx", "int8", "ort", None),
     ("OpenVINO f32", "onnx", "f32", "openvino", None),
-    ("OpenVINO bf16", "onnx", "bf16", "openvino", None),
+    ("OpenVINO bf16", "openvino", "bf16", "openvino", None),
     ("OpenVINO int8", "openvino", "int8", "openvino", None),
 ]
 #: DC lowerings compared (256², batch 1, f32 files): the 1-D one ``--dc auto`` picks for a column mask, and the 2-D one.
