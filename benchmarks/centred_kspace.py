@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.data import metrics
 from kdc.data.demo import demo_root
 from kdc.data.volumes import read_volume
@@ -67,14 +67,12 @@ def main() -> None:
              for name, image in rows.items()}
     report = {"run": str(args.run), "model": role, "slices": len(targets), "size": [height, width],
               "acceleration": 4, "scanner_scale": SCANNER_SCALE, "rows": table}
-    write_json(args.out.with_suffix(".json"), report)
     lines_md = [f"# README scanner snippet on fastMRI-centred k-space ({role} of {args.run}, {len(targets)} demo "
                 f"validation slices {height}x{width}, 4x)", "",
                 "Re-run: `.venv/bin/python benchmarks/centred_kspace.py`", "",
                 "| input path | PSNR (dB) | SSIM |", "|---|---:|---:|"]
     lines_md += [f"| {name} | {row['psnr']:.2f} | {row['ssim']:.4f} |" for name, row in table.items()]
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(lines_md) + "\n")
+    write_results(args.out, report, "\n".join(lines_md) + "\n")
     print("\n".join(lines_md))
 
 

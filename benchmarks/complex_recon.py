@@ -12,7 +12,6 @@ so its PSNR table proves the path, not the method. Writes ``OUT.json`` and ``OUT
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from kdc.data.build import write_fastmri_volume
 from kdc.data.demo import demo_root
 from kdc.data.slices import open_split
 from kdc.data.volumes import read_volume
+from kdc._io import write_results
 from kdc.export import export_model
 from kdc.models import build_model, load_checkpoint
 from kdc.mri.simulate import complex_coil_images
@@ -82,8 +82,6 @@ def main() -> None:
         "parity": parity,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Complex DC-CNN: distill, export, runtime ({result['command']})", "",
              f"Data: {result['data']}. Epochs per stage: {args.epochs} (CPU, a path check, not a quality result).",
              f"Parameters: complex teacher {result['parameters']['complex_teacher']:,}, complex student "
@@ -94,7 +92,7 @@ def main() -> None:
              "| format | lowering | baked | gate | runtime |", "|---|---|---|---:|---:|"]
     lines += [f"| {p['format']} | {p['lowering']} | {p['baked']} | {p['gate_max_abs_error']:.2e} | "
               f"{p['runtime_max_abs_error']:.2e} |" for p in parity]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kdc._io import atomic_path, write_json  # noqa: E402
+from kdc._io import write_results  # noqa: E402
 from tests.crafted_files import CRAFTED, HEIGHT, WIDTH, fastmri  # noqa: E402
 
 TIME = re.compile(r"^kdc-time (\d+) KB ([\d.]+) s$", re.M)
@@ -79,7 +79,6 @@ def main() -> None:
               "not_one_error_line": sum(r["exit"] not in (0, None) and r["error_lines"] != 1 for r in rows),
               f"small_files_above_{BOUND_MB}_mb": sum((r.get("peak_mb") or 0) > BOUND_MB for r in small),
               "largest_peak_mb": max((r.get("peak_mb") or 0) for r in rows)}
-    write_json(args.results.with_suffix(".json"), {"totals": totals, "runs": rows})
     lines = ["# Crafted inputs, rerun (benchmarks/crafted_inputs.py)", "",
              "Every kind of tests/crafted_files.py through `kdc reconstruct` and `kdc data prepare`, one process each.",
              "", "| total | count |", "|---|---:|", *[f"| {k} | {v:.0f} |" for k, v in totals.items()], "",
@@ -88,8 +87,7 @@ def main() -> None:
         lines.append(f"| {r['kind']} | {r['command']} | {r['exit']} | {r.get('error_lines', '')} | "
                      f"{r.get('peak_mb') or 0:.0f} | {r.get('seconds') or 0:.1f} | "
                      f"{r.get('message', '').replace('|', '/')[:100]} |")
-    with atomic_path(args.results.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_results(args.results, {"totals": totals, "runs": rows}, "\n".join(lines) + "\n")
     print(totals)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 from torch.utils.data import DataLoader
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.data.build import FASTMRI_HEADER
 from kdc.data.demo import validation_images
 from kdc.data.prepare import prepare_dataset
@@ -179,7 +179,6 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
                     "platform": platform.platform(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
-    write_json(args.out.with_suffix(".json"), result)
     slice_mb = np.dtype(np.complex64).itemsize * COILS * SHAPE[0] * SHAPE[1] / 1e6
     lines = [
         f"# Data loading: {size / 1e9:.2f} GB fastMRI multi-coil layout ({args.volumes * args.slices} slices, "
@@ -199,8 +198,7 @@ def main() -> None:
         + ", ".join(f"{k} {v['seconds']} s (peak RSS {v['peak_rss_gb']} GB)" for k, v in open_seconds.items())
         + f". Machine: {os.cpu_count()} CPUs, load average {result['machine']['load_average_at_end']} at the end.",
     ]
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_results(args.out, result, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from kdc.mri.masks import cartesian_mask
+from kdc._io import write_results
 from kdc.export import ExportError, export_model
 from kdc.export.api import validation_kspace
 from kdc.models.checkpoint import build_model
@@ -175,9 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         rows = measure(args.repeats, Path(workdir))
     environment["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"environment": environment, "rows": rows}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(rows, environment))
+    write_results(args.out, {"environment": environment, "rows": rows}, markdown(rows, environment))
     print(f"wrote {args.out}.md and .json")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.data.metrics import psnr
 from kdc.data.slices import dataset_root, open_split
 from kdc.mri.fft import fft2, ifft2
@@ -80,9 +80,7 @@ def main() -> None:
         "data": args.data,
         "factors": {str(acc): factor_row(args.data, acc, args.draws) for acc in args.factors},
     }
-    write_json(args.out.with_suffix(".json"), results)
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        Path(tmp).write_text(render(results))
+    write_results(args.out, results, render(results))
     print(render(results))
 
 

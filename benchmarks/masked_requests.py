@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from kdc._io import atomic_path, write_json
+from kdc._io import write_results
 from kdc.data import metrics
 from kdc.data.demo import demo_root
 from kdc.data.volumes import read_volume
@@ -99,7 +99,6 @@ def main() -> None:
     report = {"model": MODEL, "slices": len(targets), "size": [height, width], "mask": "random 4x seed 0",
               "zero_filled": {"psnr": metrics.psnr(targets, zero_filled), "ssim": metrics.ssim(targets, zero_filled)},
               "rows": rows}
-    write_json(args.out.with_suffix(".json"), report)
     lines = [f"# `kdc serve` on docs/runtime.md's request ({MODEL}, {len(targets)} demo validation slices "
              f"{height}x{width}, random 4x mask)", "",
              "Re-run: `.venv/bin/python benchmarks/masked_requests.py`", "",
@@ -111,8 +110,7 @@ def main() -> None:
     lines += ["", f"The 3e38 request's answer: `{json.loads(rows['finite k-space of 3e38 + mask']['answer'])}`"
               if rows["finite k-space of 3e38 + mask"]["status"] != [200] else
               "The 3e38 request was answered 200 (NaN pixels)."]
-    with atomic_path(args.out.with_suffix(".md")) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_results(args.out, report, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

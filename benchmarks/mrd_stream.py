@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import socket
@@ -49,6 +48,7 @@ run_mrd_server(model, "127.0.0.1", int(sys.argv[2]), MrdLimits(), log=lambda lin
 """
 sys.path.insert(0, str(ROOT))
 
+from kdc._io import write_results  # noqa: E402
 from tests.ismrmrd_files import slices_from_repetitions  # noqa: E402
 
 
@@ -151,9 +151,7 @@ def main() -> None:
               "threads": args.threads, "median_ms": median, "p90_ms": p90,
               "load_average": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(
+    write_results(args.out, report,
         "# MRD stream latency\n\nProduced by `benchmarks/mrd_stream.py` "
         f"(`--model {args.model} --matrix {args.matrix} --coils {args.coils} --scans {args.scans} "
         f"--threads {args.threads}`), {report['machine']}, 1-minute load average {load_before[0]:.2f} before and "

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from kdc._io import atomic_directory, atomic_path, write_json

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import sys

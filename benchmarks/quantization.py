@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdc._io import write_json
+from kdc._io import write_results
 from kdc.data.demo import validation_images
 from kdc.mri.fft import fft2
 from kdc.data.metrics import psnr, ssim
@@ -219,9 +219,7 @@ def main() -> None:
     report = {"command": command.strip(), "run": str(run), "student_psnr": student_psnr,
               "settings": {**asdict(settings), "rounds": args.rounds}, "environment": environment(),
               "nncf": nncf.__version__, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out.with_suffix(".json"), report)
-    args.out.with_suffix(".md").write_text(markdown(report))
+    write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 

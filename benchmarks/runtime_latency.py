@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import torch
 
-from kdc._io import write_json
+from kdc._io import write_results
 from kdc.export import export_model
 from kdc.models import build_model, save_checkpoint
 from kdc.runtime import load
@@ -171,8 +171,7 @@ def main() -> None:
         report["server"] = {"workers": args.workers, "requests": args.requests,
                             "throughput": server_throughput(work / "student.onnx", 4, args.requests, args.workers)}
     print(json.dumps({"compute_floor": report["compute_floor"], "server": report["server"]}, indent=2))
-    write_json(args.out.with_suffix(".json"), report)
-    args.out.with_suffix(".md").write_text(markdown(report))
+    write_results(args.out, report, markdown(report))
 
 
 if __name__ == "__main__":

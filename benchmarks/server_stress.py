@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 
 from runtime_latency import infer_request  # noqa: E402
 
-from kdc._io import write_json  # noqa: E402
+from kdc._io import write_results  # noqa: E402
 from kdc.export import export_model  # noqa: E402
 from kdc.models import build_model, save_checkpoint  # noqa: E402
 from kdc.runtime import load  # noqa: E402
@@ -129,8 +129,7 @@ def main() -> None:
                         "load_average": list(os.getloadavg()), "python": platform.python_version()},
         "command": "python benchmarks/server_stress.py " + " ".join(sys.argv[1:]),
     }
-    write_json(args.out.with_suffix(".json"), report)
-    args.out.with_suffix(".md").write_text(markdown(report))
+    write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 

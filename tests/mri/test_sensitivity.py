@@ -14,7 +14,7 @@ from kdc.compress.baselines.bart import read_cfl, run_bart, write_cfl
 from kdc.data.formats import read_slices
 from kdc.data.slices import open_split
 from kdc.mri.coils import CoilError, root_sum_of_squares
-from kdc.mri.fft import fft2, ifft2, uncentred_to_centred
+from kdc.mri.fft import fft2, uncentred_to_centred
 from kdc.mri.masks import cartesian_mask
 from kdc.mri.sensitivity import combine, espirit_maps, expand, sense_adjoint, sense_forward
 from kdc.mri.simulate import birdcage_maps, complex_coil_images
