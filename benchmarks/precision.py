@@ -329,12 +329,20 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"| {ratio['size']}² | {ratio['batch']} | {ratio['variant']} | {ratio['student_ms']:.1f} | "
                      f"{ratio['teacher_ms']:.1f} | {ratio['speedup']:.2f}x |")
     lines += ["", "## Goals (256², batch 1, 2 threads)", ""]
-    lines += [f"- {goal['goal']}: {goal['measured']} — **{'met' if goal['met'] else 'not met'}**"
-              for goal in report["goals"]]
+    loaded = max(report["load_before"][0], report["load_after"][0]) > env["cpu_count"]
+    for goal in report["goals"]:
+        verdict = "met" if goal["met"] else "not met"
+        if goal.get("absolute") and loaded:  # an idle-machine number: a loaded run can neither meet nor miss it
+            verdict = (f"not judgeable here (load average up to {max(report['load_before'][0], report['load_after'][0]):g} "
+                       f"on {env['cpu_count']} CPUs; {verdict} as measured)")
+        lines.append(f"- {goal['goal']}: {goal['measured']} — **{verdict}**")
     lines += ["", "## Data consistency at bf16 (256², PyTorch bf16 autocast of the exported graph)", "",
               "| model | convolutions bf16, DC f32 | everything bf16 |", "|---|---:|---:|"]
     lines += [f"| {role} | {cost['dc_f32']:+.3f} dB | {cost['dc_bf16']:+.3f} dB |"
               for role, cost in report["dc_bf16"].items()]
+    lines += ["", "The OpenVINO bf16 rows above are `--format openvino` files, whose data consistency OpenVINO keeps at "
+              "f32 (`precision.f32_nodes` in their contract, docs/export.md); an ONNX file run at bf16 has its DC at "
+              "bf16 too (the right-hand column's loss)."]
     lines += ["", "## Where the student's time goes (256², batch 1)", ""]
     for name, rows in report["profiles"].items():
         total = sum(r["ms"] for r in rows)
@@ -407,12 +415,13 @@ def ratios_and_goals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     fastest = {role: min((ms, v) for v, *_ in VARIANTS if (ms := median(role, 256, 1, v))) for role in MODELS}
     goals = [
         {"goal": f"KD student <= {GOAL_STUDENT_MS:g} ms at bf16 or int8 within its gate",
-         "measured": f"{best_ms:.1f} ms ({best})", "met": best_ms <= GOAL_STUDENT_MS},
+         "measured": f"{best_ms:.1f} ms ({best})", "met": best_ms <= GOAL_STUDENT_MS, "absolute": True},
         {"goal": f"student/teacher >= {GOAL_RATIO}x, each at its fastest gated variant",
          "measured": f"{fastest['teacher'][0] / fastest['student'][0]:.2f}x (teacher {fastest['teacher'][0]:.1f} ms "
                      f"{fastest['teacher'][1]}, student {fastest['student'][0]:.1f} ms {fastest['student'][1]})",
          "met": fastest["teacher"][0] / fastest["student"][0] >= GOAL_RATIO},
-        {"goal": f"f32 student <= {GOAL_F32_MS:g} ms", "measured": f"{f32:.1f} ms", "met": f32 <= GOAL_F32_MS},
+        {"goal": f"f32 student <= {GOAL_F32_MS:g} ms", "measured": f"{f32:.1f} ms", "met": f32 <= GOAL_F32_MS,
+         "absolute": True},
     ]
     return ratios, goals
 
