@@ -112,9 +112,25 @@ def test_overwrite_keeps_a_model_directory_kdc_did_not_write_and_the_model_itsel
     assert (tmp_path / "x" / "m.onnx").is_file()
 
 
-def test_only_onnx_models(artefacts, tmp_path):
+def test_only_onnx_models_and_bf16_irs(artefacts, tmp_path):
+    result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_pt), "--repo", str(tmp_path)])
+    assert result.exit_code == 1 and "needs an exported .onnx model (or a bf16 .xml)" in result.output
     result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_xml), "--repo", str(tmp_path)])
-    assert result.exit_code == 1 and "needs an exported .onnx model" in result.output
+    assert result.exit_code == 1 and "cannot hold this IR at its validated f32" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_bf16
+def test_a_bf16_ir_goes_to_the_openvino_backend_with_its_weights(bf16_xml, tmp_path):
+    """The IR keeps its data consistency at f32 (its nodes are marked), so Triton gets the IR, not an ONNX file."""
+    result = CliRunner().invoke(app, ["triton-repo", str(bf16_xml), "--repo", str(tmp_path), "--name", "recon"])
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "recon"
+    config = (target / "config.pbtxt").read_text()
+    assert config.startswith('name: "recon"\nbackend: "openvino"\ndefault_model_filename: "model.xml"\n')
+    assert 'key: "HINT_BF16"' in config
+    assert (target / "1" / "model.xml").read_bytes() == bf16_xml.read_bytes()
+    assert (target / "1" / "model.bin").read_bytes() == bf16_xml.with_suffix(".bin").read_bytes()
 
 
 def test_pbtxt_writes_enums_bare_and_strings_quoted():
