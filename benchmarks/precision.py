@@ -57,6 +57,7 @@ from kdc.export import ExportError, export_model  # noqa: E402
 from kdc.export.api import resolve_mask  # noqa: E402
 from kdc.export.lowerings import MaskedLowering  # noqa: E402
 from kdc.models import load_checkpoint  # noqa: E402
+from kdc.models.dc import DataConsistency  # noqa: E402
 from kdc.mri.fft import fft2  # noqa: E402
 from kdc.mri.layout import to_channels  # noqa: E402
 from kdc.pretrained import resolve  # noqa: E402
@@ -136,11 +137,11 @@ def score(role: str, size: tuple[int, int], data: str, files: dict[tuple[str, st
     return rows
 
 
-class Float32Dc(torch.nn.Module):
+class Float32Dc(DataConsistency):
     """A DC lowering run in float32 whatever the autocast around it."""
 
     def __init__(self, dc: torch.nn.Module) -> None:
-        super().__init__()
+        super().__init__(dc.image_channels)
         self.dc = dc
 
     def zero_filled(self, kspace: torch.Tensor) -> torch.Tensor:
@@ -432,6 +433,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=10, help="timed runs per round at batch 1 (batch 8: 1/3)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[size for size, _ in SIZES],
+                        help="square image sizes to measure")
     parser.add_argument("--out", type=Path, default=Path("docs/results/precision"))
     parser.add_argument("--from-json", type=Path, help="re-render this earlier run instead of measuring")
     parser.add_argument("--profile", type=Path, nargs=2, metavar=("BF16", "F32"),
@@ -458,7 +461,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kdc-precision") as tmp:
         workdir = Path(tmp)
-        for size in SIZES:
+        for size in [(side, side) for side in args.sizes]:
             group = []
             for role in MODELS:
                 group += score(role, size, args.data, export_variants(role, size, args.data, workdir))
