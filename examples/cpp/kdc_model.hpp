@@ -1,5 +1,6 @@
 // kdc_model.hpp: what both example programs share: an exported kdc model read with OpenVINO (its kdc contract,
-// image size and mask input), f32 inference, and writing raw float32 files without leaving half-written ones.
+// image size and mask input), inference at the precision the contract validated, and writing raw float32 files
+// without leaving half-written ones.
 #pragma once
 
 #include <openvino/openvino.hpp>
@@ -65,15 +66,24 @@ public:
     const ov::Shape& mask_shape() const { return mask_shape_; }
     bool is_complex() const { return value("output_kind") == "complex"; }
 
+    // The precision the export validated the file at (contract precision.inference_precision, written by
+    // `kdc export --precision`): "bf16" or "f32" (files from before it was recorded: f32).
+    std::string inference_precision() const {
+        if (contract_.find("\"inference_precision\"") == std::string::npos) return "f32";
+        return value("inference_precision") == "bf16" ? "bf16" : "f32";
+    }
+
     std::string describe() const {
         return "kdc contract v" + value("contract_version") + ", image " + std::to_string(height_) + "x" +
                std::to_string(width_) + ", acceleration " + value("acceleration") + ", dc lowering " +
-               value("dc_lowering");
+               value("dc_lowering") + ", precision " + inference_precision();
     }
 
-    // CPU at f32: otherwise OpenVINO runs bf16 on CPUs that have it, with errors of 1e-3 to 1e-2.
+    // CPU at the validated precision: bf16 only for a file gated at bf16 on PSNR; f32 otherwise (else OpenVINO runs
+    // bf16 on CPUs that have it, with errors of 1e-3 to 1e-2 that nobody measured).
     ov::InferRequest compile(ov::Core& core, int threads) const {
-        ov::AnyMap config{ov::hint::inference_precision(ov::element::f32)};
+        const ov::element::Type precision = inference_precision() == "bf16" ? ov::element::bf16 : ov::element::f32;
+        ov::AnyMap config{ov::hint::inference_precision(precision)};
         if (threads > 0) config.emplace(ov::inference_num_threads(threads));
         return core.compile_model(graph_, "CPU", config).create_infer_request();
     }

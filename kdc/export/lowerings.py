@@ -10,18 +10,20 @@ channels: exact complex DC), masks ``(1, 1, 1, W)``, ``(1, 1, H, 1)`` or ``(1, 1
 - ``matmul``: the 2-D DFT as real matrix products (cos/sin matrices, no complex dtype); any mask.
 - ``masked``: exact for 1-D Cartesian masks (whole columns or whole rows sampled). For columns the DFT along H
   cancels, so a DC step is ``x - x P + z`` with ``P = F_s^T conj(F_s)`` (``W x W``, ``F_s`` the sampled rows of the
-  1-D DFT along W; only ``Re P`` for a real image) and ``z`` the zero-filled image, the same expression in every
-  cascade (the ONNX exporter's optimizer merges the copies). With a baked mask, ``P`` is a constant and ``z`` is
-  computed from the sampled columns only; with a mask input, ``P`` is built in the graph. A row mask is the same
-  computation on the transposed image and k-space.
+  1-D DFT along W; only ``Re P`` for a real image) and ``z`` the zero-filled image. ``z`` and ``P`` depend on the
+  k-space and mask only: :meth:`~kdc.models.dc.DataConsistency.bind` computes them once, before the cascades, so
+  each cascade's DC is one ``W x W`` product and an addition in every exported graph (TorchScript included, which
+  merges no copies). With a baked mask, ``P`` is a constant and ``z`` is computed from the sampled columns only;
+  with a mask input, ``P`` is built in the graph. A row mask is the same computation on the transposed image and
+  k-space.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from kdc.mri.masks import sampled_lines
 from kdc.models.dc import DataConsistency
@@ -38,7 +40,7 @@ def dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy((np.sin(angle) * scale).astype(np.float32)))
 
 
-class Lowering(nn.Module):
+class Lowering(DataConsistency):
     """Base of the registered lowerings: built from the image size, the ``(H, W)`` mask when baked, the image's
     channels and the axis of a 1-D mask (-1: columns, -2: rows; read from a baked mask)."""
 
@@ -47,16 +49,15 @@ class Lowering(nn.Module):
 
     def __init__(self, image_size: tuple[int, int], baked_mask: MaskArray | None = None, image_channels: int = 1,
                  axis: int = -1) -> None:
-        super().__init__()
+        super().__init__(image_channels)
         self.image_size = tuple(image_size)
-        self.image_channels = image_channels
 
     def _from_parts(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
         """The network's image from the real and imaginary parts: the real part alone for a real image."""
         return real if self.image_channels == 1 else torch.cat([real, imag], dim=1)
 
 
-class FFTLowering(Lowering, DataConsistency):
+class FFTLowering(Lowering):
     """The reference layer on ``torch.fft``; exported as ONNX ``DFT`` nodes (opset 18)."""
 
 
@@ -161,23 +162,34 @@ class MaskedLowering(Lowering):
     def zero_filled(self, kspace: torch.Tensor) -> torch.Tensor:
         return self._lines_last(self._from_parts(*self._zero_filled(self._lines_last(kspace))))
 
-    def forward(self, image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        image, mask = self._lines_last(image), self._lines_last(mask)
+    def bind(self, kspace: torch.Tensor, mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The zero-filled image ``z`` and the projection ``P`` once; each cascade's step is then ``x - x P + z``."""
+        mask = self._lines_last(mask)
         zero_real, zero_imag = self._zero_filled(self._lines_last(kspace))
         if self.baked:
             keep, projection_imag = self.keep, self.projection_imag
         else:
-            # P = C diag(m) C + S diag(m) S + i (C diag(m) S - S diag(m) C), built from the mask input.
+            # P = C diag(m) C + S diag(m) S + i (C diag(m) S - S diag(m) C), built from the mask input; Im P only
+            # moves a complex image.
             keep = self.identity - ((self.cos_w * mask) @ self.cos_w + (self.sin_w * mask) @ self.sin_w)
-            projection_imag = (self.cos_w * mask) @ self.sin_w - (self.sin_w * mask) @ self.cos_w
-        real = image[:, 0:1]
-        if self.image_channels == 1:
-            out = real @ keep + zero_real
-        else:
-            imag = image[:, 1:2]
-            out = torch.cat([real @ keep + imag @ projection_imag + zero_real,
-                             imag @ keep - real @ projection_imag + zero_imag], dim=1)
-        return self._lines_last(out)
+            projection_imag = None if self.image_channels == 1 else (
+                (self.cos_w * mask) @ self.sin_w - (self.sin_w * mask) @ self.cos_w)
+
+        def step(image: torch.Tensor) -> torch.Tensor:
+            image = self._lines_last(image)
+            real = image[:, 0:1]
+            if self.image_channels == 1:
+                out = real @ keep + zero_real
+            else:
+                imag = image[:, 1:2]
+                out = torch.cat([real @ keep + imag @ projection_imag + zero_real,
+                                 imag @ keep - real @ projection_imag + zero_imag], dim=1)
+            return self._lines_last(out)
+
+        return step
+
+    def forward(self, image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.bind(kspace, mask)(image)
 
 
 #: The DC lowerings an export can use, by ``--dc`` name.

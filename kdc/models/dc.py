@@ -8,6 +8,8 @@ W or 1)`` holding 0/1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -37,6 +39,12 @@ class DataConsistency(nn.Module):
     def zero_filled(self, kspace: torch.Tensor) -> torch.Tensor:
         """Inverse FFT of the undersampled k-space (its real part for a real image): the network's input image."""
         return self._image(torch.fft.ifft2(as_complex(kspace), norm="ortho"))
+
+    def bind(self, kspace: torch.Tensor, mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The DC step of every cascade for one k-space and mask: ``bind(kspace, mask)(image) == self(image,
+        kspace, mask)``. An export lowering computes here, once, what does not depend on the image (the zero-filled
+        image, the projection), so that it is outside the cascades' loop in every graph traced from the model."""
+        return lambda image: self(image, kspace, mask)
 
     def forward(self, image: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         values = image.to(torch.complex64) if self.image_channels == 1 else as_complex(image)

@@ -64,10 +64,11 @@ class DCCNN(nn.Module):
     ) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
         """Reconstruct and return ``features[cascade][conv]`` (0-based, post-activation, hidden convs only)."""
         image = self.dc.zero_filled(kspace)
+        consistent = self.dc.bind(kspace, mask)  # what DC needs of the k-space and mask, computed once
         features = []
         for cascade in self.cascades:
             image, taps = cascade.forward_features(image)
-            image = self.dc(image, kspace, mask)
+            image = consistent(image)
             features.append(taps)
         return image, features
 

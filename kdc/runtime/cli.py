@@ -184,7 +184,8 @@ def mrd_client(
 
 
 def triton_repo(
-    model: Annotated[Path, typer.Argument(help="Exported .onnx model.", show_default=False)],
+    model: Annotated[Path, typer.Argument(help="Exported .onnx model (or a --precision bf16 OpenVINO .xml).",
+                                          show_default=False)],
     repo: Annotated[Path, typer.Option("--repo", "-o", help="Model repository directory (created if missing).")],
     name: Annotated[str | None, typer.Option(help="Model name (default: the file name without suffix).")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size when the batch is dynamic.")] = 8,
@@ -198,7 +199,7 @@ def triton_repo(
 
     target = write_triton_repo(model, repo, name=name, max_batch_size=max_batch_size, instances=instances,
                                kind="KIND_GPU" if gpu else "KIND_CPU", threads=threads, overwrite=overwrite)
-    typer.echo(f"wrote {target}/config.pbtxt and {target}/1/model.onnx")
+    typer.echo(f"wrote {target}/config.pbtxt and {target}/1/model{model.suffix}")
 
 
 def reconstruct(

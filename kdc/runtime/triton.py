@@ -1,6 +1,10 @@
-"""A Triton Inference Server model repository for an exported ONNX model (onnxruntime backend).
+"""A Triton Inference Server model repository for an exported ONNX model, on the runtime its contract validated.
 
-Layout: ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx``. With the mask baked in, k-space is the only
+Layout: ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx`` (or ``model.xml`` + ``model.bin``). A file
+exported with ``--precision bf16`` (its contract's ``precision`` names OpenVINO at bf16) gets Triton's OpenVINO
+backend with ``HINT_BF16``: an ONNX file read directly, or the OpenVINO IR, whose data consistency stays at f32;
+every other ONNX file the onnxruntime backend at f32, as ``kdc.runtime.load`` runs them. Any other IR is refused:
+the OpenVINO backend has no setting that holds a CPU with bf16 at f32. With the mask baked in, k-space is the only
 input and its batch dimension is dynamic, so Triton batches requests (``max_batch_size``, dynamic batching). With
 a mask input, the mask has no batch dimension: the config then has ``max_batch_size: 0`` and full shapes.
 """
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdc._io import atomic_directory
-from kdc.runtime.session import Reconstructor, load
+from kdc.runtime.session import Reconstructor, load, validated_precision
 from kdc.runtime.tensors import RuntimeModelError
 
 #: Fields whose values are protobuf enums (written unquoted).
@@ -36,10 +40,12 @@ def triton_config(model: Reconstructor, name: str, *, max_batch_size: int = 8, i
         dims = spec.shape[1:] if batched else spec.shape
         return {"name": spec.name, "data_type": "TYPE_FP32", "dims": [-1 if isinstance(d, str) else d for d in dims]}
 
+    on_openvino = validated_precision(model.contract) == ("openvino", "bf16")
+    runtime = ({"backend": "openvino", "default_model_filename": f"model{model.path.suffix}"} if on_openvino
+               else {"platform": "onnxruntime_onnx", "backend": "onnxruntime"})
     config: dict[str, Any] = {
         "name": name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
+        **runtime,
         "max_batch_size": max_batch_size if batched else 0,
         "input": [tensor(spec) for spec in model.inputs],
         "output": [tensor(spec) for spec in model.outputs],
@@ -47,9 +53,16 @@ def triton_config(model: Reconstructor, name: str, *, max_batch_size: int = 8, i
     }
     if batched:
         config["dynamic_batching"] = {}
-    if threads:
-        config["parameters"] = {"intra_op_thread_count": {"string_value": str(threads)},
-                                "inter_op_thread_count": {"string_value": "1"}}
+    parameters = {}
+    if on_openvino:
+        parameters["HINT_BF16"] = {"string_value": "YES"}
+        if threads:
+            parameters["INFERENCE_NUM_THREADS"] = {"string_value": str(threads)}
+    elif threads:
+        parameters = {"intra_op_thread_count": {"string_value": str(threads)},
+                      "inter_op_thread_count": {"string_value": "1"}}
+    if parameters:
+        config["parameters"] = parameters
     return config
 
 
@@ -87,23 +100,31 @@ def render_pbtxt(config: dict[str, Any]) -> str:
 def write_triton_repo(model_path: str | os.PathLike[str], repo: str | os.PathLike[str], *, name: str | None = None,
                       max_batch_size: int = 8, instances: int = 1, kind: str = "KIND_CPU",
                       threads: int | None = None, overwrite: bool = False) -> Path:
-    """Write ``repo/name/{config.pbtxt, 1/model.onnx}`` from an exported ``.onnx``; return the model directory.
+    """Write ``repo/name/{config.pbtxt, 1/model.onnx}`` from an exported ``.onnx`` (``1/model.xml`` and ``.bin``
+    from a bf16 OpenVINO IR); return the model directory.
 
     The model directory appears whole or not at all; an existing one is replaced only with ``overwrite``,
     and only if kdc wrote it (:func:`kdc._io.atomic_directory`).
     """
     model_path = Path(model_path)
-    if model_path.suffix != ".onnx":
-        raise RuntimeModelError(f"{model_path}: a Triton onnxruntime repository needs an exported .onnx model")
+    if model_path.suffix not in (".onnx", ".xml"):
+        raise RuntimeModelError(f"{model_path}: a Triton repository needs an exported .onnx model (or a bf16 .xml)")
     model = load(model_path)
+    if model_path.suffix == ".xml" and validated_precision(model.contract) != ("openvino", "bf16"):
+        raise RuntimeModelError(f"{model_path}: Triton's OpenVINO backend cannot hold this IR at its validated f32 "
+                                "(it runs bf16 on CPUs that have it): give the .onnx export, or an IR exported "
+                                "with --precision bf16")
     name = name or model_path.stem
     target = Path(repo) / name
     if target.exists() and not overwrite:
         raise RuntimeModelError(f"{target} already exists (pass overwrite / --overwrite to replace it)")
     config = render_pbtxt(triton_config(model, name, max_batch_size=max_batch_size, instances=instances, kind=kind,
                                         threads=threads))
-    with atomic_directory(target, overwrite=overwrite, reads=[model_path]) as staged:
+    reads = [model_path, model_path.with_suffix(".bin")] if model_path.suffix == ".xml" else [model_path]
+    with atomic_directory(target, overwrite=overwrite, reads=reads) as staged:
         (staged / "1").mkdir()
-        shutil.copyfile(model_path, staged / "1" / "model.onnx")
+        shutil.copyfile(model_path, staged / "1" / f"model{model_path.suffix}")
+        if model_path.suffix == ".xml":
+            shutil.copyfile(model_path.with_suffix(".bin"), staged / "1" / "model.bin")
         (staged / "config.pbtxt").write_text(config)
     return target

@@ -95,3 +95,27 @@ def test_lowering_is_exact_for_complex_images_and_row_masks(name, baked, image, 
 
 def test_auto_picks_masked_for_rows():
     assert auto_lowering(row_mask((32, 24)), "onnx") == "masked"
+
+
+@pytest.mark.parametrize("baked", [False, True], ids=["mask-input", "baked"])
+def test_masked_computes_the_zero_filled_image_and_projection_once_outside_the_cascades(baked, tmp_path):
+    """The DC's fixed cost is out of the loop in the graph itself (not left to an exporter merging copies): a traced
+    4-cascade DC-CNN has its fixed matrix products once and one ``x (I - Re P)`` product per cascade, and still
+    equals the reference model."""
+    from kdc.models import DCCNN
+
+    torch.manual_seed(0)
+    model = DCCNN(cascades=4, convs=3, channels=8).eval()
+    size = (24, 32)
+    mask = cartesian_mask("random", 4, size, seed=1)
+    kspace, mask_input = undersampled(size, mask, count=2), column_mask(mask)
+    lowered = copy.deepcopy(model)
+    lowered.dc = MaskedLowering(size, mask if baked else None)
+    with torch.no_grad():
+        traced = torch.jit.trace(lowered, (kspace, mask_input), check_trace=False)
+        torch.testing.assert_close(traced(kspace, mask_input), model(kspace, mask_input), atol=1e-5, rtol=0)
+    products = sum(node.kind() == "aten::matmul" for node in traced.inlined_graph.nodes())
+    zero_filled = 6  # z: 4 products along H, 2 along W (the real part)
+    projection = 0 if baked else 2  # Re P from the mask input
+    # zero_filled() of the network's input and bind()'s z are the same expression, traced twice.
+    assert products == 2 * zero_filled + projection + model.cascades.__len__()

@@ -64,6 +64,25 @@ def test_bf16_export_is_gated_recorded_and_run_on_openvino_at_bf16_by_default(mo
 
 
 @needs_bf16
+def test_a_bf16_openvino_ir_keeps_its_data_consistency_at_f32(model, mask, tmp_path):
+    """Only the CNN runs at bf16: OpenVINO's runtime model of the written IR has every matrix product (the DC) at
+    f32 and every convolution at bf16; the contract counts the nodes kept at f32. An ONNX file cannot carry it."""
+    from kdc.runtime import load
+
+    report = export(model, tmp_path / "m.xml", mask, fmt="openvino", precision="bf16")
+    assert report.metadata["precision"]["f32_nodes"] > 0
+    runtime = load(report.path, threads=1)  # as kdc.runtime runs it by default
+    assert runtime.backend.endswith(" bf16")
+    precisions = {}
+    for node in runtime.compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        precisions.setdefault(info["layerType"].astype(str), set()).add(info["runtimePrecision"].astype(str))
+    assert precisions["Convolution"] == {"bf16"} and precisions["MatMul"] == {"f32"}
+    onnx_entry = export(model, tmp_path / "m.onnx", mask, precision="bf16").metadata["precision"]
+    assert onnx_entry["f32_nodes"] == 0
+
+
+@needs_bf16
 def test_bf16_gate_refuses_a_model_that_loses_at_bf16_and_writes_nothing(mask, tmp_path):
     model = bf16_losing_model()
     report = export(model, tmp_path / "f32.onnx", mask, tolerance=1e-3)  # exact in float32 (parity gate)

@@ -53,6 +53,39 @@ def artefacts(tmp_path_factory) -> Artefacts:
                      out / "student_baked.onnx", out / "student.xml", mask)
 
 
+def cpu_has_bf16() -> bool:
+    from kdc.runtime.session import openvino_core
+
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16: OpenVINO runs f32")
+
+
+@pytest.fixture(scope="session")
+def bf16_onnx(artefacts, tmp_path_factory) -> Path:
+    """The student exported with ``--precision bf16`` (gated on OpenVINO at bf16)."""
+    from kdc.export import export_model
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16: OpenVINO runs f32")
+    out = tmp_path_factory.mktemp("bf16") / "student_bf16.onnx"
+    export_model(artefacts.student_pt, out, precision="bf16", max_psnr_drop=1.0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bf16_xml(artefacts, tmp_path_factory) -> Path:
+    """The student exported with ``--precision bf16`` as an OpenVINO IR (its DC marked to stay at f32)."""
+    from kdc.export import export_model
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16: OpenVINO runs f32")
+    out = tmp_path_factory.mktemp("bf16") / "student_bf16.xml"
+    export_model(artefacts.student_pt, out, fmt="openvino", precision="bf16", max_psnr_drop=1.0)
+    return out
+
+
 @pytest.fixture(scope="session")
 def images() -> np.ndarray:
     """Three real MRI slices ``(3, H, W)`` (kdc's validation images)."""

@@ -9,6 +9,8 @@ import pytest
 
 import kdc.runtime as rt
 
+from .conftest import needs_bf16
+
 TOLERANCE = 1e-5
 
 
@@ -35,7 +37,7 @@ def test_cpp_output_equals_the_runtime(program, artefacts, kspace, tmp_path, nam
     mask = None if model.mask_baked else rt.mask_columns(artefacts.mask, model.image_size[1])
     result = run_program(program, path, kspace, mask, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "kdc contract v1, image 40x32, acceleration 4" in result.stderr
+    assert "kdc contract v1, image 40x32, acceleration 4" in result.stderr and ", precision f32" in result.stderr
     image = np.fromfile(tmp_path / "image.f32", dtype=np.float32).reshape(kspace.shape[0], 1, *model.image_size)
     for engine in ("ort", "openvino"):
         if engine == "ort" and path.suffix == ".xml":
@@ -44,6 +46,24 @@ def test_cpp_output_equals_the_runtime(program, artefacts, kspace, tmp_path, nam
         error = float(np.abs(image - expected).max())
         print(f"examples/cpp {path.name} vs kdc.runtime {engine}: max abs error {error:.2e}")
         assert error <= TOLERANCE
+
+
+@needs_bf16
+@pytest.mark.parametrize("name", ["bf16_onnx", "bf16_xml"])
+def test_cpp_runs_a_bf16_export_at_bf16_as_the_runtime_does(program, name, request, artefacts, kspace, tmp_path):
+    """The contract's validated precision reaches OpenVINO's INFERENCE_PRECISION_HINT: bf16 here, f32 for the others
+    (test_cpp_output_equals_the_runtime); an IR's DC marked f32 stays f32 there too."""
+    path = request.getfixturevalue(name)
+    model = rt.load(path, threads=2)
+    mask = rt.mask_columns(artefacts.mask, model.image_size[1])
+    result = run_program(program, path, kspace, mask, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ", precision bf16" in result.stderr
+    image = np.fromfile(tmp_path / "image.f32", dtype=np.float32).reshape(kspace.shape[0], 1, *model.image_size)
+    bf16 = model.reconstruct(kspace, mask)
+    f32 = rt.load(path, precision="f32", threads=2).reconstruct(kspace, mask)
+    assert np.abs(bf16 - f32).max() > 100 * TOLERANCE  # the two precisions are told apart
+    assert np.abs(image - bf16).max() <= TOLERANCE
 
 
 def test_readme_run_steps_work_as_written_after_the_build(cpp_build):

@@ -1,32 +1,15 @@
 """The runtime runs a file at the precision its export validated, warns on an unvalidated one, and ``kdc bench``
 names the runtime that runs bf16 when onnxruntime cannot."""
 
-from pathlib import Path
-
 import onnx
 import pytest
 
 import kdc.runtime as rt
 from kdc.runtime.bench import Settings, measure, plan
 from kdc.runtime.onnx_metadata import metadata_props
-from kdc.runtime.session import PrecisionWarning, openvino_core
+from kdc.runtime.session import PrecisionWarning
 
-from .conftest import with_contract
-
-needs_bf16 = pytest.mark.skipif("BF16" not in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
-                                reason="this CPU has no bf16: OpenVINO runs f32")
-
-
-@pytest.fixture(scope="session")
-def bf16_onnx(artefacts, tmp_path_factory) -> Path:
-    """The student exported with ``--precision bf16`` (gated on OpenVINO at bf16)."""
-    from kdc.export import export_model
-
-    if "BF16" not in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        pytest.skip("this CPU has no bf16: OpenVINO runs f32")
-    out = tmp_path_factory.mktemp("bf16") / "student_bf16.onnx"
-    export_model(artefacts.student_pt, out, precision="bf16", max_psnr_drop=1.0)
-    return out
+from .conftest import needs_bf16, with_contract
 
 
 @needs_bf16

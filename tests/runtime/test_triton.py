@@ -8,6 +8,8 @@ from kdc.runtime import cli
 from kdc.runtime.tensors import RuntimeModelError
 from kdc.runtime.triton import render_pbtxt, write_triton_repo
 
+from .conftest import needs_bf16
+
 app = typer.Typer()
 app.command("triton-repo")(user_errors(cli.triton_repo))
 app.command("other")(lambda: None)
@@ -53,6 +55,29 @@ parameters {
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["recon"]  # nothing staged is left over
 
 
+@needs_bf16
+def test_a_bf16_export_gets_the_openvino_backend_at_bf16(bf16_onnx, tmp_path):
+    """The contract's validated runtime and precision, as kdc.runtime.load runs the file."""
+    target = write_triton_repo(bf16_onnx, tmp_path / "repo", name="recon", threads=2)
+    config = (target / "config.pbtxt").read_text()
+    assert config.startswith('name: "recon"\nbackend: "openvino"\ndefault_model_filename: "model.onnx"\n')
+    assert "onnxruntime" not in config
+    assert config.endswith("""parameters {
+  key: "HINT_BF16"
+  value {
+    string_value: "YES"
+  }
+}
+parameters {
+  key: "INFERENCE_NUM_THREADS"
+  value {
+    string_value: "2"
+  }
+}
+""")
+    assert (target / "1" / "model.onnx").read_bytes() == bf16_onnx.read_bytes()
+
+
 def test_mask_input_has_no_batch_dimension_so_no_triton_batching(artefacts, tmp_path):
     result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_onnx), "--repo", str(tmp_path), "--gpu"])
     assert result.exit_code == 0, result.output
@@ -87,9 +112,25 @@ def test_overwrite_keeps_a_model_directory_kdc_did_not_write_and_the_model_itsel
     assert (tmp_path / "x" / "m.onnx").is_file()
 
 
-def test_only_onnx_models(artefacts, tmp_path):
+def test_only_onnx_models_and_bf16_irs(artefacts, tmp_path):
+    result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_pt), "--repo", str(tmp_path)])
+    assert result.exit_code == 1 and "needs an exported .onnx model (or a bf16 .xml)" in result.output
     result = CliRunner().invoke(app, ["triton-repo", str(artefacts.student_xml), "--repo", str(tmp_path)])
-    assert result.exit_code == 1 and "needs an exported .onnx model" in result.output
+    assert result.exit_code == 1 and "cannot hold this IR at its validated f32" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_bf16
+def test_a_bf16_ir_goes_to_the_openvino_backend_with_its_weights(bf16_xml, tmp_path):
+    """The IR keeps its data consistency at f32 (its nodes are marked), so Triton gets the IR, not an ONNX file."""
+    result = CliRunner().invoke(app, ["triton-repo", str(bf16_xml), "--repo", str(tmp_path), "--name", "recon"])
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "recon"
+    config = (target / "config.pbtxt").read_text()
+    assert config.startswith('name: "recon"\nbackend: "openvino"\ndefault_model_filename: "model.xml"\n')
+    assert 'key: "HINT_BF16"' in config
+    assert (target / "1" / "model.xml").read_bytes() == bf16_xml.read_bytes()
+    assert (target / "1" / "model.bin").read_bytes() == bf16_xml.with_suffix(".bin").read_bytes()
 
 
 def test_pbtxt_writes_enums_bare_and_strings_quoted():
