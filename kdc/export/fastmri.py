@@ -146,18 +146,30 @@ def unet_contract(request: ExportRequest) -> dict[str, Any]:
     }
 
 
-def varnet_contract(request: ExportRequest) -> dict[str, Any]:
+def coils_last_contract(request: ExportRequest, normalisation: str, acceleration: float | None,
+                        dc_lowering: str) -> dict[str, Any]:
+    """The contract of a model on every coil's centred k-space ``(N, C, H, W, 2)`` and the column mask."""
     return {
         "input_descriptions": {"kspace": VARNET_KSPACE, "mask": VARNET_MASK},
         "kspace_layout": VARNET_KSPACE,
         "kspace_centred": True,
         "fft_norm": "ortho",
-        "normalisation": "none: VarNet normalises inside its U-Nets; feed k-space at the file's scale",
+        "normalisation": normalisation,
         "coils": request.coils if request.coils is not None else "dynamic",
-        "acceleration": PARITY_ACCELERATION,
+        "acceleration": acceleration,
         "mask_baked": False,
-        "dc_lowering": "none (VarNet's soft DC, FFTs as DFT matrix products)",
+        "dc_lowering": dc_lowering,
     }
+
+
+def dynamic_coils(request: ExportRequest) -> dict[str, dict[int, str]]:
+    """The coil axis of ``kspace`` is dynamic unless ``--coils N`` fixes it."""
+    return {} if request.coils else {"kspace": {1: "C"}}
+
+
+def varnet_contract(request: ExportRequest) -> dict[str, Any]:
+    return coils_last_contract(request, "none: VarNet normalises inside its U-Nets; feed k-space at the file's scale",
+                               PARITY_ACCELERATION, "none (VarNet's soft DC, FFTs as DFT matrix products)")
 
 
 UNET = DeclaredArchitecture(
@@ -167,5 +179,5 @@ UNET = DeclaredArchitecture(
 VARNET = DeclaredArchitecture(
     name="fastmri_varnet", classes=("fastmri.models.varnet:VarNet",), task=MULTICOIL_RECON, graph=MaskedVarNet,
     feeds=varnet_feeds, contract=varnet_contract, adapters=(UNET_PADDING, MASK_CENTER),
-    dynamic=lambda request: {} if request.coils else {"kspace": {1: "C"}}, options=("coils",),
+    dynamic=dynamic_coils, options=("coils",),
 ).register()

@@ -16,31 +16,23 @@ from typing import Any
 from torch import nn
 
 from kdc.export.architectures import Architecture, DeclaredArchitecture, ExportRequest, Prepared, register
-from kdc.export.fastmri import VARNET_KSPACE, VARNET_MASK, varnet_feeds
+from kdc.export.fastmri import coils_last_contract, dynamic_coils, varnet_feeds
 from kdc.models.checkpoint import model_config
 from kdc.tasks import MULTICOIL_RECON
 
 
 def sense_contract(request: ExportRequest) -> dict[str, Any]:
-    return {
-        "input_descriptions": {"kspace": VARNET_KSPACE, "mask": VARNET_MASK},
-        "kspace_layout": VARNET_KSPACE,
-        "kspace_centred": True,
-        "fft_norm": "ortho",
-        "normalisation": "none: the model normalises inside (scale-equivariant); feed k-space at the file's scale",
-        "coils": request.coils if request.coils is not None else "dynamic",
-        "acceleration": request.meta.get("acceleration"),
-        "mask_baked": False,
-        "dc_lowering": "none (SENSE data consistency in the graph, FFTs as DFT matrix products; sensitivities "
-                       "learned from the mask's centre lines)",
-    }
+    return coils_last_contract(
+        request, "none: the model normalises inside (scale-equivariant); feed k-space at the file's scale",
+        request.meta.get("acceleration"),
+        "none (SENSE data consistency in the graph, FFTs as DFT matrix products; sensitivities learned from the "
+        "mask's centre lines)")
 
 
 def sense_declaration(name: str, cls: str) -> DeclaredArchitecture:
     return DeclaredArchitecture(
         name=name, classes=(cls,), task=MULTICOIL_RECON, graph=lambda model: model, feeds=varnet_feeds,
-        contract=sense_contract, dynamic=lambda request: {} if request.coils else {"kspace": {1: "C"}},
-        options=("coils",),
+        contract=sense_contract, dynamic=dynamic_coils, options=("coils",),
     )
 
 
