@@ -102,7 +102,7 @@ def open_checkpoint(
     task = task_of_config(model_config(model), meta.get("task"))
     if not task.takes_kspace:
         arrays = (example_image(batch, shape),)
-    elif task.kspace_layout == "coils_last":  # kdc's multi-coil SENSE models
+    elif task.kspace_layout == "coils_last":  # every coil's k-space: kdc's SENSE models, a user's VarNet
         feeds = example_coil_feeds(batch, EXAMPLE_COILS, shape, float(meta.get("acceleration") or 1))
         arrays = (feeds["kspace"], feeds["mask"])
     else:
