@@ -63,6 +63,7 @@ from kdc.mri.layout import to_channels  # noqa: E402
 from kdc.pretrained import resolve  # noqa: E402
 from kdc.runtime import load  # noqa: E402
 from kdc.runtime.bench import Settings, environment  # noqa: E402
+from kdc.runtime.contract import encoded  # noqa: E402
 from kdc.runtime.session import openvino_core  # noqa: E402
 
 THREADS = 2
@@ -131,7 +132,7 @@ def score(role: str, size: tuple[int, int], data: str, files: dict[tuple[str, st
         images = np.concatenate([reconstructor.run({"kspace": kspace[i:i + 8], "mask": mask_input})["image"]
                                  for i in range(0, len(kspace), 8)])
         row.update(path=str(found), backend=reconstructor.backend, psnr=psnr(targets, images[:, 0]),
-                   contract_precision=reconstructor.contract["precision"])
+                   contract_precision=encoded(reconstructor.contract.precision))
         row["psnr_change"] = row["psnr"] - reference
         rows.append(row)
     return rows

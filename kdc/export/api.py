@@ -242,8 +242,8 @@ def export_model(
                   "errors": errors["max_abs"], "slices": len(expected), "tolerance": tolerance}
         if architecture.gate != "max_abs":
             parity.update(metric=architecture.gate, relative_l2_error=worst, relative_l2_errors=gated)
-        metadata = contract(fmt=fmt, parity=parity, quantization=quantization,
-                            precision=precision_entry(precision, fmt, parity, gate, rewrites))
-        artefact.write(metadata, out)
+        written = contract(fmt=fmt, parity=parity, quantization=quantization,
+                           precision=precision_entry(precision, fmt, parity, gate, rewrites))
+        artefact.write(written, out)
     size_bytes = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
-    return ExportReport(out, fmt, metadata["dc_lowering"], size_bytes, worst, metadata)
+    return ExportReport(out, fmt, written.dc_lowering, size_bytes, worst, written)

@@ -44,6 +44,7 @@ from torch import nn
 from kdc.errors import KdcError
 from kdc.export.complex_lowering import RealComplexMode, UnsupportedOperation
 from kdc.export.contract import build_declared_contract
+from kdc.runtime.contract import Contract
 from kdc.export.report import ExportError
 from kdc.models.checkpoint import model_config
 from kdc.models.user import class_names
@@ -52,7 +53,7 @@ from kdc.tasks import RECON, TaskSpec, task_of_config
 
 #: What an architecture hands the shared gate: ``(graph, feeds (batched input first), PyTorch's output on them,
 #: contract builder, quantization data or None)``.
-Prepared = tuple[nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., dict[str, Any]], Callable[[], Any] | None]
+Prepared = tuple[nn.Module, dict[str, np.ndarray], np.ndarray, Callable[..., Contract], Callable[[], Any] | None]
 #: Default parity gate of a declared architecture: relative L2 error ``||out - ref|| / ||ref||`` against PyTorch.
 RELATIVE_TOLERANCE = 1e-3
 #: A lowering or adapter may change values by float32 rounding only (relative L2, checked in PyTorch): matrix DFTs

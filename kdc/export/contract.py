@@ -1,7 +1,8 @@
 """The contract written into every artefact: what goes in, what comes out, and where the model came from.
 
-docs/export.md explains each field to an integrator; kdc/runtime reads it back. Bump ``CONTRACT_VERSION`` when a
-field changes meaning.
+The builders assemble the JSON object and parse it with :meth:`kdc.runtime.contract.Contract.from_dict`, the schema
+the runtime reads back with, so every file kdc writes passes the loaders' checks. docs/export.md explains each field
+to an integrator. Bump ``CONTRACT_VERSION`` (:mod:`kdc.runtime.contract`) when a field changes meaning.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import Any
 import numpy as np
 
 from kdc import __version__
+from kdc.runtime.contract import CONTRACT_VERSION, Contract
 from kdc.tasks import LOWRES_INPUT, TaskSpec
 
-CONTRACT_VERSION = 1
+#: What a contract's checks name as its file while the artefact is being built.
+SOURCE = "kdc export"
 KSPACE_LAYOUT = (
     "(N, 2, H, W) float32: channel 0 real part, channel 1 imaginary part; whole phase-encode lines sampled (columns "
     "along W, or rows along H: see the mask input or mask_columns/mask_rows); uncentred (DC term at [0, 0]); "
@@ -60,7 +63,7 @@ def build_contract(
     parity: dict[str, Any],
     quantization: dict[str, Any] | None = None,
     precision: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Contract:
     """Assemble the contract of a reconstruction; ``mask_input_shape`` is None when the mask is baked into the graph,
     ``lines`` the ``(axis, indices)`` of a 1-D mask, ``quantization`` None for a float32 graph, ``precision`` the
     validated precision (:func:`kdc.export.precision.precision_entry`)."""
@@ -73,7 +76,7 @@ def build_contract(
         ))
     baked_lines = None if lines is None or mask_input_shape is not None else lines
     acceleration = meta.get("acceleration", round(mask.size / np.count_nonzero(mask), 3))
-    return {
+    return Contract.from_dict({
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
                         quantization=quantization, precision=precision),
         **output_fields(task, image_size),
@@ -88,16 +91,16 @@ def build_contract(
         "mask_baked": mask_input_shape is None,
         "mask_columns": baked_lines[1].tolist() if baked_lines and baked_lines[0] == -1 else None,
         "mask_rows": baked_lines[1].tolist() if baked_lines and baked_lines[0] == -2 else None,
-    }
+    }, SOURCE)
 
 
 def build_sr_contract(
     *, task: TaskSpec, image_size: tuple[int, int], scale: int | None, fmt: str, model: dict[str, Any], meta: dict[str, Any],
     parity: dict[str, Any], quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Contract:
     """Contract of a super-resolution artefact: one low-resolution image in, one image out, no DC, no mask."""
     height, width = image_size
-    return {
+    return Contract.from_dict({
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
                         quantization=quantization, precision=precision),
         **output_fields(task, image_size),
@@ -106,25 +109,25 @@ def build_sr_contract(
         "input_layout": LOWRES_LAYOUT,
         "normalisation": SR_NORMALISATION,
         "dc_lowering": "none",
-    }
+    }, SOURCE)
 
 
 def build_declared_contract(
     *, task: TaskSpec, image_size: tuple[int, int], input_shapes: dict[str, list[int | str]], fields: dict[str, Any],
     fmt: str, model: dict[str, Any], meta: dict[str, Any], parity: dict[str, Any],
     quantization: dict[str, Any] | None = None, precision: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Contract:
     """Contract of a registered user architecture (:mod:`kdc.export.architectures`): its inputs as declared
     (``input_shapes``, ``"N"`` and other names dynamic), the task's output, and the architecture's own ``fields``
     (input layouts, pre- and post-processing, lowering and adapters)."""
     descriptions = fields.get("input_descriptions", {})
-    return {
+    return Contract.from_dict({
         **common_fields(fmt=fmt, image_size=image_size, model=model, meta=meta, parity=parity,
                         quantization=quantization, precision=precision),
         **output_fields(task, image_size),
         "inputs": [tensor_spec(name, shape, descriptions.get(name, "")) for name, shape in input_shapes.items()],
         **{key: value for key, value in fields.items() if key != "input_descriptions"},
-    }
+    }, SOURCE)
 
 
 def common_fields(

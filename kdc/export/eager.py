@@ -58,11 +58,10 @@ class TorchReconstructor(Reconstructor):
             else:
                 self.module = torch.jit.load(str(path), map_location=self.device)
         parsed = parse_contract(contract, path)
-        entries = [entry for key in ("inputs", "outputs") for entry in parsed.get(key, []) if isinstance(entry, dict)]
         # A traced module states no shapes of its own: the contract's shapes stand for the graph's.
-        shapes = {str(entry.get("name")): tuple(d if isinstance(d, int) else None for d in entry.get("shape", []))
-                  for entry in entries}
-        names = [str(entry.get("name")) for entry in parsed.get("inputs", []) if isinstance(entry, dict)]
+        shapes = {spec.name: tuple(d if isinstance(d, int) else None for d in spec.shape)
+                  for spec in (*parsed.inputs, *parsed.outputs)}
+        names = parsed.input_names
         where = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         backend = f"torch {torch.__version__.split('+')[0]} {path.suffix[1:]} {where} f32"
         super().__init__(path, parsed, names, backend, torch.get_num_threads(), [], shapes)

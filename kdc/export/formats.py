@@ -25,6 +25,7 @@ from kdc import __version__
 from kdc._io import atomic_path
 from kdc.export import onnx_graph
 from kdc.export.report import ExportError
+from kdc.runtime.contract import Contract
 from kdc.runtime.session import openvino_core
 
 OPSET = 18  # TOOLCHAIN.md: 17 breaks onnxruntime (ReduceL2), >= 20 makes OpenVINO ignore the DFT axis.
@@ -98,18 +99,18 @@ class OnnxArtefact:
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         return {self.runtime: self.session.run([OUTPUT_NAME], feeds)[0]}
 
-    def write(self, contract: dict[str, Any], out: Path) -> None:
+    def write(self, contract: Contract, out: Path) -> None:
         flat = {
             "kdc.version": __version__,
-            "kdc.task": contract["task"],
-            "kdc.dc_lowering": contract["dc_lowering"],
-            "kdc.model_role": contract["model"]["role"],
-            "kdc.image_size": "x".join(map(str, contract["image_size"])),
-            "kdc.parity_max_abs_error": f"{contract['parity']['max_abs_error']:.3e}",
-            "kdc.quantization": (contract.get("quantization") or {}).get("mode", "none"),
-            "kdc.precision": (contract.get("precision") or {}).get("name", "f32"),
+            "kdc.task": contract.task,
+            "kdc.dc_lowering": contract.dc_lowering,
+            "kdc.model_role": contract.model.role,
+            "kdc.image_size": "x".join(map(str, contract.image_size)),
+            "kdc.parity_max_abs_error": f"{contract.parity_max_abs_error:.3e}",
+            "kdc.quantization": contract.quantization_mode,
+            "kdc.precision": contract.precision_name,
         }
-        onnx_graph.set_contract(self.proto, contract, flat)
+        onnx_graph.set_contract(self.proto, contract.to_dict(), flat)
         with atomic_path(out) as tmp:
             tmp.write_bytes(self.proto.SerializeToString())
 
@@ -136,10 +137,10 @@ class OpenVINOArtefact(OnnxArtefact):
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         return {**super().run(feeds), self.ov_runtime: self.compiled(feeds)[OUTPUT_NAME]}
 
-    def write(self, contract: dict[str, Any], out: Path) -> None:
+    def write(self, contract: Contract, out: Path) -> None:
         import openvino as ov
 
-        self.model.set_rt_info(json.dumps(contract, sort_keys=True), RT_INFO_PATH)
+        self.model.set_rt_info(json.dumps(contract.to_dict(), sort_keys=True), RT_INFO_PATH)
         staged = self.workdir / "ir" / "model.xml"
         staged.parent.mkdir()
         ov.save_model(self.model, staged, compress_to_fp16=False)
@@ -181,9 +182,9 @@ class TorchScriptArtefact:
             output = self.loaded(*(torch.from_numpy(feeds[name]) for name in self.input_names))
         return {self.runtime: output.numpy()}
 
-    def write(self, contract: dict[str, Any], out: Path) -> None:
+    def write(self, contract: Contract, out: Path) -> None:
         with atomic_path(out) as tmp, open(tmp, "wb") as file, quiet_torch():
-            self._save(file, {CONTRACT_FILE: json.dumps(contract, sort_keys=True)})
+            self._save(file, {CONTRACT_FILE: json.dumps(contract.to_dict(), sort_keys=True)})
 
 
 class ExportedProgramArtefact(TorchScriptArtefact):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdc.errors import KdcError
+
+if TYPE_CHECKING:
+    from kdc.runtime.contract import Contract
 
 
 class ExportError(KdcError):
@@ -22,4 +25,10 @@ class ExportReport:
     dc: str
     file_size: int
     parity_error: float
-    metadata: dict[str, Any] = field(repr=False)
+    #: The contract written into the file.
+    contract: Contract = field(repr=False)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The contract as the JSON object the file holds."""
+        return self.contract.to_dict()

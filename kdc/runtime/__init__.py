@@ -5,8 +5,9 @@ inputs. ``kdc bench``, ``kdc serve`` and ``kdc triton-repo`` live in :mod:`kdc.r
 torch (the ``torch`` runtime of ``kdc bench`` lives in :mod:`kdc.export.eager` and is loaded only when asked for).
 """
 
-from kdc.runtime.session import PhaseWarning, PrecisionWarning, Reconstructor, TensorSpec, load
+from kdc.runtime.contract import Contract, TensorSpec
+from kdc.runtime.session import PhaseWarning, PrecisionWarning, Reconstructor, load
 from kdc.runtime.tensors import RuntimeModelError, kspace_channels, mask_columns
 
-__all__ = ["PhaseWarning", "PrecisionWarning", "Reconstructor", "RuntimeModelError", "TensorSpec", "kspace_channels",
+__all__ = ["Contract", "PhaseWarning", "PrecisionWarning", "Reconstructor", "RuntimeModelError", "TensorSpec", "kspace_channels",
            "load", "mask_columns"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kdc.runtime.session import load, validated_engine, validated_precision
+from kdc.runtime.session import load, validated_engine
 from kdc.runtime.tensors import RuntimeModelError
 
 RUNTIMES = ("ort", "openvino", "torch")
@@ -99,7 +99,7 @@ def open_runner(path: Path, runtime: str, settings: Settings) -> Runner:
     feeds = model.example_feeds(settings.batch)
     shape = feeds[model.input_names[0]].shape
     notes = list(model.warnings)
-    if runtime == "ort" and (asked_bf16_of_ort or validated_precision(model.contract)[1] == "bf16"):
+    if runtime == "ort" and (asked_bf16_of_ort or model.contract.validated_precision()[1] == "bf16"):
         notes.append(ort_bf16_note())
     return Runner(model.role, model.backend, model.threads, shape, lambda: model.run(feeds), notes)
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from kdc import __version__
-from kdc.runtime.session import Reconstructor, TensorSpec
+from kdc.runtime.contract import TensorSpec
+from kdc.runtime.session import Reconstructor
 from kdc.runtime.tensors import RuntimeModelError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -63,7 +64,7 @@ def model_metadata(name: str, model: Reconstructor) -> dict[str, Any]:
                 for s in specs]
 
     return {"name": name, "versions": [MODEL_VERSION], "platform": PLATFORMS[model.engine],
-            "inputs": tensors(model.inputs), "outputs": tensors(model.outputs), "kdc_contract": model.contract}
+            "inputs": tensors(model.inputs), "outputs": tensors(model.outputs), "kdc_contract": model.contract.to_dict()}
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

@@ -154,8 +154,8 @@ def choose_sampling(volume: RawVolume, view: ModelView, model: Reconstructor, se
 def acceleration_note(model: Reconstructor, acceleration: float, origin: str, tolerance: float = 0.0) -> str | None:
     """A line when ``acceleration`` (of ``origin``, e.g. ``--acc 8``) differs by more than ``tolerance`` (relative)
     from the acceleration the model was trained at (its contract's), else None."""
-    trained = model.contract.get("acceleration")
-    if type(trained) not in (int, float) or not trained > 0 or abs(acceleration / trained - 1) <= tolerance:
+    trained = model.contract.acceleration
+    if trained is None or abs(acceleration / trained - 1) <= tolerance:
         return None
     return (f"{model.path.name} was trained at {trained:g}x, {origin} samples at {acceleration:g}x: expect a worse "
             f"image than a model trained at {acceleration:g}x gives")
@@ -163,11 +163,10 @@ def acceleration_note(model: Reconstructor, acceleration: float, origin: str, to
 
 def check_kind(volume: RawVolume, model: Reconstructor) -> None:
     """Multi-coil data need a complex model: the virtual coil's image has the coils' phase."""
-    kind = model.contract.get("output_kind", "real part")
     if volume.coils > 1 and not model.task_spec.is_complex:
         raise InputError(f"{volume.source}: multi-coil k-space ({volume.coils} coils) needs a complex model "
                          f"(contract output_kind 'complex'); {model.path.name} reconstructs magnitude images "
-                         f"(output_kind {kind!r})")
+                         f"(output_kind {model.contract.output_kind!r})")
 
 
 def check_size(volume: RawVolume, view: ModelView, model: Reconstructor) -> None:
@@ -178,7 +177,7 @@ def check_size(volume: RawVolume, view: ModelView, model: Reconstructor) -> None
     turned = " (rows and columns swapped so that its sampled lines run as the model's)" if view.transposed else ""
     flags = " --format openvino" if model.path.suffix == ".xml" else ""
     flags += " --bake-mask" if model.mask_baked else ""
-    user_model = model.contract.get("model", {}).get("source")  # a user's MODULE:CLASS
+    user_model = model.contract.model.source  # a user's MODULE:CLASS
     source, origin = ((f"{user_model} --init JSON --weights FILE",
                        "JSON, FILE: the constructor arguments and weights it was exported with") if user_model else
                       (f"RUN --model {model.role}", "RUN: the run directory it was exported from"))
@@ -348,7 +347,7 @@ def reconstruct_volume(volume: RawVolume, model: Reconstructor, settings: Settin
         zero_filled = None if zero_filled is None else centre_crop(zero_filled, FASTMRI_CROP)[0]
         reference = None if reference is None else centre_crop(reference, FASTMRI_CROP)[0]
         geometry = geometry.cropped(offset)
-    provenance = Provenance(model.name, model.role, int(model.contract.get("contract_version", 0)),
+    provenance = Provenance(model.name, model.role, model.contract.contract_version,
                             round(sampling.acceleration, 3), sampling.origin, printable(volume.source), model.backend)
     notes = run.warned + ([geometry.note] if geometry.note else [])
     if settings.acceleration is None and (note := acceleration_note(model, sampling.acceleration,

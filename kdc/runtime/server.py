@@ -50,7 +50,7 @@ from kdc.runtime.protocol import (
     model_metadata,
     parse_length,
 )
-from kdc.runtime.session import Reconstructor, model_width
+from kdc.runtime.session import Reconstructor
 from kdc.runtime.tensors import RuntimeModelError
 from kdc.runtime.triton import triton_config
 
@@ -199,10 +199,10 @@ def release_memory() -> None:
 
 def slice_memory(model: Reconstructor) -> int:
     """Upper estimate of the bytes one slice of a batch costs during inference: its float32 inputs and outputs
-    plus four feature maps of the model's width (:func:`~kdc.runtime.session.model_width`) at the contract's image
+    plus four feature maps of the model's width (:attr:`~kdc.runtime.contract.ModelInfo.width`) at the contract's image
     size. Measured peaks are 70-80 % of it (docs/results/server_stress.md)."""
     height, width = model.image_size
-    channels = model_width(model.contract)
+    channels = model.contract.model.width
     per_slice = sum(math.prod(d for d in spec.shape[1:] if isinstance(d, int))
                     for spec in (*model.inputs, *model.outputs) if spec.shape and isinstance(spec.shape[0], str))
     return 4 * (per_slice + 4 * channels * height * width)

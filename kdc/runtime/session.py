@@ -17,7 +17,6 @@ import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,19 @@ from kdc.mri.masks import MaskError, check_sampling, line_mask_input, line_mask_
 from kdc.mri.layout import from_channels
 from kdc.mri.normalise import zero_filled_peak
 from kdc.mri.phase import PHASE_WARNING_FRACTION, centre_imaginary_fraction, symmetric_centre
+from kdc.runtime.contract import ENGINES, PRECISIONS, Contract, Precision
 from kdc.runtime.onnx_metadata import metadata_props
 from kdc.runtime.tensors import (
     EXAMPLE_COILS, RuntimeModelError, coil_mask_input, example_coil_feeds, example_image, example_kspace, example_mask,
 )
-from kdc.tasks import TaskSpec, get_task
+from kdc.tasks import TaskSpec
 
-ENGINES = ("ort", "openvino")
 #: What :func:`load` reads: ONNX (onnxruntime or OpenVINO) and OpenVINO IR.
 MODEL_SUFFIXES = (".onnx", ".xml")
 #: PyTorch files (checkpoints, TorchScript, torch.export), which only ``kdc export`` and ``kdc bench`` read.
 TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".ckpt")
 #: What :meth:`Reconstructor.reconstruct` can return.
 OUTPUTS = ("magnitude", "complex")
-PRECISIONS = ("f32", "f16", "bf16")
-#: Tensor dtypes a contract may declare (kdc exports float32 inputs and outputs, quantized models too).
-DTYPES = ("float32",)
 #: Short names accepted for onnxruntime execution providers.
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -74,52 +70,6 @@ VALUE_RULES: dict[str, Callable[[np.ndarray, str], None]] = {"mask": check_sampl
 GraphShapes = Mapping[str, tuple[int | None, ...]]
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of the contract; ``"N"`` (or any string) in ``shape`` is a dynamic dimension."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str = "float32"
-
-    @classmethod
-    def from_contract(cls, entry: Any, path: Path, where: str) -> TensorSpec:
-        """The tensor ``where`` (e.g. ``inputs[0]``) of the contract of ``path``, its fields checked: a name, a
-        shape of positive integers and dimension names, a supported dtype; else one line naming the field."""
-        if not isinstance(entry, dict):
-            raise RuntimeModelError(f"{path}: contract {where} must be an object, got {shown(entry)}")
-        name, shape, dtype = entry.get("name"), entry.get("shape"), entry.get("dtype", "float32")
-        if not isinstance(name, str) or not name:
-            raise RuntimeModelError(f"{path}: contract {where} 'name' must be a non-empty string, got {shown(name)}")
-        if not isinstance(shape, list) or not shape or not all(
-                (type(d) is int and d > 0) or (isinstance(d, str) and d) for d in shape):
-            raise RuntimeModelError(f"{path}: contract {where} ({name!r}) 'shape' must be a list of positive integers "
-                                    f"and dimension names, got {shown(shape)}")
-        if dtype not in DTYPES:
-            raise RuntimeModelError(f"{path}: contract {where} ({name!r}) 'dtype' is {shown(dtype)}, expected one of "
-                                    f"{list(DTYPES)}")
-        return cls(name, tuple(shape), dtype)
-
-    def fits(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            (isinstance(want, str) and got >= 1) or got == want for got, want in zip(shape, self.shape)
-        )
-
-    def describe(self) -> str:
-        return "(" + ", ".join(map(str, self.shape)) + ")"
-
-    def check(self, array: np.ndarray) -> None:
-        """Raise :class:`RuntimeModelError` unless ``array`` has this dtype and shape and is finite."""
-        if not isinstance(array, np.ndarray):
-            raise RuntimeModelError(f"input {self.name!r} must be a numpy array, got {type(array).__name__}")
-        if array.dtype != np.dtype(self.dtype):
-            raise RuntimeModelError(f"input {self.name!r} has dtype {array.dtype}, expected {self.dtype}")
-        if not self.fits(array.shape):
-            raise RuntimeModelError(f"input {self.name!r} has shape {tuple(array.shape)}, expected {self.describe()}")
-        if not np.isfinite(array).all():
-            raise RuntimeModelError(f"input {self.name!r} contains NaN or infinity")
-
-
 class PhaseWarning(UserWarning):
     """K-space whose image has phase, given to a model that reconstructs real images."""
 
@@ -128,20 +78,9 @@ class PrecisionWarning(ListedWarning):
     """A precision asked of :func:`load` that the file's export did not validate (also listed in ``warnings``)."""
 
 
-def validated_precision(contract: Mapping[str, Any]) -> tuple[str | None, str]:
-    """``(engine, precision hint)`` the file's export validated (contract ``precision``, written by ``kdc export
-    --precision``): ``("openvino", "bf16")`` for a bf16 export; ``(None, "f32")`` for files from before it was
-    recorded. Every float graph is also validated at f32 (its parity gate)."""
-    entry = contract.get("precision")
-    if not isinstance(entry, dict):
-        return None, "f32"
-    engine, hint = entry.get("engine"), entry.get("inference_precision")
-    return engine if engine in ENGINES else None, hint if hint in PRECISIONS else "f32"
-
-
-def default_precision(contract: Mapping[str, Any], engine: str) -> str:
+def default_precision(contract: Contract, engine: str) -> str:
     """The precision hint :func:`load` uses on ``engine`` when none is asked: the validated one on its engine."""
-    validated_engine, hint = validated_precision(contract)
+    validated_engine, hint = contract.validated_precision()
     return hint if validated_engine == engine else "f32"
 
 
@@ -150,25 +89,23 @@ class Reconstructor:
 
     engine = ""
 
-    def __init__(self, path: Path, contract: dict[str, Any], graph_inputs: list[str], backend: str,
+    def __init__(self, path: Path, contract: Contract, graph_inputs: list[str], backend: str,
                  threads: int | None, warnings: list[str], graph_shapes: GraphShapes) -> None:
         self.path = path
+        #: The contract stored in the file (:class:`kdc.runtime.contract.Contract`; ``to_dict()`` gives its JSON).
         self.contract = contract
         self.backend = backend
         self.threads = threads
         #: Problems found while loading, e.g. nodes that fell back from a GPU to the CPU.
         self.warnings = warnings
-        self.inputs, self.outputs = (contract_tensors(path, contract, key) for key in ("inputs", "outputs"))
+        self.inputs, self.outputs = contract.inputs, contract.outputs
         if sorted(self.input_names) != sorted(graph_inputs):
             raise RuntimeModelError(
                 f"{path}: contract inputs {self.input_names} do not match the graph inputs {graph_inputs}"
             )
-        check_contract(path, contract, self.inputs, self.outputs, graph_shapes)
-        try:
-            #: The task (:mod:`kdc.tasks`) the contract names; contracts from before tasks had names are ``recon``.
-            self.task_spec: TaskSpec = get_task(self.task)
-        except KdcError as err:
-            raise RuntimeModelError(f"{path}: contract {err}; a newer kdc may have written it") from None
+        check_graph(path, contract, graph_shapes)
+        #: The task (:mod:`kdc.tasks`) the contract names; contracts from before tasks had names are ``recon``.
+        self.task_spec: TaskSpec = contract.task_spec
 
     @property
     def name(self) -> str:
@@ -184,13 +121,12 @@ class Reconstructor:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        height, width = self.contract["image_size"]
-        return int(height), int(width)
+        return self.contract.image_size
 
     @property
     def task(self) -> str:
         """The contract's task: ``recon``, ``recon_complex`` (k-space + mask in) or ``sr`` (``image_lowres`` in)."""
-        return str(self.contract.get("task", "recon"))
+        return self.contract.task
 
     @property
     def mask_baked(self) -> bool:
@@ -203,13 +139,13 @@ class Reconstructor:
         if self.task_spec.kspace_layout == "coils_last":  # fastMRI's (1, 1, 1, W, 1) column mask
             return -1
         if self.mask_baked:
-            return -2 if self.contract.get("mask_rows") is not None else -1
+            return -2 if self.contract.mask_rows is not None else -1
         shape = self.inputs[self.input_names.index("mask")].shape
         return -2 if shape[-1] == 1 else -1 if shape[-2] == 1 else None
 
     @property
     def role(self) -> str:
-        return str(self.contract.get("model", {}).get("role", "unknown"))
+        return self.contract.model.role
 
     def check(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate ``feeds`` against the contract; return them as contiguous arrays."""
@@ -331,7 +267,7 @@ class Reconstructor:
             raise RuntimeModelError(f"output={output!r}: expected one of {list(OUTPUTS)}")
         if output == "complex" and not self.task_spec.is_complex:
             raise RuntimeModelError(f"model {self.name!r} reconstructs real images (output_kind "
-                                    f"{self.contract.get('output_kind')!r}): output='complex' needs a model trained "
+                                    f"{self.contract.output_kind!r}): output='complex' needs a model trained "
                                     "with --image complex")
         kspace = np.asarray(kspace)
         if np.iscomplexobj(kspace):
@@ -378,8 +314,8 @@ class Reconstructor:
         """The ``(1, 1, 1, W)`` (columns) or ``(1, 1, H, 1)`` (rows) mask baked into the graph."""
         axis = self.mask_axis
         mask = np.zeros(line_mask_shape(self.image_size, axis), dtype=np.float32)
-        indices = self.contract["mask_rows" if axis == -2 else "mask_columns"]
-        mask.reshape(-1)[indices] = 1
+        indices = self.contract.mask_rows if axis == -2 else self.contract.mask_columns
+        mask.reshape(-1)[list(indices or ())] = 1  # from_dict: a baked mask has its indices
         return mask
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -390,12 +326,12 @@ class Reconstructor:
         if self.task_spec.kspace_layout == "coils_last":
             coils = self.inputs[0].shape[1]
             return example_coil_feeds(batch, coils if type(coils) is int else EXAMPLE_COILS, self.image_size,
-                                      float(self.contract.get("acceleration") or 1), seed)
+                                      self.contract.acceleration or 1.0, seed)
         if self.mask_baked:
             mask = self.baked_mask()
         else:
             axis = -1 if self.mask_axis is None else self.mask_axis
-            line = example_mask(self.image_size[axis], float(self.contract.get("acceleration") or 1))
+            line = example_mask(self.image_size[axis], self.contract.acceleration or 1.0)
             shape = self.inputs[self.input_names.index("mask")].shape
             mask = np.ascontiguousarray(np.broadcast_to(line.reshape(line_mask_shape(self.image_size, axis)), shape))
         kspace = example_kspace(batch, self.image_size, mask, seed)
@@ -408,20 +344,6 @@ class Reconstructor:
         return f"{type(self).__name__}({str(self.path)!r}, backend={self.backend!r}, threads={self.threads})"
 
 
-def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: a crafted contract must not flood an error line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def contract_tensors(path: Path, contract: Mapping[str, Any], key: str) -> list[TensorSpec]:
-    """The contract's ``inputs`` or ``outputs`` (``key``), each checked by :meth:`TensorSpec.from_contract`."""
-    entries = contract.get(key)
-    if not isinstance(entries, list) or not entries:
-        raise RuntimeModelError(f"{path}: contract {key!r} must be a non-empty list of tensors, got {shown(entries)}")
-    return [TensorSpec.from_contract(entry, path, f"{key}[{index}]") for index, entry in enumerate(entries)]
-
-
 def zero_outside(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``kspace`` ``(N, 2, H, W)`` zeroed outside the 0/1 ``mask`` (a model input shape), as the contract requires:
     the array itself when it already is (pre-masked input costs no copy), else a masked copy (fully sampled
@@ -432,14 +354,11 @@ def zero_outside(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return kspace * mask
 
 
-def check_contract(path: Path, contract: Mapping[str, Any], inputs: list[TensorSpec], outputs: list[TensorSpec],
-                   graph: GraphShapes) -> None:
-    """Refuse a contract whose ``image_size`` is not two positive integers or whose tensor shapes differ from the
-    graph's, so that a bad file fails at load (``kdc serve`` does not start) rather than at the first request."""
-    size = contract.get("image_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(type(d) is int and d > 0 for d in size)):
-        raise RuntimeModelError(f"{path}: contract 'image_size' must be two positive integers [H, W], got {size!r}")
-    for spec in (*inputs, *outputs):
+def check_graph(path: Path, contract: Contract, graph: GraphShapes) -> None:
+    """Refuse a contract whose tensor shapes differ from the graph's, so that a bad file fails at load (``kdc serve``
+    does not start) rather than at the first request."""
+    size = list(contract.image_size)
+    for spec in (*contract.inputs, *contract.outputs):
         if spec.name not in graph:
             raise RuntimeModelError(f"{path}: contract tensor {spec.name!r} is not in the graph ({sorted(graph)})")
         actual = graph[spec.name]
@@ -450,22 +369,21 @@ def check_contract(path: Path, contract: Mapping[str, Any], inputs: list[TensorS
             shown = "(" + ", ".join("?" if d is None else str(d) for d in actual) + ")"
             raise RuntimeModelError(f"{path}: contract shape of {spec.name!r} {spec.describe()} differs from the "
                                     f"graph's {shown}")
-    for spec in outputs:
+    for spec in contract.outputs:
         if list(spec.shape[-2:]) != size:
             raise RuntimeModelError(f"{path}: contract 'image_size' {size} differs from the shape of output "
                                     f"{spec.name!r} {spec.describe()}")
 
 
-def parse_contract(text: str | None, path: Path) -> dict[str, Any]:
+def parse_contract(text: str | None, path: Path) -> Contract:
+    """The contract stored as JSON ``text`` in the file ``path``, checked (:meth:`Contract.from_dict`)."""
     if not text:
         raise RuntimeModelError(f"{path}: no kdc contract in the model's metadata; export it with `kdc export`")
     try:
-        contract = json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise RuntimeModelError(f"{path}: kdc contract is not valid JSON ({err})") from None
-    if not isinstance(contract, dict):
-        raise RuntimeModelError(f"{path}: kdc contract is not a JSON object")
-    return contract
+    return Contract.from_dict(data, path)
 
 
 def resolve_providers(providers: list[str] | None, precision: str) -> list[str]:
@@ -516,18 +434,6 @@ def fallback_warnings(log: list[str], providers: list[str], active: list[str]) -
 #: at 200 MB with it and 104 MB without, and ran 1.6x slower; the 32-channel demo students run 1.35-1.5x faster with it.
 NCHWC_OPTIMIZER = "NchwcTransformer"
 NCHWC_BLOCK = 16
-#: Feature-map width assumed for a contract that does not state ``model.config.channels``.
-DEFAULT_WIDTH = 64
-
-
-def model_width(contract: Mapping[str, Any]) -> int:
-    """The channels of the model's feature maps, from its contract (:data:`DEFAULT_WIDTH` if not stated)."""
-    model = contract.get("model")
-    config = model.get("config") if isinstance(model, dict) else None
-    channels = config.get("channels") if isinstance(config, dict) else None
-    return channels if type(channels) is int and channels > 0 else DEFAULT_WIDTH
-
-
 class OrtReconstructor(Reconstructor):
     """A model on an onnxruntime ``InferenceSession`` (thread-safe ``run``)."""
 
@@ -563,7 +469,7 @@ class OrtReconstructor(Reconstructor):
 
         self.session, log = open_session([])
         contract = parse_contract(self.session.get_modelmeta().custom_metadata_map.get(ONNX_CONTRACT_KEY), path)
-        if model_width(contract) < NCHWC_BLOCK:
+        if contract.model.width < NCHWC_BLOCK:
             self.session, log = open_session([NCHWC_OPTIMIZER])
         active = self.session.get_providers()
         # Give the CPU arena's memory back after each run: a large batch would otherwise hold its peak for good.
@@ -693,12 +599,13 @@ def validated_engine(path: Path) -> str | None:
         contract = json.loads(text) if text else None
     except json.JSONDecodeError:
         return None  # the engine that loads it names the problem
-    return validated_precision(contract)[0] if isinstance(contract, dict) else None
+    precision = Precision.from_dict(contract.get("precision")) if isinstance(contract, dict) else None
+    return precision.validated()[0] if precision else None
 
 
 def unvalidated_note(model: Reconstructor, precision: str) -> str | None:
     """A line when ``precision`` was not validated by the export of ``model`` (f32 always is)."""
-    _, validated = validated_precision(model.contract)
+    _, validated = model.contract.validated_precision()
     if precision in ("f32", validated):
         return None
     validated_at = "f32" if validated == "f32" else f"f32 and {validated}"

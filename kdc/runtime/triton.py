@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdc._io import atomic_directory
-from kdc.runtime.session import Reconstructor, load, validated_precision
+from kdc.runtime.session import Reconstructor, load
 from kdc.runtime.tensors import RuntimeModelError
 
 #: Fields whose values are protobuf enums (written unquoted).
@@ -40,7 +40,7 @@ def triton_config(model: Reconstructor, name: str, *, max_batch_size: int = 8, i
         dims = spec.shape[1:] if batched else spec.shape
         return {"name": spec.name, "data_type": "TYPE_FP32", "dims": [-1 if isinstance(d, str) else d for d in dims]}
 
-    on_openvino = validated_precision(model.contract) == ("openvino", "bf16")
+    on_openvino = model.contract.validated_precision() == ("openvino", "bf16")
     runtime = ({"backend": "openvino", "default_model_filename": f"model{model.path.suffix}"} if on_openvino
                else {"platform": "onnxruntime_onnx", "backend": "onnxruntime"})
     config: dict[str, Any] = {
@@ -110,7 +110,7 @@ def write_triton_repo(model_path: str | os.PathLike[str], repo: str | os.PathLik
     if model_path.suffix not in (".onnx", ".xml"):
         raise RuntimeModelError(f"{model_path}: a Triton repository needs an exported .onnx model (or a bf16 .xml)")
     model = load(model_path)
-    if model_path.suffix == ".xml" and validated_precision(model.contract) != ("openvino", "bf16"):
+    if model_path.suffix == ".xml" and model.contract.validated_precision() != ("openvino", "bf16"):
         raise RuntimeModelError(f"{model_path}: Triton's OpenVINO backend cannot hold this IR at its validated f32 "
                                 "(it runs bf16 on CPUs that have it): give the .onnx export, or an IR exported "
                                 "with --precision bf16")

@@ -52,7 +52,7 @@ def test_complex_distill_export_and_runtime(complex_dataset, tmp_path):
         onnx = tmp_path / f"{lowering}.onnx"
         kdc("export", str(run), "--out", str(onnx), "--dc", lowering)
         model = rt.load(onnx)
-        assert model.contract["output_kind"] == "complex"
+        assert model.contract.output_kind == "complex"
         image = model.reconstruct(kspace, val.mask, output="complex")[:, 0]
         target = np.stack([item["target"][0] + 1j * item["target"][1] for item in items])
         assert np.abs(image - target).mean() < np.abs(target).mean()  # a reconstruction, phase included

@@ -246,5 +246,5 @@ def test_a_unet_teacher_distils_on_the_zero_filled_image_and_the_student_exports
     assert refused.exit_code == 1 and f"pass --user-class {UNET}" in refused.output, refused.output
     from_run = CliRunner().invoke(app, ["export", str(run), "--user-class", UNET, "--out", str(tmp_path / "run.onnx")])
     assert from_run.exit_code == 0, from_run.output
-    contract = rt.load(tmp_path / "run.onnx").contract
-    assert contract["model"]["role"] == "kd_student" and contract["model"]["config"]["chans"] == 4
+    model = rt.load(tmp_path / "run.onnx").contract.model
+    assert model.role == "kd_student" and model.config["chans"] == 4

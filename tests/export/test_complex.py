@@ -78,7 +78,7 @@ def test_files_made_the_old_way_still_load_and_export(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(channels), torch.from_numpy(mask[None, None, :1])).numpy()
     loaded = rt.load(old_onnx)
-    assert (loaded.task, loaded.mask_axis, loaded.contract["output_kind"]) == ("recon", -1, "real part")
+    assert (loaded.task, loaded.mask_axis, loaded.contract.output_kind) == ("recon", -1, "real part")
     assert np.abs(loaded.reconstruct(channels, mask) - expected).max() < 1e-5
     assert meta["role"] == "student" and model.image_channels == 1
     report = export_model(old_pt, tmp_path / "again.onnx", mask=mask)

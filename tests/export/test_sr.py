@@ -81,7 +81,7 @@ def test_openvino_and_torchscript(sr_run, lowres, tmp_path, fmt, suffix):
         from kdc.runtime import load
 
         model = load(report.path)
-        assert model.task == "sr" and model.contract["scale"] == 4
+        assert model.task == "sr" and model.contract.scale == 4
         output = model.run({"image_lowres": lowres})["image"]
     else:
         extra = {"kdc_contract.json": ""}

@@ -92,7 +92,7 @@ def test_unet_exports_with_fastmri_pre_and_post_processing_in_the_graph(tmp_path
     assert "parity relative L2 error" in result.output
     model = rt.load(out)
     assert model.task == IMAGE_RECON.name and model.input_names == ["image_zero_filled"]
-    contract = model.contract
+    contract = model.contract.to_dict()
     assert contract["parity"]["metric"] == "relative_l2" and contract["parity"]["tolerance"] == 1e-3
     assert sorted(runtime.split()[0] for runtime in contract["parity"]["relative_l2_errors"]) == [
         "onnxruntime", "openvino"]

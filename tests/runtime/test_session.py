@@ -77,7 +77,7 @@ def test_contract_is_read_from_onnx_and_openvino(artefacts):
     for model in (onnx_model, ir_model):
         assert model.input_names == ["kspace", "mask"] and model.output_names == ["image"]
         assert model.image_size == (40, 32) and model.role == "student"
-        assert model.contract["inputs"][0]["shape"] == ["N", 2, 40, 32]
+        assert model.contract.inputs[0].shape == ("N", 2, 40, 32)
     baked = rt.load(artefacts.baked_onnx)
     assert baked.input_names == ["kspace"] and baked.mask_baked
     np.testing.assert_array_equal(baked.baked_mask()[0, 0, 0], artefacts.mask[0])
