@@ -246,6 +246,15 @@ def test_bad_inputs_raise_clear_errors(artefacts, kspace, call, message):
     (lambda c: c["inputs"].__setitem__(0, "kspace"), "contract inputs[0] must be an object, got 'kspace'"),
     (lambda c: c.pop("outputs"), "contract 'outputs' must be a non-empty list of tensors, got None"),
     (lambda c: c.update(inputs={"x" * 500: 1}), "got {'xxxxxxxx"),
+    (lambda c: c.update(acceleration="4x"), "contract 'acceleration' must be a positive number or null, got '4x'"),
+    (lambda c: c.update(mask_columns=[0, 32]), "contract 'mask_columns' must be null or distinct indices in [0, 32)"),
+    (lambda c: c.update(task=["recon"]), "contract 'task' must be a string, got ['recon']"),
+    (lambda c: c.update(task="recon_4d"), "contract unknown task 'recon_4d'"),
+    (lambda c: c.update(contract_version="1"), "contract 'contract_version' must be a non-negative integer"),
+    (lambda c: c.update(model="student"), "contract 'model' must be an object, got 'student'"),
+    (lambda c: c["model"].update(role=None), "contract 'model.role' must be a string, got None"),
+    (lambda c: c.update(quantization="int8"), "contract 'quantization' must be null or an object with a string mode"),
+    (lambda c: c.update(precision="bf16"), "contract 'precision' must be null or an object, got 'bf16'"),
 ])
 def test_contracts_that_contradict_the_graph_are_refused_at_load(artefacts, tmp_path, engine, edit, message):
     from .conftest import with_contract
