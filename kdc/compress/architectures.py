@@ -14,7 +14,8 @@ model, the ``pipeline`` module a task calls instead (fastMRI's U-Net normalises 
 :class:`kdc.models.fastmri.NormalisedUnet`, the same module its export puts in the graph). kdc's own models return
 their taps themselves (``features``: DC-CNN conv 3 of 5 <-> conv 2 of 3 per cascade, VDSR conv 6 of 11 <-> conv 4
 of 7, the multi-coil SENSE VarNet the regulariser's first U-Net block of :data:`SENSE_TAPS` evenly spaced cascades,
-6 <-> 3 cascades pairing teacher cascades 2, 4, 6 with the student's 1, 2, 3). A user's model is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a
+6 <-> 3 cascades pairing teacher cascades 2, 4, 6 with the student's 1, 2, 3; the SENSE DC-CNN student the middle
+convolution of as many spaced cascades, 1, 3, 5 of 5). A user's model is tapped by module path with forward hooks (torchdistill's way, :class:`FeatureTaps`); a
 family may give default ``(teacher path, student path)`` pairs. ``kdc distill --taps T=S,...`` replaces any of these
 with hooks on both models (so a user's teacher can teach a kdc DC-CNN student); a user's class that no family owns
 needs it.
@@ -110,9 +111,11 @@ def _sense_varnet_features(model: nn.Module, batch: Batch) -> OwnFeatures:
 
 
 def _sense_dccnn_features(model: nn.Module, batch: Batch) -> OwnFeatures:
+    """The middle convolution of :data:`SENSE_TAPS` evenly spaced cascades, as many as a SENSE VarNet teacher's
+    (5 cascades -> 1, 3, 5), so that either family teaches the other."""
     image, hidden = model.forward_features(batch["kspace"], batch["mask"])
     layer = len(model.cascades[0].convs) // 2
-    return image.unsqueeze(1), [taps[layer] for taps in hidden], hidden
+    return image.unsqueeze(1), [hidden[i][layer] for i in spaced_cascades(len(hidden))], hidden
 
 
 def _vdsr_features(model: nn.Module, batch: Batch) -> OwnFeatures:

@@ -130,8 +130,9 @@ def distill(
         help="Reuse a trained teacher (a checkpoint or a run directory), or your own class as MODULE:CLASS "
              "(e.g. fastmri.models:VarNet) with --teacher-init and --teacher-weights.")] = None,
     student: Annotated[str | None, typer.Option(
-        help="Reuse the trained plain student (baseline; a checkpoint or a run directory), or the student's class "
-             "as MODULE:CLASS with --student-init.")] = None,
+        help="Reuse the trained plain student (baseline; a checkpoint or a run directory), kdc's student preset "
+             "by name (--task multicoil: multicoil_student, the default, or multicoil_dccnn), or the student's "
+             "class as MODULE:CLASS with --student-init.")] = None,
     teacher_init: Annotated[str, typer.Option(
         help="Constructor arguments of --teacher MODULE:CLASS: a JSON object or a file holding one.")] = "",
     teacher_weights: Annotated[str | None, typer.Option(

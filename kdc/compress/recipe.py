@@ -158,7 +158,8 @@ def open_run(run: Path, data: str | None, split: str, overrides: dict | None = N
     for role in TABLE_ROLES:
         if (run / f"{role}.pt").exists():
             models[role], meta = load_checkpoint(run / f"{role}.pt", trusted)
-            check_role(run / f"{role}.pt", models[role], task, role, same_config=False)
+            check_role(run / f"{role}.pt", models[role], task, role, same_config=False,
+                       student=settings.get("student"))
             trained = meta.get("image_size")
             shape = getattr(dataset, "image_shape", None)
             if trained and shape and list(shape) != list(trained):
@@ -169,11 +170,13 @@ def open_run(run: Path, data: str | None, split: str, overrides: dict | None = N
     return settings, task, dataset, models
 
 
-def check_role(path: Path, model: nn.Module, task: Task, role: str, *, same_config: bool) -> None:
+def check_role(path: Path, model: nn.Module, task: Task, role: str, *, same_config: bool,
+               student: str | None = None) -> None:
     """Refuse a model that cannot be the ``role`` (teacher, or a student) of ``task``: another architecture, or
-    with ``same_config`` another configuration than the task's preset (distilled layers are paired by position).
+    with ``same_config`` another configuration than the task's preset (distilled layers are paired by position);
+    ``student`` is the run's ``--student`` (a preset it names is the students' preset, :meth:`Task.preset`).
     Users' models and tasks without presets are not checked here (their taps are checked by name)."""
-    preset = task.presets.get("teacher" if role == "teacher" else "student")
+    preset = task.preset(role, student)
     if preset is None or is_user_model(model):
         return
     expected = build_model(preset)
@@ -305,15 +308,16 @@ class Run:
 
     def new_model(self, role: str) -> nn.Module:
         """An untrained ``role`` (``teacher``, or a student): the user's class built with its ``--*-init``, else the
-        task's preset."""
+        task's preset (for a student, the one ``--student NAME`` picks)."""
         spec = self.config.user_class(role)
-        if spec is None and role not in self.task.presets:
+        preset = self.task.preset(role, self.config.student)
+        if spec is None and preset is None:
             raise KdcError(f"task {self.task.name!r} has no kdc {role}: name your class with --{role} MODULE:CLASS")
-        model = build_model(self.task.presets[role]) if spec is None else load_user_model(
+        model = build_model(preset) if spec is None else load_user_model(
             spec, self.config.teacher_init if role == "teacher" else self.config.student_init).train()
         family = architecture_of(model).task
         if family is not None and family != self.config.task:
-            raise KdcError(f"--{role} {spec or self.task.presets[role]}: a {type(model).__name__} takes the inputs "
+            raise KdcError(f"--{role} {spec or preset}: a {type(model).__name__} takes the inputs "
                            f"of --task {family}, not --task {self.config.task}")
         return model
 
@@ -413,7 +417,7 @@ def distill(config: RunConfig, resume: bool = False) -> dict[str, dict]:
             run.new_model(role)  # a class that does not fit the task fails before anything is written
     reused = {role: reusable_checkpoint(run.task, role, source, config.teacher_mode)
               for role, source in (("teacher", config.teacher), ("student", config.student))
-              if source and not config.user_class(role)}
+              if source and not config.user_class(role) and not (role == "student" and source in run.task.students)}
     adopted = run.trained_user_teacher() if config.teacher_weights and not (run.dir / "teacher.pt").exists() else None
     with run:
         for role in ("teacher", "student"):

@@ -57,10 +57,19 @@ class Task:
     #: Table row that scores the network's input without a network.
     baseline: ClassVar[str]
     presets: ClassVar[dict[str, str]]
+    #: kdc's presets ``kdc distill --student NAME`` may pick instead of ``presets["student"]``.
+    students: ClassVar[tuple[str, ...]] = ()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def preset(self, role: str, student: str | None = None) -> str | None:
+        """kdc's preset of ``role`` (``teacher``, or a student): the ``--student`` ``student`` when it names one of
+        :attr:`students`, else :attr:`presets`' (None: the task has none)."""
+        if role != "teacher" and student in self.students:
+            return student
+        return self.presets.get("teacher" if role == "teacher" else "student")
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:
@@ -202,6 +211,7 @@ class MultiCoilReconstruction(Reconstruction):
 
     spec = MULTICOIL_RECON
     presets = {"teacher": "multicoil_teacher", "student": "multicoil_student"}
+    students = ("multicoil_student", "multicoil_dccnn")
 
     def open_split(self, data: str | Path, split: str, settings: Mapping[str, Any],
                    augment: Augmenter | None = None) -> Sequence[dict]:

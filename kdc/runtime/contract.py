@@ -41,7 +41,8 @@ def shown(value: Any, limit: int = 80) -> str:
 
 
 def is_number(value: Any) -> bool:
-    return type(value) in (int, float) and bool(np.isfinite(value))
+    """A finite int or float (numpy's float64 too, as the export computes some), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def encoded(value: Any) -> Any:

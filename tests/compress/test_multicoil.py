@@ -50,6 +50,30 @@ def test_kdcs_sense_varnet_distils_with_no_model_options(coil_data, tmp_path):
         assert "| SENSE-CS (BART ecalib + pics l1-wavelet) |" in scored.output and "| CS (BART" not in scored.output
 
 
+def test_the_sense_dccnn_is_distilled_as_the_student_named_by_its_preset(coil_data, tmp_path):
+    """``--student multicoil_dccnn`` (a registered student of the task): the VarNet teacher's three taps teach the
+    DC-CNN's three, every stage runs, and evaluate scores the run with its DC-CNN students."""
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "distill", "--task", "multicoil", "--student", "multicoil_dccnn", "--data", str(coil_data), "--out", str(run),
+        "--epochs", "1", "--pretrain-epochs", "1", "--batch-size", "2", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert {record["stage"] for record in read_history(run)} == {"teacher", "student", "student_at", "kd_student"}
+    for role, expected in (("teacher", SenseVarNet), ("student", SenseDCCNN), ("kd_student", SenseDCCNN)):
+        model, _ = load_checkpoint(run / f"{role}.pt")
+        assert type(model) is expected and (role == "teacher" or model.config == build_model("multicoil_dccnn").config)
+    scored = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert scored.exit_code == 0, scored.output
+    assert "| kd_student |" in scored.output
+
+
+def test_a_student_preset_of_another_task_is_not_a_name(coil_data, tmp_path):
+    result = CliRunner().invoke(app, [
+        "distill", "--task", "multicoil", "--student", "student", "--data", str(coil_data), "--out",
+        str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 1 and "student: checkpoint not found" in result.output
+
+
 @pytest.mark.parametrize("preset", ["multicoil_teacher", "multicoil_student", "multicoil_dccnn"])
 def test_sense_models_tap_themselves_per_cascade(coil_data, preset):
     """Three features per VarNet (teacher cascades 2, 4, 6 <-> student 1, 2, 3), one per DC-CNN cascade, each at the
@@ -59,7 +83,7 @@ def test_sense_models_tap_themselves_per_cascade(coil_data, preset):
     batch = {key: torch.from_numpy(item[key][None]) for key in ("kspace", "mask", "target")}
     outputs = get_task("recon_multicoil").outputs(model, batch)
     assert outputs.image.shape == batch["target"].shape
-    assert len(outputs.features) == (5 if isinstance(model, SenseDCCNN) else 3)
+    assert len(outputs.features) == 3
     assert all(feature.shape[-2:] == SIZE for feature in outputs.features)
     assert tap_paths(build_model("multicoil_teacher"), model) == ([], [])
     assert spaced_cascades(6) == [1, 3, 5] and spaced_cascades(3) == [0, 1, 2] and spaced_cascades(2) == [0, 1]
