@@ -21,7 +21,7 @@ import numpy as np
 from kdc._io import atomic_path
 from kdc.data.errors import DataError
 from kdc.data.formats import RawSlices, Reader, VolumeInfo, detect, open_h5
-from kdc.mri.coils import apply_compression, calibration_region, coil_covariance, compression_matrix
+from kdc.mri.coils import apply_compression, calibration_region, coil_covariance, compression_matrix, virtual_coil
 from kdc.mri.fft import ifft2, ifft2c
 
 
@@ -43,10 +43,9 @@ class Volume:
 
 
 def single_coil(raw: RawSlices, matrix: np.ndarray | None) -> np.ndarray:
-    """``(S, H, W)`` uncentred single-coil k-space: the only coil, or the virtual coil of ``matrix``."""
-    if matrix is not None:
-        raw = replace(raw, kspace=apply_compression(raw.kspace, matrix))
-    return raw.uncentred()[:, 0]
+    """``(S, H, W)`` uncentred single-coil k-space: the only coil, or the virtual coil of ``matrix``
+    (:func:`kdc.mri.coils.virtual_coil`, as ``kdc reconstruct`` makes it)."""
+    return virtual_coil(raw.kspace, matrix, raw.centred)
 
 
 def target_images(raw: RawSlices, matrix: np.ndarray | None) -> np.ndarray:

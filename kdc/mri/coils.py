@@ -8,6 +8,10 @@ where one coil profile dominates and never above it (Cauchy-Schwarz with unit-no
 
 k-space here is **uncentred** (DC term at index 0), the order kdc computes in; :func:`compress_coils` also takes
 centred k-space as stored (the compression is per sample, so it commutes with shifts and FFTs).
+
+One path from a file's coils to the single-coil networks' input, for training and inference alike:
+:func:`volume_compression` (or the covariance streamed over a volume's slices, :mod:`kdc.data.volumes`, the same
+rule) gives the volume's matrix, and :func:`virtual_coil` applies it and uncentres the result.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdc.errors import KdcError
+from kdc.mri.fft import centred_to_uncentred
 from kdc.mri.masks import sampled_lines
 
 
@@ -95,16 +100,31 @@ def apply_compression(kspace: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.matmul(matrix, flat).reshape(*batch, matrix.shape[0], height, width).astype(np.complex64, copy=False)
 
 
-def compress_coils(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: int = 1,
-                   centred: bool = False) -> np.ndarray:
-    """``(S, C, H, W)`` k-space of one volume -> ``(S, V, H, W)``, compressed with the volume's matrix; ``mask`` is
-    uncentred whatever the k-space's centring; ``centred=True``: the k-space has its DC term in the middle."""
+def volume_compression(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: int = 1,
+                       centred: bool = False) -> np.ndarray:
+    """The ``(V, C)`` compression matrix of one volume's ``(S, C, H, W)`` k-space, from the covariance of its
+    calibration region over every slice; ``mask`` is uncentred whatever the k-space's centring (None: fully
+    sampled, all of k-space); ``centred=True``: the k-space has its DC term in the middle."""
     if kspace.ndim != 4 or kspace.shape[1] == 0:
         raise CoilError(f"expected (slices, coils, H, W) k-space with at least one coil, got shape {kspace.shape}")
     region = calibration_region(mask, kspace.shape[-2:])
     if centred:
         region = np.fft.fftshift(region)
-    return apply_compression(kspace, compression_matrix(coil_covariance(kspace, region), virtual))
+    return compression_matrix(coil_covariance(kspace, region), virtual)
+
+
+def compress_coils(kspace: np.ndarray, mask: np.ndarray | None = None, virtual: int = 1,
+                   centred: bool = False) -> np.ndarray:
+    """``(S, C, H, W)`` k-space of one volume -> ``(S, V, H, W)``, compressed with :func:`volume_compression`."""
+    return apply_compression(kspace, volume_compression(kspace, mask, virtual, centred))
+
+
+def virtual_coil(kspace: np.ndarray, matrix: np.ndarray | None, centred: bool) -> np.ndarray:
+    """``(S, H, W)`` uncentred complex64 k-space of one virtual coil, what kdc's single-coil networks take:
+    ``(S, C, H, W)`` k-space combined with the ``(1, C)`` ``matrix`` (None: its only coil), uncentred when
+    ``centred`` (:func:`kdc.mri.fft.centred_to_uncentred`)."""
+    single = (kspace if matrix is None else apply_compression(kspace, matrix))[:, 0]
+    return (centred_to_uncentred(single) if centred else single).astype(np.complex64, copy=False)
 
 
 def root_sum_of_squares(coil_images: np.ndarray, axis: int = -3) -> np.ndarray:

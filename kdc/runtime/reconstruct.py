@@ -25,8 +25,8 @@ import numpy as np
 from kdc._io import atomic_directory, write_json
 from kdc.data.formats import printable
 from kdc.data.metrics import nmse, psnr, ssim
-from kdc.mri.coils import compress_coils, root_sum_of_squares
-from kdc.mri.fft import centred_to_uncentred, ifft2, ifft2c, uncentred_to_centred
+from kdc.mri.coils import root_sum_of_squares, virtual_coil, volume_compression
+from kdc.mri.fft import ifft2, ifft2c, uncentred_to_centred
 from kdc.mri.layout import from_channels
 from kdc.mri.masks import MaskKind, cartesian_mask, center_fraction_for, load_mask, sampled_lines
 from kdc.mri.normalise import zero_filled_peak
@@ -108,10 +108,8 @@ class ModelView:
 def model_view(volume: RawVolume, line_axis: int | None = None) -> ModelView:
     """Coil-compress ``volume`` to one virtual coil (per volume, from its calibration region), make it uncentred and
     turn it so that its sampled lines lie along ``line_axis``, the model's (None: as they are)."""
-    kspace = volume.kspace
-    if volume.coils > 1:
-        kspace = compress_coils(kspace, volume.mask, centred=volume.centred)
-    kspace = centred_to_uncentred(kspace[:, 0]) if volume.centred else kspace[:, 0]
+    matrix = volume_compression(volume.kspace, volume.mask, centred=volume.centred) if volume.coils > 1 else None
+    kspace = virtual_coil(volume.kspace, matrix, volume.centred)
     line_axis = volume.line_axis if line_axis is None else line_axis
     transposed = volume.line_axis != line_axis
     acquired = None if volume.fully_sampled else volume.mask

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kdc.mri.coils import CoilError, calibration_region, compress_coils
+from kdc.mri.coils import CoilError, calibration_region, compress_coils, virtual_coil, volume_compression
 from kdc.mri.fft import centred_to_uncentred, fft2, fft2c, ifft2
 from kdc.mri.masks import cartesian_mask
 from kdc.mri.simulate import birdcage_maps
@@ -53,3 +53,15 @@ def test_centred_kspace_compresses_as_its_uncentred_twin():
     uncentred = compress_coils(fft2(coils) * mask, mask)
     centred = compress_coils(fft2c(coils) * np.fft.fftshift(mask), mask, centred=True)
     np.testing.assert_allclose(centred_to_uncentred(centred), uncentred, atol=1e-5)
+
+
+def test_the_virtual_coil_of_centred_and_uncentred_kspace_is_the_same_uncentred_kspace():
+    """The one path of training (kdc.data.volumes) and kdc reconstruct: matrix, then virtual coil, uncentred."""
+    coils = birdcage_maps(4, (24, 20))[None] * np.random.default_rng(2).random((2, 1, 24, 20))
+    mask = cartesian_mask("equispaced", 4, (24, 20))
+    centred = fft2c(coils) * np.fft.fftshift(mask)
+    virtual = virtual_coil(centred, volume_compression(centred, mask, centred=True), centred=True)
+    assert virtual.shape == (2, 24, 20) and virtual.dtype == np.complex64
+    np.testing.assert_allclose(virtual, compress_coils(fft2(coils) * mask, mask)[:, 0], atol=1e-5)
+    np.testing.assert_array_equal(virtual_coil(centred[:, :1], None, centred=True),
+                                  centred_to_uncentred(centred[:, 0]).astype(np.complex64))
