@@ -9,9 +9,6 @@ eigenvector of eigenvalue ~1 is the coil sensitivity at ``x``; pixels whose larg
 6x6 kernel, calibration region at most 24x24, threshold 0.001, crop 0.8, and the phase of every pixel rotated so
 that the maps' combination with the first principal component (kdc's virtual coil,
 :func:`kdc.mri.coils.compression_matrix`) is real and positive: a SENSE-combined image has the virtual coil's phase.
-A calibration region narrower than the kernel (8x with fastMRI's 4 % centre on 128 columns: 4 lines) shrinks the
-kernel along that axis to one less than the region (:func:`kernel_shape`, ``bart ecalib -k 6:3``), so that it
-still slides; fewer than 3 centre lines cannot be calibrated.
 
 Speed: ``W(x)`` is a trigonometric polynomial of degree ``kernel - 1`` in each direction (a product of two
 kernel-sized sums), so it is computed exactly on a ``2k x 2k`` grid and evaluated on the image grid from its
@@ -59,28 +56,14 @@ def calibration_block(kspace: np.ndarray, mask: np.ndarray | None = None, size: 
     return centred[:, top : top + extents[0], left : left + extents[1]]
 
 
-#: Fewest calibration lines ESPIRiT takes: a kernel of 2 that slides over 2 positions.
-FEWEST_LINES = 3
-
-
-def kernel_shape(region: tuple[int, int], kernel: int = KERNEL) -> tuple[int, int]:
-    """The ``(kh, kw)`` ESPIRiT kernel for a calibration region ``(h, w)``: ``kernel`` along an axis the region
-    covers, else one less than the region (the kernel must slide over at least 2 positions to tell the signal
-    subspace from the rest); one line when the region has fewer than :data:`FEWEST_LINES` lines."""
-    if min(region) < min(kernel, FEWEST_LINES):
-        raise CoilError(f"ESPIRiT: calibration region {region[0]}x{region[1]}: at least {FEWEST_LINES} fully "
-                        "sampled centre lines are needed to estimate coil sensitivities (sample more centre lines: "
-                        "--center-fraction)")
-    return tuple(kernel if extent >= kernel else extent - 1 for extent in region)  # type: ignore[return-value]
-
-
 def signal_kernels(block: np.ndarray, kernel: int = KERNEL, threshold: float = THRESHOLD) -> np.ndarray:
-    """``(N, C, kh, kw)`` orthonormal kernels spanning the calibration matrix's row space (the patches): the singular
-    vectors whose ``(s / s_max)^2`` exceeds ``threshold``; ``(kh, kw)`` is :func:`kernel_shape`."""
+    """``(N, C, k, k)`` orthonormal kernels spanning the calibration matrix's row space (the patches): the singular
+    vectors whose ``(s / s_max)^2`` exceeds ``threshold``."""
     coils, height, width = block.shape
-    size = kernel_shape((height, width), kernel)
-    patches = np.lib.stride_tricks.sliding_window_view(block, size, axis=(-2, -1))
-    matrix = patches.transpose(1, 2, 0, 3, 4).reshape(-1, coils * size[0] * size[1])
+    if min(height, width) < kernel:
+        raise CoilError(f"ESPIRiT: calibration region {height}x{width} is smaller than the {kernel}x{kernel} kernel")
+    patches = np.lib.stride_tricks.sliding_window_view(block, (kernel, kernel), axis=(-2, -1))
+    matrix = patches.transpose(1, 2, 0, 3, 4).reshape(-1, coils * kernel * kernel)
     matrix = matrix.astype(np.complex128)
     # Eigenvectors of A^T conj(A) (squared singular values): the patches (rows of A) lie in their span; a 288x288
     # eigh instead of the SVD of the (positions, 288) matrix.
@@ -89,18 +72,18 @@ def signal_kernels(block: np.ndarray, kernel: int = KERNEL, threshold: float = T
     keep = int(np.count_nonzero(energy / energy[0] > threshold)) if energy[0] > 0 else 0
     if keep == 0:
         raise CoilError("ESPIRiT: the calibration region holds no signal")
-    return vectors[:, :keep].T.reshape(keep, coils, *size)
+    return vectors[:, :keep].T.reshape(keep, coils, kernel, kernel)
 
 
 def _operator_coefficients(kernels: np.ndarray) -> np.ndarray:
-    """Fourier coefficients ``(C, C, 2kh, 2kw)`` (wrapped frequency order) of ``W(x) = 1/(kh kw) sum_n g_n g_n^H``,
+    """Fourier coefficients ``(C, C, 2k, 2k)`` (wrapped frequency order) of ``W(x) = 1/k^2 sum_n g_n g_n^H``,
     ``g_n(x) = sum_p kernel_n(p) exp(+2 pi i p.x / N)``."""
-    height, width = (2 * extent for extent in kernels.shape[-2:])
-    padded = np.zeros((*kernels.shape[:2], height, width), np.complex128)
+    size = 2 * kernels.shape[-1]
+    padded = np.zeros((*kernels.shape[:2], size, size), np.complex128)
     padded[..., : kernels.shape[-2], : kernels.shape[-1]] = kernels
-    images = np.fft.ifft2(padded) * (height * width)  # g_n on a 2kh x 2kw grid: exact samples of the polynomial
-    operator = np.einsum("nahw,nbhw->abhw", images, images.conj()) / (kernels.shape[-2] * kernels.shape[-1])
-    return np.fft.fft2(operator) / (height * width)
+    images = np.fft.ifft2(padded) * size**2  # g_n on a 2k x 2k grid: exact samples of the trigonometric polynomial
+    operator = np.einsum("nahw,nbhw->abhw", images, images.conj()) / kernels.shape[-1] ** 2
+    return np.fft.fft2(operator) / size**2
 
 
 def _synthesis(coefficients: int, points: int) -> np.ndarray:

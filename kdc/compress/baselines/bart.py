@@ -31,7 +31,7 @@ from kdc.compress.baselines import Baseline, reconstruct_slices, register_baseli
 from kdc.data.metrics import psnr
 from kdc.errors import KdcError
 from kdc.mri.fft import uncentred_to_centred
-from kdc.mri.sensitivity import KERNEL, calibration_block, espirit_maps, kernel_shape
+from kdc.mri.sensitivity import espirit_maps
 
 #: Where SENSE-CS's coil sensitivities come from: ``bart ecalib -m 1`` or kdc's numpy ESPIRiT.
 SENSE_MAPS = ("ecalib", "kdc")
@@ -77,14 +77,6 @@ def run_bart(folder: Path, label: str, threads: int, *arguments: str) -> None:
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise KdcError(f"{label}: {' '.join(command)} failed: {(done.stderr or done.stdout).strip()}")
-
-
-def ecalib_kernel(kspace: np.ndarray, mask: np.ndarray) -> list[str]:
-    """``bart ecalib``'s kernel option for uncentred ``(C, H, W)`` k-space sampled with ``mask``: ``-k kh:kw:1``
-    where the calibration region is narrower than its 6x6 kernel (:func:`kdc.mri.sensitivity.kernel_shape` of the
-    same region, BART's x the rows), else none (its default)."""
-    height, width = kernel_shape(calibration_block(kspace, mask).shape[-2:])
-    return [] if (height, width) == (KERNEL, KERNEL) else ["-k", f"{height}:{width}:1"]
 
 
 def _check_settings(label: str, lam: float, iterations: int, threads: int) -> None:
@@ -170,8 +162,7 @@ class BartSenseCompressedSensing(Baseline):
             write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(kspace * mask), 0, -1)[:, :, None])
             write_cfl(folder / "pattern", np.fft.fftshift(mask))
             if self.maps == "ecalib":
-                run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", *ecalib_kernel(kspace, mask),
-                         "kspace", "sens")
+                run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", "kspace", "sens")
             else:
                 write_cfl(folder / "sens", np.moveaxis(espirit_maps(kspace * mask, mask), 0, -1)[:, :, None])
             run_bart(folder, "SENSE-CS", self.threads, "pics", "-d", "0", "-S", "-R", f"W:7:0:{self.lam}",
