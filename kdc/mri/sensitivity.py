@@ -16,6 +16,12 @@ kernel-sized sums), so it is computed exactly on a ``2k x 2k`` grid and evaluate
 full resolution, and only where ``||W(x)||_F`` (a bound on the largest eigenvalue) reaches ``crop``. The eigenvalue
 map is exact where it reaches ``crop`` and 0 where the bound rules that out.
 
+ESPIRiT needs a calibration region at least as wide as its kernel. Fewer centre lines (8x with fastMRI's 4 % centre
+on 128 columns leaves 4) get :func:`direct_maps`: the coils' low-resolution images divided by their root sum of
+squares (Pruessmann et al. 1999), which any run of centre lines calibrates. A 6x3 ESPIRiT kernel (``bart ecalib
+-k 6:3``) on those 4 lines was measured worse than the zero-filled image on a brain slice at 8x (its eigenvalue map
+cut 18 % of the object at crop 0.8; crop 0.5: 18.0 dB, zero-filled 17.6, direct maps 19.7).
+
 k-space is kdc's: uncentred (DC at index 0), orthonormal FFT (:mod:`kdc.mri.fft`). Maps are ``(C, H, W)``
 complex64, unit norm over the coils inside the support (``sum_c |S_c|^2 = 1``) and zero outside.
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdc.mri.coils import CoilError, calibration_region, coil_covariance, compression_matrix
+from kdc.mri.coils import CoilError, calibration_region, coil_covariance, compression_matrix, root_sum_of_squares
 from kdc.mri.fft import fft2, ifft2
 
 #: BART ``ecalib`` defaults: kernel size (``-k``), largest calibration region (``-r``), singular-value threshold
@@ -35,6 +41,8 @@ THRESHOLD = 0.001
 CROP = 0.8
 #: Pixels per block of the full-resolution eigen-decomposition (bounds the ``(pixels, C, C)`` working arrays).
 BLOCK_PIXELS = 1 << 15
+#: :func:`direct_maps` are zero where the low-resolution root sum of squares is below this share of its maximum.
+DIRECT_SUPPORT = 0.05
 
 
 def calibration_block(kspace: np.ndarray, mask: np.ndarray | None = None, size: int = CALIBRATION) -> np.ndarray:
@@ -54,6 +62,27 @@ def calibration_block(kspace: np.ndarray, mask: np.ndarray | None = None, size: 
     # The region is a rectangle (a run of lines, or a square for 2-D masks): its centre row and column bound it.
     top, left = (c - e // 2 for c, e in zip(centre, extents))
     return centred[:, top : top + extents[0], left : left + extents[1]]
+
+
+def espirit_calibrates(kspace: np.ndarray, mask: np.ndarray | None = None, kernel: int = KERNEL,
+                       calibration: int = CALIBRATION) -> bool:
+    """True when the calibration block of uncentred ``(C, H, W)`` k-space sampled with ``mask`` is at least
+    ``kernel`` wide along both axes (what :func:`espirit_maps` and ``bart ecalib`` need)."""
+    return min(calibration_block(kspace, mask, calibration).shape[-2:]) >= kernel
+
+
+def direct_maps(kspace: np.ndarray, mask: np.ndarray | None = None, support: float = DIRECT_SUPPORT) -> np.ndarray:
+    """``(C, H, W)`` coil sensitivities by the direct method (Pruessmann et al. 1999): the images of the calibration
+    region of uncentred ``(C, H, W)`` k-space (the run of sampled lines around DC, whole along the readout) divided by
+    their root sum of squares, zero where that is below ``support`` of its maximum. Coarser than ESPIRiT (the maps
+    carry the low-resolution images' blur), but calibrated by as few centre lines as were sampled."""
+    region = calibration_region(mask, kspace.shape[-2:])
+    if not region.any():
+        raise CoilError("coil sensitivities: the mask samples no lines around DC to calibrate them from")
+    low = ifft2(np.asarray(kspace) * region)
+    rss = root_sum_of_squares(low)
+    inside = rss >= support * rss.max()
+    return np.where(inside, low / np.where(inside, rss, 1), 0).astype(np.complex64)
 
 
 def signal_kernels(block: np.ndarray, kernel: int = KERNEL, threshold: float = THRESHOLD) -> np.ndarray:

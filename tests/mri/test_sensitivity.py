@@ -16,7 +16,9 @@ from kdc.data.slices import open_split
 from kdc.mri.coils import CoilError, root_sum_of_squares
 from kdc.mri.fft import fft2, uncentred_to_centred
 from kdc.mri.masks import cartesian_mask
-from kdc.mri.sensitivity import combine, espirit_maps, expand, sense_adjoint, sense_forward
+from kdc.mri.sensitivity import (
+    combine, direct_maps, espirit_calibrates, espirit_maps, expand, sense_adjoint, sense_forward,
+)
 from kdc.mri.simulate import birdcage_maps, complex_coil_images
 from tests import ismrmrd_files
 
@@ -109,3 +111,24 @@ def test_espirit_refuses_calibration_it_cannot_use():
 def test_sensitivities_need_numpy_only():
     code = "import sys, kdc.mri.sensitivity; print(sorted({'torch', 'scipy', 'h5py', 'kdc.data'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_direct_maps_calibrate_from_the_four_centre_lines_of_8x_on_128_columns():
+    """Fewer centre lines than ESPIRiT's kernel: the coils' low-resolution images over their root sum of squares
+    still follow the birdcage coils inside the object, with unit norm; no centre line at all is one line."""
+    image, coils = brain_coils()
+    mask = cartesian_mask("random", 8, image.shape, seed=0)
+    kspace = fft2(coils) * mask
+    assert not espirit_calibrates(kspace, mask) and espirit_calibrates(kspace)
+    with pytest.raises(CoilError, match="smaller than the 6x6 kernel"):
+        espirit_maps(kspace, mask)
+    maps = direct_maps(kspace, mask)
+    inside = image > 0.1 * image.max()
+    support = root_sum_of_squares(maps) > 0
+    assert maps.shape == coils.shape and maps.dtype == np.complex64 and support[inside].all()
+    np.testing.assert_allclose(root_sum_of_squares(maps)[support], 1, atol=1e-5)
+    assert correlation(maps, birdcage_maps(8, image.shape))[inside].mean() > 0.95
+    off_centre = np.zeros_like(mask)
+    off_centre[:, 40:48] = 1
+    with pytest.raises(CoilError, match="^coil sensitivities: the mask samples no lines around DC"):
+        direct_maps(kspace * off_centre, off_centre)

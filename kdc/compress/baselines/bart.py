@@ -31,7 +31,7 @@ from kdc.compress.baselines import Baseline, reconstruct_slices, register_baseli
 from kdc.data.metrics import psnr
 from kdc.errors import KdcError
 from kdc.mri.fft import uncentred_to_centred
-from kdc.mri.sensitivity import espirit_maps
+from kdc.mri.sensitivity import direct_maps, espirit_calibrates, espirit_maps
 
 #: Where SENSE-CS's coil sensitivities come from: ``bart ecalib -m 1`` or kdc's numpy ESPIRiT.
 SENSE_MAPS = ("ecalib", "kdc")
@@ -126,7 +126,9 @@ class BartSenseCompressedSensing(Baseline):
     """SENSE-CS: ``bart ecalib -m 1`` (ESPIRiT maps from the calibration lines), then
     ``bart pics -S -R W:7:0:λ -i iterations`` on every coil; the magnitude of the SENSE image, which matches the
     root sum of squares of the fully sampled coils (fastMRI's target) since the maps have unit norm.
-    ``maps="kdc"``: kdc's own ESPIRiT maps (:func:`kdc.mri.sensitivity.espirit_maps`) instead of ``ecalib``'s."""
+    ``maps="kdc"``: kdc's own ESPIRiT maps (:func:`kdc.mri.sensitivity.espirit_maps`) instead of ``ecalib``'s.
+    Fewer centre lines than ESPIRiT's kernel (8x on 128 columns) get direct maps
+    (:func:`kdc.mri.sensitivity.direct_maps`) either way."""
 
     row = "SENSE-CS (BART ecalib + pics l1-wavelet)"
     multicoil = True
@@ -161,7 +163,9 @@ class BartSenseCompressedSensing(Baseline):
             # BART's k-space is (x, y, z, coils), centred.
             write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(kspace * mask), 0, -1)[:, :, None])
             write_cfl(folder / "pattern", np.fft.fftshift(mask))
-            if self.maps == "ecalib":
+            if not espirit_calibrates(kspace * mask, mask):  # fewer centre lines than ESPIRiT's kernel
+                write_cfl(folder / "sens", np.moveaxis(direct_maps(kspace * mask, mask), 0, -1)[:, :, None])
+            elif self.maps == "ecalib":
                 run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", "kspace", "sens")
             else:
                 write_cfl(folder / "sens", np.moveaxis(espirit_maps(kspace * mask, mask), 0, -1)[:, :, None])
