@@ -81,6 +81,7 @@ def measure(keys: list[str], repeats: int, workdir: Path, size: tuple[int, int])
         for name in LOWERINGS:
             path, graph, seconds = export(key, name, workdir, images, size)
             results[key]["export_s"][name] = seconds
+            print(f"exported {key} {name} in {seconds:.0f} s", flush=True)
             results[key]["file_mb"] = {**results[key].get("file_mb", {}), name: path.stat().st_size / 1e6}
             for engine in ENGINES:
                 session = rt.load(path, engine=engine, threads=THREADS)
@@ -97,7 +98,8 @@ def measure(keys: list[str], repeats: int, workdir: Path, size: tuple[int, int])
                     got = session.run(feed)[session.output_names[0]]  # also the warm-up
                     results[key]["relative_l2"][f"{name} {engine} {coils}"] = relative_error(got, reference)
     times: dict[tuple, list[float]] = {config: [] for config in runs}
-    for _ in range(repeats):
+    for round_ in range(repeats):
+        print(f"round {round_ + 1} of {repeats}", flush=True)
         for config, (session, feed) in runs.items():
             started = time.perf_counter()
             session.run(feed)
