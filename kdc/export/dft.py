@@ -4,9 +4,11 @@ A graph that must not hold a complex dtype or an ONNX ``DFT`` node (slow in ONNX
 opset >= 20: TOOLCHAIN.md) computes ``X = F x`` with real cos/sin matrices. A dense ``N x N`` product costs ``N``
 complex multiply-adds per output; :func:`dft` factors ``N = N1 * N2`` (the four-step Cooley-Tukey DFT) and costs
 ``N1 + N2``: the axis is reshaped to ``(N1, N2)`` (``n = N2 n1 + n2``), transformed along ``N1`` by a small dense
-product, multiplied elementwise by the twiddles ``W_N^(n2 k1)``, transformed along ``N2``, and read out transposed
-(``k = k1 + N1 k2``). At 320 (16 x 20) that is 36 instead of 320. A prime or small size keeps the dense product.
-Only MatMul, Mul, Add/Sub, Reshape and Transpose reach the graph, with every leading dimension (batch, coils) free.
+product, multiplied by the twiddles ``W_N^(n2 k1)``, transformed along ``N2``, and read out transposed
+(``k = k1 + N1 k2``). At 320 (16 x 20) that is 36 instead of 320. The twiddles are folded into one ``N2 x N2``
+matrix per ``k1`` (no elementwise pass), and the axis is moved to -2 so that every product runs over a whole row of
+columns (one large product, not thousands of tiny ones). A prime or small size keeps the dense product. Only MatMul,
+Add/Sub, Reshape and Transpose reach the graph, with every leading dimension (batch, coils) free.
 """
 
 from __future__ import annotations
@@ -61,13 +63,13 @@ def factors(n: int) -> tuple[int, int] | None:
 
 
 @functools.cache
-def _factored(n: int, inverse: bool, norm: str | None) -> tuple[Pair, Pair, Pair]:
-    """The DFT along ``N1`` (carrying ``norm``'s scale), the twiddles ``W_N^(n2 k1)`` as ``(N1, N2)``, and the
-    DFT along ``N2``."""
+def _factored(n: int, inverse: bool, norm: str | None) -> tuple[Pair, Pair]:
+    """The DFT along ``N1`` (carrying ``norm``'s scale), and ``(N1, N2, N2)``: for each ``k1`` the DFT along ``N2``
+    with the twiddles ``W_N^(n2 k1)`` folded into its columns (``[k1, k2, n2]``)."""
     first, second = factors(n)
-    k1, n2 = np.arange(first)[:, None], np.arange(second)[None, :]
-    twiddles = _pair(2 * np.pi * (k1 * n2 % n) / n, inverse)
-    return _unscaled(first, inverse, norm_scale(n, inverse, norm)), twiddles, _unscaled(second, inverse)
+    k1, k2, n2 = np.arange(first)[:, None, None], np.arange(second)[None, :, None], np.arange(second)[None, None, :]
+    angles = 2 * np.pi * ((k2 * n2 % second) / second + (k1 * n2 % n) / n)
+    return _unscaled(first, inverse, norm_scale(n, inverse, norm)), _pair(angles, inverse)
 
 
 def _constant(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -89,40 +91,46 @@ def _times(real: torch.Tensor, imag: torch.Tensor | None, pair: Pair, left: bool
     return out_real, product(sin, real) if imag is None else product(sin, real) + product(cos, imag)
 
 
-def _last_or_second_last(real: torch.Tensor, imag: torch.Tensor | None, last: bool, inverse: bool,
-                         norm: str | None, real_only: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The DFT along axis -1 (``last``) or -2, dense or factored."""
-    n = real.shape[-1 if last else -2]
+def _second_last(real: torch.Tensor, imag: torch.Tensor | None, inverse: bool, norm: str | None, real_only: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The DFT along axis -2 of ``(..., N, W)``: left products, every one over ``W`` columns at once."""
+    n, width = real.shape[-2:]
     split = factors(n)
     if split is None:
-        return _times(real, imag, dft_pair(n, inverse, norm), left=not last, real_only=real_only)
+        return _times(real, imag, dft_pair(n, inverse, norm), left=True, real_only=real_only)
     first, second = split
-    outer, twiddles, inner = _factored(n, inverse, norm)
-    if last:  # (..., N) -> (..., N1, N2): along N1 from the left, along N2 from the right
-        real, imag = (None if part is None else part.unflatten(-1, (first, second)) for part in (real, imag))
-        real, imag = _times(real, imag, outer, left=True)
-        twiddle_real, twiddle_imag = (_constant(part, real) for part in twiddles)
-    else:  # (..., N, W) -> (..., N1, N2 * W): along N1 from the left; then (..., N1, N2, W), along N2 from the left
-        width = real.shape[-1]
-        real, imag = (None if part is None else part.unflatten(-2, (first, second)).flatten(-2)
-                      for part in (real, imag))
-        real, imag = _times(real, imag, outer, left=True)
-        real, imag = (part.unflatten(-1, (second, width)) for part in (real, imag))
-        twiddle_real, twiddle_imag = (_constant(part[..., None], real) for part in twiddles)
-    real, imag = real * twiddle_real - imag * twiddle_imag, real * twiddle_imag + imag * twiddle_real
-    real, imag = _times(real, imag, inner, left=not last, real_only=real_only)
+    outer, inner = _factored(n, inverse, norm)
+    # (..., N, W) -> (..., N1, N2 * W) with n = N2 n1 + n2: along N1.
+    real, imag = (None if part is None else part.unflatten(-2, (first, second)).flatten(-2) for part in (real, imag))
+    real, imag = _times(real, imag, outer, left=True)
+    # (..., N1, N2, W): along N2, the twiddles of row k1 in its matrix (a product batched over k1).
+    real, imag = (part.unflatten(-1, (second, width)) for part in (real, imag))
+    real, imag = _times(real, imag, inner, left=True, real_only=real_only)
     # (k1, k2) -> k = k1 + N1 k2: the transposed order, flattened.
-    axes = (-2, -1) if last else (-3, -2)
-    return tuple(None if part is None else part.transpose(*axes).flatten(*axes) for part in (real, imag))
+    return tuple(None if part is None else part.transpose(-3, -2).flatten(-3, -2) for part in (real, imag))
 
 
 def dft(real: torch.Tensor, imag: torch.Tensor | None, dim: int, inverse: bool, norm: str | None = "backward",
         real_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """1-D DFT (``torch.fft.fft``/``ifft`` with ``norm``) of ``real + i imag`` along ``dim`` as real matrix products;
-    ``imag=None`` for a real input; ``real_only`` returns ``(real part, None)`` and saves its imaginary products."""
+    ``imag=None`` for a real input; ``real_only`` returns ``(real part, None)`` and saves its imaginary products.
+
+    A dense last axis is one right product; any other axis is moved to -2 (the last one transposed), so that the
+    small factored products each run over a whole row of columns rather than over many tiny matrices."""
     dim = dim - real.dim() if dim >= 0 else dim
-    if dim in (-1, -2):
-        return _last_or_second_last(real, imag, dim == -1, inverse, norm, real_only)
-    moved = [None if part is None else part.movedim(dim, -1) for part in (real, imag)]
-    out = _last_or_second_last(*moved, True, inverse, norm, real_only)
-    return tuple(None if part is None else part.movedim(-1, dim) for part in out)
+    if dim == -1 and factors(real.shape[-1]) is None:
+        return _times(real, imag, dft_pair(real.shape[-1], inverse, norm), left=False, real_only=real_only)
+    if real.dim() == 1:
+        def move(part: torch.Tensor) -> torch.Tensor:
+            return part[:, None]
+
+        def back(part: torch.Tensor) -> torch.Tensor:
+            return part[:, 0]
+    else:
+        def move(part: torch.Tensor) -> torch.Tensor:
+            return part.movedim(dim, -2)
+
+        def back(part: torch.Tensor) -> torch.Tensor:
+            return part.movedim(-2, dim)
+    out = _second_last(move(real), None if imag is None else move(imag), inverse, norm, real_only)
+    return tuple(None if part is None else back(part) for part in out)
