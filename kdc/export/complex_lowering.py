@@ -2,8 +2,8 @@
 
 :class:`RealComplexMode` is a :class:`torch.overrides.TorchFunctionMode`: inside ``with RealComplexMode():`` a
 complex tensor is carried as a real ``(..., 2)`` tensor (real and imaginary parts last, fastMRI's layout) and
-``torch.fft.fft/ifft/fft2/ifft2/fftn/ifftn`` become products with real cos/sin DFT matrices
-(:func:`kdc.export.lowerings.dft_matrices` unscaled, then ``norm``), ``fftshift``/``ifftshift`` become rolls. It knows
+``torch.fft.fft/ifft/fft2/ifft2/fftn/ifftn`` become products with real cos/sin DFT matrices, factored
+(:func:`kdc.export.dft.dft`), ``fftshift``/``ifftshift`` become rolls. It knows
 nothing of any model: ``view_as_complex``/``view_as_real``, ``torch.complex``, ``.real``/``.imag``, ``abs``,
 ``conj``, ``mul``/``add``/``sub`` and ``shape``/``size``/``dim`` of such tensors are handled wherever they are
 called from. No complex dtype reaches the graph, so the legacy and dynamo ONNX exporters both take it, and OpenVINO's
@@ -13,19 +13,18 @@ tensor raises :class:`UnsupportedOperation`, one line naming the operator and th
 
 from __future__ import annotations
 
-import functools
 import sys
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from kdc.errors import KdcError
+from kdc.export.dft import dft
 
 Handler = Callable[..., Any]
 #: Directories whose frames are not "the model's source line" of an error.
@@ -63,31 +62,6 @@ def _dims(dim: int | Sequence[int] | None, ndim: int) -> list[int]:
         return list(range(-ndim, 0))
     dims = [dim] if isinstance(dim, int) else list(dim)
     return [d - ndim if d >= 0 else d for d in dims]
-
-
-@functools.cache
-def dft_pair(n: int, inverse: bool, norm: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, S)`` float32 with the 1-D DFT of size ``n`` as ``C + iS`` (``norm`` as ``torch.fft``), computed in numpy so
-    that the graph holds them as constants."""
-    k = np.arange(n)
-    angle = 2 * np.pi * (np.outer(k, k) % n) / n
-    scale = {"ortho": 1 / np.sqrt(n), "forward": 1.0 if inverse else 1 / n,
-             "backward": 1 / n if inverse else 1.0}[norm or "backward"]
-    return (np.cos(angle) * scale).astype(np.float32), (np.sin(angle) * scale * (1 if inverse else -1)).astype(np.float32)
-
-
-def _dft_axis(real: torch.Tensor, imag: torch.Tensor, dim: int, inverse: bool, norm: str | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """1-D DFT of ``real + i imag`` along logical ``dim`` (negative) as real matrix products."""
-    cos, sin = (torch.from_numpy(matrix).to(real.dtype) for matrix in dft_pair(real.shape[dim], inverse, norm))
-    # (re + i im)(C + iS): both symmetric, so the product is the same from either side.
-    if dim == -1:
-        return real @ cos - imag @ sin, real @ sin + imag @ cos
-    if dim == -2:
-        return cos @ real - sin @ imag, sin @ real + cos @ imag
-    moved_real, moved_imag = real.movedim(dim, -1), imag.movedim(dim, -1)
-    out_real, out_imag = moved_real @ cos - moved_imag @ sin, moved_real @ sin + moved_imag @ cos
-    return out_real.movedim(-1, dim), out_imag.movedim(-1, dim)
 
 
 class RealComplexMode(TorchFunctionMode):
@@ -154,11 +128,10 @@ class RealComplexMode(TorchFunctionMode):
             real, imag = self.parts(tensor)
             if real.is_complex():
                 return NotImplemented
-            imag = torch.zeros_like(real) if imag is None else imag
             if dim is None and default_dims is not None:
                 dim = list(range(-default_dims, 0))
             for axis in _dims(dim, real.dim()):
-                real, imag = _dft_axis(real, imag, axis, inverse, norm)
+                real, imag = dft(real, imag, axis, inverse, norm)
             return self.pair(real, imag)
 
         return lowered

@@ -7,7 +7,8 @@ uncentred and orthonormal, images ``(N, C, H, W)`` (``C = 1`` real, ``C = 2`` co
 channels: exact complex DC), masks ``(1, 1, 1, W)``, ``(1, 1, H, 1)`` or ``(1, 1, H, W)``.
 
 - ``dft``: ``torch.fft`` as is; the dynamo exporter writes ONNX ``DFT`` nodes (slow in onnxruntime's CPU kernel).
-- ``matmul``: the 2-D DFT as real matrix products (cos/sin matrices, no complex dtype); any mask.
+- ``matmul``: the 2-D DFT as real matrix products (factored cos/sin matrices, :mod:`kdc.export.dft`, no complex
+  dtype); any mask.
 - ``masked``: exact for 1-D Cartesian masks (whole columns or whole rows sampled). For columns the DFT along H
   cancels, so a DC step is ``x - x P + z`` with ``P = F_s^T conj(F_s)`` (``W x W``, ``F_s`` the sampled rows of the
   1-D DFT along W; only ``Re P`` for a real image) and ``z`` the zero-filled image. ``z`` and ``P`` depend on the
@@ -25,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from kdc.export.dft import dft, dft_pair
 from kdc.mri.masks import sampled_lines
 from kdc.models.dc import DataConsistency
 
@@ -32,12 +34,9 @@ MaskArray = np.ndarray
 
 
 def dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(C, S)`` with the orthonormal 1-D DFT ``F = C - iS`` of size ``n`` (both symmetric, float32)."""
-    k = np.arange(n)
-    angle = 2 * np.pi * (np.outer(k, k) % n) / n
-    scale = 1 / np.sqrt(n)
-    return (torch.from_numpy((np.cos(angle) * scale).astype(np.float32)),
-            torch.from_numpy((np.sin(angle) * scale).astype(np.float32)))
+    """``(C, S)`` with the orthonormal 1-D DFT ``F = C - iS`` of size ``n`` (both symmetric, float32), dense: the
+    inverse's ``C + iS`` from :func:`kdc.export.dft.dft_pair`."""
+    return tuple(torch.from_numpy(matrix) for matrix in dft_pair(n, True, "ortho"))
 
 
 class Lowering(DataConsistency):
@@ -62,33 +61,16 @@ class FFTLowering(Lowering):
 
 
 class MatmulLowering(Lowering):
-    """The 2-D DFT as products with real cos/sin matrices; exact for any mask."""
-
-    def __init__(self, image_size: tuple[int, int], baked_mask: MaskArray | None = None, image_channels: int = 1,
-                 axis: int = -1) -> None:
-        super().__init__(image_size, baked_mask, image_channels, axis)
-        height, width = self.image_size
-        for name, n in (("h", height), ("w", width)):
-            cos, sin = dft_matrices(n)
-            self.register_buffer(f"cos_{name}", cos, persistent=False)
-            self.register_buffer(f"sin_{name}", sin, persistent=False)
+    """The 2-D DFT as products with real cos/sin matrices (factored, :func:`kdc.export.dft.dft`); exact for any
+    mask."""
 
     def _dft2(
         self, real: torch.Tensor, imag: torch.Tensor | None, inverse: bool, real_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``F_H Z F_W`` (or its inverse) of ``Z = real + i imag``; ``imag=None`` means a real input."""
-        sign = 1.0 if inverse else -1.0
-        # Along H: left product with C_H + sign*i*S_H.
-        left_real = self.cos_h @ real
-        left_imag = sign * (self.sin_h @ real)
-        if imag is not None:
-            left_real = left_real - sign * (self.sin_h @ imag)
-            left_imag = left_imag + self.cos_h @ imag
-        # Along W: right product with C_W + sign*i*S_W.
-        out_real = left_real @ self.cos_w - sign * (left_imag @ self.sin_w)
-        if real_only:
-            return out_real, None
-        return out_real, left_imag @ self.cos_w + sign * (left_real @ self.sin_w)
+        """``F_H Z F_W`` (or its inverse) of ``Z = real + i imag``, factored (:func:`kdc.export.dft.dft`);
+        ``imag=None`` means a real input."""
+        real, imag = dft(real, imag, -2, inverse, "ortho")
+        return dft(real, imag, -1, inverse, "ortho", real_only=real_only)
 
     def _inverse(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
         return self._from_parts(*self._dft2(real, imag, inverse=True, real_only=self.image_channels == 1))

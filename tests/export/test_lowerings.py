@@ -5,19 +5,11 @@ import pytest
 import torch
 
 from kdc.mri.masks import cartesian_mask
-from kdc.export.lowerings import LOWERINGS, MaskedLowering, auto_lowering, dft_matrices
+from kdc.export.lowerings import LOWERINGS, MaskedLowering, auto_lowering
 
 from .helpers import column_mask, complex_model, line_mask, phased_undersampled, row_mask, tiny_model, undersampled
 
 SIZES = [(150, 150), (240, 240), (640, 368)]
-
-
-def test_dft_matrices_match_numpy_fft():
-    cos, sin = dft_matrices(150)
-    signal = np.random.default_rng(0).standard_normal(150)
-    expected = np.fft.fft(signal, norm="ortho")
-    np.testing.assert_allclose(cos.numpy() @ signal, expected.real, atol=1e-5)
-    np.testing.assert_allclose(-(sin.numpy() @ signal), expected.imag, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", SIZES)
