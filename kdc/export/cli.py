@@ -65,10 +65,11 @@ def export(
         tolerance=tolerance, role=model, quantize=quantize, max_psnr_drop=max_psnr_drop, calibration=calibration,
         init=init, weights=weights, coils=parse_coils(coils), precision=precision, trusted=user_class or (),
     )
-    validated = report.metadata["precision"]
-    quantization = report.metadata.get("quantization")
+    written = report.metadata  # the contract's JSON once: the gate's details are not typed fields
+    validated = written["precision"]
+    quantization = written.get("quantization")
     metric = {"max_abs": "max abs error", "relative_l2": "relative L2 error"}[
-        report.metadata["parity"].get("metric", "max_abs")]
+        written["parity"].get("metric", "max_abs")]
     typer.echo(
         f"wrote {report.path} ({report.format}, dc={report.dc}, {report.file_size / 1e6:.2f} MB, "
         f"{'float32 graph ' if quantization else ''}parity {metric} {report.parity_error:.2e})"
