@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import onnx
@@ -78,6 +79,22 @@ def test_impossible_gate_refuses_with_the_measured_drop_and_writes_nothing(model
     assert not out.parent.exists()
 
 
+def test_openvino_int8_falls_back_to_the_mixed_preset_when_the_performance_one_fails_the_gate(model, mask, tmp_path):
+    with pytest.raises(ExportError) as refused:
+        export(model, tmp_path / "never.xml", mask, fmt="openvino", quantize="int8", max_psnr_drop=-1)
+    found = re.search(r"\(NNCF presets: performance (-?[0-9.]+) dB; mixed (-?[0-9.]+) dB\)", str(refused.value))
+    assert found and "\n" not in str(refused.value)
+    performance, mixed = map(float, found.groups())
+    if not mixed < performance - 0.001:
+        pytest.skip(f"NNCF's presets give drops {performance} and {mixed} dB here: no gate separates them")
+    report = export(model, tmp_path / "m.xml", mask, fmt="openvino", quantize="int8",
+                    max_psnr_drop=(performance + mixed) / 2)
+    quantization = report.metadata["quantization"]
+    assert quantization["settings"]["preset"] == "mixed" and quantization["psnr_drop"] <= (performance + mixed) / 2
+    [first] = quantization["settings"]["refused"]
+    assert first["preset"] == "performance" and first["psnr_drop"] == pytest.approx(performance, abs=1e-3)
+
+
 def test_openvino_int8_quantizes_convolutions_and_runs_at_f32(model, mask, tmp_path):
     report = export(model, tmp_path / "m.xml", mask, fmt="openvino", quantize="int8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]
@@ -88,6 +105,8 @@ def test_openvino_int8_quantizes_convolutions_and_runs_at_f32(model, mask, tmp_p
     contract = json.loads(ir.get_rt_info(["kdc", "contract"]).astype(str))
     assert contract["quantization"]["mode"] == "int8" and contract["quantization"]["psnr_drop"] <= 0.1
     assert contract["quantization"]["settings"]["engine"].startswith("nncf")
+    assert contract["quantization"]["settings"]["preset"] == "performance"
+    assert contract["quantization"]["settings"]["refused"] == []
     runtime = load(report.path, threads=1)
     assert runtime.backend.endswith("f32")
     assert runtime.reconstruct(undersampled(SIZE, mask).numpy(), column_mask(mask).numpy()).shape == (4, 1, *SIZE)
