@@ -152,6 +152,13 @@ def test_cli_reports_the_drop_and_fails_in_one_line(run_dir, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: quantization gate failed: int8 PSNR")
 
 
+def test_cli_names_the_nncf_preset_an_openvino_int8_file_kept(run_dir, tmp_path):
+    out = tmp_path / "q.xml"
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--out", str(out), "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].endswith("runs on OpenVINO at f32 by default; NNCF preset performance")
+
+
 def test_calibration_takes_the_users_dataset(model, mask, tmp_path, write_kdmri, phantom):
     """``--calibration DATA``: the user's validation slices calibrate int8 and feed both gates."""
     write_kdmri(tmp_path / "data" / "val" / "a.h5", phantom(6, 64, 48))
