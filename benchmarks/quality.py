@@ -15,7 +15,9 @@ one session is finished by the same command in the next.
 
 ``--cs`` adds the classical row, compressed sensing with BART (``bart pics`` l1-wavelet, λ tuned once per factor on
 four training slices, scored on every validation slice, cached in ``RUNS/{acc}x/cs.json``); ``--teacher-mode sft``
-trains SFT-KD-Recon's student-friendly teacher instead (use another ``--runs`` and ``--results`` for it).
+trains SFT-KD-Recon's student-friendly teacher instead (use another ``--runs`` and ``--results`` for it);
+``--sft-runs RUNS`` then adds that table's SFT teacher and KD student as rows of this one (same seeds and masks; the
+student alone does not depend on the teacher).
 Any preset value can be overridden (``--epochs``, ``--seeds``, ...). ``--report-only`` rebuilds the results from
 finished run directories without training. Every seed of a factor must see the same mask, so a dataset without
 ``masks/mask_{acc}x.npy`` is copied under ``--runs`` with the masks ``kdc`` would draw for seed 0.
@@ -64,7 +66,10 @@ SETTINGS: dict[str, dict] = {
 FACTORS = (4, 5, 8)
 CS = BartCompressedSensing.row
 ROWS = ("zero-filled", *TABLE_ROLES)
-LABELS = {"zero-filled": "ZF", CS: "CS (BART)", "teacher": "teacher", "student": "student", "kd_student": "KD student"}
+#: Rows read from ``--sft-runs`` (a table trained with ``--teacher-mode sft``): row -> the role in those runs.
+SFT_ROWS = {"sft_teacher": "teacher", "sft_kd_student": "kd_student"}
+LABELS = {"zero-filled": "ZF", CS: "CS (BART)", "teacher": "teacher", "student": "student", "kd_student": "KD student",
+          "sft_teacher": "SFT teacher", "sft_kd_student": "KD student (SFT teacher)"}
 
 
 def with_fixed_masks(data: str, factors: list[int], runs: Path) -> str:
@@ -134,13 +139,14 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
     """Per-seed metrics, their mean over seeds, timings and the issue's targets for one factor."""
     seeds = {}
     cs = {CS: cs_row(acc, args)} if args.cs else {}
-    rows = rows_of(args)
+    sft = sft_tables(acc, args)
+    rows = rows_of(args) + (tuple(SFT_ROWS) if sft else ())
     for seed in args.seeds:
         out = args.runs / f"{acc}x" / f"seed{seed}"
         if not (out / "metrics.json").exists():  # cut off before it finished: reported as missing
             continue
         saved = json.loads((out / "metrics.json").read_text())
-        table = saved["models"]
+        table = {**saved["models"], **{row: sft[seed][role] for row, role in SFT_ROWS.items()}} if sft else saved["models"]
         timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
         seeds[seed] = {
             "models": {row: {m: {**table, **cs}[row][m] for m in ("psnr", "ssim")} for row in rows},
@@ -161,6 +167,17 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
     }
     extra = {"cs": {k: cs[CS][k] for k in ("settings", "seconds_per_slice")}} if cs else {}
     return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": targets(seeds), **extra}
+
+
+def sft_tables(acc: int, args: argparse.Namespace) -> dict[int, dict] | None:
+    """``--sft-runs``' metrics per seed for one factor, when every seed finished there as here; else None."""
+    if args.sft_runs is None:
+        return None
+    paths = {seed: args.sft_runs / f"{acc}x" / f"seed{seed}" / "metrics.json" for seed in args.seeds
+             if (args.runs / f"{acc}x" / f"seed{seed}" / "metrics.json").exists()}
+    if not paths or not all(path.exists() for path in paths.values()):
+        return None
+    return {seed: json.loads(path.read_text())["models"] for seed, path in paths.items()}
 
 
 def rows_of(args: argparse.Namespace) -> tuple[str, ...]:
@@ -228,6 +245,8 @@ def render_setting(name: str, entry: dict) -> list[str]:
         "Teachers: " + ("one per seed." if entry["config"].get("teacher_per_seed") else
                         "one per factor (first seed), reused for the other seeds."), "",
     ]
+    if "sft_command" in entry:
+        lines += [f"SFT rows: the teacher and KD student of `{entry['sft_command']}` (same data, masks and seeds).", ""]
     for acc, factor in entry["factors"].items():
         lines += render_factor(acc, factor)
         missing = [seed for seed in entry["config"]["seeds"] if str(seed) not in factor["seeds"]]
@@ -243,7 +262,7 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         "| model | PSNR (dB) | seed sd | SSIM | seed sd | " + " | ".join(f"PSNR seed {s}" for s in seeds) + " |",
         "|---|" + "---:|" * (4 + len(seeds)),
     ]
-    for row in [row for row in ("zero-filled", CS, *TABLE_ROLES) if row in factor["mean"]]:  # the paper's order
+    for row in [row for row in ("zero-filled", CS, *TABLE_ROLES, *SFT_ROWS) if row in factor["mean"]]:
         m = factor["mean"][row]
         per_seed = " | ".join(f"{factor['seeds'][s]['models'][row]['psnr']['mean']:.2f}" for s in seeds)
         lines.append(
@@ -265,6 +284,11 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in factor["seeds"][s]["stage_s"].items())
         wall = factor["seeds"][s]["wall_s"]
         runs.append(f"seed {s}: {stages}" + (f", whole run {wall:.0f} s" if wall == wall else ""))
+    if "sft_kd_student" in factor["mean"]:
+        gains = [factor["seeds"][s]["models"]["sft_kd_student"]["psnr"]["mean"]
+                 - factor["seeds"][s]["models"]["student"]["psnr"]["mean"] for s in seeds]
+        lines += [f"With the SFT teacher (`--sft-runs`): KD - student = {np.mean(gains):+.2f} dB (per seed "
+                  f"{[round(g, 3) for g in gains]}).", ""]
     lines += [f"Time per stage (training + per-epoch validation): {'; '.join(runs)}.", ""]
     if "cs" in factor:
         cs = factor["cs"]
@@ -297,6 +321,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cs", action="store_true", help="add the CS (BART) row (needs the bart command)")
     parser.add_argument("--teacher-mode", default="plain", help="plain or sft (kdc distill --teacher-mode)")
     parser.add_argument("--augment", default="", help="training-set augmentation (kdc distill --augment)")
+    parser.add_argument("--sft-runs", type=Path,
+                        help="--runs of the same setting trained with --teacher-mode sft: its rows join this table")
     parser.add_argument("--shared-teacher", action="store_true",
                         help="train one teacher (first seed) for all seeds instead of one per seed")
     args = parser.parse_args(argv)
@@ -343,6 +369,8 @@ def main(argv: list[str]) -> None:
         ).items() if k not in ("out", "acceleration", "teacher", "seed", "data")} | {
             "seeds": args.seeds, "teacher_per_seed": not args.shared_teacher},
         "total_s": session.get("total_s"),  # None when the training was cut off
+        **({"sft_command": json.loads((args.sft_runs / "session.json").read_text())["command"]}
+           if args.sft_runs and (args.sft_runs / "session.json").exists() else {}),
         "factors": {f"{acc}": collect(acc, args) for acc in args.factors if finished(acc, args)},
     }
     json_path = args.results.with_suffix(".json")
