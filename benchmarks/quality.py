@@ -146,7 +146,7 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
         if not (out / "metrics.json").exists():  # cut off before it finished: reported as missing
             continue
         saved = json.loads((out / "metrics.json").read_text())
-        table = {**saved["models"], **{row: sft[seed][role] for row, role in SFT_ROWS.items()}} if sft else saved["models"]
+        table = saved["models"] | ({row: sft[seed][role] for row, role in SFT_ROWS.items()} if sft else {})
         timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
         seeds[seed] = {
             "models": {row: {m: {**table, **cs}[row][m] for m in ("psnr", "ssim")} for row in rows},
@@ -166,7 +166,13 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
         for row in rows
     }
     extra = {"cs": {k: cs[CS][k] for k in ("settings", "seconds_per_slice")}} if cs else {}
-    return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": targets(seeds), **extra}
+    found = targets(seeds)
+    if sft:
+        gains = [s["models"]["sft_kd_student"]["psnr"]["mean"] - s["models"]["student"]["psnr"]["mean"]
+                 for s in seeds.values()]
+        found |= {"sft_kd_gain_db": round(float(np.mean(gains)), 3),
+                  "sft_kd_gain_db_per_seed": [round(g, 3) for g in gains]}
+    return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": found, **extra}
 
 
 def sft_tables(acc: int, args: argparse.Namespace) -> dict[int, dict] | None:
@@ -175,7 +181,10 @@ def sft_tables(acc: int, args: argparse.Namespace) -> dict[int, dict] | None:
         return None
     paths = {seed: args.sft_runs / f"{acc}x" / f"seed{seed}" / "metrics.json" for seed in args.seeds
              if (args.runs / f"{acc}x" / f"seed{seed}" / "metrics.json").exists()}
-    if not paths or not all(path.exists() for path in paths.values()):
+    missing = [str(path) for path in paths.values() if not path.exists()]
+    if not paths or missing:
+        print(f"--sft-runs: {acc}x left out of the SFT rows, not finished: {', '.join(missing) or 'no seed here'}",
+              file=sys.stderr)
         return None
     return {seed: json.loads(path.read_text())["models"] for seed, path in paths.items()}
 
@@ -284,11 +293,9 @@ def render_factor(acc: str, factor: dict) -> list[str]:
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in factor["seeds"][s]["stage_s"].items())
         wall = factor["seeds"][s]["wall_s"]
         runs.append(f"seed {s}: {stages}" + (f", whole run {wall:.0f} s" if wall == wall else ""))
-    if "sft_kd_student" in factor["mean"]:
-        gains = [factor["seeds"][s]["models"]["sft_kd_student"]["psnr"]["mean"]
-                 - factor["seeds"][s]["models"]["student"]["psnr"]["mean"] for s in seeds]
-        lines += [f"With the SFT teacher (`--sft-runs`): KD - student = {np.mean(gains):+.2f} dB (per seed "
-                  f"{[round(g, 3) for g in gains]}).", ""]
+    if "sft_kd_gain_db" in factor["targets"]:
+        lines += [f"With the SFT teacher (`--sft-runs`): KD - student = {factor['targets']['sft_kd_gain_db']:+.2f} dB "
+                  f"(per seed {factor['targets']['sft_kd_gain_db_per_seed']}).", ""]
     lines += [f"Time per stage (training + per-epoch validation): {'; '.join(runs)}.", ""]
     if "cs" in factor:
         cs = factor["cs"]

@@ -6,7 +6,7 @@ Register it wrapped in :func:`kdc._cli.user_errors` (as :mod:`kdc.cli` does).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -84,7 +84,7 @@ def export(
         )
 
 
-def preset_note(quantization: dict | None) -> str:
+def preset_note(quantization: dict[str, Any] | None) -> str:
     """``; NNCF preset mixed (performance refused: drop 0.206 dB)`` for an OpenVINO int8 file, else nothing."""
     settings = (quantization or {}).get("settings", {})
     if "preset" not in settings:

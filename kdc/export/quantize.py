@@ -126,7 +126,7 @@ def quantize_onnx_fp16(proto: Any) -> tuple[Any, dict[str, Any]]:
 OPENVINO_INT8_PRESETS = ("performance", "mixed")
 
 
-def quantize_openvino_int8(model: Any, calibration: list[Feeds], preset: str = "performance") -> tuple[Any, dict[str, Any]]:
+def quantize_openvino_int8(model: Any, calibration: list[Feeds], preset: str) -> tuple[Any, dict[str, Any]]:
     """NNCF post-training quantization of the Convolution nodes (every other op type is ignored) with the NNCF
     ``preset`` (:data:`OPENVINO_INT8_PRESETS`)."""
     import nncf
@@ -144,15 +144,16 @@ def quantize_openvino_int8(model: Any, calibration: list[Feeds], preset: str = "
 
 
 def quantize_artefact(
-    artefact: Any, mode: str, data: GateData, workdir: Path, preset: str = "performance"
+    artefact: Any, mode: str, data: GateData, workdir: Path, preset: str | None = None
 ) -> tuple[str, Callable[[Feeds], np.ndarray], dict[str, Any]]:
-    """Replace the artefact's graph (what ``write`` writes) by its quantized version (``preset``: OpenVINO's NNCF
-    preset).
+    """Replace the artefact's graph (what ``write`` writes) by its quantized version (``preset``: the NNCF preset of
+    an OpenVINO graph, default the first of :data:`OPENVINO_INT8_PRESETS`).
 
     Returns the runtime that runs it, a function running it and the quantization settings.
     """
     if isinstance(artefact, OpenVINOArtefact):
-        artefact.model, settings = quantize_openvino_int8(artefact.model, data.calibration, preset)
+        artefact.model, settings = quantize_openvino_int8(artefact.model, data.calibration,
+                                                          preset or OPENVINO_INT8_PRESETS[0])
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
         compiled = openvino_core().compile_model(artefact.model, "CPU", config)
         settings["inference_precision"] = "f32"
@@ -213,22 +214,26 @@ def quantize_and_gate(artefact: Any, mode: str, data: GateData, max_psnr_drop: f
                       workdir: Path) -> dict[str, Any]:
     """Quantize the artefact and refuse (``ExportError``) if its PSNR drops more than ``max_psnr_drop`` dB. An
     OpenVINO int8 graph is quantized with each of :data:`OPENVINO_INT8_PRESETS` in turn until one passes
-    (``settings.refused``: the presets that did not, with their drops)."""
+    (``settings.refused``: the presets that did not, with their drops; None where the PSNR was not finite)."""
     openvino = isinstance(artefact, OpenVINOArtefact)
-    presets = OPENVINO_INT8_PRESETS if openvino else ("performance",)
     original = artefact.model if openvino else None
     refused: list[dict[str, Any]] = []
-    for preset in presets:
+    for preset in OPENVINO_INT8_PRESETS if openvino else (None,):
         if openvino:
             artefact.model = original
         runtime, run, settings = quantize_artefact(artefact, mode, data, workdir, preset)
         scores = gate_scores(run(data.gate), data, max_psnr_drop)
         if scores["psnr_drop"] <= max_psnr_drop:
             break
-        refused.append({"preset": preset, "psnr_drop": scores["psnr_drop"]})
+        drop = scores["psnr_drop"]
+        refused.append({"preset": preset, "psnr_drop": float(drop) if np.isfinite(drop) else None})
     else:
-        tried = "; ".join(f"{r['preset']} {r['psnr_drop']:.3f} dB" for r in refused)
-        raise gate_failure("quantization", mode, scores, out, f" (NNCF presets: {tried})" if openvino else "")
+        if not openvino:
+            raise gate_failure("quantization", mode, scores, out)
+        artefact.model = original
+        earlier = "; ".join(f"{r['preset']} preset: drop {r['psnr_drop']:.3f} dB" if r["psnr_drop"] is not None
+                            else f"{r['preset']} preset: no finite PSNR" for r in refused[:-1])
+        raise gate_failure("quantization", f"{mode} (NNCF {preset} preset)", scores, out, f" ({earlier})")
     if openvino:
         settings["refused"] = refused
     return {"mode": mode, "settings": settings, "runtime": runtime, "calibration_slices": len(data.calibration),

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from kdc.data.demo import validation_images
 from kdc.mri.masks import cartesian_mask
 from kdc.export import ExportError, export_model
+from kdc.export.cli import preset_note
 from kdc.export.onnx_graph import read_contract
 from kdc.runtime import load
 
@@ -82,9 +83,10 @@ def test_impossible_gate_refuses_with_the_measured_drop_and_writes_nothing(model
 def test_openvino_int8_falls_back_to_the_mixed_preset_when_the_performance_one_fails_the_gate(model, mask, tmp_path):
     with pytest.raises(ExportError) as refused:
         export(model, tmp_path / "never.xml", mask, fmt="openvino", quantize="int8", max_psnr_drop=-1)
-    found = re.search(r"\(NNCF presets: performance (-?[0-9.]+) dB; mixed (-?[0-9.]+) dB\)", str(refused.value))
+    found = re.search(r"int8 \(NNCF mixed preset\) PSNR .* a drop of (-?[0-9.]+) dB > --max-psnr-drop -1 dB "
+                      r"\(performance preset: drop (-?[0-9.]+) dB\); .*never.xml not written$", str(refused.value))
     assert found and "\n" not in str(refused.value)
-    performance, mixed = map(float, found.groups())
+    mixed, performance = map(float, found.groups())
     if not mixed < performance - 0.001:
         pytest.skip(f"NNCF's presets give drops {performance} and {mixed} dB here: no gate separates them")
     report = export(model, tmp_path / "m.xml", mask, fmt="openvino", quantize="int8",
@@ -93,6 +95,10 @@ def test_openvino_int8_falls_back_to_the_mixed_preset_when_the_performance_one_f
     assert quantization["settings"]["preset"] == "mixed" and quantization["psnr_drop"] <= (performance + mixed) / 2
     [first] = quantization["settings"]["refused"]
     assert first["preset"] == "performance" and first["psnr_drop"] == pytest.approx(performance, abs=1e-3)
+    single = export(model, tmp_path / "m2.xml", mask, fmt="openvino", quantize="int8")  # passes at first try
+    fake_quantize = [sum(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(path).get_ops())
+                     for path in (report.path, single.path)]
+    assert fake_quantize[0] == fake_quantize[1] > 0  # the fallback quantized the float graph, not the quantized one
 
 
 def test_openvino_int8_quantizes_convolutions_and_runs_at_f32(model, mask, tmp_path):
@@ -156,7 +162,11 @@ def test_cli_names_the_nncf_preset_an_openvino_int8_file_kept(run_dir, tmp_path)
     out = tmp_path / "q.xml"
     result = CliRunner().invoke(app, ["export", str(run_dir), "--out", str(out), "--quantize", "int8"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1].endswith("runs on OpenVINO at f32 by default; NNCF preset performance")
+    last = result.output.strip().splitlines()[-1]
+    assert last.endswith("runs on OpenVINO at f32 by default; NNCF preset performance")
+    refused = {"settings": {"preset": "mixed", "refused": [{"preset": "performance", "psnr_drop": 0.2061}]}}
+    assert preset_note(refused) == "; NNCF preset mixed (performance refused: drop 0.206 dB)"
+    assert preset_note({"settings": {"op_types_to_quantize": ["Conv"]}}) == preset_note(None) == ""
 
 
 def test_calibration_takes_the_users_dataset(model, mask, tmp_path, write_kdmri, phantom):
