@@ -89,7 +89,8 @@ def preset_note(quantization: dict[str, Any] | None) -> str:
     settings = (quantization or {}).get("settings", {})
     if "preset" not in settings:
         return ""
-    refused = ", ".join(f"{r['preset']} refused: drop {r['psnr_drop']:.3f} dB" for r in settings.get("refused", []))
+    refused = ", ".join(f"{r['preset']} refused: " + (f"drop {r['psnr_drop']:.3f} dB" if r["psnr_drop"] is not None
+                                                      else "no finite PSNR") for r in settings.get("refused", []))
     return f"; NNCF preset {settings['preset']}" + (f" ({refused})" if refused else "")
 
 

@@ -167,6 +167,8 @@ def test_cli_names_the_nncf_preset_an_openvino_int8_file_kept(run_dir, tmp_path)
     refused = {"settings": {"preset": "mixed", "refused": [{"preset": "performance", "psnr_drop": 0.2061}]}}
     assert preset_note(refused) == "; NNCF preset mixed (performance refused: drop 0.206 dB)"
     assert preset_note({"settings": {"op_types_to_quantize": ["Conv"]}}) == preset_note(None) == ""
+    nan = {"settings": {"preset": "mixed", "refused": [{"preset": "performance", "psnr_drop": None}]}}
+    assert preset_note(nan) == "; NNCF preset mixed (performance refused: no finite PSNR)"
 
 
 def test_calibration_takes_the_users_dataset(model, mask, tmp_path, write_kdmri, phantom):
