@@ -157,13 +157,11 @@ class ModelInfo(Record):
 @dataclass(frozen=True)
 class Precision(Record):
     """``precision``: the precision the export validated (``name``), the ``engine`` and the ``inference_precision``
-    hint that run it as validated, and the f32 speed ``rewrites`` of the graph (:mod:`kdc.export.rewrites`). Values a
-    newer kdc may add are kept but read as the defaults (f32, no rewrites)."""
+    hint that run it as validated. Values a newer kdc may add are kept but read as the defaults (f32)."""
 
     name: str = "f32"
     engine: str | None = None
     inference_precision: str = "f32"
-    rewrites: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, entry: Any) -> Precision | None:
@@ -171,10 +169,8 @@ class Precision(Record):
         if not isinstance(entry, dict):
             return None
         name, engine, hint = entry.get("name"), entry.get("engine"), entry.get("inference_precision")
-        rewrites = entry.get("rewrites")
-        rewrites = tuple(rewrites) if isinstance(rewrites, list) and all(isinstance(r, str) for r in rewrites) else ()
         return cls(name if isinstance(name, str) else "f32", engine if isinstance(engine, str) else None,
-                   hint if isinstance(hint, str) else "f32", rewrites, **cls.split(entry))
+                   hint if isinstance(hint, str) else "f32", **cls.split(entry))
 
     def validated(self) -> tuple[str | None, str]:
         """``(engine, precision hint)`` as :func:`kdc.runtime.load` uses them: ``("openvino", "bf16")`` for a bf16

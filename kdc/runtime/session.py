@@ -609,9 +609,5 @@ def unvalidated_note(model: Reconstructor, precision: str) -> str | None:
     if precision in ("f32", validated):
         return None
     validated_at = "f32" if validated == "f32" else f"f32 and {validated}"
-    hint = ""
-    if precision == "bf16":
-        rewrites = model.contract.precision.rewrites if model.contract.precision else ()
-        slower = f"; its f32 rewrites ({', '.join(rewrites)}) run slower at bf16" if rewrites else ""
-        hint = f" (kdc export --precision bf16 gates it on PSNR{slower})"
+    hint = " (kdc export --precision bf16 gates it on PSNR)" if precision == "bf16" else ""
     return f"{model.path.name} was validated at {validated_at}, not {precision}: its accuracy there is unmeasured{hint}"

@@ -32,16 +32,6 @@ def test_an_unvalidated_precision_warns_once_in_one_line(artefacts):
     assert [str(w.message) for w in caught] == [note] and note in model.warnings
 
 
-def test_bf16_on_a_file_rewritten_for_f32_says_the_rewrite_is_slower_there(artefacts, tmp_path):
-    rewritten = with_contract(artefacts.student_onnx, tmp_path / "tapsum.onnx",
-                              lambda contract: contract["precision"].update(rewrites=["tap_sum"]))
-    with pytest.warns(PrecisionWarning) as caught:
-        rt.load(rewritten, engine="openvino", precision="bf16", threads=1)
-    assert [str(w.message) for w in caught] == [
-        "tapsum.onnx was validated at f32, not bf16: its accuracy there is unmeasured (kdc export --precision bf16 "
-        "gates it on PSNR; its f32 rewrites (tap_sum) run slower at bf16)"]
-
-
 def test_files_without_a_recorded_precision_keep_the_old_defaults(artefacts, tmp_path):
     old = with_contract(artefacts.student_onnx, tmp_path / "old.onnx", lambda contract: contract.pop("precision"))
     model = rt.load(old, threads=1)
