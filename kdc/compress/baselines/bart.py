@@ -160,15 +160,16 @@ class BartSenseCompressedSensing(Baseline):
             raise KdcError(f"SENSE-CS: expected (coils, H, W) k-space, got shape {kspace.shape}")
         with tempfile.TemporaryDirectory(prefix="kdc-bart-") as tmp:
             folder = Path(tmp)
+            sampled = kspace * mask
             # BART's k-space is (x, y, z, coils), centred.
-            write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(kspace * mask), 0, -1)[:, :, None])
+            write_cfl(folder / "kspace", np.moveaxis(uncentred_to_centred(sampled), 0, -1)[:, :, None])
             write_cfl(folder / "pattern", np.fft.fftshift(mask))
-            if not espirit_calibrates(kspace * mask, mask):  # fewer centre lines than ESPIRiT's kernel
-                write_cfl(folder / "sens", np.moveaxis(direct_maps(kspace * mask, mask), 0, -1)[:, :, None])
-            elif self.maps == "ecalib":
+            calibrates = espirit_calibrates(sampled, mask)
+            if calibrates and self.maps == "ecalib":
                 run_bart(folder, "SENSE-CS", self.threads, "ecalib", "-m", "1", "kspace", "sens")
-            else:
-                write_cfl(folder / "sens", np.moveaxis(espirit_maps(kspace * mask, mask), 0, -1)[:, :, None])
+            else:  # kdc's ESPIRiT, or direct maps from fewer centre lines than ESPIRiT's kernel
+                maps = espirit_maps if calibrates else direct_maps
+                write_cfl(folder / "sens", np.moveaxis(maps(sampled, mask), 0, -1)[:, :, None])
             run_bart(folder, "SENSE-CS", self.threads, "pics", "-d", "0", "-S", "-R", f"W:7:0:{self.lam}",
                      "-i", str(self.iterations), "-p", "pattern", "kspace", "sens", "image")
             return np.abs(read_cfl(folder / "image")).astype(np.float32)
