@@ -168,8 +168,7 @@ def collect(acc: int, args: argparse.Namespace) -> dict:
     extra = {"cs": {k: cs[CS][k] for k in ("settings", "seconds_per_slice")}} if cs else {}
     found = targets(seeds)
     if sft:
-        gains = [s["models"]["sft_kd_student"]["psnr"]["mean"] - s["models"]["student"]["psnr"]["mean"]
-                 for s in seeds.values()]
+        gains = kd_gains(seeds, "sft_kd_student")
         found |= {"sft_kd_gain_db": round(float(np.mean(gains)), 3),
                   "sft_kd_gain_db_per_seed": [round(g, 3) for g in gains]}
     return {"seeds": {str(k): v for k, v in seeds.items()}, "mean": mean, "targets": found, **extra}
@@ -194,12 +193,17 @@ def rows_of(args: argparse.Namespace) -> tuple[str, ...]:
     return ("zero-filled", *((CS,) if args.cs else ()), *TABLE_ROLES)
 
 
+def kd_gains(seeds: dict[int, dict], row: str = "kd_student") -> list[float]:
+    """Per seed, the PSNR of the KD student ``row`` minus the student alone's (dB)."""
+    return [s["models"][row]["psnr"]["mean"] - s["models"]["student"]["psnr"]["mean"] for s in seeds.values()]
+
+
 def targets(seeds: dict[int, dict]) -> dict:
     """The targets on PSNR (mean over seeds): ZF < CS < student < KD <= teacher, KD - student >= 0.3 dB, KD closes
     >= 80 % of the teacher-student gap, KD - CS >= 1.5 dB (the CS terms when the CS row was run)."""
     psnr = {row: float(np.mean([s["models"][row]["psnr"]["mean"] for s in seeds.values()])) for row in ROWS}
     cs = [s["models"][CS]["psnr"]["mean"] for s in seeds.values() if CS in s["models"]]
-    gains = [s["models"]["kd_student"]["psnr"]["mean"] - s["models"]["student"]["psnr"]["mean"] for s in seeds.values()]
+    gains = kd_gains(seeds)
     gap = psnr["teacher"] - psnr["student"]
     closed = (psnr["kd_student"] - psnr["student"]) / gap if gap > 0 else float("nan")
     return {
