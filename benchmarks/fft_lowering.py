@@ -98,13 +98,13 @@ def measure(keys: list[str], repeats: int, workdir: Path, size: tuple[int, int],
     for key in keys:
         feeds = {coils: varnet_feeds(ExportRequest(size=size, fmt="onnx", images=images[:1], coils=coils))
                  for coils in COILS}
-        results[key] = {"export_s": {}, "relative_l2": {}, "median_ms": {}, "median_cpu_ms": {}}
+        results[key] = {"export_s": {}, "file_mb": {}, "relative_l2": {}, "median_ms": {}, "median_cpu_ms": {}}
         graph = None
         for name in LOWERINGS:
             path, graph, seconds = export(key, name, workdir, images, size, dense if name == "dense" else None)
             results[key]["export_s"][name] = seconds
             print(f"exported {key} {name} in {seconds} s", flush=True)
-            results[key]["file_mb"] = {**results[key].get("file_mb", {}), name: path.stat().st_size / 1e6}
+            results[key]["file_mb"][name] = path.stat().st_size / 1e6
             for engine in ENGINES:
                 session = OrtSession(path) if engine == "ort" else rt.load(path, engine=engine, threads=THREADS)
                 for coils in COILS:
@@ -150,7 +150,7 @@ def render(data: dict) -> str:
         f"k-space, 4x random column mask), batch 1, {THREADS} threads, median of {data['repeats']} round-robin runs "
         "after one warm-up, every file and runtime in one process. *dense*: every DFT one `N x N` product (kdc's "
         "lowering before `kdc.export.dft`); *factored*: four-step products, `N = N1 x N2` "
-        f"({data['factors']}). {data['machine']}, {os.cpu_count()} CPUs shared with two training jobs: load "
+        f"({data['factors']}). {data['machine']}, {os.cpu_count()} CPUs, load "
         f"average (1, 5, 15 min) {data['load_before']} before, {data['load_after']} after. torch {data['torch']}. "
         "Absolute wall times are those of this load: read the ratios. *CPU* is the process's CPU time per run "
         "(both threads; ONNX Runtime's idle threads set to sleep rather than spin): the work, less sensitive to the "
