@@ -46,6 +46,8 @@ from kdc.errors import KdcError
 from kdc.models import build_model, load_checkpoint
 
 ROLES = ("teacher", "student", "kd_student")
+#: The rows' names of kdc's multi-coil architectures (a run's student may be either).
+ARCH_NAMES = {"sense_varnet": "SENSE VarNet", "sense_dccnn": "SENSE DC-CNN"}
 #: SENSE-CS can take more regularisation with 8 coils (benchmarks/sensitivities.py).
 GRID = (*LAMBDA_GRID, 0.1, 0.3)
 LATENCY_SIZE = (320, 320)
@@ -213,7 +215,7 @@ def main(argv: list[str]) -> None:
     for role in ROLES:
         if (args.run / f"{role}.pt").is_file():
             model, _ = load_checkpoint(args.run / f"{role}.pt")
-            rows[f"SENSE VarNet {role}"] = scored(predict(model, val, task=task),
+            rows[f"{ARCH_NAMES[model.config['arch']]} {role}"] = scored(predict(model, val, task=task),
                                                  {"params": sum(p.numel() for p in model.parameters())})
     results["rows"] = rows
     if args.latency_repeats:

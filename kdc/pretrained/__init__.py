@@ -22,8 +22,8 @@ DIRECTORY = Path(__file__).parent
 INDEX = "index.json"
 #: Role in a model name -> file stem of its checkpoint, its export and its row of metrics.json.
 ROLES = {"teacher": "teacher", "student": "student", "kd": "kd_student"}
-#: A shipped checkpoint is smaller than this (1 MB): the package stays small enough to install anywhere.
-MAX_CHECKPOINT_BYTES = 1_000_000
+#: A shipped checkpoint is smaller than this (2 MB; the multi-coil teacher is 1.8 MB): the package stays small.
+MAX_CHECKPOINT_BYTES = 2_000_000
 #: What a command takes: the run directory, a checkpoint (a run resolves to its directory) or an ONNX export.
 Artefact = Literal["run", "checkpoint", "onnx"]
 
