@@ -202,8 +202,9 @@ def target_section(entry: Path, run: str) -> list[str]:
     models = metrics["models"]
     table = {name: models[name] for name in models if name not in ROLES.values()}  # zero-filled first
     table |= baselines | {stem: models[stem] for stem in ROLES.values()}
+    targets = target_checks(models, baselines, metrics.get("task", "recon"))
     checks = "; ".join(f"{key.replace('_', ' ')}: **{value:+.2f}**" if isinstance(value, float) else
-                       f"{key.replace('_', ' ')}: **{value}**" for key, value in target_checks(models, baselines, metrics.get("task", "recon")).items())
+                       f"{key.replace('_', ' ')}: **{value}**" for key, value in targets.items())
     return ["", f"## `pretrained:{run}` against compressed sensing ({metrics['models'][ROLES['kd']]['psnr']['n']} "
                 "validation slices, the run's mask)", "", format_table(table), "", f"Targets: {checks}."]
 
