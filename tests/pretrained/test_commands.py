@@ -114,8 +114,8 @@ def test_the_maintainer_path_rebuilds_an_entry(tmp_path):
 
 def test_the_shipped_sense_student_reconstructs_and_serves_an_8_coil_scan(tmp_path, write_fastmri_multicoil):
     """``pretrained:brain8c-4x-kd`` on an 8-coil fastMRI file it never saw (demo brains with a smooth phase, a 4x mask
-    of another seed):
-    ``kdc reconstruct`` beats the zero-filled RSS by a wide margin, and ``kdc serve`` gives the local image."""
+    of another seed): ``kdc reconstruct`` beats the zero-filled RSS by a wide margin, and ``kdc serve`` gives the
+    local image."""
     from kdc.data.metrics import psnr
     from tests.runtime.helpers import running_server
     from tests.runtime.test_reconstruct_multicoil import undersample
