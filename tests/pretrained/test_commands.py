@@ -16,6 +16,7 @@ import pytest
 
 import kdc.runtime as rt
 from kdc.data.demo import validation_images
+from kdc.mri.coils import root_sum_of_squares
 from kdc.mri.fft import fft2c, ifft2c
 from kdc.mri.simulate import complex_coil_images
 from kdc.pretrained import DIRECTORY, ROLES, index, resolve
@@ -117,12 +118,12 @@ def test_the_shipped_sense_student_reconstructs_and_serves_an_8_coil_scan(tmp_pa
     of another seed): ``kdc reconstruct`` beats the zero-filled RSS by a wide margin, and ``kdc serve`` gives the
     local image."""
     from kdc.data.metrics import psnr
-    from tests.runtime.helpers import running_server
+    from tests.runtime.helpers import binary_image, binary_request, running_server
     from tests.runtime.test_reconstruct_multicoil import undersample
 
     size = tuple(index()["brain8c-4x"]["image_size"])
     coil_images = complex_coil_images(validation_images(size, 2), 8) * 3e-4
-    target = np.sqrt((np.abs(coil_images) ** 2).sum(axis=1))
+    target = root_sum_of_squares(coil_images)
     source = write_fastmri_multicoil(tmp_path / "scan.h5", coil_images)
     mask = undersample(source, seed=7)
     result = kdc("reconstruct", "pretrained:brain8c-4x-kd", str(source), "--out", str(tmp_path / "out"), "-f", "h5")
@@ -131,25 +132,18 @@ def test_the_shipped_sense_student_reconstructs_and_serves_an_8_coil_scan(tmp_pa
         reconstruction = file["reconstruction"][()]
     with h5py.File(source) as file:
         kspace = file["kspace"][()]
-    zero_filled = np.sqrt((np.abs(ifft2c(kspace)) ** 2).sum(axis=1))
+    zero_filled = root_sum_of_squares(ifft2c(kspace))
     peak = float(target.max())
     assert psnr(target, reconstruction, peak) > psnr(target, zero_filled, peak) + 3.0
 
     local = rt.load(resolve("pretrained:brain8c-4x-kd", "onnx"), threads=1)
     feeds = {"kspace": np.stack([kspace.real, kspace.imag], -1).astype(np.float32)[:1],
              "mask": mask.astype(np.float32).reshape(1, 1, 1, -1, 1)}
-    header = json.dumps({"inputs": [{"name": name, "shape": list(value.shape), "datatype": "FP32",
-                                     "parameters": {"binary_data_size": value.nbytes}}
-                                    for name, value in feeds.items()],
-                         "outputs": [{"name": "image", "parameters": {"binary_data": True}}]}).encode()
+    body, headers = binary_request(feeds)
     with running_server(["pretrained:brain8c-4x-kd"], tmp_path / "server.log", "--threads", "1") as server:
-        response = server.client.post("/v2/models/brain8c-4x-kd/infer",
-                                      content=header + b"".join(value.tobytes() for value in feeds.values()),
-                                      headers={"Inference-Header-Content-Length": str(len(header))})
+        response = server.client.post("/v2/models/brain8c-4x-kd/infer", content=body, headers=headers)
     assert response.status_code == 200, response.text
-    length = int(response.headers["Inference-Header-Content-Length"])
-    served = np.frombuffer(response.content[length:], dtype="<f4").reshape(1, *size)
-    np.testing.assert_allclose(served, local.run(feeds)["image"], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(binary_image(response, (1, *size)), local.run(feeds)["image"], rtol=1e-5, atol=1e-9)
 
 
 def test_a_multicoil_entry_is_held_against_sense_cs_by_one_db():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 #: Prepended to ``python -c`` code: any ``import torch`` in that process raises ImportError.
 BLOCK_TORCH = """
@@ -79,6 +81,22 @@ def running_server(models: list[Path], log: Path, *options: str) -> Iterator[Ser
         yield server
     finally:
         server.stop()
+
+
+def binary_request(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """An infer body in the binary tensor data extension (a JSON header, then the raw little-endian tensors) asking
+    for the ``image`` output in binary, and its headers."""
+    head = json.dumps({"inputs": [{"name": name, "shape": list(array.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": array.nbytes}} for name, array in feeds.items()],
+                       "outputs": [{"name": "image", "parameters": {"binary_data": True}}]}).encode()
+    body = head + b"".join(array.astype("<f4").tobytes() for array in feeds.values())
+    return body, {"Inference-Header-Content-Length": str(len(head))}
+
+
+def binary_image(response: httpx.Response, shape: tuple[int, ...]) -> np.ndarray:
+    """The binary ``image`` output of a :func:`binary_request` answer."""
+    length = int(response.headers["Inference-Header-Content-Length"])
+    return np.frombuffer(response.content[length:], dtype="<f4").reshape(shape)
 
 
 def process_memory_mb(pid: int) -> dict[str, float]:

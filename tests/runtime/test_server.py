@@ -15,7 +15,8 @@ import pytest
 import kdc.runtime as rt
 
 from .conftest import SIZE
-from .helpers import SERVE, Server, free_port, process_memory_mb, read_until_closed, running_server, slow_clients
+from .helpers import (SERVE, Server, binary_image, binary_request, free_port, process_memory_mb, read_until_closed,
+                      running_server, slow_clients)
 
 MAX_BODY_MB = 1
 
@@ -435,19 +436,14 @@ def test_peak_memory_of_the_largest_request_is_bounded_and_returned(artefacts, l
     slice_bytes = 2 * SIZE[0] * SIZE[1] * 4
     batch = (16 << 20) // slice_bytes - 1
     feeds = local.example_feeds(batch=batch)
-    header = {"inputs": [{"name": name, "shape": list(array.shape), "datatype": "FP32",
-                          "parameters": {"binary_data_size": array.nbytes}} for name, array in feeds.items()],
-              "outputs": [{"name": "image", "parameters": {"binary_data": True}}]}
-    head = json.dumps(header).encode()
-    body = head + b"".join(array.astype("<f4").tobytes() for array in feeds.values())
+    body, headers = binary_request(feeds)
     expected = local.run(feeds)["image"]
     with running_server([artefacts.student_onnx], tmp_path / "server.log", "--threads", "1",
                         "--max-body-mb", "16") as srv:
         pid = srv.process.pid
         before = process_memory_mb(pid)["VmRSS"]
         for _ in range(2):
-            response = srv.client.post("/v2/models/student/infer", content=body,
-                                       headers={"Inference-Header-Content-Length": str(len(head))})
+            response = srv.client.post("/v2/models/student/infer", content=body, headers=headers)
             assert response.status_code == 200, response.text
         body_mb = len(body) / 2**20
         for _ in range(50):  # the memory goes back in a task that runs once the answer is sent
@@ -455,8 +451,7 @@ def test_peak_memory_of_the_largest_request_is_bounded_and_returned(artefacts, l
             if memory["VmRSS"] - before <= 2 * body_mb:
                 break
             threading.Event().wait(0.1)
-    length = int(response.headers["Inference-Header-Content-Length"])
-    np.testing.assert_array_equal(np.frombuffer(response.content[length:], "<f4").reshape(expected.shape), expected)
+    np.testing.assert_array_equal(binary_image(response, expected.shape), expected)
     bound = 3 * body_mb + batch * slice_memory(local) / 2**20
     assert memory["VmHWM"] - before <= bound, (memory, before, bound)
     assert memory["VmRSS"] - before <= 2 * body_mb, (memory, before)  # the large request's memory went back
